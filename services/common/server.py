@@ -1,0 +1,138 @@
+"""The gRPC server bootstrap every llmmesh service shares.
+
+`MeshServer` wires a grpc.aio server with the library health servicer and
+reflection, binds (port 0 picks a free port and `start` returns it), and shuts
+down in the order DESIGN.md asks for: NOT_SERVING → shutdown hooks (e.g.
+deregister from discovery) → drain delay → stop accepting and let in-flight
+calls finish within the grace period → cleanup hooks (close channels, flush
+telemetry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+# Large enough for multi-image requests; the router enforces tighter input limits.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.so_reuseport", 0),
+)
+
+
+class MeshServer:
+    """A grpc.aio server with health, reflection and graceful shutdown."""
+
+    def __init__(self, name: str, settings: ServiceSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        self._service_names: list[str] = [health.SERVICE_NAME]
+        self._before_stop: list[Hook] = []
+        self._after_stop: list[Hook] = []
+        self._stopping: asyncio.Task[None] | None = None
+        self.port = 0
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+
+    def add_service(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
+        """Registers a servicer; `full_name` is its proto name, e.g. llmmesh.v1.RouterService."""
+        add_to_server(servicer, self._server)
+        self._service_names.append(full_name)
+
+    def before_stop(self, hook: Hook) -> None:
+        """Runs after NOT_SERVING, before the server stops accepting calls."""
+        self._before_stop.append(hook)
+
+    def after_stop(self, hook: Hook) -> None:
+        """Runs once in-flight calls have finished or the grace period ran out."""
+        self._after_stop.append(hook)
+
+    async def start(self) -> int:
+        """Binds, starts and marks every service SERVING; returns the bound port."""
+        reflection.enable_server_reflection((*self._service_names, reflection.SERVICE_NAME), self._server)
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"could not bind {address}")
+        await self._server.start()
+        for service in ("", *self._service_names[1:]):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", address=f"{self.settings.host}:{self.port}", services=self._service_names[1:])
+        if self.settings.ready_file:
+            _write_atomically(Path(self.settings.ready_file), {"port": self.port, "pid": os.getpid()})
+        return self.port
+
+    async def stop(self) -> None:
+        """Graceful shutdown; safe to call more than once."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        log.info("shutting down", grace_seconds=self.settings.grace_seconds)
+        await self.health.enter_graceful_shutdown()
+        for hook in self._before_stop:
+            await _run_hook(hook)
+        if self.settings.drain_seconds:
+            await asyncio.sleep(self.settings.drain_seconds)
+        await self._server.stop(self.settings.grace_seconds)
+        for hook in self._after_stop:
+            await _run_hook(hook)
+        log.info("stopped")
+
+    async def serve_until_signal(self) -> None:
+        """Starts, then serves until SIGTERM or SIGINT, then shuts down gracefully."""
+        stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop_requested.set)
+        await self.start()
+        await stop_requested.wait()
+        await self.stop()
+
+
+async def _run_hook(hook: Hook) -> None:
+    try:
+        await hook()
+    except Exception as error:  # noqa: BLE001 - one failing hook must not skip the others
+        log.warning("shutdown hook failed", hook=getattr(hook, "__qualname__", repr(hook)), error=repr(error))
+
+
+def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload))
+    temporary.replace(path)
+
+
+def run_service(main: Callable[[], Awaitable[None]]) -> None:
+    """Runs a service's async main on uvloop when available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

@@ -1,0 +1,156 @@
+"""Validation of chat requests, shared by the router and every adapter.
+
+Each check raises INVALID_ARGUMENT naming the field path (as in
+google.rpc.BadRequest) and saying how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from google.protobuf import struct_pb2
+from llmmesh.v1 import chat_pb2
+
+from services.common.errors import invalid_argument
+
+MAX_MESSAGES = 2048
+MAX_TOOLS = 256
+MAX_STOP_SEQUENCES = 16
+MAX_OUTPUT_TOKENS = 1_000_000
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ROLES = frozenset(chat_pb2.Role.values()) - {chat_pb2.ROLE_UNSPECIFIED}
+
+
+class ChatLike(Protocol):
+    """The fields router and provider chat requests share."""
+
+    model: str
+
+    @property
+    def messages(self) -> list[chat_pb2.Message]: ...
+    @property
+    def tools(self) -> list[chat_pb2.ToolDefinition]: ...
+    @property
+    def tool_choice(self) -> chat_pb2.ToolChoice: ...
+    @property
+    def settings(self) -> chat_pb2.GenerationSettings: ...
+    @property
+    def extensions(self) -> struct_pb2.Struct: ...
+
+    def ByteSize(self) -> int: ...  # noqa: N802 - protobuf's name
+    def HasField(self, field_name: str) -> bool: ...  # noqa: N802 - protobuf's name
+
+
+def validate_chat_request(request: ChatLike, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+    """Raises MeshError(INVALID_ARGUMENT) for the first problem found."""
+    if not request.model.strip():
+        raise invalid_argument("model", "is empty; name a model from ListModels, an alias, or 'auto'")
+    size = request.ByteSize()
+    if size > max_request_bytes:
+        raise invalid_argument(
+            _largest_message_field(request),
+            f"request is {size} bytes, above the {max_request_bytes}-byte limit; "
+            "send fewer or smaller messages (images by URL instead of bytes)",
+        )
+    if not request.messages:
+        raise invalid_argument("messages", "is empty; send at least one user message")
+    if len(request.messages) > MAX_MESSAGES:
+        raise invalid_argument("messages", f"has {len(request.messages)} messages, above the limit of {MAX_MESSAGES}")
+    tool_names = _validate_tools(request.tools)
+    for index, message in enumerate(request.messages):
+        _validate_message(f"messages[{index}]", message)
+    if request.HasField("tool_choice"):
+        choice = request.tool_choice
+        if choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED and choice.name not in tool_names:
+            raise invalid_argument(
+                "tool_choice.name", f"names tool {choice.name!r}, which is not in tools; add it or change the mode"
+            )
+    if request.HasField("settings"):
+        _validate_settings(request.settings)
+
+
+def _validate_tools(tools: list[chat_pb2.ToolDefinition]) -> set[str]:
+    if len(tools) > MAX_TOOLS:
+        raise invalid_argument("tools", f"has {len(tools)} tools, above the limit of {MAX_TOOLS}")
+    names: set[str] = set()
+    for index, tool in enumerate(tools):
+        if not _TOOL_NAME.match(tool.name):
+            raise invalid_argument(
+                f"tools[{index}].name", f"{tool.name!r} is not 1-64 characters of letters, digits, '_' or '-'"
+            )
+        if tool.name in names:
+            raise invalid_argument(f"tools[{index}].name", f"{tool.name!r} is defined twice; tool names must be unique")
+        names.add(tool.name)
+        schema_type = tool.parameters.fields.get("type")
+        if schema_type is not None and schema_type.string_value != "object":
+            raise invalid_argument(
+                f"tools[{index}].parameters", "must be a JSON Schema with \"type\": \"object\""
+            )
+    return names
+
+
+def _validate_message(path: str, message: chat_pb2.Message) -> None:
+    if message.role not in _ROLES:
+        raise invalid_argument(
+            f"{path}.role", f"{message.role} is not a known role; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
+        )
+    for part_index, part in enumerate(message.content):
+        part_path = f"{path}.content[{part_index}]"
+        kind = part.WhichOneof("kind")
+        if kind is None:
+            raise invalid_argument(part_path, "is empty; set text or image")
+        if kind == "image":
+            image = part.image
+            source = image.WhichOneof("source")
+            if source is None:
+                raise invalid_argument(f"{part_path}.image", "has no source; set url or data")
+            if source == "data" and not image.mime_type:
+                raise invalid_argument(f"{part_path}.image.mime_type", "is required with image data, e.g. 'image/png'")
+            if source == "url" and not image.url.startswith(("https://", "http://", "data:")):
+                raise invalid_argument(f"{part_path}.image.url", "must be an http(s):// or data: URL")
+    if message.role == chat_pb2.ROLE_TOOL:
+        if not message.HasField("tool_result") or not message.tool_result.tool_call_id:
+            raise invalid_argument(
+                f"{path}.tool_result.tool_call_id", "is required on ROLE_TOOL messages; echo the ToolCall.id"
+            )
+        return
+    if message.HasField("tool_result"):
+        raise invalid_argument(f"{path}.tool_result", "is only allowed on ROLE_TOOL messages")
+    if message.tool_calls and message.role != chat_pb2.ROLE_ASSISTANT:
+        raise invalid_argument(f"{path}.tool_calls", "are only allowed on ROLE_ASSISTANT messages")
+    for call_index, call in enumerate(message.tool_calls):
+        if not call.name:
+            raise invalid_argument(f"{path}.tool_calls[{call_index}].name", "is empty")
+    if not message.content and not message.tool_calls:
+        raise invalid_argument(f"{path}.content", "is empty; add a text part")
+
+
+def _validate_settings(settings: chat_pb2.GenerationSettings) -> None:
+    if settings.HasField("max_output_tokens") and not 1 <= settings.max_output_tokens <= MAX_OUTPUT_TOKENS:
+        raise invalid_argument(
+            "settings.max_output_tokens",
+            f"{settings.max_output_tokens} is outside 1..{MAX_OUTPUT_TOKENS}; omit it to use the model's default",
+        )
+    if settings.HasField("temperature") and not 0.0 <= settings.temperature <= 2.0:
+        raise invalid_argument("settings.temperature", f"{settings.temperature} is outside 0..2")
+    if settings.HasField("top_p") and not 0.0 < settings.top_p <= 1.0:
+        raise invalid_argument("settings.top_p", f"{settings.top_p} is outside (0, 1]")
+    if len(settings.stop) > MAX_STOP_SEQUENCES:
+        raise invalid_argument("settings.stop", f"has {len(settings.stop)} sequences, above the limit of {MAX_STOP_SEQUENCES}")
+    if any(not stop for stop in settings.stop):
+        raise invalid_argument("settings.stop", "contains an empty stop sequence")
+    response_format = settings.response_format
+    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA and not response_format.json_schema.fields:
+        raise invalid_argument(
+            "settings.response_format.json_schema", "is required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA"
+        )
+
+
+def _largest_message_field(request: ChatLike) -> str:
+    if not request.messages:
+        return "messages"
+    sizes = [message.ByteSize() for message in request.messages]
+    index = max(range(len(sizes)), key=sizes.__getitem__)
+    return f"messages[{index}]"

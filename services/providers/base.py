@@ -1,0 +1,39 @@
+"""The one small interface a provider adapter implements.
+
+An adapter maps ProviderService requests to its vendor SDK and back. It
+raises `MeshError` (services.common.errors) for every upstream failure,
+mapped per DESIGN.md. Validation, the in-flight limit, deadlines and the
+stream-must-end-with-final rule live in `ProviderServicer`, not here.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from llmmesh.v1 import chat_pb2, provider_service_pb2 as pb
+
+
+class ProviderAdapter(abc.ABC):
+    """One provider kind (openai, anthropic, google, mock)."""
+
+    #: Provider kind; also the key of this provider in `extensions` fields.
+    provider: ClassVar[str]
+
+    @abc.abstractmethod
+    async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:
+        """One complete answer; `timeout` is the caller's time left, in seconds."""
+
+    @abc.abstractmethod
+    def stream_chat(
+        self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
+    ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
+        """Deltas, then exactly one final message. Ending without it is a failure."""
+
+    @abc.abstractmethod
+    def list_models(self) -> list[chat_pb2.ModelInfo]:
+        """The models this adapter instance serves."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters keep the default
+        """Releases the SDK client at shutdown."""

@@ -1,0 +1,285 @@
+"""The mock provider: deterministic answers, scripts, injected latency and failures.
+
+It is labelled a mock everywhere it shows (ListModels, README). Tests,
+benchmarks, chaos runs and the key-less demo use it. Behaviour comes from
+MockConfig per model, and per request from `extensions["mock"]`:
+
+    delay_ms, fail_code, fail_message, fail_reason, retry_after_s,
+    text (answer to give), finish_reason ("stop", "length", ...),
+    stream_cut_after (end the stream after N deltas without a final message)
+
+With LLMMESH_MOCK_EVENTS_FILE set, every call appends JSON lines (start,
+end, failed, cancelled) so tests can see what reached the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from llmmesh.v1 import chat_pb2, provider_service_pb2 as pb
+
+from services.common.errors import (
+    REASON_CONTEXT_WINDOW_EXCEEDED,
+    REASON_MODEL_NOT_FOUND,
+    MeshError,
+    invalid_argument,
+)
+from services.providers.base import ProviderAdapter
+from services.providers.mock.config import Failure, MockConfig, MockModel, Script, ScriptTurn
+
+_FINISH_REASONS = {
+    "stop": chat_pb2.FINISH_REASON_STOP,
+    "length": chat_pb2.FINISH_REASON_LENGTH,
+    "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS,
+    "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER,
+}
+Request = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
+
+
+class MockAdapter(ProviderAdapter):
+    """A ProviderAdapter that needs no network and no key."""
+
+    provider = "mock"
+
+    def __init__(self, config: MockConfig, *, events_file: str = "", instance: str = "mock") -> None:
+        self._models = {model.name: model for model in config.models}
+        self._scripts = config.scripts
+        self._rng = random.Random(config.seed)
+        self._events_file = events_file
+        self._instance = instance
+        self._calls = 0
+
+    def list_models(self) -> list[chat_pb2.ModelInfo]:
+        return [
+            chat_pb2.ModelInfo(
+                name=model.name,
+                provider=self.provider,
+                context_window=model.context_window,
+                description="MOCK: deterministic test double, not a language model"
+                + (" (scripted)" if model.scripted else ""),
+                mock=True,
+                provider_instances=[self._instance],
+                available=True,
+            )
+            for model in self._models.values()
+        ]
+
+    async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:
+        model, overrides, call_id = self._begin(request)
+        try:
+            await self._delay_or_fail(model, overrides)
+            turn = self._answer(model, request, overrides)
+            message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+            if turn.text:
+                message.content.add(text=turn.text)
+            for index, call in enumerate(turn.tool_calls):
+                message.tool_calls.add(
+                    id=_call_id(request, index), name=call.name, arguments_json=json.dumps(call.arguments)
+                )
+            response = pb.ProviderServiceChatResponse(
+                message=message,
+                finish_reason=self._finish_reason(turn, overrides),
+                usage=_usage(request, turn),
+                response_model=model.name,
+                response_id=f"mock-{call_id}",
+            )
+        except BaseException as error:
+            self._record_failure(call_id, model.name, error)
+            raise
+        self._record("end", call_id, model.name)
+        return response
+
+    async def stream_chat(
+        self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
+    ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
+        model, overrides, call_id = self._begin(request)
+        try:
+            await self._delay_or_fail(model, overrides)
+            turn = self._answer(model, request, overrides)
+            cut_after = overrides.get("stream_cut_after")
+            sent = 0
+            for delta in _deltas(turn, request):
+                if cut_after is not None and sent >= int(cut_after):
+                    self._record("cut", call_id, model.name)
+                    return  # ends without a final message: a truncated stream
+                if model.stream_chunk_delay_ms and sent:
+                    await asyncio.sleep(model.stream_chunk_delay_ms / 1000.0)
+                yield pb.ProviderServiceStreamChatResponse(delta=delta)
+                sent += 1
+            yield pb.ProviderServiceStreamChatResponse(
+                final=pb.ProviderStreamFinal(
+                    finish_reason=self._finish_reason(turn, overrides),
+                    usage=_usage(request, turn),
+                    response_model=model.name,
+                    response_id=f"mock-{call_id}",
+                )
+            )
+        except BaseException as error:
+            self._record_failure(call_id, model.name, error)
+            raise
+        self._record("end", call_id, model.name)
+
+    def _begin(self, request: Request) -> tuple[MockModel, dict[str, Any], int]:
+        self._calls += 1
+        call_id = self._calls
+        model = self._models.get(request.model)
+        if model is None:
+            self._record("start", call_id, request.model)
+            self._record("failed", call_id, request.model, code="NOT_FOUND")
+            raise MeshError(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {request.model!r} is not served here; served: {', '.join(sorted(self._models))}",
+                reason=REASON_MODEL_NOT_FOUND,
+            )
+        overrides: dict[str, Any] = {}
+        if "mock" in request.extensions.fields:
+            overrides = json_format.MessageToDict(request.extensions.fields["mock"].struct_value)
+        self._record("start", call_id, model.name)
+        return model, overrides, call_id
+
+    async def _delay_or_fail(self, model: MockModel, overrides: dict[str, Any]) -> None:
+        delay = overrides.get("delay_ms")
+        seconds = float(delay) / 1000.0 if delay is not None else model.sample_latency(self._rng)
+        if seconds:
+            await asyncio.sleep(seconds)
+        failure = model.sample_failure(self._rng)
+        if "fail_code" in overrides:
+            failure = Failure(
+                code=overrides["fail_code"],
+                rate=1,
+                message=overrides.get("fail_message", ""),
+                reason=overrides.get("fail_reason", ""),
+                retry_after_s=overrides.get("retry_after_s"),
+            )
+        if failure is not None:
+            raise MeshError(
+                grpc.StatusCode[failure.code],
+                failure.message or f"mock: injected {failure.code}",
+                reason=failure.reason or f"MOCK_{failure.code}",
+                retry_after=failure.retry_after_s,
+            )
+
+    def _answer(self, model: MockModel, request: Request, overrides: dict[str, Any]) -> ScriptTurn:
+        tokens = _count_input_tokens(request)
+        if tokens > model.context_window:
+            raise MeshError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"prompt is {tokens} tokens, above {model.name}'s context window of {model.context_window}",
+                reason=REASON_CONTEXT_WINDOW_EXCEEDED,
+                metadata={"context_window": str(model.context_window), "prompt_tokens": str(tokens)},
+            )
+        if "text" in overrides:
+            return ScriptTurn(text=str(overrides["text"]))
+        if model.scripted:
+            return _play_script(self._scripts, request)
+        return ScriptTurn(text=f"[mock {model.name}] {_last_user_text(request)}")
+
+    @staticmethod
+    def _finish_reason(turn: ScriptTurn, overrides: dict[str, Any]) -> chat_pb2.FinishReason.ValueType:
+        named = overrides.get("finish_reason")
+        if named is not None:
+            if named not in _FINISH_REASONS:
+                raise invalid_argument("extensions.mock.finish_reason", f"must be one of {sorted(_FINISH_REASONS)}")
+            return _FINISH_REASONS[named]
+        return chat_pb2.FINISH_REASON_TOOL_CALLS if turn.tool_calls else chat_pb2.FINISH_REASON_STOP
+
+    def _record_failure(self, call_id: int, model: str, error: BaseException) -> None:
+        if isinstance(error, asyncio.CancelledError):
+            self._record("cancelled", call_id, model)
+        elif isinstance(error, MeshError):
+            self._record("failed", call_id, model, code=error.code.name)
+        else:
+            self._record("failed", call_id, model, code="INTERNAL")
+
+    def _record(self, event: str, call_id: int, model: str, **extra: str) -> None:
+        if not self._events_file:
+            return
+        line = json.dumps(
+            {"event": event, "call": call_id, "model": model, "pid": os.getpid(),
+             "instance": self._instance, "time": time.time(), **extra}
+        )
+        # One short O_APPEND write per line keeps lines whole across processes.
+        with open(self._events_file, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def _text_of(message: chat_pb2.Message) -> str:
+    return " ".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
+
+
+def _last_user_text(request: Request) -> str:
+    for message in reversed(request.messages):
+        if message.role == chat_pb2.ROLE_USER:
+            return _text_of(message)
+    return ""
+
+
+def _count_input_tokens(request: Request) -> int:
+    """A deterministic stand-in for a tokenizer: words plus 4 per message."""
+    total = 0
+    for message in request.messages:
+        total += 4 + len(_text_of(message).split())
+        total += len(message.tool_result.content.split())
+        total += sum(len(call.arguments_json.split()) for call in message.tool_calls)
+    return total
+
+
+def _usage(request: Request, turn: ScriptTurn) -> chat_pb2.Usage:
+    output = len(turn.text.split()) + sum(4 + len(call.arguments) for call in turn.tool_calls)
+    return chat_pb2.Usage(input_tokens=_count_input_tokens(request), output_tokens=max(output, 1))
+
+
+def _call_id(request: Request, index: int) -> str:
+    turn = sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
+    return f"call_{turn}_{index}"
+
+
+def _play_script(scripts: list[Script], request: Request) -> ScriptTurn:
+    question = next((_text_of(m) for m in request.messages if m.role == chat_pb2.ROLE_USER), "")
+    script = next((s for s in scripts if s.match.lower() in question.lower()), None)
+    if script is None:
+        return ScriptTurn(text=f"[mock] no script matches: {question}")
+    played = sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
+    turn = script.turns[min(played, len(script.turns) - 1)]
+    if not turn.text:
+        return turn
+    results = []
+    for message in reversed(request.messages):
+        if message.role == chat_pb2.ROLE_ASSISTANT:
+            break
+        if message.role == chat_pb2.ROLE_TOOL:
+            results.append(f"{message.tool_result.name or message.tool_result.tool_call_id} = {message.tool_result.content}")
+    text = turn.text.replace("{tool_results}", "; ".join(reversed(results))).replace("{question}", question)
+    return ScriptTurn(text=text, tool_calls=turn.tool_calls)
+
+
+def _deltas(turn: ScriptTurn, request: Request) -> list[chat_pb2.ChatDelta]:
+    """Splits a turn into word-sized text deltas and two-piece tool call deltas."""
+    deltas = [chat_pb2.ChatDelta(text=word) for word in _split_keeping_spaces(turn.text)]
+    for index, call in enumerate(turn.tool_calls):
+        arguments = json.dumps(call.arguments)
+        middle = len(arguments) // 2
+        deltas.append(
+            chat_pb2.ChatDelta(
+                tool_calls=[chat_pb2.ToolCallDelta(
+                    index=index, id=_call_id(request, index), name=call.name, arguments_json_delta=arguments[:middle]
+                )]
+            )
+        )
+        deltas.append(
+            chat_pb2.ChatDelta(tool_calls=[chat_pb2.ToolCallDelta(index=index, arguments_json_delta=arguments[middle:])])
+        )
+    return deltas
+
+
+def _split_keeping_spaces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [word + (" " if i < len(words) - 1 else "") for i, word in enumerate(words) if word or i < len(words) - 1]

@@ -1,0 +1,53 @@
+"""Process entrypoint shared by every adapter kind."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import structlog
+from llmmesh.v1 import provider_service_pb2_grpc
+from pydantic import Field
+
+from services.common.logs import configure_logging
+from services.common.server import MeshServer, run_service
+from services.common.settings import ConfigError, ServiceSettings, load_settings
+from services.providers.base import ProviderAdapter
+from services.providers.servicer import ProviderServicer
+
+PROVIDER_SERVICE = "llmmesh.v1.ProviderService"
+
+
+class ProviderSettings(ServiceSettings):
+    """Settings every adapter process reads."""
+
+    max_in_flight: int = Field(256, ge=1, le=100_000, description="Calls past this get RESOURCE_EXHAUSTED.")
+    provider_instance: str = Field(
+        "", pattern=r"^[a-z0-9-]*$", description="Instance name (e.g. vllm-local); defaults to the kind."
+    )
+
+
+def service_name(settings: ProviderSettings, kind: str) -> str:
+    """One name everywhere: process, Deployment, Consul service, OTEL_SERVICE_NAME."""
+    return f"llmmesh-provider-{settings.provider_instance or kind}"
+
+
+def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], ProviderAdapter]) -> None:
+    """Runs one adapter process until SIGTERM/SIGINT; exits 2 on bad configuration."""
+    try:
+        settings = load_settings(ProviderSettings)
+        configure_logging(service_name(settings, kind), settings.log_level, settings.log_format)
+        adapter = build_adapter(settings)
+    except ConfigError as error:
+        print(f"llmmesh-provider-{kind}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    async def main() -> None:
+        server = MeshServer(service_name(settings, kind), settings)
+        servicer = ProviderServicer(adapter, max_in_flight=settings.max_in_flight)
+        server.add_service(provider_service_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, PROVIDER_SERVICE)
+        server.after_stop(adapter.aclose)
+        await server.serve_until_signal()
+
+    structlog.get_logger(__name__).debug("starting", kind=kind)
+    run_service(main)

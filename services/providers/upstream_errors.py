@@ -1,0 +1,148 @@
+"""Upstream HTTP facts → llmmesh errors and headroom, shared by the SDK adapters.
+
+Adapters identify the SDK exception, then call `error_for_status` with the
+HTTP status, the provider's message and headers; the DESIGN.md table lives
+here once instead of once per provider.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
+
+import grpc
+from llmmesh.v1 import chat_pb2
+
+from services.common.errors import (
+    REASON_CONTENT_FILTERED,
+    REASON_CONTEXT_WINDOW_EXCEEDED,
+    REASON_INVALID_REQUEST,
+    REASON_MODEL_NOT_FOUND,
+    REASON_PROVIDER_AUTH,
+    REASON_RATE_LIMITED,
+    REASON_UPSTREAM_TIMEOUT,
+    REASON_UPSTREAM_UNAVAILABLE,
+    MeshError,
+)
+
+_CONTEXT_WINDOW_HINTS = re.compile(
+    r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long|"
+    r"input token count .* exceeds|exceeds the maximum number of tokens",
+    re.IGNORECASE,
+)
+
+
+def looks_like_context_window(message: str) -> bool:
+    """Providers say "context window exceeded" in prose; this knows their phrasings."""
+    return bool(_CONTEXT_WINDOW_HINTS.search(message))
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    headers: Mapping[str, str] | None = None,
+    reason: str = "",
+) -> MeshError:
+    """Maps an upstream HTTP status (plus a known reason) to a MeshError.
+
+    `reason` may pre-classify what the status alone cannot tell, e.g.
+    REASON_CONTEXT_WINDOW_EXCEEDED or REASON_CONTENT_FILTERED for a 400.
+    """
+    text = f"{provider}: {message}" if message else f"{provider}: HTTP {status}"
+    retry_after = parse_retry_after(headers or {})
+    if reason == REASON_CONTEXT_WINDOW_EXCEEDED or (status in (400, 413) and looks_like_context_window(message)):
+        return MeshError(grpc.StatusCode.INVALID_ARGUMENT, text, reason=REASON_CONTEXT_WINDOW_EXCEEDED)
+    if reason == REASON_CONTENT_FILTERED:
+        return MeshError(grpc.StatusCode.FAILED_PRECONDITION, text, reason=REASON_CONTENT_FILTERED)
+    if status == 401:
+        return MeshError(grpc.StatusCode.UNAUTHENTICATED, text, reason=REASON_PROVIDER_AUTH)
+    if status == 403:
+        return MeshError(grpc.StatusCode.PERMISSION_DENIED, text, reason=REASON_PROVIDER_AUTH)
+    if status == 404:
+        return MeshError(grpc.StatusCode.NOT_FOUND, text, reason=REASON_MODEL_NOT_FOUND)
+    if status in (408, 504):
+        return MeshError(grpc.StatusCode.DEADLINE_EXCEEDED, text, reason=REASON_UPSTREAM_TIMEOUT)
+    if status == 429 or status == 529 or reason == REASON_RATE_LIMITED:
+        return MeshError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, text, reason=reason or REASON_RATE_LIMITED, retry_after=retry_after
+        )
+    if status >= 500 or status == 0:
+        return MeshError(
+            grpc.StatusCode.UNAVAILABLE, text, reason=reason or REASON_UPSTREAM_UNAVAILABLE, retry_after=retry_after
+        )
+    return MeshError(grpc.StatusCode.INVALID_ARGUMENT, text, reason=reason or REASON_INVALID_REQUEST)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (delta seconds or HTTP date)."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_reset(value: str) -> float | None:
+    """OpenAI-style reset durations ("1s", "6m0s", "120ms") or RFC 3339 times, in seconds."""
+    value = value.strip()
+    if not value:
+        return None
+    parts = _DURATION_PART.findall(value)
+    if parts and "".join(f"{n}{u}" for n, u in parts) == value:
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        return sum(float(number) * scale[unit] for number, unit in parts)
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return max(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() - time.time(), 0.0)
+    except ValueError:
+        return None
+
+
+def headroom_from_headers(
+    headers: Mapping[str, str],
+    *,
+    remaining_requests: str,
+    limit_requests: str,
+    remaining_tokens: str,
+    limit_tokens: str,
+    requests_reset: str,
+    tokens_reset: str,
+) -> chat_pb2.RateLimitHeadroom:
+    """Reads a provider's rate-limit headers (names given per provider)."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    headroom = chat_pb2.RateLimitHeadroom()
+    for field, header in (
+        ("remaining_requests", remaining_requests),
+        ("limit_requests", limit_requests),
+        ("remaining_tokens", remaining_tokens),
+        ("limit_tokens", limit_tokens),
+    ):
+        raw = lowered.get(header)
+        if raw is not None and raw.strip().isdigit():
+            setattr(headroom, field, int(raw))
+    for field, header in (("requests_reset", requests_reset), ("tokens_reset", tokens_reset)):
+        seconds = parse_reset(lowered.get(header, ""))
+        if seconds is not None:
+            getattr(headroom, field).FromNanoseconds(int(seconds * 1e9))
+    return headroom
