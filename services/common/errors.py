@@ -66,9 +66,7 @@ class MeshError(Exception):
     def to_status(self) -> grpc.Status:
         details: list[Any] = []
         if self.reason:
-            details.append(
-                error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
-            )
+            details.append(error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata))
         if self.retry_after is not None:
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(max(self.retry_after, 0.0) * 1e9))
@@ -77,9 +75,7 @@ class MeshError(Exception):
             details.append(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=self.field, description=self.message
-                        )
+                        error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)
                     ]
                 )
             )
@@ -88,9 +84,7 @@ class MeshError(Exception):
             holder = any_pb2.Any()
             holder.Pack(detail)
             packed.append(holder)
-        return rpc_status.to_status(
-            status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
-        )
+        return rpc_status.to_status(status_pb2.Status(code=self.code.value[0], message=self.message, details=packed))
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> MeshError:
@@ -137,7 +131,7 @@ def code_from_number(number: int) -> grpc.StatusCode:
 
 
 _CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-assert code_pb2.RESOURCE_EXHAUSTED == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+assert grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] == code_pb2.RESOURCE_EXHAUSTED
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 

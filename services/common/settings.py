@@ -25,9 +25,7 @@ class ServiceSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 in containers.")
     port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    grace_seconds: float = Field(
-        10.0, ge=0, le=3600, description="Time in-flight calls get to finish on shutdown."
-    )
+    grace_seconds: float = Field(10.0, ge=0, le=3600, description="Time in-flight calls get to finish on shutdown.")
     drain_seconds: float = Field(
         0.0,
         ge=0,
@@ -36,9 +34,7 @@ class ServiceSettings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
-    ready_file: str = Field(
-        "", description="If set, the bound port is written here as JSON once SERVING."
-    )
+    ready_file: str = Field("", description="If set, the bound port is written here as JSON once SERVING.")
 
 
 _S = TypeVar("_S", bound=BaseSettings)

@@ -10,8 +10,8 @@ import re
 from typing import Protocol
 
 from google.protobuf import struct_pb2
-from llmmesh.v1 import chat_pb2
 
+from llmmesh.v1 import chat_pb2
 from services.common.errors import invalid_argument
 
 MAX_MESSAGES = 2048
@@ -85,16 +85,15 @@ def _validate_tools(tools: list[chat_pb2.ToolDefinition]) -> set[str]:
         names.add(tool.name)
         schema_type = tool.parameters.fields.get("type")
         if schema_type is not None and schema_type.string_value != "object":
-            raise invalid_argument(
-                f"tools[{index}].parameters", "must be a JSON Schema with \"type\": \"object\""
-            )
+            raise invalid_argument(f"tools[{index}].parameters", 'must be a JSON Schema with "type": "object"')
     return names
 
 
 def _validate_message(path: str, message: chat_pb2.Message) -> None:
     if message.role not in _ROLES:
         raise invalid_argument(
-            f"{path}.role", f"{message.role} is not a known role; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
+            f"{path}.role",
+            f"{message.role} is not a known role; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL",
         )
     for part_index, part in enumerate(message.content):
         part_path = f"{path}.content[{part_index}]"
@@ -138,7 +137,9 @@ def _validate_settings(settings: chat_pb2.GenerationSettings) -> None:
     if settings.HasField("top_p") and not 0.0 < settings.top_p <= 1.0:
         raise invalid_argument("settings.top_p", f"{settings.top_p} is outside (0, 1]")
     if len(settings.stop) > MAX_STOP_SEQUENCES:
-        raise invalid_argument("settings.stop", f"has {len(settings.stop)} sequences, above the limit of {MAX_STOP_SEQUENCES}")
+        raise invalid_argument(
+            "settings.stop", f"has {len(settings.stop)} sequences, above the limit of {MAX_STOP_SEQUENCES}"
+        )
     if any(not stop for stop in settings.stop):
         raise invalid_argument("settings.stop", "contains an empty stop sequence")
     response_format = settings.response_format

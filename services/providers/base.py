@@ -12,7 +12,8 @@ import abc
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
-from llmmesh.v1 import chat_pb2, provider_service_pb2 as pb
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
 
 
 class ProviderAdapter(abc.ABC):

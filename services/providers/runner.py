@@ -6,9 +6,9 @@ import sys
 from collections.abc import Callable
 
 import structlog
-from llmmesh.v1 import provider_service_pb2_grpc
 from pydantic import Field
 
+from llmmesh.v1 import provider_service_pb2_grpc
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from llmmesh.v1 import provider_service_pb2 as pb
 
+from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import REASON_OVERLOADED, REASON_STREAM_TRUNCATED, MeshError, handle_errors
 from services.common.validation import validate_chat_request
 from services.providers.base import ProviderAdapter
@@ -77,6 +77,4 @@ class ProviderServicer:
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: pb.ProviderServiceListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProviderServiceListModelsResponse:
-        return pb.ProviderServiceListModelsResponse(
-            models=self._adapter.list_models(), provider=self._adapter.provider
-        )
+        return pb.ProviderServiceListModelsResponse(models=self._adapter.list_models(), provider=self._adapter.provider)

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from datetime import datetime
 
 import grpc
-from llmmesh.v1 import chat_pb2
 
+from llmmesh.v1 import chat_pb2
 from services.common.errors import (
     REASON_CONTENT_FILTERED,
     REASON_CONTEXT_WINDOW_EXCEEDED,

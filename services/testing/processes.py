@@ -97,9 +97,15 @@ def start_service(
     raise TimeoutError(f"{name} did not serve within {timeout}s:\n{log_path.read_text()}")
 
 
-def run_to_exit(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run_to_exit(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
     """Runs a process that should exit on its own (e.g. refuse bad config)."""
     return subprocess.run(
-        [sys.executable, *argv], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, *argv],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )

@@ -24,8 +24,9 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from llmmesh.v1 import chat_pb2, provider_service_pb2 as pb
 
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import (
     REASON_CONTEXT_WINDOW_EXCEEDED,
     REASON_MODEL_NOT_FOUND,
@@ -105,15 +106,13 @@ class MockAdapter(ProviderAdapter):
             await self._delay_or_fail(model, overrides)
             turn = self._answer(model, request, overrides)
             cut_after = overrides.get("stream_cut_after")
-            sent = 0
-            for delta in _deltas(turn, request):
+            for sent, delta in enumerate(_deltas(turn, request)):
                 if cut_after is not None and sent >= int(cut_after):
                     self._record("cut", call_id, model.name)
                     return  # ends without a final message: a truncated stream
                 if model.stream_chunk_delay_ms and sent:
                     await asyncio.sleep(model.stream_chunk_delay_ms / 1000.0)
                 yield pb.ProviderServiceStreamChatResponse(delta=delta)
-                sent += 1
             yield pb.ProviderServiceStreamChatResponse(
                 final=pb.ProviderStreamFinal(
                     finish_reason=self._finish_reason(turn, overrides),
@@ -203,8 +202,15 @@ class MockAdapter(ProviderAdapter):
         if not self._events_file:
             return
         line = json.dumps(
-            {"event": event, "call": call_id, "model": model, "pid": os.getpid(),
-             "instance": self._instance, "time": time.time(), **extra}
+            {
+                "event": event,
+                "call": call_id,
+                "model": model,
+                "pid": os.getpid(),
+                "instance": self._instance,
+                "time": time.time(),
+                **extra,
+            }
         )
         # One short O_APPEND write per line keeps lines whole across processes.
         with open(self._events_file, "a", encoding="utf-8") as handle:
@@ -256,7 +262,9 @@ def _play_script(scripts: list[Script], request: Request) -> ScriptTurn:
         if message.role == chat_pb2.ROLE_ASSISTANT:
             break
         if message.role == chat_pb2.ROLE_TOOL:
-            results.append(f"{message.tool_result.name or message.tool_result.tool_call_id} = {message.tool_result.content}")
+            results.append(
+                f"{message.tool_result.name or message.tool_result.tool_call_id} = {message.tool_result.content}"
+            )
     text = turn.text.replace("{tool_results}", "; ".join(reversed(results))).replace("{question}", question)
     return ScriptTurn(text=text, tool_calls=turn.tool_calls)
 
@@ -269,13 +277,20 @@ def _deltas(turn: ScriptTurn, request: Request) -> list[chat_pb2.ChatDelta]:
         middle = len(arguments) // 2
         deltas.append(
             chat_pb2.ChatDelta(
-                tool_calls=[chat_pb2.ToolCallDelta(
-                    index=index, id=_call_id(request, index), name=call.name, arguments_json_delta=arguments[:middle]
-                )]
+                tool_calls=[
+                    chat_pb2.ToolCallDelta(
+                        index=index,
+                        id=_call_id(request, index),
+                        name=call.name,
+                        arguments_json_delta=arguments[:middle],
+                    )
+                ]
             )
         )
         deltas.append(
-            chat_pb2.ChatDelta(tool_calls=[chat_pb2.ToolCallDelta(index=index, arguments_json_delta=arguments[middle:])])
+            chat_pb2.ChatDelta(
+                tool_calls=[chat_pb2.ToolCallDelta(index=index, arguments_json_delta=arguments[middle:])]
+            )
         )
     return deltas
 

@@ -25,9 +25,7 @@ def build_mock_adapter(_: ProviderSettings) -> MockAdapter:
         if settings.mock_config
         else load_packaged_yaml_model(MockConfig, "services.providers.mock", "default.yaml")
     )
-    return MockAdapter(
-        config, events_file=settings.mock_events_file, instance=settings.provider_instance or "mock"
-    )
+    return MockAdapter(config, events_file=settings.mock_events_file, instance=settings.provider_instance or "mock")
 
 
 def main() -> None:
