@@ -25,6 +25,11 @@ class ProviderSettings(ServiceSettings):
     provider_instance: str = Field(
         "", pattern=r"^[a-z0-9-]*$", description="Instance name (e.g. vllm-local); defaults to the kind."
     )
+    models: str = Field("", description="Comma-separated models this instance serves; empty: the adapter's defaults.")
+
+    @property
+    def model_names(self) -> list[str]:
+        return [name.strip() for name in self.models.split(",") if name.strip()]
 
 
 def service_name(settings: ProviderSettings, kind: str) -> str:
