@@ -20,6 +20,19 @@ _M = TypeVar("_M", bound=BaseModel)
 Position = tuple[str | int, ...]
 
 
+class ConfigProblem(Exception):  # noqa: N818 - reads as "raise ConfigProblem(path, message)"
+    """Raised by a model's cross-field validators to blame one path of the file.
+
+    Pydantic passes non-ValueError exceptions through, so the path survives
+    and `parse_yaml_model` can name the line it came from.
+    """
+
+    def __init__(self, path: Position, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
 def load_yaml_model(model: type[_M], path: str | Path) -> _M:
     """Reads and validates a YAML file, or raises ConfigError naming file, line and problem."""
     name = str(path)
@@ -58,8 +71,9 @@ def parse_yaml_model(model: type[_M], text: str, name: str) -> _M:
             where = ".".join(str(part) for part in location) or "(top level)"
             problems.append(f"{name}:{line}: {where}: {issue['msg']}")
         raise ConfigError("\n".join(problems)) from None
-    except ValueError as error:
-        raise ConfigError(f"{name}: {error}") from None
+    except ConfigProblem as problem:
+        where = ".".join(str(part) for part in problem.path)
+        raise ConfigError(f"{name}:{_closest_line(problem.path, lines)}: {where}: {problem.message}") from None
 
 
 class _DuplicateKeyError(Exception):

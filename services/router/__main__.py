@@ -1,0 +1,5 @@
+"""`python -m services.router`: the router process."""
+
+from services.router.main import main
+
+main()

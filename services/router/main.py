@@ -1,0 +1,74 @@
+"""The router process: routing file + discovery + balancer + RouterService."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from pydantic import Field
+
+from llmmesh.v1 import router_service_pb2_grpc
+from services.common.discovery import Discovery, StaticDiscovery, StaticFile
+from services.common.logs import configure_logging
+from services.common.server import MeshServer, run_service
+from services.common.settings import ConfigError, ServiceSettings, load_settings
+from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
+from services.router.balancer import Balancer
+from services.router.config import RoutingFile, RoutingTable
+from services.router.engine import RouterEngine
+from services.router.servicer import RouterServicer
+
+SERVICE_NAME = "llmmesh-router"
+ROUTER_SERVICE = "llmmesh.v1.RouterService"
+_DEFAULTS = "services.router.defaults"
+
+
+class RouterSettings(ServiceSettings):
+    """Router process settings (LLMMESH_*)."""
+
+    routing_file: str = Field("", description="Routing YAML; empty: the embedded default.")
+    discovery: Literal["static", "consul"] = "static"
+    static_discovery_file: str = Field("", description="Static endpoints YAML; empty: the embedded default.")
+    default_deadline_seconds: float = Field(120.0, gt=0, le=3600, description="For callers that set no deadline.")
+
+
+def load_routing(settings: RouterSettings) -> RoutingTable:
+    routing = (
+        load_yaml_model(RoutingFile, settings.routing_file)
+        if settings.routing_file
+        else load_packaged_yaml_model(RoutingFile, _DEFAULTS, "routing.yaml")
+    )
+    return RoutingTable(routing)
+
+
+def build_discovery(settings: RouterSettings) -> Discovery:
+    if settings.discovery == "consul":
+        raise ConfigError("LLMMESH_DISCOVERY=consul is not available in this build; use static")
+    if settings.static_discovery_file:
+        return StaticDiscovery.from_file(settings.static_discovery_file)
+    return StaticDiscovery(load_packaged_yaml_model(StaticFile, _DEFAULTS, "static.yaml"))
+
+
+def main() -> None:
+    try:
+        settings = load_settings(RouterSettings)
+        configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
+        table = load_routing(settings)
+        discovery = build_discovery(settings)
+    except ConfigError as error:
+        print(f"{SERVICE_NAME}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    async def serve() -> None:
+        balancer = Balancer(discovery)
+        await discovery.watch(table.services())
+        server = MeshServer(SERVICE_NAME, settings)
+        servicer = RouterServicer(
+            RouterEngine(table, balancer), balancer, default_deadline_seconds=settings.default_deadline_seconds
+        )
+        server.add_service(router_service_pb2_grpc.add_RouterServiceServicer_to_server, servicer, ROUTER_SERVICE)
+        server.before_stop(discovery.close)
+        server.after_stop(balancer.close)
+        await server.serve_until_signal()
+
+    run_service(serve)

@@ -1,0 +1,64 @@
+"""RouterService: validation and the caller's deadline in front of the engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.errors import handle_errors
+from services.common.validation import validate_chat_request
+from services.router.balancer import Balancer
+from services.router.engine import RouterEngine
+
+
+class RouterServicer:
+    """The caller-facing gRPC service."""
+
+    def __init__(self, engine: RouterEngine, balancer: Balancer, *, default_deadline_seconds: float) -> None:
+        self._engine = engine
+        self._balancer = balancer
+        self._default_deadline = default_deadline_seconds
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        """The caller's deadline on the loop clock; callers without one get the default."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            remaining = self._default_deadline
+        return asyncio.get_running_loop().time() + remaining
+
+    @handle_errors
+    async def Chat(self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext) -> rpb.ChatResponse:  # noqa: N802
+        validate_chat_request(request)
+        return await self._engine.chat(request, self._deadline(context))
+
+    @handle_errors
+    async def StreamChat(  # noqa: N802
+        self, request: rpb.StreamChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.StreamChatResponse]:
+        validate_chat_request(request)
+        async for event in self._engine.stream_chat(request, self._deadline(context)):
+            yield event
+
+    @handle_errors
+    async def ListModels(  # noqa: N802
+        self, request: rpb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ListModelsResponse:
+        response = rpb.ListModelsResponse()
+        for name, route, candidate in self._engine.table.models():
+            response.models.append(
+                chat_pb2.ModelInfo(
+                    name=name,
+                    provider=candidate.kind,
+                    aliases=route.aliases,
+                    context_window=route.context_window,
+                    description=route.description,
+                    mock=candidate.kind == "mock",
+                    provider_instances=[candidate.provider],
+                    available=len(self._balancer.pool(candidate.service)) > 0,
+                )
+            )
+        return response
