@@ -1,0 +1,101 @@
+"""`llmmesh up`: the local mesh as separate processes on 127.0.0.1.
+
+The mock adapter always runs; a real adapter runs when its key variable is
+set. Adapters bind free ports; a static discovery file written for this run
+tells the router where they are.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.processes import ServiceProcess, start_service
+
+# Adapter kind → the key variables that enable it (any one of them).
+ADAPTER_KEYS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "google": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+
+
+def adapters_to_run(environ: dict[str, str] | None = None) -> list[str]:
+    """The mock, plus each built adapter whose key variable is set."""
+    environ = dict(os.environ) if environ is None else environ
+    kinds = ["mock"]
+    for kind, keys in ADAPTER_KEYS.items():
+        if any(environ.get(key) for key in keys) and importlib.util.find_spec(f"services.providers.{kind}") is not None:
+            kinds.append(kind)
+    return kinds
+
+
+@dataclass
+class LocalMesh:
+    """Starts and stops the local mesh; usable as a context manager."""
+
+    router_port: int = 50051
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmmesh-")))
+    env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def router_address(self) -> str:
+        return self.processes["router"].address
+
+    def start(self) -> None:
+        try:
+            endpoints: dict[str, list[str]] = {}
+            for kind in adapters_to_run():
+                name = f"provider-{kind}"
+                process = start_service(
+                    ["-m", f"services.providers.{kind}"], name=name, env=self.env, workdir=self.workdir
+                )
+                self.processes[name] = process
+                endpoints[f"llmmesh-provider-{kind}"] = [process.address]
+            static_file = self.workdir / "static-discovery.yaml"
+            static_file.write_text(yaml.safe_dump({"services": endpoints}))
+            self.processes["router"] = start_service(
+                ["-m", "services.router"],
+                name="router",
+                env={
+                    **self.env,
+                    "LLMMESH_PORT": str(self.router_port),
+                    "LLMMESH_DISCOVERY": "static",
+                    "LLMMESH_STATIC_DISCOVERY_FILE": str(static_file),
+                },
+                workdir=self.workdir,
+            )
+            for process in self.processes.values():
+                wait_until_serving(process.address)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM everything, the router first so it stops sending to adapters."""
+        for name in sorted(self.processes, key=lambda n: n != "router"):
+            self.processes[name].terminate()
+
+    def __enter__(self) -> LocalMesh:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def wait_until_serving(address: str, timeout: float = 15.0) -> None:
+    """Blocks until grpc.health.v1 says SERVING, or raises TimeoutError."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True)
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            raise TimeoutError(f"{address} is {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")

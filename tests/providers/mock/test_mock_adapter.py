@@ -1,0 +1,133 @@
+"""The mock adapter over its gRPC interface: answers, scripts, injected latency and failures."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+import yaml
+from google.protobuf import struct_pb2
+
+from llmmesh.v1 import chat_pb2, provider_service_pb2_grpc
+from llmmesh.v1 import provider_service_pb2 as ppb
+from services.common.errors import MeshError
+from services.common.processes import ServiceProcess, start_service
+
+CONFIG = {
+    "seed": 7,
+    "models": [
+        {"name": "steady", "context_window": 20},
+        {"name": "flaky", "failures": [{"code": "RESOURCE_EXHAUSTED", "rate": 0.5, "retry_after_s": 2}]},
+        {"name": "tail", "latency": [{"weight": 0.5, "ms": 0}, {"weight": 0.5, "ms": 150}]},
+        {"name": "scripted", "scripted": True},
+    ],
+    "scripts": [
+        {
+            "match": "add",
+            "turns": [
+                {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+3"}}]},
+                {"text": "The sum: {tool_results}"},
+            ],
+        },
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def mock(tmp_path_factory) -> ServiceProcess:
+    workdir = tmp_path_factory.mktemp("mock")
+    config = workdir / "mock.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    process = start_service(
+        ["-m", "services.providers.mock"], name="mock", workdir=workdir, env={"LLMMESH_MOCK_CONFIG": str(config)}
+    )
+    yield process
+    process.terminate()
+
+
+@pytest.fixture
+def stub(mock: ServiceProcess):
+    with grpc.insecure_channel(mock.address) as channel:
+        yield provider_service_pb2_grpc.ProviderServiceStub(channel)
+
+
+def _request(model: str, *messages: chat_pb2.Message, **mock_options: object) -> ppb.ProviderServiceChatRequest:
+    extensions = struct_pb2.Struct()
+    if mock_options:
+        extensions.update({"mock": mock_options})
+    return ppb.ProviderServiceChatRequest(model=model, messages=messages, extensions=extensions)
+
+
+def _user(text: str) -> chat_pb2.Message:
+    return chat_pb2.Message(role=chat_pb2.ROLE_USER, content=[chat_pb2.ContentPart(text=text)])
+
+
+class TestMockBehaviour:
+    def test_list_models_says_mock(self, stub) -> None:
+        """ListModels labels every model as a mock."""
+        response = stub.ListModels(ppb.ProviderServiceListModelsRequest(), timeout=5)
+        assert response.provider == "mock"
+        assert [m.name for m in response.models] == ["steady", "flaky", "tail", "scripted"]
+        assert all(m.mock and m.description.startswith("MOCK") for m in response.models)
+
+    def test_failure_rate_is_honoured_with_retry_info(self, stub) -> None:
+        """About half of 'flaky' calls fail RESOURCE_EXHAUSTED with a 2 s RetryInfo."""
+        failures = []
+        for _ in range(200):
+            try:
+                stub.Chat(_request("flaky", _user("x")), timeout=5)
+            except grpc.RpcError as error:
+                failures.append(MeshError.from_rpc_error(error))
+        assert 60 < len(failures) < 140
+        assert {(f.code, f.retry_after) for f in failures} == {(grpc.StatusCode.RESOURCE_EXHAUSTED, 2.0)}
+
+    def test_latency_distribution_is_sampled(self, stub) -> None:
+        """'tail' answers either at once or after ~150 ms, in both shares."""
+        slow = 0
+        for _ in range(20):
+            started = time.perf_counter()
+            stub.Chat(_request("tail", _user("x")), timeout=5)
+            slow += time.perf_counter() - started > 0.1
+        assert 3 <= slow <= 17
+
+    def test_context_window_is_enforced(self, stub) -> None:
+        """A prompt over the model's context window is INVALID_ARGUMENT with reason CONTEXT_WINDOW_EXCEEDED."""
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(_request("steady", _user("word " * 40)), timeout=5)
+        error = MeshError.from_rpc_error(caught.value)
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_WINDOW_EXCEEDED")
+
+    def test_script_plays_turns_and_observes_tool_results(self, stub) -> None:
+        """A scripted model calls a tool first, then answers with the tool's result in its text."""
+        first = stub.Chat(_request("scripted", _user("please add these")), timeout=5)
+        call = first.message.tool_calls[0]
+        assert (call.name, call.arguments_json) == ("calculator", '{"expression": "2+3"}')
+        second = stub.Chat(
+            _request(
+                "scripted",
+                _user("please add these"),
+                first.message,
+                chat_pb2.Message(
+                    role=chat_pb2.ROLE_TOOL,
+                    tool_result=chat_pb2.ToolResult(tool_call_id=call.id, name="calculator", content="5"),
+                ),
+            ),
+            timeout=5,
+        )
+        assert second.message.content[0].text == "The sum: calculator = 5"
+        assert second.finish_reason == chat_pb2.FINISH_REASON_STOP
+
+    def test_unknown_model_is_not_found(self, stub) -> None:
+        """A model the mock does not serve is NOT_FOUND, naming what it serves."""
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(_request("gpt-5", _user("x")), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "served: flaky, scripted, steady, tail" in caught.value.details()
+
+    def test_per_request_failure_override(self, stub) -> None:
+        """extensions.mock.fail_code makes one call fail with that code and reason."""
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(_request("steady", _user("x"), fail_code="UNAVAILABLE", fail_reason="TEST"), timeout=5)
+        error = MeshError.from_rpc_error(caught.value)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "TEST")
