@@ -15,7 +15,9 @@ Extensions (all under the key "openai"):
   `top_k`; it may not override a field this module maps).
 * `Message.extensions["openai"]` on an assistant message — round-tripped
   fields: `refusal` (text) and `audio` ({"id": ...}); returned on answers
-  together with `annotations` (URL citations, response-only).
+  together with `annotations` (URL citations, response-only). A refusal also
+  shows as the message text (the shared contract has no refusal field); on
+  the way back that text is sent as `refusal` only, not duplicated as content.
 * `ProviderServiceChatResponse.extensions["openai"]` / `ProviderStreamFinal`
   — `system_fingerprint`, `service_tier` and `finish_reason` (the raw value,
   when it maps to FINISH_REASON_OTHER).
@@ -166,7 +168,10 @@ def _message(path: str, message: chat_pb2.Message) -> dict[str, Any]:
                 }
                 for call in message.tool_calls
             ]
-        out.update(_message_round_trip(path, message))
+        extras = _message_round_trip(message)
+        if extras.get("refusal") and out.get("content") == extras["refusal"]:
+            del out["content"]  # the refusal we showed as text goes back as a refusal only
+        out.update(extras)
     return out
 
 
@@ -204,7 +209,7 @@ def _text_only_content(path: str, message: chat_pb2.Message, role: str) -> str |
     return "".join(texts) if role == "assistant" else "\n".join(texts)
 
 
-def _message_round_trip(path: str, message: chat_pb2.Message) -> dict[str, Any]:
+def _message_round_trip(message: chat_pb2.Message) -> dict[str, Any]:
     if PROVIDER not in message.extensions.fields:
         return {}
     extras = struct_to_dict(message.extensions.fields[PROVIDER].struct_value)
@@ -323,6 +328,9 @@ def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceCh
     sdk_message = choice.message
     if sdk_message.content:
         message.content.add(text=sdk_message.content)
+    elif sdk_message.refusal:
+        # The shared contract has no refusal field: the caller sees it as text.
+        message.content.add(text=sdk_message.refusal)
     for call in sdk_message.tool_calls or []:
         function = getattr(call, "function", None)
         if function is None:  # custom (free-form) tools are never sent, so never expected back
