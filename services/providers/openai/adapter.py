@@ -87,8 +87,9 @@ class OpenAIAdapter(ProviderAdapter):
         except UPSTREAM_ERRORS as error:
             raise self._upstream_failure(error, request.model, started) from None
         if not isinstance(completion, ChatCompletion) or not getattr(completion, "choices", None):
-            # A non-JSON 200 comes back from the SDK as plain text.
-            raise malformed("the upstream returned no choices (is the base URL an OpenAI-compatible API?)")
+            # A non-JSON 200 comes back from the SDK as plain text, not as an error.
+            error = malformed("the upstream returned no choices (is the base URL an OpenAI-compatible API?)")
+            raise self._upstream_failure(error, request.model, started)
         response = mapping.response_from_completion(completion)
         response.headroom.CopyFrom(_headroom(headers))
         return response

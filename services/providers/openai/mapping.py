@@ -388,10 +388,14 @@ class StreamState:
         choice = chunk.choices[0]
         if choice.finish_reason:
             self.raw_finish_reason = choice.finish_reason
-        delta = chat_pb2.ChatDelta(text=choice.delta.content or "")
-        if choice.delta.refusal:
-            self.refusal.append(choice.delta.refusal)
-        for call in choice.delta.tool_calls or []:
+        # Some compatible servers send a bare finish chunk without a delta.
+        sdk_delta = getattr(choice, "delta", None)
+        if sdk_delta is None:
+            return None
+        delta = chat_pb2.ChatDelta(text=sdk_delta.content or "")
+        if sdk_delta.refusal:
+            self.refusal.append(sdk_delta.refusal)
+        for call in sdk_delta.tool_calls or []:
             out = delta.tool_calls.add(index=call.index)
             if call.index not in self._started_calls:
                 # id and name travel on the first delta of each call only.

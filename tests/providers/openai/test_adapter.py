@@ -390,6 +390,21 @@ class TestStreaming:
         assert received[-1].final.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
         assert received[-1].final.usage.output_tokens == 20
 
+    def test_bare_finish_chunk_and_content_filter(self, stub, fake):
+        """A finish chunk without a delta (some compatible servers) still ends the stream; content_filter maps."""
+        bare = {
+            "id": "chatcmpl-x",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "llama",
+            "choices": [{"index": 0, "finish_reason": "content_filter"}],
+        }
+        fake.script(Reply.stream([chunk(role="assistant", content="Partial"), bare], ending="eof"))
+        events = _stream(stub, stream_request(user("Hi")))
+        assert events[0].delta.text == "Partial"
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
+        assert events[-1].final.response_model == "llama"
+
     @pytest.mark.parametrize("ending", ["eof", "done"])
     def test_stream_without_finish_reason_is_truncated(self, stub, fake, ending):
         """A stream that ends (with or without [DONE]) before a finish reason is UNAVAILABLE STREAM_TRUNCATED, no final."""
