@@ -88,8 +88,8 @@ class OpenAIAdapter(ProviderAdapter):
             raise self._upstream_failure(error, request.model, started) from None
         if not isinstance(completion, ChatCompletion) or not getattr(completion, "choices", None):
             # A non-JSON 200 comes back from the SDK as plain text, not as an error.
-            error = malformed("the upstream returned no choices (is the base URL an OpenAI-compatible API?)")
-            raise self._upstream_failure(error, request.model, started)
+            unusable = malformed("the upstream returned no choices (is the base URL an OpenAI-compatible API?)")
+            raise self._upstream_failure(unusable, request.model, started)
         response = mapping.response_from_completion(completion)
         response.headroom.CopyFrom(_headroom(headers))
         return response
