@@ -1,0 +1,171 @@
+"""ProviderAdapter for OpenAI Chat Completions and OpenAI-compatible servers.
+
+One `openai.AsyncOpenAI` client per process, built with `max_retries=0` (the
+router owns retries); each call passes the caller's time left as the SDK
+timeout. Calls go through `with_raw_response` so the rate-limit headers are
+readable for headroom. Streams are closed in `finally`, so a cancelled gRPC
+call aborts the upstream HTTP request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import structlog
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
+from services.providers.base import ProviderAdapter
+from services.providers.openai import mapping
+from services.providers.openai.errors import UPSTREAM_ERRORS, Redactor, malformed, mesh_error
+from services.providers.upstream_errors import headroom_from_headers
+
+log = structlog.get_logger(__name__)
+
+#: Served when LLMMESH_MODELS is empty: current OpenAI chat models.
+DEFAULT_MODELS: tuple[tuple[str, int], ...] = (
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4.1-mini", 1_047_576),
+    ("gpt-4.1-nano", 1_047_576),
+    ("gpt-4o", 128_000),
+    ("gpt-4o-mini", 128_000),
+    ("o4-mini", 200_000),
+)
+
+
+class OpenAIAdapter(ProviderAdapter):
+    """OpenAI (or an OpenAI-compatible server) through the official async SDK."""
+
+    provider = "openai"
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        *,
+        instance: str = "openai",
+        models: Sequence[str] = (),
+        max_tokens_field: mapping.MaxTokensField = "max_completion_tokens",
+        stream_usage: bool = True,
+        redact: Redactor | None = None,
+    ) -> None:
+        self._client = client
+        self._instance = instance
+        self._configured_models = list(models)
+        self._max_tokens_field: mapping.MaxTokensField = max_tokens_field
+        self._stream_usage = stream_usage
+        self._redact = redact or Redactor("")
+
+    def list_models(self) -> list[chat_pb2.ModelInfo]:
+        known = dict(DEFAULT_MODELS)
+        names = self._configured_models or list(known)
+        return [
+            chat_pb2.ModelInfo(
+                name=name,
+                provider=self.provider,
+                context_window=known.get(name, 0),
+                description=f"OpenAI Chat Completions via instance {self._instance}",
+                provider_instances=[self._instance],
+                available=True,
+            )
+            for name in names
+        ]
+
+    async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:
+        kwargs = self._kwargs(request, stream=False)
+        _check_budget(timeout)
+        started = time.monotonic()
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(**kwargs, timeout=timeout)
+            headers = dict(raw.headers)
+            completion = raw.parse()
+        except UPSTREAM_ERRORS as error:
+            raise self._upstream_failure(error, request.model, started) from None
+        if not isinstance(completion, ChatCompletion) or not getattr(completion, "choices", None):
+            # A non-JSON 200 comes back from the SDK as plain text, not as an error.
+            unusable = malformed("the upstream returned no choices (is the base URL an OpenAI-compatible API?)")
+            raise self._upstream_failure(unusable, request.model, started)
+        response = mapping.response_from_completion(completion)
+        response.headroom.CopyFrom(_headroom(headers))
+        return response
+
+    async def stream_chat(
+        self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
+    ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
+        kwargs = self._kwargs(request, stream=True)
+        _check_budget(timeout)
+        started = time.monotonic()
+        state = mapping.StreamState()
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(**kwargs, timeout=timeout)
+        except UPSTREAM_ERRORS as error:
+            raise self._upstream_failure(error, request.model, started) from None
+        headroom = _headroom(dict(raw.headers))
+        response = raw.http_response
+        try:
+            stream = raw.parse()
+            async for chunk in stream:
+                delta = state.delta_from(chunk)
+                if delta is not None:
+                    yield pb.ProviderServiceStreamChatResponse(delta=delta)
+        except UPSTREAM_ERRORS as error:
+            raise self._upstream_failure(error, request.model, started) from None
+        finally:
+            # Also runs on cancellation and GeneratorExit: closing the response aborts the HTTP request.
+            await response.aclose()
+        if state.raw_finish_reason is None:
+            # The SDK ends quietly on a body cut cleanly, with or without [DONE] (SDK-NOTES.md).
+            raise MeshError(
+                grpc.StatusCode.UNAVAILABLE,
+                "openai: upstream stream ended without a finish reason; the answer is truncated",
+                reason=REASON_STREAM_TRUNCATED,
+            )
+        yield pb.ProviderServiceStreamChatResponse(final=state.final(headroom))
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _kwargs(self, request: mapping.Request, *, stream: bool) -> dict[str, Any]:
+        return mapping.request_kwargs(
+            request, stream=stream, max_tokens_field=self._max_tokens_field, stream_usage=self._stream_usage
+        )
+
+    def _upstream_failure(self, error: BaseException, model: str, started: float) -> MeshError:
+        result = mesh_error(error, redact=self._redact, model=model, served_models=self._configured_models)
+        # Never the request, headers or message text: they may hold prompts or keys.
+        log.warning(
+            "upstream call failed",
+            model=model,
+            code=result.code.name,
+            reason=result.reason,
+            upstream_status=result.metadata.get("upstream_status", ""),
+            error_type=type(error).__name__,
+            elapsed_ms=round((time.monotonic() - started) * 1000),
+        )
+        return result
+
+
+def _check_budget(timeout: float) -> None:
+    if timeout <= 0:
+        raise MeshError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "openai: no time left for the upstream call",
+            reason=REASON_UPSTREAM_TIMEOUT,
+        )
+
+
+def _headroom(headers: dict[str, str]) -> chat_pb2.RateLimitHeadroom:
+    return headroom_from_headers(
+        headers,
+        remaining_requests="x-ratelimit-remaining-requests",
+        limit_requests="x-ratelimit-limit-requests",
+        remaining_tokens="x-ratelimit-remaining-tokens",
+        limit_tokens="x-ratelimit-limit-tokens",
+        requests_reset="x-ratelimit-reset-requests",
+        tokens_reset="x-ratelimit-reset-tokens",
+    )

@@ -1,0 +1,428 @@
+"""Unified chat request ⇄ OpenAI Chat Completions, both ways.
+
+Request side: `request_kwargs` builds the keyword arguments for
+`AsyncOpenAI.chat.completions.create` (plain JSON-able dicts, the wire shape).
+Response side: `message_from_completion`, `usage_from`, `finish_reason_from`
+and `StreamState` turn SDK objects back into llmmesh protos.
+
+Extensions (all under the key "openai"):
+
+* `request.extensions["openai"]` — request options outside the shared
+  contract, allowlisted in `REQUEST_OPTIONS` (anything else is refused with
+  INVALID_ARGUMENT naming `extensions.openai.<key>`), plus `json_schema_strict`
+  (bool, sets `response_format.json_schema.strict`) and `extra_body` (object
+  merged into the JSON body for OpenAI-compatible servers, e.g. vLLM's
+  `top_k`; it may not override a field this module maps).
+* `Message.extensions["openai"]` on an assistant message — round-tripped
+  fields: `refusal` (text) and `audio` ({"id": ...}); returned on answers
+  together with `annotations` (URL citations, response-only). A refusal also
+  shows as the message text (the shared contract has no refusal field); on
+  the way back that text is sent as `refusal` only, not duplicated as content.
+* `ProviderServiceChatResponse.extensions["openai"]` / `ProviderStreamFinal`
+  — `system_fingerprint`, `service_tier` and `finish_reason` (the raw value,
+  when it maps to FINISH_REASON_OTHER).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any, Literal, TypeAlias
+
+from google.protobuf import json_format, struct_pb2
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import invalid_argument
+
+PROVIDER = "openai"
+
+#: Request options a caller may set in `extensions["openai"]`, passed as-is.
+#: `n`, `stream`, `stream_options`, `functions`/`function_call`, `audio` and
+#: `modalities` stay out: they would change the answer's shape.
+REQUEST_OPTIONS = frozenset(
+    {
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "service_tier",
+        "parallel_tool_calls",
+        "metadata",
+        "store",
+        "verbosity",
+        "prediction",
+        "web_search_options",
+    }
+)
+_ADAPTER_OPTIONS = frozenset({"json_schema_strict", "extra_body"})
+_MESSAGE_ROUND_TRIP = ("refusal", "audio")
+
+MaxTokensField = Literal["max_completion_tokens", "max_tokens"]
+Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
+
+_ROLE_NAMES = {
+    chat_pb2.ROLE_SYSTEM: "system",
+    chat_pb2.ROLE_USER: "user",
+    chat_pb2.ROLE_ASSISTANT: "assistant",
+    chat_pb2.ROLE_TOOL: "tool",
+}
+_FINISH_REASONS = {
+    "stop": chat_pb2.FINISH_REASON_STOP,
+    "length": chat_pb2.FINISH_REASON_LENGTH,
+    "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS,
+    "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER,
+}
+_TOOL_CHOICES = {
+    chat_pb2.TOOL_CHOICE_MODE_AUTO: "auto",
+    chat_pb2.TOOL_CHOICE_MODE_NONE: "none",
+    chat_pb2.TOOL_CHOICE_MODE_REQUIRED: "required",
+}
+
+
+# ---------------------------------------------------------------- request side
+
+
+def request_kwargs(
+    request: Request, *, stream: bool, max_tokens_field: MaxTokensField, stream_usage: bool
+) -> dict[str, Any]:
+    """Keyword arguments for `chat.completions.create` (without timeout)."""
+    options = _request_options(request)
+    kwargs: dict[str, Any] = {
+        "model": request.model,
+        "messages": [_message(f"messages[{i}]", message) for i, message in enumerate(request.messages)],
+    }
+    if request.tools:
+        kwargs["tools"] = [_tool(tool) for tool in request.tools]
+        choice = _tool_choice(request.tool_choice)
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+    if request.HasField("settings"):
+        kwargs.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
+    extra_body = options.pop("extra_body", None)
+    kwargs.update(options)
+    if stream:
+        kwargs["stream"] = True
+        if stream_usage:
+            # Without it the stream carries no usage at all.
+            kwargs["stream_options"] = {"include_usage": True}
+    if extra_body:
+        clashes = sorted(set(extra_body) & (set(kwargs) | {"stream", "stream_options", "n"}))
+        if clashes:
+            raise invalid_argument(
+                f"extensions.openai.extra_body.{clashes[0]}", "is set by the adapter; use the shared field instead"
+            )
+        kwargs["extra_body"] = extra_body
+    return kwargs
+
+
+def _request_options(request: Request) -> dict[str, Any]:
+    if PROVIDER not in request.extensions.fields:
+        return {}
+    value = request.extensions.fields[PROVIDER]
+    if value.WhichOneof("kind") != "struct_value":
+        raise invalid_argument("extensions.openai", "must be an object of OpenAI request options")
+    options = struct_to_dict(value.struct_value)
+    for key in options:
+        if key not in REQUEST_OPTIONS and key not in _ADAPTER_OPTIONS:
+            raise invalid_argument(
+                f"extensions.openai.{key}",
+                f"is not an accepted OpenAI option; accepted: {', '.join(sorted(REQUEST_OPTIONS | _ADAPTER_OPTIONS))}",
+            )
+    if "extra_body" in options and not isinstance(options["extra_body"], dict):
+        raise invalid_argument("extensions.openai.extra_body", "must be an object")
+    if "json_schema_strict" in options and not isinstance(options["json_schema_strict"], bool):
+        raise invalid_argument("extensions.openai.json_schema_strict", "must be true or false")
+    return options
+
+
+def _message(path: str, message: chat_pb2.Message) -> dict[str, Any]:
+    role = _ROLE_NAMES[message.role]
+    if message.role == chat_pb2.ROLE_TOOL:
+        result = message.tool_result
+        # Chat Completions has no error flag on tool results: say it in the text.
+        content = f"[tool error] {result.content}" if result.is_error else result.content
+        return {"role": "tool", "tool_call_id": result.tool_call_id, "content": content}
+    out: dict[str, Any] = {"role": role}
+    user = message.role == chat_pb2.ROLE_USER
+    content = _user_content(message) if user else _text_only_content(path, message, role)
+    if content is not None:
+        out["content"] = content
+    if message.name:
+        out["name"] = message.name
+    if message.role == chat_pb2.ROLE_ASSISTANT:
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json or "{}"},
+                }
+                for call in message.tool_calls
+            ]
+        extras = _message_round_trip(message)
+        if extras.get("refusal") and out.get("content") == extras["refusal"]:
+            del out["content"]  # the refusal we showed as text goes back as a refusal only
+        out.update(extras)
+    return out
+
+
+def _user_content(message: chat_pb2.Message) -> str | list[dict[str, Any]]:
+    parts = list(message.content)
+    if len(parts) == 1 and parts[0].WhichOneof("kind") == "text":
+        # A plain string is what every OpenAI-compatible server understands.
+        return parts[0].text
+    out: list[dict[str, Any]] = []
+    for part in parts:
+        if part.WhichOneof("kind") == "text":
+            out.append({"type": "text", "text": part.text})
+        else:
+            out.append({"type": "image_url", "image_url": {"url": _image_url(part.image)}})
+    return out
+
+
+def _image_url(image: chat_pb2.ImagePart) -> str:
+    if image.WhichOneof("source") == "url":
+        return image.url
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def _text_only_content(path: str, message: chat_pb2.Message, role: str) -> str | None:
+    texts: list[str] = []
+    for index, part in enumerate(message.content):
+        if part.WhichOneof("kind") != "text":
+            raise invalid_argument(
+                f"{path}.content[{index}].image",
+                f"OpenAI Chat Completions takes images only in user messages, not in {role} messages",
+            )
+        texts.append(part.text)
+    if not texts:
+        return None
+    return "".join(texts) if role == "assistant" else "\n".join(texts)
+
+
+def _message_round_trip(message: chat_pb2.Message) -> dict[str, Any]:
+    if PROVIDER not in message.extensions.fields:
+        return {}
+    extras = struct_to_dict(message.extensions.fields[PROVIDER].struct_value)
+    out: dict[str, Any] = {}
+    for key in _MESSAGE_ROUND_TRIP:
+        if key in extras and extras[key] is not None:
+            out[key] = extras[key]
+    return out
+
+
+def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = struct_to_dict(tool.parameters) if tool.parameters.fields else {"type": "object"}
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: chat_pb2.ToolChoice) -> str | dict[str, Any] | None:
+    if choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED:
+        return {"type": "function", "function": {"name": choice.name}}
+    return _TOOL_CHOICES.get(choice.mode)
+
+
+def _settings(
+    settings: chat_pb2.GenerationSettings, max_tokens_field: MaxTokensField, *, strict: bool | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if settings.HasField("temperature"):
+        out["temperature"] = settings.temperature
+    if settings.HasField("top_p"):
+        out["top_p"] = settings.top_p
+    if settings.HasField("max_output_tokens"):
+        out[max_tokens_field] = settings.max_output_tokens
+    if settings.stop:
+        out["stop"] = list(settings.stop)
+    if settings.HasField("seed"):
+        out["seed"] = settings.seed
+    response_format = settings.response_format
+    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_TEXT:
+        out["response_format"] = {"type": "text"}
+    elif response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        out["response_format"] = {"type": "json_object"}
+    elif response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        schema: dict[str, Any] = {
+            "name": response_format.schema_name or "response",
+            "schema": struct_to_dict(response_format.json_schema),
+        }
+        if strict is not None:
+            schema["strict"] = strict
+        out["response_format"] = {"type": "json_schema", "json_schema": schema}
+    return out
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """Struct → dict, with whole floats back to ints (Struct stores every number as a double)."""
+    return _integral(json_format.MessageToDict(struct))  # type: ignore[no-any-return]
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update({PROVIDER: dict(values)})
+    return struct
+
+
+# --------------------------------------------------------------- response side
+
+
+def finish_reason_from(raw: str | None) -> chat_pb2.FinishReason.ValueType:
+    """OpenAI finish reason → enum; None stays UNSPECIFIED, unknown values are OTHER."""
+    if raw is None:
+        return chat_pb2.FINISH_REASON_UNSPECIFIED
+    return _FINISH_REASONS.get(raw, chat_pb2.FINISH_REASON_OTHER)
+
+
+def usage_from(usage: CompletionUsage | None) -> chat_pb2.Usage:
+    if usage is None:
+        return chat_pb2.Usage()
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    return chat_pb2.Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_input_tokens=(getattr(prompt_details, "cached_tokens", None) or 0) if prompt_details else 0,
+        reasoning_tokens=(getattr(completion_details, "reasoning_tokens", None) or 0) if completion_details else 0,
+    )
+
+
+def response_extensions(
+    *, system_fingerprint: str | None, service_tier: str | None, raw_finish_reason: str | None
+) -> struct_pb2.Struct | None:
+    values: dict[str, Any] = {}
+    if system_fingerprint:
+        values["system_fingerprint"] = system_fingerprint
+    if service_tier:
+        values["service_tier"] = service_tier
+    if raw_finish_reason and raw_finish_reason not in _FINISH_REASONS:
+        values["finish_reason"] = raw_finish_reason
+    return _struct(values) if values else None
+
+
+def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceChatResponse:
+    """A complete answer; the caller checked that `choices` is not empty."""
+    choice = completion.choices[0]
+    message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+    sdk_message = choice.message
+    if sdk_message.content:
+        message.content.add(text=sdk_message.content)
+    elif sdk_message.refusal:
+        # The shared contract has no refusal field: the caller sees it as text.
+        message.content.add(text=sdk_message.refusal)
+    for call in sdk_message.tool_calls or []:
+        function = getattr(call, "function", None)
+        if function is None:  # custom (free-form) tools are never sent, so never expected back
+            continue
+        message.tool_calls.add(id=call.id, name=function.name, arguments_json=function.arguments or "")
+    extras: dict[str, Any] = {}
+    if sdk_message.refusal:
+        extras["refusal"] = sdk_message.refusal
+    if sdk_message.audio is not None:
+        extras["audio"] = {"id": sdk_message.audio.id}
+    if sdk_message.annotations:
+        extras["annotations"] = [annotation.model_dump(mode="json") for annotation in sdk_message.annotations]
+    if extras:
+        message.extensions.CopyFrom(_struct(extras))
+    response = pb.ProviderServiceChatResponse(
+        message=message,
+        finish_reason=finish_reason_from(choice.finish_reason),
+        usage=usage_from(completion.usage),
+        response_model=completion.model or "",
+        response_id=completion.id or "",
+    )
+    extensions = response_extensions(
+        system_fingerprint=completion.system_fingerprint,
+        service_tier=completion.service_tier,
+        raw_finish_reason=choice.finish_reason,
+    )
+    if extensions is not None:
+        response.extensions.CopyFrom(extensions)
+    return response
+
+
+class StreamState:
+    """What a stream has said so far, to build deltas and the final message."""
+
+    def __init__(self) -> None:
+        self.raw_finish_reason: str | None = None
+        self.usage: CompletionUsage | None = None
+        self.model = ""
+        self.response_id = ""
+        self.system_fingerprint: str | None = None
+        self.service_tier: str | None = None
+        self.refusal: list[str] = []
+        self._started_calls: set[int] = set()
+
+    def delta_from(self, chunk: ChatCompletionChunk) -> chat_pb2.ChatDelta | None:
+        """Records the chunk's metadata; returns the delta to send, or None if it carries none."""
+        self.model = chunk.model or self.model
+        self.response_id = chunk.id or self.response_id
+        self.system_fingerprint = chunk.system_fingerprint or self.system_fingerprint
+        self.service_tier = chunk.service_tier or self.service_tier
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if not chunk.choices:
+            return None
+        choice = chunk.choices[0]
+        if choice.finish_reason:
+            self.raw_finish_reason = choice.finish_reason
+        # Some compatible servers send a bare finish chunk without a delta.
+        sdk_delta = getattr(choice, "delta", None)
+        if sdk_delta is None:
+            return None
+        delta = chat_pb2.ChatDelta(text=sdk_delta.content or "")
+        if sdk_delta.refusal:
+            self.refusal.append(sdk_delta.refusal)
+        for call in sdk_delta.tool_calls or []:
+            out = delta.tool_calls.add(index=call.index)
+            if call.index not in self._started_calls:
+                # id and name travel on the first delta of each call only.
+                self._started_calls.add(call.index)
+                out.id = call.id or ""
+                out.name = (call.function.name if call.function else None) or ""
+            out.arguments_json_delta = (call.function.arguments if call.function else None) or ""
+        return delta if delta.text or delta.tool_calls else None
+
+    def final(self, headroom: chat_pb2.RateLimitHeadroom) -> pb.ProviderStreamFinal:
+        final = pb.ProviderStreamFinal(
+            finish_reason=finish_reason_from(self.raw_finish_reason),
+            usage=usage_from(self.usage),
+            response_model=self.model,
+            response_id=self.response_id,
+            headroom=headroom,
+        )
+        values: dict[str, Any] = {}
+        extensions = response_extensions(
+            system_fingerprint=self.system_fingerprint,
+            service_tier=self.service_tier,
+            raw_finish_reason=self.raw_finish_reason,
+        )
+        if extensions is not None:
+            values.update(json_format.MessageToDict(extensions)[PROVIDER])
+        if self.refusal:
+            values["refusal"] = "".join(self.refusal)
+        if values:
+            final.extensions.CopyFrom(_struct(values))
+        return final

@@ -1,0 +1,671 @@
+"""The OpenAI adapter as a real process, its real SDK talking to a loopback fake OpenAI."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from llmmesh.v1 import chat_pb2, provider_service_pb2_grpc
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import MeshError
+from services.testing.fake_openai import (
+    RATE_LIMIT_HEADERS,
+    FakeOpenAI,
+    Reply,
+    chunk,
+    completion,
+    text_stream,
+    tool_call,
+    tool_call_delta,
+    usage,
+)
+from services.testing.processes import ServiceProcess, run_to_exit, start_service
+from tests.providers.openai.helpers import (
+    assert_golden,
+    chat_request,
+    stream_request,
+    struct,
+    text,
+    user,
+    weather_tool,
+)
+
+KEY = "test-key-7c1f9e2a4b6d-openai"
+ADAPTER = ["-m", "services.providers.openai"]
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(expected_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def adapter(fake: FakeOpenAI) -> Iterator[ServiceProcess]:
+    process = start_service(
+        ADAPTER,
+        name="openai-adapter",
+        env={
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": fake.url,
+            "LLMMESH_OPENAI_BASE_URL": "",
+            "LLMMESH_MODELS": "gpt-4o-mini,gpt-4.1",
+            "LLMMESH_LOG_LEVEL": "debug",
+        },
+    )
+    yield process
+    process.terminate()
+
+
+@pytest.fixture(scope="module")
+def stub(adapter: ServiceProcess) -> Iterator[provider_service_pb2_grpc.ProviderServiceStub]:
+    with grpc.insecure_channel(adapter.address) as channel:
+        yield provider_service_pb2_grpc.ProviderServiceStub(channel)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_script(fake: FakeOpenAI) -> None:
+    fake.reset()
+
+
+def _failure(call: object) -> MeshError:
+    assert isinstance(call, grpc.RpcError)
+    return MeshError.from_rpc_error(call)
+
+
+def _chat_error(
+    stub: provider_service_pb2_grpc.ProviderServiceStub, request: pb.ProviderServiceChatRequest
+) -> MeshError:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(request, timeout=10)
+    return _failure(caught.value)
+
+
+def _stream(
+    stub: provider_service_pb2_grpc.ProviderServiceStub, request: pb.ProviderServiceStreamChatRequest
+) -> list[pb.ProviderServiceStreamChatResponse]:
+    return list(stub.StreamChat(request, timeout=10))
+
+
+def _stream_error(
+    stub: provider_service_pb2_grpc.ProviderServiceStub, request: pb.ProviderServiceStreamChatRequest
+) -> tuple[list[pb.ProviderServiceStreamChatResponse], MeshError]:
+    received: list[pb.ProviderServiceStreamChatResponse] = []
+    try:
+        for event in stub.StreamChat(request, timeout=10):
+            received.append(event)
+    except grpc.RpcError as error:
+        return received, _failure(error)
+    pytest.fail(f"stream ended OK after {len(received)} events; expected an error status")
+
+
+class TestChat:
+    def test_plain_chat(self, stub, fake):
+        """A plain question maps to one Chat Completions call; text, usage, model, id and headroom come back."""
+        fake.script(
+            Reply.json(completion("Hello there!", usage_body=usage(21, 4, cached=8)), headers=RATE_LIMIT_HEADERS)
+        )
+        response = stub.Chat(chat_request(user("Say hello")), timeout=10)
+        assert [part.text for part in response.message.content] == ["Hello there!"]
+        assert response.message.role == chat_pb2.ROLE_ASSISTANT
+        assert response.finish_reason == chat_pb2.FINISH_REASON_STOP
+        assert response.usage == chat_pb2.Usage(input_tokens=21, output_tokens=4, cached_input_tokens=8)
+        assert response.response_model == "gpt-4o-mini-2024-07-18"
+        assert response.response_id == "chatcmpl-fake1"
+        assert response.headroom.remaining_requests == 4999
+        assert response.headroom.limit_tokens == 800000
+        assert response.headroom.tokens_reset.ToSeconds() == 360
+        assert response.headroom.requests_reset.ToMilliseconds() == 12
+        assert response.extensions["openai"]["system_fingerprint"] == "fp_fake"
+        (received,) = fake.chat_requests
+        assert received.path == "/v1/chat/completions"
+        assert received.key_ok is True
+        assert "authorization" not in received.headers
+        assert_golden("plain_chat", received.body)
+
+    def test_timeout_is_the_time_left(self, stub, fake):
+        """The SDK call's timeout is the caller's remaining deadline, and it is the first and only attempt."""
+        fake.script(Reply.json(completion("ok")))
+        stub.Chat(chat_request(user("Hi")), timeout=3)
+        headers = fake.chat_requests[0].headers
+        assert 2.0 < float(headers["x-stainless-read-timeout"]) < 3.1  # gRPC rounds deadlines up a little
+        assert headers["x-stainless-retry-count"] == "0"
+
+    def test_system_prompt_and_generation_settings(self, stub, fake):
+        """System prompt, temperature, top_p, max output tokens (as max_completion_tokens), stop, seed and a JSON schema map to OpenAI fields."""
+        fake.script(Reply.json(completion('{"answer": 4}')))
+        settings = chat_pb2.GenerationSettings(
+            temperature=0.2,
+            top_p=0.9,
+            max_output_tokens=256,
+            stop=["\n\n", "END"],
+            seed=42,
+            response_format=chat_pb2.ResponseFormat(
+                type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+                schema_name="answer",
+                json_schema=struct(
+                    {
+                        "type": "object",
+                        "properties": {"answer": {"type": "integer"}},
+                        "required": ["answer"],
+                        "additionalProperties": False,
+                    }
+                ),
+            ),
+        )
+        request = chat_request(
+            text(chat_pb2.ROLE_SYSTEM, "You answer in JSON."),
+            user("2+2?"),
+            settings=settings,
+            extensions=struct({"openai": {"json_schema_strict": True}}),
+        )
+        response = stub.Chat(request, timeout=10)
+        assert response.message.content[0].text == '{"answer": 4}'
+        assert_golden("system_and_settings", fake.chat_requests[0].body)
+
+    def test_json_object_mode(self, stub, fake):
+        """RESPONSE_FORMAT_TYPE_JSON_OBJECT becomes response_format json_object."""
+        fake.script(Reply.json(completion("{}")))
+        settings = chat_pb2.GenerationSettings(
+            response_format=chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
+        )
+        stub.Chat(chat_request(user("JSON please"), settings=settings), timeout=10)
+        assert fake.chat_requests[0].body["response_format"] == {"type": "json_object"}
+
+    def test_parallel_tool_calls_come_back(self, stub, fake):
+        """Several tool calls in one answer come back with ids, names and the exact arguments text."""
+        fake.script(
+            Reply.json(
+                completion(
+                    None,
+                    tool_calls=[
+                        tool_call("call_a", "get_weather", {"city": "Paris"}),
+                        tool_call("call_b", "get_weather", '{"city": "Oslo", "days": 2}'),
+                    ],
+                    finish_reason="tool_calls",
+                )
+            )
+        )
+        request = chat_request(
+            user("Weather in Paris and Oslo?"),
+            tools=[weather_tool()],
+            tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED),
+        )
+        response = stub.Chat(request, timeout=10)
+        assert response.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+        assert not response.message.content
+        assert [(c.id, c.name, c.arguments_json) for c in response.message.tool_calls] == [
+            ("call_a", "get_weather", '{"city": "Paris"}'),
+            ("call_b", "get_weather", '{"city": "Oslo", "days": 2}'),
+        ]
+        body = fake.chat_requests[0].body
+        assert body["tool_choice"] == "required"
+        assert body["tools"][0]["function"]["parameters"]["properties"]["days"]["minimum"] == 1
+
+    def test_multi_turn_with_tool_results(self, stub, fake):
+        """Assistant tool calls and their results (one failed) are sent back as OpenAI assistant + tool messages."""
+        fake.script(Reply.json(completion("Paris is sunny; Oslo is unknown.")))
+        assistant = chat_pb2.Message(
+            role=chat_pb2.ROLE_ASSISTANT,
+            content=[chat_pb2.ContentPart(text="Checking both.")],
+            tool_calls=[
+                chat_pb2.ToolCall(id="call_a", name="get_weather", arguments_json='{"city": "Paris"}'),
+                chat_pb2.ToolCall(id="call_b", name="get_weather", arguments_json='{"city": "Oslo"}'),
+            ],
+        )
+        results = [
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_TOOL,
+                tool_result=chat_pb2.ToolResult(tool_call_id="call_a", name="get_weather", content='{"sky": "sunny"}'),
+            ),
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_TOOL,
+                tool_result=chat_pb2.ToolResult(
+                    tool_call_id="call_b", name="get_weather", content="service down", is_error=True
+                ),
+            ),
+        ]
+        request = chat_request(
+            text(chat_pb2.ROLE_SYSTEM, "Use tools."),
+            user("Weather in Paris and Oslo?"),
+            assistant,
+            *results,
+            tools=[weather_tool()],
+            tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_NAMED, name="get_weather"),
+        )
+        response = stub.Chat(request, timeout=10)
+        assert response.message.content[0].text == "Paris is sunny; Oslo is unknown."
+        assert_golden("tool_round_trip", fake.chat_requests[0].body)
+
+    def test_images_by_url_and_bytes(self, stub, fake):
+        """User images go as image_url parts: URLs as given, bytes as a base64 data: URL."""
+        fake.script(Reply.json(completion("Two cats.")))
+        message = chat_pb2.Message(
+            role=chat_pb2.ROLE_USER,
+            content=[
+                chat_pb2.ContentPart(text="What is in these?"),
+                chat_pb2.ContentPart(image=chat_pb2.ImagePart(url="https://example.com/cat.png")),
+                chat_pb2.ContentPart(image=chat_pb2.ImagePart(data=b"\x89PNG\r\n\x1a\n", mime_type="image/png")),
+            ],
+        )
+        stub.Chat(chat_request(message), timeout=10)
+        assert_golden("images", fake.chat_requests[0].body)
+
+    def test_image_outside_user_message_is_refused(self, stub, fake):
+        """An image in a system message is INVALID_ARGUMENT naming the field; nothing reaches the upstream."""
+        message = chat_pb2.Message(
+            role=chat_pb2.ROLE_SYSTEM,
+            content=[chat_pb2.ContentPart(image=chat_pb2.ImagePart(url="https://example.com/a.png"))],
+        )
+        error = _chat_error(stub, chat_request(message, user("Hi")))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.field == "messages[0].content[0].image"
+        assert "only in user messages" in error.message
+        assert fake.chat_requests == []
+
+    def test_allowlisted_request_options_pass_through(self, stub, fake):
+        """extensions.openai options on the allowlist reach the body with their JSON types (ints stay ints)."""
+        fake.script(Reply.json(completion("ok")))
+        options = {
+            "openai": {
+                "reasoning_effort": "low",
+                "user": "user-1",
+                "logprobs": True,
+                "top_logprobs": 2,
+                "parallel_tool_calls": False,
+                "extra_body": {"top_k": 40},
+            }
+        }
+        stub.Chat(chat_request(user("Hi"), extensions=struct(options)), timeout=10)
+        body = fake.chat_requests[0].body
+        assert body["reasoning_effort"] == "low"
+        assert body["user"] == "user-1"
+        assert body["top_logprobs"] == 2
+        assert isinstance(body["top_logprobs"], int)
+        assert body["parallel_tool_calls"] is False
+        assert body["top_k"] == 40
+
+    @pytest.mark.parametrize(
+        ("options", "field"),
+        [
+            ({"n": 3}, "extensions.openai.n"),
+            ({"extra_body": {"model": "other"}}, "extensions.openai.extra_body.model"),
+        ],
+    )
+    def test_unknown_or_clashing_options_are_refused(self, stub, fake, options, field):
+        """Options off the allowlist, or extra_body overriding a mapped field, are INVALID_ARGUMENT naming it."""
+        error = _chat_error(stub, chat_request(user("Hi"), extensions=struct({"openai": options})))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.field == field
+        assert fake.chat_requests == []
+
+    def test_refusal_round_trips(self, stub, fake):
+        """A refusal comes back as text plus message.extensions.openai.refusal, and goes back as a refusal next turn."""
+        fake.script(Reply.json(completion(None, refusal="I can't help with that.")))
+        response = stub.Chat(chat_request(user("Something bad")), timeout=10)
+        assert response.message.extensions["openai"]["refusal"] == "I can't help with that."
+        assert response.message.content[0].text == "I can't help with that."
+        fake.script(Reply.json(completion("Sure.")))
+        stub.Chat(chat_request(user("Something bad"), response.message, user("Something fine")), timeout=10)
+        sent = fake.chat_requests[0].body["messages"][1]
+        assert sent == {"role": "assistant", "refusal": "I can't help with that."}
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("length", chat_pb2.FINISH_REASON_LENGTH),
+            ("content_filter", chat_pb2.FINISH_REASON_CONTENT_FILTER),
+            ("function_call", chat_pb2.FINISH_REASON_OTHER),
+        ],
+    )
+    def test_finish_reasons(self, stub, fake, raw, expected):
+        """OpenAI finish reasons map to the enum; unknown ones are OTHER with the raw value in extensions."""
+        fake.script(Reply.json(completion("x", finish_reason=raw)))
+        response = stub.Chat(chat_request(user("Hi")), timeout=10)
+        assert response.finish_reason == expected
+        if expected == chat_pb2.FINISH_REASON_OTHER:
+            assert response.extensions["openai"]["finish_reason"] == raw
+
+    def test_reasoning_tokens(self, stub, fake):
+        """Reasoning tokens from completion_tokens_details are reported."""
+        fake.script(Reply.json(completion("x", usage_body=usage(5, 50, reasoning=40))))
+        response = stub.Chat(chat_request(user("Think")), timeout=10)
+        assert response.usage.reasoning_tokens == 40
+        assert response.usage.output_tokens == 50
+
+    def test_list_models(self, stub):
+        """ListModels returns the LLMMESH_MODELS names under provider openai."""
+        response = stub.ListModels(pb.ProviderServiceListModelsRequest(), timeout=10)
+        assert response.provider == "openai"
+        assert [model.name for model in response.models] == ["gpt-4o-mini", "gpt-4.1"]
+        assert all(model.provider_instances == ["openai"] and not model.mock for model in response.models)
+
+
+class TestStreaming:
+    def test_text_stream(self, stub, fake):
+        """Text deltas in order, then exactly one final with finish reason, usage, model and headroom."""
+        fake.script(Reply.stream(text_stream(["Hel", "lo ", "world"]), headers=RATE_LIMIT_HEADERS))
+        events = _stream(stub, stream_request(user("Say hello world")))
+        assert "".join(event.delta.text for event in events[:-1]) == "Hello world"
+        assert all(event.HasField("delta") for event in events[:-1])
+        final = events[-1].final
+        assert final.finish_reason == chat_pb2.FINISH_REASON_STOP
+        assert final.usage.input_tokens == 12
+        assert final.usage.output_tokens == 3
+        assert final.response_model == "gpt-4o-mini-2024-07-18"
+        assert final.response_id == "chatcmpl-fake2"
+        assert final.headroom.remaining_tokens == 799000
+        assert_golden("stream_text", fake.chat_requests[0].body)
+
+    def test_tool_call_stream(self, stub, fake):
+        """Tool-call argument deltas keep their index; id and name come on each call's first delta only."""
+        events = [
+            chunk(role="assistant", tool_calls=[tool_call_delta(0, call_id="call_a", name="get_weather")]),
+            chunk(tool_calls=[tool_call_delta(0, arguments='{"city": ')]),
+            chunk(tool_calls=[tool_call_delta(0, arguments='"Paris"}')]),
+            chunk(tool_calls=[tool_call_delta(1, call_id="call_b", name="get_weather", arguments='{"city"')]),
+            chunk(tool_calls=[tool_call_delta(1, arguments=': "Oslo"}')]),
+            chunk(finish_reason="tool_calls"),
+            chunk(no_choices=True, usage_body=usage(30, 20)),
+        ]
+        fake.script(Reply.stream(events))
+        received = _stream(stub, stream_request(user("Weather?"), tools=[weather_tool()]))
+        deltas = [delta for event in received[:-1] for delta in event.delta.tool_calls]
+        assert [(d.index, d.id, d.name) for d in deltas] == [
+            (0, "call_a", "get_weather"),
+            (0, "", ""),
+            (0, "", ""),
+            (1, "call_b", "get_weather"),
+            (1, "", ""),
+        ]
+        by_index: dict[int, str] = {}
+        for delta in deltas:
+            by_index[delta.index] = by_index.get(delta.index, "") + delta.arguments_json_delta
+        assert json.loads(by_index[0]) == {"city": "Paris"}
+        assert json.loads(by_index[1]) == {"city": "Oslo"}
+        assert received[-1].final.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+        assert received[-1].final.usage.output_tokens == 20
+
+    def test_bare_finish_chunk_and_content_filter(self, stub, fake):
+        """A finish chunk without a delta (some compatible servers) still ends the stream; content_filter maps."""
+        bare = {
+            "id": "chatcmpl-x",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "llama",
+            "choices": [{"index": 0, "finish_reason": "content_filter"}],
+        }
+        fake.script(Reply.stream([chunk(role="assistant", content="Partial"), bare], ending="eof"))
+        events = _stream(stub, stream_request(user("Hi")))
+        assert events[0].delta.text == "Partial"
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
+        assert events[-1].final.response_model == "llama"
+
+    @pytest.mark.parametrize("ending", ["eof", "done"])
+    def test_stream_without_finish_reason_is_truncated(self, stub, fake, ending):
+        """A stream that ends (with or without [DONE]) before a finish reason is UNAVAILABLE STREAM_TRUNCATED, no final."""
+        fake.script(Reply.stream(text_stream(["partial"], finish_reason=None), ending=ending))
+        received, error = _stream_error(stub, stream_request(user("Hi")))
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+        assert error.reason == "STREAM_TRUNCATED"
+        assert not any(event.HasField("final") for event in received)
+
+    def test_connection_cut_mid_stream(self, stub, fake):
+        """An abrupt close mid-stream is UNAVAILABLE, never a final."""
+        fake.script(Reply.stream(text_stream(["partial"], finish_reason=None), ending="cut"))
+        received, error = _stream_error(stub, stream_request(user("Hi")))
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+        assert error.reason == "UPSTREAM_UNAVAILABLE"
+        assert not any(event.HasField("final") for event in received)
+
+    @pytest.mark.parametrize(
+        ("error_body", "code", "reason"),
+        [
+            ({"message": "The server had an error", "type": "server_error", "code": None}, "UNAVAILABLE", ""),
+            (
+                {"message": "Rate limit reached", "type": "rate_limit_error", "code": "rate_limit_exceeded"},
+                "RESOURCE_EXHAUSTED",
+                "RATE_LIMITED",
+            ),
+        ],
+    )
+    def test_error_event_in_stream(self, stub, fake, error_body, code, reason):
+        """An error event inside a 200 stream maps by its body, not as UNKNOWN or INTERNAL."""
+        fake.script(Reply.stream([chunk(role="assistant", content="Hi"), {"error": error_body}]))
+        _, error = _stream_error(stub, stream_request(user("Hi")))
+        assert error.code == grpc.StatusCode[code]
+        if reason:
+            assert error.reason == reason
+        assert error_body["message"] in error.message
+
+    def test_status_error_before_stream(self, stub, fake):
+        """A 429 answering a stream request is RESOURCE_EXHAUSTED with RetryInfo, after one request."""
+        fake.script(
+            Reply.error(429, "Slow down", type="requests", code="rate_limit_exceeded", headers={"retry-after": "3"})
+        )
+        received, error = _stream_error(stub, stream_request(user("Hi")))
+        assert received == []
+        assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error.retry_after == pytest.approx(3.0)
+        assert len(fake.chat_requests) == 1
+
+    def test_cancel_mid_stream_closes_upstream(self, stub, fake):
+        """Cancelling the gRPC call mid-stream aborts the SDK's HTTP request: the fake sees the client go."""
+        fake.script(Reply.stream([chunk(role="assistant", content="Once upon")], hold=15))
+        call = stub.StreamChat(stream_request(user("Long story")), timeout=20)
+        first = next(call)
+        assert first.delta.text == "Once upon"
+        started = time.monotonic()
+        call.cancel()
+        assert fake.wait_disconnected(5), "upstream connection stayed open after cancel"
+        assert time.monotonic() - started < 5
+
+
+ERROR_CASES = [
+    pytest.param(
+        Reply.error(400, "Invalid value for 'temperature'", param="temperature"),
+        "INVALID_ARGUMENT",
+        "INVALID_REQUEST",
+        None,
+        id="400",
+    ),
+    pytest.param(
+        Reply.error(
+            400,
+            "This model's maximum context length is 128000 tokens.",
+            code="context_length_exceeded",
+            param="messages",
+        ),
+        "INVALID_ARGUMENT",
+        "CONTEXT_WINDOW_EXCEEDED",
+        None,
+        id="400-context",
+    ),
+    pytest.param(
+        Reply.error(400, "Your request was rejected by the safety system.", code="content_policy_violation"),
+        "FAILED_PRECONDITION",
+        "CONTENT_FILTERED",
+        None,
+        id="400-content-policy",
+    ),
+    pytest.param(
+        Reply.error(400, "The response was filtered.", code="content_filter"),
+        "FAILED_PRECONDITION",
+        "CONTENT_FILTERED",
+        None,
+        id="400-content-filter",
+    ),
+    pytest.param(
+        Reply.error(401, f"Incorrect API key provided: {KEY}.", code="invalid_api_key"),
+        "UNAUTHENTICATED",
+        "PROVIDER_AUTH_FAILED",
+        None,
+        id="401",
+    ),
+    pytest.param(
+        Reply.error(403, "Project does not have access to model.", type="invalid_request_error"),
+        "PERMISSION_DENIED",
+        "PROVIDER_AUTH_FAILED",
+        None,
+        id="403",
+    ),
+    pytest.param(
+        Reply.error(404, "The model `gpt-4o-mni` does not exist.", code="model_not_found"),
+        "NOT_FOUND",
+        "MODEL_NOT_FOUND",
+        None,
+        id="404",
+    ),
+    pytest.param(
+        Reply.error(413, "Request too large.", type="invalid_request_error"),
+        "INVALID_ARGUMENT",
+        "INVALID_REQUEST",
+        None,
+        id="413",
+    ),
+    pytest.param(
+        Reply.error(
+            429,
+            "Rate limit reached for requests",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"retry-after": "7", "x-should-retry": "true", **RATE_LIMIT_HEADERS},
+        ),
+        "RESOURCE_EXHAUSTED",
+        "RATE_LIMITED",
+        7.0,
+        id="429",
+    ),
+    pytest.param(
+        Reply.error(429, "Slow down", type="tokens", headers={"retry-after-ms": "1500"}),
+        "RESOURCE_EXHAUSTED",
+        "RATE_LIMITED",
+        1.5,
+        id="429-ms",
+    ),
+    pytest.param(
+        Reply.error(500, "The server had an error.", type="server_error", headers={"x-should-retry": "true"}),
+        "UNAVAILABLE",
+        "UPSTREAM_UNAVAILABLE",
+        None,
+        id="500",
+    ),
+    pytest.param(
+        Reply.error(503, "Overloaded.", type="server_error", headers={"retry-after": "2"}),
+        "UNAVAILABLE",
+        "UPSTREAM_UNAVAILABLE",
+        2.0,
+        id="503",
+    ),
+]
+
+
+class TestErrors:
+    @pytest.mark.parametrize(("reply", "code", "reason", "retry_after"), ERROR_CASES)
+    def test_status_mapping(self, stub, fake, reply, code, reason, retry_after):
+        """Each upstream status maps per DESIGN.md, with RetryInfo from Retry-After, after exactly one request."""
+        fake.script(reply, Reply.json(completion("a retry must not get this")))
+        error = _chat_error(stub, chat_request(user("Hi")))
+        assert error.code == grpc.StatusCode[code]
+        assert error.reason == reason
+        if retry_after is None:
+            assert error.retry_after is None
+        else:
+            assert error.retry_after == pytest.approx(retry_after)
+        assert error.metadata["upstream_status"] == str(reply.status)
+        assert KEY not in error.message
+        assert len(fake.chat_requests) == 1, "the SDK retried on its own"
+
+    def test_not_found_lists_close_matches(self, stub, fake):
+        """An unknown model is NOT_FOUND and names the served models close to it."""
+        fake.script(Reply.error(404, "The model `gpt-4o-mni` does not exist.", code="model_not_found"))
+        error = _chat_error(stub, chat_request(user("Hi"), model="gpt-4o-mni"))
+        assert error.code == grpc.StatusCode.NOT_FOUND
+        assert "gpt-4o-mini" in error.message
+
+    def test_deadline_shorter_than_upstream_delay(self, stub, fake):
+        """A caller deadline shorter than the upstream's delay ends in DEADLINE_EXCEEDED on time."""
+        fake.script(Reply.json(completion("too late"), delay=4))
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(chat_request(user("Hi")), timeout=0.6)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 2.5
+        assert len(fake.chat_requests) == 1
+
+    def test_connection_dropped(self, stub, fake):
+        """A connection closed without a response is UNAVAILABLE, after one attempt."""
+        fake.script(Reply.dropped(), Reply.json(completion("a retry must not get this")))
+        error = _chat_error(stub, chat_request(user("Hi")))
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+        assert error.reason == "UPSTREAM_UNAVAILABLE"
+        assert len(fake.chat_requests) == 1
+
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            Reply.raw(b"<html>gateway</html>", content_type="text/html"),
+            Reply.raw(b'{"id": "chatcmpl-x", "choi', content_type="application/json"),
+            Reply.json({"id": "chatcmpl-x", "object": "chat.completion", "choices": []}),
+        ],
+        ids=["html", "broken-json", "no-choices"],
+    )
+    def test_unusable_200_is_unavailable(self, stub, fake, reply):
+        """A 200 that is not a usable completion is UNAVAILABLE, not INTERNAL."""
+        fake.script(reply)
+        error = _chat_error(stub, chat_request(user("Hi")))
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+
+
+class TestProcess:
+    def test_missing_key_refuses_to_start(self, fake):
+        """Without OPENAI_API_KEY the process exits 2 and names the variable."""
+        result = run_to_exit(
+            ADAPTER, env={"OPENAI_API_KEY": "", "OPENAI_BASE_URL": fake.url, "LLMMESH_OPENAI_ALLOW_NO_KEY": "false"}
+        )
+        assert result.returncode == 2
+        assert "OPENAI_API_KEY" in result.stderr
+
+    def test_keyless_named_instance(self, fake):
+        """A keyless local server instance: LLMMESH_OPENAI_BASE_URL wins over OPENAI_BASE_URL, a placeholder key is sent, the kind stays openai."""
+        process = start_service(
+            ADAPTER,
+            name="openai-vllm-local",
+            env={
+                "OPENAI_API_KEY": "",
+                "LLMMESH_OPENAI_ALLOW_NO_KEY": "true",
+                "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                "LLMMESH_OPENAI_BASE_URL": fake.url,
+                "LLMMESH_PROVIDER_INSTANCE": "vllm-local",
+                "LLMMESH_MODELS": "llama-3.1-8b",
+                "LLMMESH_OPENAI_MAX_TOKENS_FIELD": "max_tokens",
+            },
+        )
+        try:
+            with grpc.insecure_channel(process.address) as channel:
+                stub = provider_service_pb2_grpc.ProviderServiceStub(channel)
+                fake.script(Reply.json(completion("local hi", model="llama-3.1-8b")))
+                settings = chat_pb2.GenerationSettings(max_output_tokens=64)
+                response = stub.Chat(chat_request(user("Hi"), model="llama-3.1-8b", settings=settings), timeout=10)
+                models = stub.ListModels(pb.ProviderServiceListModelsRequest(), timeout=10)
+        finally:
+            process.terminate()
+        assert response.message.content[0].text == "local hi"
+        (received,) = fake.chat_requests
+        assert received.has_authorization
+        assert received.key_ok is False
+        assert received.body["max_tokens"] == 64
+        assert "max_completion_tokens" not in received.body
+        assert models.provider == "openai"
+        assert [(m.name, list(m.provider_instances)) for m in models.models] == [("llama-3.1-8b", ["vllm-local"])]
+        assert "llmmesh-provider-vllm-local" in process.log()
+
+    def test_key_never_in_log(self, adapter):
+        """After every test above (errors included), the adapter's debug log never contains the key."""
+        log = adapter.log()
+        assert "serving" in log
+        assert KEY not in log
