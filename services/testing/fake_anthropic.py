@@ -46,8 +46,9 @@ _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 class Reply:
     """One scripted answer.
 
-    `events` set: an SSE stream; else a JSON body. `delay` passes before the
-    status line; `event_delay` between events. `end="abort"` drops the
+    `events` set: an SSE stream; else a JSON body; `status=0` closes the
+    connection without answering. `delay` passes before the status line;
+    `event_delay` between events. `end="abort"` drops the
     connection after the events without ending the chunked body.
     """
 
@@ -140,6 +141,12 @@ class _Handler(BaseHTTPRequestHandler):
         request = self._record(body)
         reply = self.fake._take(request)
         if reply.delay and not self._wait(reply.delay, request):
+            return
+        if reply.status == 0:
+            # A connection that dies before any answer: the SDK's APIConnectionError.
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            request.completed.set()
             return
         try:
             if reply.events is None:
@@ -299,6 +306,8 @@ def stream_events(body: dict[str, Any], *, truncate: bool = False, pieces: int =
 
 def _block_events(index: int, block: dict[str, Any], pieces: int) -> list[tuple[str, dict[str, Any]]]:
     kind = block["type"]
+    start: dict[str, Any]
+    deltas: list[dict[str, Any]]
     if kind == "text":
         start, deltas = (
             {"type": "text", "text": ""},
@@ -372,6 +381,11 @@ def sse_reply(
 
 def error_reply(status: int, error_type: str, text: str, *, headers: dict[str, str] | None = None) -> Reply:
     return Reply(status=status, body=error_body(error_type, text), headers=headers or {})
+
+
+def dropped_connection() -> Reply:
+    """The connection closes before any status line."""
+    return Reply(status=0)
 
 
 def in_stream_error(error_type: str = "overloaded_error", text: str = "Overloaded") -> tuple[str, dict[str, Any]]:

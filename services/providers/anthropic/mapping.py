@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, TypeAlias
 
 from anthropic import transform_schema
 from google.protobuf import json_format, struct_pb2
@@ -20,7 +20,7 @@ from services.common.errors import invalid_argument
 
 PROVIDER = "anthropic"
 
-Request = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
+Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
 
 # Base64 image types the Messages API takes (types/base64_image_source_param.py).
 IMAGE_MIME_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
