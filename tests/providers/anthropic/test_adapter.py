@@ -400,11 +400,22 @@ class TestStreaming:
         error = _error(lambda: _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")])))
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
 
-    def test_in_stream_overloaded_error(self, stub: Any, fake: FakeAnthropic) -> None:
-        """An overloaded_error event inside a 200 stream is RESOURCE_EXHAUSTED, mapped by its type."""
-        fake.script(sse_reply([*stream_events(message(text="Hello world"))[:4], in_stream_error()]))
+    @pytest.mark.parametrize(
+        ("error_type", "code"),
+        [
+            ("overloaded_error", grpc.StatusCode.RESOURCE_EXHAUSTED),
+            ("rate_limit_error", grpc.StatusCode.RESOURCE_EXHAUSTED),
+            ("api_error", grpc.StatusCode.UNAVAILABLE),
+            ("invalid_request_error", grpc.StatusCode.INVALID_ARGUMENT),
+        ],
+    )
+    def test_in_stream_error_event(
+        self, stub: Any, fake: FakeAnthropic, error_type: str, code: grpc.StatusCode
+    ) -> None:
+        """An `error` event inside a 200 stream (plain APIStatusError, status 200) is mapped by its error type."""
+        fake.script(sse_reply([*stream_events(message(text="Hello world"))[:4], in_stream_error(error_type, "boom")]))
         error = _error(lambda: _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")])))
-        assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+        assert error.code == code
 
     def test_stream_refused_before_start(self, stub: Any, fake: FakeAnthropic) -> None:
         """A 429 on the streaming request itself maps like a unary one, with its Retry-After."""
@@ -439,7 +450,17 @@ class TestErrors:
                 "CONTEXT_WINDOW_EXCEEDED",
                 None,
             ),
+            (
+                400,
+                "invalid_request_error",
+                "This request violates our Usage Policy",
+                {},
+                "FAILED_PRECONDITION",
+                "CONTENT_FILTERED",
+                None,
+            ),
             (401, "authentication_error", "invalid x-api-key", {}, "UNAUTHENTICATED", "PROVIDER_AUTH_FAILED", None),
+            (402, "billing_error", "credit balance too low", {}, "PERMISSION_DENIED", "PROVIDER_AUTH_FAILED", None),
             (403, "permission_error", "key lacks access", {}, "PERMISSION_DENIED", "PROVIDER_AUTH_FAILED", None),
             (404, "not_found_error", "model: claude-nope", {}, "NOT_FOUND", "MODEL_NOT_FOUND", None),
             (
