@@ -1,0 +1,41 @@
+"""The Anthropic adapter: ProviderService on the official `anthropic` SDK (Messages API).
+
+Run it with `python -m services.providers.anthropic`. Settings:
+
+    ANTHROPIC_API_KEY                      required; the process exits 2 without it
+    LLMMESH_ANTHROPIC_BASE_URL             upstream base URL; else ANTHROPIC_BASE_URL; else the SDK default
+    LLMMESH_ANTHROPIC_DEFAULT_MAX_TOKENS   max_tokens when a request sets none (Anthropic requires it); 4096
+    LLMMESH_MODELS                         served models; else DEFAULT_MODELS below
+
+Provider-only data lives under the key "anthropic" of the `extensions` fields:
+
+Request options, `request.extensions["anthropic"]` (allowlist; any other key is
+INVALID_ARGUMENT naming `extensions.anthropic.<key>`):
+
+    thinking                   e.g. {"type": "adaptive"} or {"type": "enabled", "budget_tokens": 2048}
+    effort                     "low" | "medium" | "high" | "xhigh" | "max"  → output_config.effort
+    metadata                   {"user_id": "..."}
+    service_tier               "auto" | "standard_only"
+    inference_geo              region string
+    cache_control              top-level prompt-cache marker, e.g. {"type": "ephemeral"}
+    disable_parallel_tool_use  bool, folded into tool_choice
+
+Assistant messages, `Message.extensions["anthropic"]`:
+
+    thinking   ordered list of {"type": "thinking", "thinking": str, "signature": str} and
+               {"type": "redacted_thinking", "data": str} blocks. Responses fill it; send it back
+               unchanged on the same assistant message and the blocks are replayed first in
+               that turn's content, as Anthropic requires for tool use with thinking.
+
+Responses, `ProviderServiceChatResponse.extensions["anthropic"]` and
+`ProviderStreamFinal.extensions["anthropic"]`:
+
+    stop_reason      the raw Anthropic stop reason (e.g. "pause_turn", "refusal")
+    stop_sequence    the stop sequence that matched, when one did
+    stop_details     refusal details ({"type": "refusal", "category": ..., "explanation": ...})
+    ignored_settings settings the Messages API has no field for and the adapter dropped
+                     ("temperature", "top_p", "seed")
+    thinking         (stream final only) the thinking blocks of the streamed turn, to send back
+                     as the assistant message's extensions; unary responses carry them on
+                     `message.extensions` instead
+"""

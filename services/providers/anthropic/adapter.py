@@ -1,0 +1,151 @@
+"""AnthropicAdapter: ProviderService calls on one shared `anthropic.AsyncAnthropic` client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import grpc
+import httpx2
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import REASON_UPSTREAM_TIMEOUT, MeshError
+from services.providers.anthropic.mapping import PROVIDER, build_create_kwargs, ignored_settings
+from services.providers.anthropic.responses import (
+    assistant_message,
+    finish_reason,
+    message_usage,
+    response_extension,
+    set_extension,
+)
+from services.providers.anthropic.streaming import StreamAssembler
+from services.providers.anthropic.upstream import headroom, map_error
+from services.providers.base import ProviderAdapter
+
+# Current models (anthropic 2.10 ModelParam) served when LLMMESH_MODELS is empty.
+DEFAULT_MODELS = (
+    "claude-opus-5-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+    "claude-opus-4-8",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+)
+
+# What the SDK and its transport raise for upstream faults. ValueError covers a
+# stream event that is not JSON; TimeoutError our own deadline guard.
+_UPSTREAM_ERRORS = (anthropic.AnthropicError, httpx2.HTTPError, TimeoutError, ValueError)
+
+
+class AnthropicAdapter(ProviderAdapter):
+    """Maps the unified contract onto the Messages API."""
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        client: anthropic.AsyncAnthropic,
+        *,
+        models: list[str],
+        default_max_tokens: int,
+        instance: str = PROVIDER,
+    ) -> None:
+        self._client = client
+        self._models = models or list(DEFAULT_MODELS)
+        self._default_max_tokens = default_max_tokens
+        self._instance = instance
+
+    def list_models(self) -> list[chat_pb2.ModelInfo]:
+        return [
+            chat_pb2.ModelInfo(name=name, provider=self.provider, provider_instances=[self._instance], available=True)
+            for name in self._models
+        ]
+
+    async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:
+        kwargs = build_create_kwargs(request, default_max_tokens=self._default_max_tokens)
+        _check_time_left(timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await self._client.messages.with_raw_response.create(**kwargs, timeout=timeout)
+                message = await raw.parse()
+        except _UPSTREAM_ERRORS as error:
+            raise map_error(error) from None
+        response = pb.ProviderServiceChatResponse(
+            message=assistant_message(message),
+            finish_reason=finish_reason(message.stop_reason),
+            usage=message_usage(message),
+            response_model=message.model,
+            response_id=message.id,
+            headroom=headroom(raw.headers),
+        )
+        set_extension(
+            response.extensions,
+            response_extension(
+                stop_reason=message.stop_reason,
+                stop_sequence=message.stop_sequence,
+                stop_details=message.stop_details,
+                ignored=ignored_settings(request),
+            ),
+        )
+        return response
+
+    async def stream_chat(
+        self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
+    ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
+        kwargs = build_create_kwargs(request, default_max_tokens=self._default_max_tokens)
+        _check_time_left(timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        assembler = StreamAssembler()
+        try:
+            async with asyncio.timeout_at(deadline):
+                stream = await self._client.messages.create(**kwargs, stream=True, timeout=timeout)
+        except _UPSTREAM_ERRORS as error:
+            raise map_error(error) from None
+        # `async with` closes the HTTP response on every exit, cancellation included:
+        # a cancelled gRPC call aborts the upstream request.
+        async with stream:
+            events = stream.__aiter__()
+            while True:
+                try:
+                    # The deadline guards each step, not the yields: a timeout must
+                    # fire inside the SDK's await, never in the consumer's code.
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(events, None)
+                except _UPSTREAM_ERRORS as error:
+                    raise map_error(error) from None
+                if event is None:
+                    break
+                for delta in assembler.feed(event):
+                    yield pb.ProviderServiceStreamChatResponse(delta=delta)
+            final = pb.ProviderStreamFinal(
+                finish_reason=finish_reason(assembler.stop_reason),
+                usage=assembler.usage(),
+                response_model=assembler.model,
+                response_id=assembler.message_id,
+                headroom=headroom(stream.response.headers),
+            )
+        extension: dict[str, Any] = response_extension(
+            stop_reason=assembler.stop_reason,
+            stop_sequence=assembler.stop_sequence,
+            stop_details=assembler.stop_details,
+            ignored=ignored_settings(request),
+        )
+        if assembler.thinking:
+            extension["thinking"] = assembler.thinking
+        set_extension(final.extensions, extension)
+        yield pb.ProviderServiceStreamChatResponse(final=final)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _check_time_left(timeout: float) -> None:
+    if timeout <= 0:
+        raise MeshError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "anthropic: no time left for the upstream call",
+            reason=REASON_UPSTREAM_TIMEOUT,
+        )

@@ -1,0 +1,265 @@
+"""Unified chat request → keyword arguments for `AsyncAnthropic.messages.create`.
+
+Every refusal is an INVALID_ARGUMENT naming the request field, raised before
+any upstream call. See the package docstring for the extension keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, TypeAlias
+
+from anthropic import transform_schema
+from google.protobuf import json_format, struct_pb2
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import invalid_argument
+
+PROVIDER = "anthropic"
+
+Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
+
+# Base64 image types the Messages API takes (types/base64_image_source_param.py).
+IMAGE_MIME_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+# Request options a caller may pass in extensions["anthropic"], and where they go.
+_TOP_LEVEL_OPTIONS = ("thinking", "metadata", "service_tier", "inference_geo", "cache_control")
+_OTHER_OPTIONS = ("effort", "disable_parallel_tool_use")
+ALLOWED_OPTIONS = (*_TOP_LEVEL_OPTIONS, *_OTHER_OPTIONS)
+
+# GenerationSettings the Messages API (SDK 2.10) has no field for: dropped and
+# reported in the response's extensions.anthropic.ignored_settings.
+_IGNORED_SETTINGS = ("temperature", "top_p", "seed")
+
+
+def struct_to_plain(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain JSON values; whole floats become ints (protobuf has only doubles)."""
+    return _integral(json_format.MessageToDict(struct))
+
+
+def extension_of(holder: Any) -> dict[str, Any]:
+    """The "anthropic" entry of an `extensions` Struct field, or {}."""
+    field = holder.extensions.fields.get(PROVIDER)
+    if field is None:
+        return {}
+    if field.WhichOneof("kind") != "struct_value":
+        raise invalid_argument("extensions.anthropic", "must be an object")
+    return struct_to_plain(field.struct_value)
+
+
+def ignored_settings(request: Request) -> list[str]:
+    """Names of the settings this request set that Anthropic cannot honour."""
+    if not request.HasField("settings"):
+        return []
+    return [name for name in _IGNORED_SETTINGS if request.settings.HasField(name)]
+
+
+def build_create_kwargs(request: Request, *, default_max_tokens: int) -> dict[str, Any]:
+    """The `messages.create` arguments for `request` (without stream and timeout)."""
+    options = extension_of(request)
+    for key in options:
+        if key not in ALLOWED_OPTIONS:
+            raise invalid_argument(
+                f"extensions.anthropic.{key}", f"is not a supported option; use one of {', '.join(ALLOWED_OPTIONS)}"
+            )
+    system, messages = _map_messages(request.messages)
+    settings = request.settings
+    kwargs: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": settings.max_output_tokens if settings.HasField("max_output_tokens") else default_max_tokens,
+        "messages": messages,
+    }
+    if system:
+        kwargs["system"] = system
+    if settings.stop:
+        kwargs["stop_sequences"] = list(settings.stop)
+    output_config = _output_config(settings.response_format)
+    if "effort" in options:
+        output_config["effort"] = options["effort"]
+    if output_config:
+        kwargs["output_config"] = output_config
+    if request.tools:
+        kwargs["tools"] = [_tool(tool) for tool in request.tools]
+    tool_choice = _tool_choice(request, options.get("disable_parallel_tool_use"))
+    if tool_choice is not None:
+        kwargs["tool_choice"] = tool_choice
+    for key in _TOP_LEVEL_OPTIONS:
+        if key in options:
+            kwargs[key] = options[key]
+    return kwargs
+
+
+def _map_messages(messages: Any) -> tuple[str, list[dict[str, Any]]]:
+    """System text hoisted out; the rest as alternating user/assistant turns."""
+    system_parts: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        path = f"messages[{index}]"
+        if message.role == chat_pb2.ROLE_SYSTEM:
+            system_parts.append(_system_text(path, message))
+            continue
+        if message.role == chat_pb2.ROLE_TOOL:
+            role, blocks = "user", [_tool_result(message.tool_result)]
+        elif message.role == chat_pb2.ROLE_ASSISTANT:
+            role, blocks = "assistant", _assistant_blocks(path, message)
+        else:
+            role, blocks = "user", _content_blocks(path, message, allow_images=True)
+        if not blocks:
+            continue
+        # Anthropic wants alternating turns: consecutive same-role messages (e.g.
+        # several tool results of one turn, or a tool result then user text) merge.
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    if not turns:
+        raise invalid_argument("messages", "has no user or assistant message; Anthropic needs at least one")
+    return "\n\n".join(part for part in system_parts if part), turns
+
+
+def _system_text(path: str, message: chat_pb2.Message) -> str:
+    texts = []
+    for part_index, part in enumerate(message.content):
+        if part.WhichOneof("kind") != "text":
+            raise invalid_argument(f"{path}.content[{part_index}]", "Anthropic system prompts take text only")
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def _content_blocks(path: str, message: chat_pb2.Message, *, allow_images: bool) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for part_index, part in enumerate(message.content):
+        part_path = f"{path}.content[{part_index}]"
+        if part.WhichOneof("kind") == "text":
+            if part.text:  # Anthropic rejects empty text blocks
+                blocks.append({"type": "text", "text": part.text})
+            continue
+        if not allow_images:
+            raise invalid_argument(f"{part_path}.image", "Anthropic takes images in user messages only")
+        blocks.append(_image_block(f"{part_path}.image", part.image))
+    return blocks
+
+
+def _image_block(path: str, image: chat_pb2.ImagePart) -> dict[str, Any]:
+    if image.WhichOneof("source") == "data":
+        return _base64_image(path, image.mime_type, base64.b64encode(image.data).decode("ascii"))
+    if image.url.startswith("data:"):
+        header, _, payload = image.url.partition(",")
+        mime_type = header[len("data:") :].split(";")[0]
+        if ";base64" not in header:
+            raise invalid_argument(f"{path}.url", "data: URLs must be base64-encoded")
+        try:
+            base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_argument(f"{path}.url", "data: URL payload is not valid base64") from None
+        return _base64_image(path, mime_type, payload)
+    return {"type": "image", "source": {"type": "url", "url": image.url}}
+
+
+def _base64_image(path: str, mime_type: str, data: str) -> dict[str, Any]:
+    if mime_type not in IMAGE_MIME_TYPES:
+        raise invalid_argument(
+            f"{path}.mime_type", f"{mime_type!r} is not an image type Anthropic takes; use one of {IMAGE_MIME_TYPES}"
+        )
+    return {"type": "image", "source": {"type": "base64", "media_type": mime_type, "data": data}}
+
+
+def _assistant_blocks(path: str, message: chat_pb2.Message) -> list[dict[str, Any]]:
+    # Thinking blocks go first, unchanged: Anthropic checks their signatures.
+    thinking = extension_of(message).get("thinking", [])
+    if not isinstance(thinking, list) or not all(
+        isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking") for block in thinking
+    ):
+        raise invalid_argument(
+            f"{path}.extensions.anthropic.thinking", "must be the list of thinking blocks a response returned"
+        )
+    blocks: list[dict[str, Any]] = [dict(block) for block in thinking]
+    blocks.extend(_content_blocks(path, message, allow_images=False))
+    for call_index, call in enumerate(message.tool_calls):
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.name,
+                "input": _arguments(f"{path}.tool_calls[{call_index}].arguments_json", call.arguments_json),
+            }
+        )
+    return blocks
+
+
+def _arguments(path: str, text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise invalid_argument(path, "is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise invalid_argument(path, "must be a JSON object; Anthropic tool input is an object")
+    return value
+
+
+def _tool_result(result: chat_pb2.ToolResult) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id, "content": result.content}
+    if result.is_error:
+        block["is_error"] = True
+    return block
+
+
+def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
+    schema = struct_to_plain(tool.parameters) if tool.parameters.fields else {}
+    schema.setdefault("type", "object")
+    mapped: dict[str, Any] = {"name": tool.name, "input_schema": schema}
+    if tool.description:
+        mapped["description"] = tool.description
+    return mapped
+
+
+def _tool_choice(request: Request, disable_parallel: Any) -> dict[str, Any] | None:
+    mode = request.tool_choice.mode
+    if disable_parallel is not None and not isinstance(disable_parallel, bool):
+        raise invalid_argument("extensions.anthropic.disable_parallel_tool_use", "must be true or false")
+    if not request.tools:
+        if mode == chat_pb2.TOOL_CHOICE_MODE_REQUIRED:
+            raise invalid_argument("tool_choice.mode", "is REQUIRED but the request has no tools")
+        return None
+    if mode == chat_pb2.TOOL_CHOICE_MODE_NONE:
+        return {"type": "none"}
+    if mode == chat_pb2.TOOL_CHOICE_MODE_REQUIRED:
+        choice: dict[str, Any] = {"type": "any"}
+    elif mode == chat_pb2.TOOL_CHOICE_MODE_NAMED:
+        choice = {"type": "tool", "name": request.tool_choice.name}
+    elif mode == chat_pb2.TOOL_CHOICE_MODE_AUTO or disable_parallel is not None:
+        choice = {"type": "auto"}
+    else:
+        return None
+    if disable_parallel is not None:
+        choice["disable_parallel_tool_use"] = disable_parallel
+    return choice
+
+
+def _output_config(response_format: chat_pb2.ResponseFormat) -> dict[str, Any]:
+    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        # The SDK's own transform makes a schema fit structured outputs (adds
+        # additionalProperties: false, moves unsupported keywords to descriptions).
+        schema = transform_schema(struct_to_plain(response_format.json_schema))
+        return {"format": {"type": "json_schema", "schema": schema}}
+    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        raise invalid_argument(
+            "settings.response_format.type",
+            "Anthropic has no schema-less JSON mode; send RESPONSE_FORMAT_TYPE_JSON_SCHEMA with a json_schema",
+        )
+    return {}
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value

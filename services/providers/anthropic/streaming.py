@@ -1,0 +1,116 @@
+"""Anthropic raw stream events → unified ChatDelta chunks, plus what the final message needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anthropic.types import RawMessageStreamEvent
+
+from llmmesh.v1 import chat_pb2
+from services.providers.anthropic.responses import usage_of
+
+
+class StreamAssembler:
+    """Feeds on raw events; remembers stop reason, usage, ids and thinking blocks."""
+
+    def __init__(self) -> None:
+        self.model = ""
+        self.message_id = ""
+        self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
+        self.stop_details: Any = None
+        self.thinking: list[dict[str, Any]] = []
+        self._usage: dict[str, int | None] = {}
+        # Anthropic content-block index → our tool-call index, and whether it got arguments.
+        self._tool_index: dict[int, int] = {}
+        self._tool_has_arguments: dict[int, bool] = {}
+        # Content-block index → the thinking block being assembled.
+        self._thinking_blocks: dict[int, dict[str, Any]] = {}
+
+    def feed(self, event: RawMessageStreamEvent) -> list[chat_pb2.ChatDelta]:
+        """The deltas this event produces (often none)."""
+        if event.type == "message_start":
+            self.model = event.message.model
+            self.message_id = event.message.id
+            self._take_usage(event.message.usage)
+        elif event.type == "content_block_start":
+            return self._block_start(event.index, event.content_block)
+        elif event.type == "content_block_delta":
+            return self._block_delta(event.index, event.delta)
+        elif event.type == "content_block_stop":
+            return self._block_stop(event.index)
+        elif event.type == "message_delta":
+            self.stop_reason = event.delta.stop_reason or self.stop_reason
+            self.stop_sequence = event.delta.stop_sequence or self.stop_sequence
+            self.stop_details = event.delta.stop_details or self.stop_details
+            self._take_usage(event.usage)
+        return []
+
+    def usage(self) -> chat_pb2.Usage:
+        return usage_of(
+            input_tokens=self._usage.get("input_tokens"),
+            output_tokens=self._usage.get("output_tokens"),
+            cache_read=self._usage.get("cache_read_input_tokens"),
+            cache_creation=self._usage.get("cache_creation_input_tokens"),
+            thinking_tokens=self._usage.get("thinking_tokens"),
+        )
+
+    def _take_usage(self, usage: Any) -> None:
+        # message_delta counts are cumulative; a None means "not reported here".
+        for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+            value = getattr(usage, name, None)
+            if value is not None:
+                self._usage[name] = value
+        details = getattr(usage, "output_tokens_details", None)
+        if details is not None:
+            self._usage["thinking_tokens"] = details.thinking_tokens
+
+    def _block_start(self, index: int, block: Any) -> list[chat_pb2.ChatDelta]:
+        if block.type == "text":
+            return [chat_pb2.ChatDelta(text=block.text)] if block.text else []
+        if block.type == "tool_use":
+            tool_index = len(self._tool_index)
+            self._tool_index[index] = tool_index
+            self._tool_has_arguments[index] = False
+            return [
+                chat_pb2.ChatDelta(tool_calls=[chat_pb2.ToolCallDelta(index=tool_index, id=block.id, name=block.name)])
+            ]
+        if block.type == "thinking":
+            entry = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+            self._thinking_blocks[index] = entry
+            self.thinking.append(entry)
+        elif block.type == "redacted_thinking":
+            self.thinking.append({"type": "redacted_thinking", "data": block.data})
+        return []
+
+    def _block_delta(self, index: int, delta: Any) -> list[chat_pb2.ChatDelta]:
+        if delta.type == "text_delta":
+            return [chat_pb2.ChatDelta(text=delta.text)] if delta.text else []
+        if delta.type == "input_json_delta" and index in self._tool_index:
+            if not delta.partial_json:
+                return []
+            self._tool_has_arguments[index] = True
+            return [
+                chat_pb2.ChatDelta(
+                    tool_calls=[
+                        chat_pb2.ToolCallDelta(index=self._tool_index[index], arguments_json_delta=delta.partial_json)
+                    ]
+                )
+            ]
+        entry = self._thinking_blocks.get(index)
+        if entry is not None and delta.type == "thinking_delta":
+            entry["thinking"] += delta.thinking
+        elif entry is not None and delta.type == "signature_delta":
+            entry["signature"] = delta.signature
+        return []
+
+    def _block_stop(self, index: int) -> list[chat_pb2.ChatDelta]:
+        if index in self._tool_index and not self._tool_has_arguments[index]:
+            # A tool with no input streams no JSON at all; callers still need an object.
+            self._tool_has_arguments[index] = True
+            return [
+                chat_pb2.ChatDelta(
+                    tool_calls=[chat_pb2.ToolCallDelta(index=self._tool_index[index], arguments_json_delta="{}")]
+                )
+            ]
+        return []

@@ -1,0 +1,564 @@
+"""The Anthropic adapter as a real process, its real SDK talking to the loopback fake API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import MeshError
+from services.testing.fake_anthropic import (
+    FakeAnthropic,
+    dropped_connection,
+    error_reply,
+    in_stream_error,
+    json_reply,
+    message,
+    ratelimit_headers,
+    sse_reply,
+    stream_events,
+    usage,
+)
+from services.testing.processes import ServiceProcess, run_to_exit
+from tests.providers.anthropic.conftest import DEFAULT_MAX_TOKENS, assert_golden, text_message, user
+
+MODEL = "claude-haiku-4-5"
+PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
+
+
+def _chat(stub: Any, request: pb.ProviderServiceChatRequest, timeout: float = 10) -> pb.ProviderServiceChatResponse:
+    return stub.Chat(request, timeout=timeout)
+
+
+def _stream(stub: Any, request: pb.ProviderServiceStreamChatRequest, timeout: float = 10) -> list[Any]:
+    return list(stub.StreamChat(request, timeout=timeout))
+
+
+def _error(call: Any) -> MeshError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return MeshError.from_rpc_error(caught.value)
+
+
+def _extension(holder: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(holder.extensions).get("anthropic", {})
+
+
+def _tool_conversation() -> list[chat_pb2.Message]:
+    return [
+        text_message(chat_pb2.ROLE_SYSTEM, "You check the weather."),
+        user("Weather in Paris and Oslo?"),
+        chat_pb2.Message(
+            role=chat_pb2.ROLE_ASSISTANT,
+            content=[chat_pb2.ContentPart(text="Checking both.")],
+            tool_calls=[
+                chat_pb2.ToolCall(id="toolu_01", name="get_weather", arguments_json='{"city": "Paris"}'),
+                chat_pb2.ToolCall(id="toolu_02", name="get_weather", arguments_json='{"city": "Oslo"}'),
+            ],
+        ),
+        chat_pb2.Message(
+            role=chat_pb2.ROLE_TOOL,
+            tool_result=chat_pb2.ToolResult(tool_call_id="toolu_01", name="get_weather", content='{"temp": 21}'),
+        ),
+        chat_pb2.Message(
+            role=chat_pb2.ROLE_TOOL,
+            tool_result=chat_pb2.ToolResult(
+                tool_call_id="toolu_02", name="get_weather", content="station offline", is_error=True
+            ),
+        ),
+    ]
+
+
+def _weather_tool() -> chat_pb2.ToolDefinition:
+    tool = chat_pb2.ToolDefinition(name="get_weather", description="Current weather for a city.")
+    tool.parameters.update({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+    return tool
+
+
+class TestChat:
+    def test_plain_chat(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A user message maps to one Messages call; text, usage, model, id and headroom come back."""
+        fake.script(json_reply(message(text="Hello there."), headers=ratelimit_headers(requests_remaining=41)))
+        response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert [part.text for part in response.message.content] == ["Hello there."]
+        assert response.message.role == chat_pb2.ROLE_ASSISTANT
+        assert response.finish_reason == chat_pb2.FINISH_REASON_STOP
+        assert response.usage == chat_pb2.Usage(input_tokens=12, output_tokens=7)
+        assert response.response_model == "claude-haiku-4-5-20251001"
+        assert response.response_id == "msg_fake_01"
+        assert response.headroom.remaining_requests == 41
+        assert response.headroom.limit_tokens == 40000
+        assert 25 <= response.headroom.requests_reset.seconds <= 30
+        [sent] = fake.requests
+        assert sent.path == "/v1/messages"
+        assert sent.body == {
+            "model": MODEL,
+            "max_tokens": DEFAULT_MAX_TOKENS,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        }
+
+    def test_key_sent_as_bearer(self, stub: Any, fake: FakeAnthropic) -> None:
+        """The SDK sends the key as Authorization: Bearer, with its own anthropic-version header."""
+        fake.script(json_reply(message(text="ok")))
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
+        [sent] = fake.requests
+        assert (sent.auth_scheme, sent.key_matches) == ("bearer", True)
+        assert sent.headers["anthropic-version"]
+        assert sent.headers["x-stainless-retry-count"] == "0"
+
+    def test_system_prompt_and_settings(self, stub: Any, fake: FakeAnthropic) -> None:
+        """System messages become top-level `system`; max tokens, stop and JSON schema map; unsupported settings are reported."""
+        fake.script(json_reply(message(text='{"answer": 4}')))
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL,
+            messages=[
+                text_message(chat_pb2.ROLE_SYSTEM, "Be terse."),
+                text_message(chat_pb2.ROLE_SYSTEM, "Answer in JSON."),
+                user("2+2?"),
+            ],
+            settings=chat_pb2.GenerationSettings(
+                max_output_tokens=256, stop=["\n\nHuman:"], temperature=0.2, top_p=0.9, seed=7
+            ),
+        )
+        request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+        request.settings.response_format.json_schema.update(
+            {"type": "object", "properties": {"answer": {"type": "integer", "minimum": 0}}, "required": ["answer"]}
+        )
+        response = _chat(stub, request)
+        assert _extension(response)["ignored_settings"] == ["temperature", "top_p", "seed"]
+        assert_golden("system_and_settings", fake.requests[0].body)
+
+    def test_cached_tokens_normalised(self, stub: Any, fake: FakeAnthropic) -> None:
+        """input_tokens includes cache reads and writes; cached_input_tokens is the cache reads."""
+        fake.script(json_reply(message(text="ok", usage_=usage(10, 5, cache_read=100, cache_creation=20))))
+        response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert response.usage == chat_pb2.Usage(input_tokens=130, output_tokens=5, cached_input_tokens=100)
+
+    @pytest.mark.parametrize(
+        ("stop_reason", "expected"),
+        [
+            ("end_turn", chat_pb2.FINISH_REASON_STOP),
+            ("stop_sequence", chat_pb2.FINISH_REASON_STOP),
+            ("max_tokens", chat_pb2.FINISH_REASON_LENGTH),
+            ("model_context_window_exceeded", chat_pb2.FINISH_REASON_LENGTH),
+            ("tool_use", chat_pb2.FINISH_REASON_TOOL_CALLS),
+            ("refusal", chat_pb2.FINISH_REASON_CONTENT_FILTER),
+            ("pause_turn", chat_pb2.FINISH_REASON_OTHER),
+        ],
+    )
+    def test_finish_reasons(self, stub: Any, fake: FakeAnthropic, stop_reason: str, expected: int) -> None:
+        """Each Anthropic stop_reason maps to its unified finish reason; the raw value rides in extensions."""
+        fake.script(json_reply(message(text="x", stop_reason=stop_reason)))
+        response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert response.finish_reason == expected
+        assert _extension(response)["stop_reason"] == stop_reason
+
+    def test_request_extensions_allowlisted(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Allowlisted extensions.anthropic options reach the body, with whole numbers as integers."""
+        fake.script(json_reply(message(text="ok")))
+        request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])
+        request.extensions.update(
+            {
+                "anthropic": {
+                    "thinking": {"type": "enabled", "budget_tokens": 2048},
+                    "effort": "high",
+                    "metadata": {"user_id": "u-1"},
+                    "service_tier": "standard_only",
+                }
+            }
+        )
+        _chat(stub, request)
+        body = fake.requests[0].body
+        assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+        assert isinstance(body["thinking"]["budget_tokens"], int)
+        assert body["output_config"] == {"effort": "high"}
+        assert body["metadata"] == {"user_id": "u-1"}
+        assert body["service_tier"] == "standard_only"
+
+    def test_unknown_extension_refused(self, stub: Any, fake: FakeAnthropic) -> None:
+        """An option outside the allowlist is INVALID_ARGUMENT naming it, and nothing goes upstream."""
+        request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])
+        request.extensions.update({"anthropic": {"temperature": 0.3}})
+        error = _error(lambda: _chat(stub, request))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.field == "extensions.anthropic.temperature"
+        assert fake.requests == []
+
+    def test_json_object_refused(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Schema-less JSON mode is refused naming settings.response_format.type."""
+        request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])
+        request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        error = _error(lambda: _chat(stub, request))
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "settings.response_format.type")
+        assert fake.requests == []
+
+
+class TestTools:
+    def test_multi_turn_tool_results(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Tool calls become tool_use blocks; both results of one turn go in ONE user message."""
+        fake.script(json_reply(message(text="Paris is 21°C; Oslo's station is offline.")))
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL,
+            messages=_tool_conversation(),
+            tools=[_weather_tool()],
+            tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_AUTO),
+        )
+        _chat(stub, request)
+        body = fake.requests[0].body
+        assert [turn["role"] for turn in body["messages"]] == ["user", "assistant", "user"]
+        assert [block["tool_use_id"] for block in body["messages"][2]["content"]] == ["toolu_01", "toolu_02"]
+        assert_golden("tool_conversation", body)
+
+    @pytest.mark.parametrize(
+        ("mode", "name", "expected"),
+        [
+            (chat_pb2.TOOL_CHOICE_MODE_REQUIRED, "", {"type": "any"}),
+            (chat_pb2.TOOL_CHOICE_MODE_NONE, "", {"type": "none"}),
+            (chat_pb2.TOOL_CHOICE_MODE_NAMED, "get_weather", {"type": "tool", "name": "get_weather"}),
+        ],
+    )
+    def test_tool_choice(self, stub: Any, fake: FakeAnthropic, mode: int, name: str, expected: dict[str, Any]) -> None:
+        """Each tool-choice mode maps to Anthropic's tool_choice."""
+        fake.script(json_reply(message(text="ok")))
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL,
+            messages=[user("Hi")],
+            tools=[_weather_tool()],
+            tool_choice=chat_pb2.ToolChoice(mode=mode, name=name),
+        )
+        _chat(stub, request)
+        assert fake.requests[0].body["tool_choice"] == expected
+
+    def test_parallel_tool_calls_returned(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Several tool_use blocks come back as ToolCalls with JSON arguments, finish TOOL_CALLS."""
+        fake.script(
+            json_reply(
+                message(
+                    text="Let me check.",
+                    tool_calls=[
+                        ("toolu_a", "get_weather", {"city": "Paris"}),
+                        ("toolu_b", "get_weather", {"city": "Oslo"}),
+                    ],
+                    stop_reason="tool_use",
+                )
+            )
+        )
+        response = _chat(
+            stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")], tools=[_weather_tool()])
+        )
+        assert response.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+        assert [(call.id, call.name, json.loads(call.arguments_json)) for call in response.message.tool_calls] == [
+            ("toolu_a", "get_weather", {"city": "Paris"}),
+            ("toolu_b", "get_weather", {"city": "Oslo"}),
+        ]
+
+    def test_thinking_round_trip(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Thinking blocks (with signatures) come back in message extensions and are replayed first in that turn."""
+        fake.script(
+            json_reply(
+                message(
+                    thinking=[("Need the weather tool.", "sig-abc")],
+                    redacted_thinking=["opaque-data"],
+                    tool_calls=[("toolu_a", "get_weather", {"city": "Paris"})],
+                    stop_reason="tool_use",
+                )
+            )
+        )
+        first = _chat(
+            stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Paris?")], tools=[_weather_tool()])
+        )
+        assert _extension(first.message)["thinking"] == [
+            {"type": "thinking", "thinking": "Need the weather tool.", "signature": "sig-abc"},
+            {"type": "redacted_thinking", "data": "opaque-data"},
+        ]
+        fake.script(json_reply(message(text="21°C")))
+        follow_up = [
+            user("Paris?"),
+            first.message,
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_TOOL, tool_result=chat_pb2.ToolResult(tool_call_id="toolu_a", content="21")
+            ),
+        ]
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=follow_up, tools=[_weather_tool()]))
+        assistant = fake.requests[1].body["messages"][1]
+        assert [block["type"] for block in assistant["content"]] == ["thinking", "redacted_thinking", "tool_use"]
+        assert assistant["content"][0]["signature"] == "sig-abc"
+
+
+class TestImages:
+    def test_image_bytes_and_url(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Image bytes go as a base64 source, http(s) URLs as a url source, data: URLs as base64."""
+        fake.script(json_reply(message(text="Two charts.")))
+        data_url = "data:image/gif;base64," + base64.b64encode(b"GIF89a").decode()
+        content = [
+            chat_pb2.ContentPart(text="Compare these."),
+            chat_pb2.ContentPart(image=chat_pb2.ImagePart(data=PNG, mime_type="image/png")),
+            chat_pb2.ContentPart(image=chat_pb2.ImagePart(url="https://example.com/chart.jpg")),
+            chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=data_url)),
+        ]
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL, messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, content=content)]
+        )
+        _chat(stub, request)
+        assert_golden("images", fake.requests[0].body)
+
+    def test_unsupported_image_type_refused(self, stub: Any, fake: FakeAnthropic) -> None:
+        """An image type Anthropic does not take is INVALID_ARGUMENT naming its mime_type field."""
+        content = [
+            chat_pb2.ContentPart(text="What is this?"),
+            chat_pb2.ContentPart(image=chat_pb2.ImagePart(data=b"BM", mime_type="image/bmp")),
+        ]
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL, messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, content=content)]
+        )
+        error = _error(lambda: _chat(stub, request))
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "messages[0].content[1].image.mime_type")
+        assert fake.requests == []
+
+    def test_image_in_system_refused(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A system message with an image is INVALID_ARGUMENT naming that part."""
+        system = chat_pb2.Message(
+            role=chat_pb2.ROLE_SYSTEM, content=[chat_pb2.ContentPart(image=chat_pb2.ImagePart(url="https://x/y.png"))]
+        )
+        error = _error(lambda: _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[system, user("Hi")])))
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "messages[0].content[0]")
+
+
+class TestStreaming:
+    def test_streaming_text(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Text deltas arrive in order and the stream ends with exactly one final: finish, usage, model, headroom."""
+        body = message(text="Hello from a stream.", usage_=usage(9, 4, cache_read=3))
+        fake.script(sse_reply(stream_events(body, pieces=3), headers=ratelimit_headers(tokens_remaining=123)))
+        events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert all(event.HasField("delta") for event in events[:-1])
+        assert "".join(event.delta.text for event in events[:-1]) == "Hello from a stream."
+        final = events[-1].final
+        assert final.finish_reason == chat_pb2.FINISH_REASON_STOP
+        assert final.usage == chat_pb2.Usage(input_tokens=12, output_tokens=4, cached_input_tokens=3)
+        assert (final.response_model, final.response_id) == ("claude-haiku-4-5-20251001", "msg_fake_01")
+        assert final.headroom.remaining_tokens == 123
+        assert _extension(final)["stop_reason"] == "end_turn"
+        assert_golden("stream_request", fake.requests[0].body)
+
+    def test_streaming_tool_calls(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Tool-call deltas carry index, id and name first, then argument fragments that join to JSON."""
+        body = message(
+            text="Checking.",
+            tool_calls=[("toolu_a", "get_weather", {"city": "Paris"}), ("toolu_b", "list_cities", {})],
+            stop_reason="tool_use",
+        )
+        fake.script(sse_reply(stream_events(body)))
+        events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]))
+        calls: dict[int, dict[str, str]] = {}
+        for event in events[:-1]:
+            for delta in event.delta.tool_calls:
+                call = calls.setdefault(delta.index, {"id": delta.id, "name": delta.name, "arguments": ""})
+                assert call["id"], "the first delta of a call carries its id"
+                assert call["name"], "the first delta of a call carries its name"
+                call["arguments"] += delta.arguments_json_delta
+        assert {index: (c["id"], c["name"], json.loads(c["arguments"])) for index, c in calls.items()} == {
+            0: ("toolu_a", "get_weather", {"city": "Paris"}),
+            1: ("toolu_b", "list_cities", {}),
+        }
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+
+    def test_streamed_thinking_in_final(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Streamed thinking text and signature are assembled into the final's extensions."""
+        body = message(thinking=[("Let me think.", "sig-stream")], text="Done.")
+        fake.script(sse_reply(stream_events(body)))
+        events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert _extension(events[-1].final)["thinking"] == [
+            {"type": "thinking", "thinking": "Let me think.", "signature": "sig-stream"}
+        ]
+
+    def test_truncated_stream(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A stream that ends cleanly without a stop_reason is UNAVAILABLE STREAM_TRUNCATED, never a final."""
+        fake.script(sse_reply(stream_events(message(text="Half an ans"), truncate=True)))
+        received: list[Any] = []
+
+        def consume() -> None:
+            for event in stub.StreamChat(
+                pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]), timeout=10
+            ):
+                received.append(event)
+
+        error = _error(consume)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
+        assert received
+        assert not any(event.HasField("final") for event in received)
+
+    def test_connection_cut_mid_stream(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A raw httpx2 RemoteProtocolError mid-stream (not an SDK error) is UNAVAILABLE."""
+        fake.script(sse_reply(stream_events(message(text="Hello world"))[:5], end="abort"))
+        error = _error(lambda: _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")])))
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
+
+    @pytest.mark.parametrize(
+        ("error_type", "code"),
+        [
+            ("overloaded_error", grpc.StatusCode.RESOURCE_EXHAUSTED),
+            ("rate_limit_error", grpc.StatusCode.RESOURCE_EXHAUSTED),
+            ("api_error", grpc.StatusCode.UNAVAILABLE),
+            ("invalid_request_error", grpc.StatusCode.INVALID_ARGUMENT),
+        ],
+    )
+    def test_in_stream_error_event(
+        self, stub: Any, fake: FakeAnthropic, error_type: str, code: grpc.StatusCode
+    ) -> None:
+        """An `error` event inside a 200 stream (plain APIStatusError, status 200) is mapped by its error type."""
+        fake.script(sse_reply([*stream_events(message(text="Hello world"))[:4], in_stream_error(error_type, "boom")]))
+        error = _error(lambda: _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")])))
+        assert error.code == code
+
+    def test_stream_refused_before_start(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A 429 on the streaming request itself maps like a unary one, with its Retry-After."""
+        fake.script(error_reply(429, "rate_limit_error", "Slow down", headers={"retry-after": "4"}))
+        error = _error(lambda: _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")])))
+        assert (error.code, error.retry_after) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 4.0)
+        assert len(fake.requests) == 1
+
+    def test_cancellation_aborts_upstream(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Cancelling the gRPC stream closes the upstream HTTP connection mid-stream."""
+        body = message(text="word " * 40)
+        fake.script(sse_reply(stream_events(body, pieces=40), event_delay=0.2))
+        call = stub.StreamChat(pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]), timeout=30)
+        first = next(call)
+        assert first.HasField("delta")
+        call.cancel()
+        [sent] = fake.requests
+        assert sent.disconnected.wait(5), "the fake never saw the client go away"
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("status", "error_type", "text", "headers", "code", "reason", "retry_after"),
+        [
+            (400, "invalid_request_error", "messages: field required", {}, "INVALID_ARGUMENT", "INVALID_REQUEST", None),
+            (
+                400,
+                "invalid_request_error",
+                "prompt is too long: 215000 tokens > 200000 maximum",
+                {},
+                "INVALID_ARGUMENT",
+                "CONTEXT_WINDOW_EXCEEDED",
+                None,
+            ),
+            (
+                400,
+                "invalid_request_error",
+                "This request violates our Usage Policy",
+                {},
+                "FAILED_PRECONDITION",
+                "CONTENT_FILTERED",
+                None,
+            ),
+            (401, "authentication_error", "invalid x-api-key", {}, "UNAUTHENTICATED", "PROVIDER_AUTH_FAILED", None),
+            (402, "billing_error", "credit balance too low", {}, "PERMISSION_DENIED", "PROVIDER_AUTH_FAILED", None),
+            (403, "permission_error", "key lacks access", {}, "PERMISSION_DENIED", "PROVIDER_AUTH_FAILED", None),
+            (404, "not_found_error", "model: claude-nope", {}, "NOT_FOUND", "MODEL_NOT_FOUND", None),
+            (
+                413,
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes",
+                {},
+                "INVALID_ARGUMENT",
+                "INVALID_REQUEST",
+                None,
+            ),
+            (
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your rate limit",
+                {"retry-after": "7"},
+                "RESOURCE_EXHAUSTED",
+                "RATE_LIMITED",
+                7.0,
+            ),
+            (
+                429,
+                "rate_limit_error",
+                "Rate limited for an hour",
+                {"retry-after": "3600"},
+                "RESOURCE_EXHAUSTED",
+                "RATE_LIMITED",
+                3600.0,
+            ),
+            (500, "api_error", "Internal server error", {}, "UNAVAILABLE", "UPSTREAM_UNAVAILABLE", None),
+            (503, "api_error", "Service unavailable", {"retry-after": "2"}, "UNAVAILABLE", "UPSTREAM_UNAVAILABLE", 2.0),
+            (529, "overloaded_error", "Overloaded", {"retry-after": "3"}, "RESOURCE_EXHAUSTED", "RATE_LIMITED", 3.0),
+        ],
+    )
+    def test_status_mapping(
+        self,
+        stub: Any,
+        fake: FakeAnthropic,
+        status: int,
+        error_type: str,
+        text: str,
+        headers: dict[str, str],
+        code: str,
+        reason: str,
+        retry_after: float | None,
+    ) -> None:
+        """Each upstream status maps per DESIGN.md, with RetryInfo from Retry-After and exactly one upstream request."""
+        fake.script(error_reply(status, error_type, text, headers=headers))
+        started = time.monotonic()
+        error = _error(lambda: _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])))
+        assert (error.code, error.reason, error.retry_after) == (grpc.StatusCode[code], reason, retry_after)
+        assert len(fake.requests) == 1, "the SDK retried on its own"
+        assert time.monotonic() - started < 3, "the SDK slept on Retry-After"
+
+    def test_connection_dropped(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A connection closed before any answer is UNAVAILABLE, not retried."""
+        fake.script(dropped_connection())
+        error = _error(lambda: _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])))
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
+        assert len(fake.requests) == 1
+
+    def test_deadline_shorter_than_upstream(self, stub: Any, fake: FakeAnthropic) -> None:
+        """An upstream slower than the caller's deadline gives DEADLINE_EXCEEDED and the HTTP request is dropped."""
+        fake.script(json_reply(message(text="late"), delay=3))
+        started = time.monotonic()
+        error = _error(
+            lambda: _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]), timeout=0.6)
+        )
+        assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 2
+        [sent] = fake.requests
+        assert sent.disconnected.wait(3), "the upstream request outlived the deadline"
+
+
+class TestProcess:
+    def test_list_models_defaults(self, stub: Any) -> None:
+        """With LLMMESH_MODELS empty the adapter lists its default Claude models as provider anthropic."""
+        response = stub.ListModels(pb.ProviderServiceListModelsRequest(), timeout=5)
+        assert response.provider == "anthropic"
+        names = [model.name for model in response.models]
+        assert "claude-haiku-4-5" in names
+        assert all(model.provider == "anthropic" and not model.mock for model in response.models)
+
+    def test_missing_key_refuses_to_start(self) -> None:
+        """Without ANTHROPIC_API_KEY the process exits 2 and names the variable."""
+        result = run_to_exit(
+            ["-m", "services.providers.anthropic"], env={"ANTHROPIC_API_KEY": "", "LLMMESH_PORT": "0"}, timeout=30
+        )
+        assert result.returncode == 2
+        assert "ANTHROPIC_API_KEY" in result.stderr
+
+    def test_key_never_logged(self, stub: Any, fake: FakeAnthropic, adapter: ServiceProcess, api_key: str) -> None:
+        """After successes and failures at debug level, the key is nowhere in the adapter's log, and nothing was INTERNAL."""
+        fake.script(json_reply(message(text="ok")), error_reply(401, "authentication_error", "invalid x-api-key"))
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
+        error = _error(lambda: _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])))
+        assert api_key not in error.message
+        log = adapter.log()
+        assert log, "the adapter wrote no log at all"
+        assert api_key not in log
+        assert "unhandled error" not in log
