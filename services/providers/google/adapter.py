@@ -43,7 +43,13 @@ from services.common.errors import (
     MeshError,
 )
 from services.providers.base import ProviderAdapter
-from services.providers.google.error_mapping import UPSTREAM_ERRORS, map_sdk_error, prompt_blocked
+from services.providers.google.error_mapping import (
+    UPSTREAM_ERRORS,
+    codeless_stream_error,
+    is_codeless_stream_error,
+    map_sdk_error,
+    prompt_blocked,
+)
 from services.providers.google.mapping import (
     GeminiRequest,
     Request,
@@ -206,7 +212,7 @@ class GoogleAdapter(ProviderAdapter):
         except UPSTREAM_ERRORS as error:
             await queue.put(self._mapped(error, model))
         except Exception as error:  # noqa: BLE001 - not swallowed: the consumer re-raises it
-            await queue.put(error)
+            await queue.put(codeless_stream_error() if is_codeless_stream_error(error) else error)
         finally:
             if stream is not None:
                 await stream.aclose()  # type: ignore[attr-defined]

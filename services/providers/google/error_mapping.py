@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,26 @@ def map_sdk_error(error: Exception, *, served_models: Sequence[str] = (), model:
     return MeshError(
         grpc.StatusCode.UNAVAILABLE,
         f"{PROVIDER}: upstream sent a response the SDK could not read ({type(error).__name__})",
+        reason=REASON_UPSTREAM_UNAVAILABLE,
+    )
+
+
+def is_codeless_stream_error(error: Exception) -> bool:
+    """The SDK's TypeError on an in-stream error event that has no numeric `code`.
+
+    google-genai compares the event's code with 400 (`400 <= None`) and fails
+    inside its own errors module; that is still an upstream fault.
+    """
+    if not isinstance(error, TypeError):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename.replace("\\", "/").endswith("google/genai/errors.py")
+
+
+def codeless_stream_error() -> MeshError:
+    return MeshError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"{PROVIDER}: upstream sent an error event without a code in the stream",
         reason=REASON_UPSTREAM_UNAVAILABLE,
     )
 

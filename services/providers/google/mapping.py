@@ -38,7 +38,7 @@ import binascii
 import json
 import mimetypes
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import pydantic
 from google.genai import types
@@ -49,7 +49,7 @@ from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import invalid_argument
 
 PROVIDER = "google"
-Request = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
+Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
 
 #: request.extensions["google"] keys passed through to GenerateContentConfig.
 ALLOWED_REQUEST_OPTIONS = (

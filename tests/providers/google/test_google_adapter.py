@@ -428,6 +428,16 @@ class TestStreaming:
         error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
         assert error.code == expected
 
+    def test_in_stream_error_without_code(self, stub: Any, fake: FakeGemini) -> None:
+        """An in-stream error event with no code (the SDK trips on it with a TypeError) is UNAVAILABLE."""
+        events = [
+            *fg.text_stream(["Start"], finish_reason=None),
+            {"error": {"message": "boom", "status": "UNAVAILABLE"}},
+        ]
+        fake.script(Reply(events=events))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
+
     def test_stream_http_error(self, stub: Any, fake: FakeGemini) -> None:
         """A 429 on the stream endpoint is RESOURCE_EXHAUSTED with the body's RetryInfo delay."""
         fake.script(fg.error_reply(429, "Resource has been exhausted (e.g. check quota)."))
