@@ -6,7 +6,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
 
     delay_ms, fail_code, fail_message, fail_reason, retry_after_s,
     text (answer to give), finish_reason ("stop", "length", ...),
-    stream_cut_after (end the stream after N deltas without a final message)
+    stream_cut_after (end the stream after N deltas without a final message),
+    by_model: {model name: {any of the above}} (applies to that model only,
+    so one request can script every candidate of a fallback chain)
 
 With LLMMESH_MOCK_EVENTS_FILE set, every call appends JSON lines (start,
 end, failed, cancelled) so tests can see what reached the provider.
@@ -141,7 +143,16 @@ class MockAdapter(ProviderAdapter):
         overrides: dict[str, Any] = {}
         if "mock" in request.extensions.fields:
             overrides = json_format.MessageToDict(request.extensions.fields["mock"].struct_value)
-        self._record("start", call_id, model.name)
+            overrides.update(overrides.pop("by_model", {}).get(model.name, {}))
+        last = request.messages[-1] if request.messages else None
+        self._record(
+            "start",
+            call_id,
+            model.name,
+            messages=len(request.messages),
+            last_role=chat_pb2.Role.Name(last.role) if last is not None else "",
+            last_text=_text_of(last) if last is not None else "",
+        )
         return model, overrides, call_id
 
     async def _delay_or_fail(self, model: MockModel, overrides: dict[str, Any]) -> None:
@@ -198,7 +209,7 @@ class MockAdapter(ProviderAdapter):
         else:
             self._record("failed", call_id, model, code="INTERNAL")
 
-    def _record(self, event: str, call_id: int, model: str, **extra: str) -> None:
+    def _record(self, event: str, call_id: int, model: str, **extra: object) -> None:
         if not self._events_file:
             return
         line = json.dumps(
