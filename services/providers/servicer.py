@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -59,11 +60,16 @@ class ProviderServicer:
         self.in_flight += 1
         try:
             finished = False
-            async for event in self._adapter.stream_chat(request, timeout=self._timeout(context)):
-                if finished:
-                    raise MeshError(grpc.StatusCode.INTERNAL, "adapter sent data after the final message")
-                finished = event.HasField("final")
-                yield event
+            # aclosing: a cancelled call closes the adapter's generator (and with it the
+            # SDK stream and its HTTP request) now, not whenever the GC gets to it.
+            async with contextlib.aclosing(
+                self._adapter.stream_chat(request, timeout=self._timeout(context))
+            ) as events:
+                async for event in events:
+                    if finished:
+                        raise MeshError(grpc.StatusCode.INTERNAL, "adapter sent data after the final message")
+                    finished = event.HasField("final")
+                    yield event
             if not finished:
                 raise MeshError(
                     grpc.StatusCode.UNAVAILABLE,

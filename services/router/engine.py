@@ -29,11 +29,13 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import (
     REASON_CONTENT_FILTERED,
     REASON_CONTEXT_WINDOW_EXCEEDED,
+    REASON_INTERNAL,
     REASON_MODEL_NOT_FOUND,
     REASON_NO_INSTANCE,
     REASON_PROVIDER_AUTH,
     REASON_STREAM_TRUNCATED,
     REASON_UPSTREAM_TIMEOUT,
+    REASON_UPSTREAM_UNAVAILABLE,
     MeshError,
     code_from_number,
     invalid_argument,
@@ -446,7 +448,11 @@ class _Race:
         wait = max(backoff, error.retry_after or 0.0)
         left_after_wait = self.deadline - self.now() - wait - DEADLINE_MARGIN_SECONDS
         if left_after_wait * 1000.0 < defaults.min_attempt_budget_ms:
-            flight.attempt.moved_on_because = f"retry-after {wait:.2f}s does not fit in the time left; moving on"
+            flight.attempt.moved_on_because = (
+                f"retry-after {wait:.2f}s does not fit in the time left; moving on"
+                if error.retry_after
+                else "no time left for a retry; moving on"
+            )
             return
         if not self.engine.retry_budget.try_spend():
             flight.attempt.moved_on_because = "retry budget spent; moving on"
@@ -648,14 +654,26 @@ def _skipped(candidate: Candidate, why: str) -> rpb.Attempt:
     return attempt
 
 
+_DEFAULT_REASONS = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: REASON_UPSTREAM_TIMEOUT,
+    grpc.StatusCode.UNAVAILABLE: REASON_UPSTREAM_UNAVAILABLE,
+    grpc.StatusCode.CANCELLED: REASON_UPSTREAM_UNAVAILABLE,
+}
+
+
 def _caller_error(error: MeshError, message: str) -> MeshError:
-    """The error as callers see it: a provider's credential problem is ours to fix, not theirs."""
+    """The error as callers see it, always with a reason.
+
+    A provider's credential problem is the operator's to fix, not the
+    caller's: FAILED_PRECONDITION. A transport failure between router and
+    adapter (no ErrorInfo) gets the reason of its class.
+    """
     if error.code in _AUTH_CODES:
         return MeshError(grpc.StatusCode.FAILED_PRECONDITION, message, reason=REASON_PROVIDER_AUTH)
     return MeshError(
         error.code,
         message,
-        reason=error.reason,
+        reason=error.reason or _DEFAULT_REASONS.get(error.code, REASON_INTERNAL),
         metadata=error.metadata,
         retry_after=error.retry_after,
         field=error.field,

@@ -45,6 +45,7 @@ ROUTING = {
         "hedge_budget": {"ratio": 1.0, "window_s": 60, "min_per_second": 0},
         # Breakers have their own module; here they must not mask what is measured.
         "breaker": {"consecutive_failures": 100000, "failure_rate": 1.0, "min_calls": 100000},
+        "provider_breaker": {"consecutive_failures": 100000, "failure_rate": 1.0, "min_calls": 100000},
     },
     "models": {
         "slow": {"provider": "mock", "fallbacks": ["fast"], "strategy": "hedge", "hedge_delay_ms": 100},
