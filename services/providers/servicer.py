@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import grpc
 
@@ -62,9 +63,11 @@ class ProviderServicer:
             finished = False
             # aclosing: a cancelled call closes the adapter's generator (and with it the
             # SDK stream and its HTTP request) now, not whenever the GC gets to it.
-            async with contextlib.aclosing(
-                self._adapter.stream_chat(request, timeout=self._timeout(context))
-            ) as events:
+            stream = cast(
+                AsyncGenerator[pb.ProviderServiceStreamChatResponse, None],
+                self._adapter.stream_chat(request, timeout=self._timeout(context)),
+            )
+            async with contextlib.aclosing(stream) as events:
                 async for event in events:
                     if finished:
                         raise MeshError(grpc.StatusCode.INTERNAL, "adapter sent data after the final message")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import grpc
 
+from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import REASON_CONTEXT_WINDOW_EXCEEDED, REASON_MODEL_NOT_FOUND, MeshError
 from services.router.config import Candidate, RoutingTable
 
@@ -28,7 +29,7 @@ def is_auto(model: str) -> bool:
     return model == "auto" or model.startswith("auto:")
 
 
-def estimate_prompt_tokens(request: object) -> int:
+def estimate_prompt_tokens(request: rpb.ChatRequest | rpb.StreamChatRequest) -> int:
     """A tokenizer-free estimate: characters / 4, plus per-message and per-tool overhead."""
     characters = 0
     messages = request.messages
@@ -45,7 +46,7 @@ def estimate_prompt_tokens(request: object) -> int:
 
 def choose(
     table: RoutingTable,
-    request: object,
+    request: rpb.ChatRequest | rpb.StreamChatRequest,
     *,
     deprioritise: Callable[[Candidate], bool],
 ) -> list[Candidate]:

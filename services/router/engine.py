@@ -18,7 +18,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -51,7 +51,7 @@ from services.router.observations import HeadroomTracker, LatencyTracker
 DEADLINE_MARGIN_SECONDS = 0.005
 REASON_CIRCUIT_OPEN = "CIRCUIT_OPEN"
 
-RouterRequest = rpb.ChatRequest | rpb.StreamChatRequest
+RouterRequest: TypeAlias = rpb.ChatRequest | rpb.StreamChatRequest
 _T = TypeVar("_T")
 
 # Classes that let the router try another candidate (and, bar CANCELLED, retry).

@@ -22,7 +22,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import json_format
@@ -44,7 +44,7 @@ _FINISH_REASONS = {
     "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS,
     "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER,
 }
-Request = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
+Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
 
 
 class MockAdapter(ProviderAdapter):
@@ -254,9 +254,12 @@ def _usage(request: Request, turn: ScriptTurn) -> chat_pb2.Usage:
     return chat_pb2.Usage(input_tokens=_count_input_tokens(request), output_tokens=max(output, 1))
 
 
+def _assistant_turns(request: Request) -> int:
+    return sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
+
+
 def _call_id(request: Request, index: int) -> str:
-    turn = sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
-    return f"call_{turn}_{index}"
+    return f"call_{_assistant_turns(request)}_{index}"
 
 
 def _play_script(scripts: list[Script], request: Request) -> ScriptTurn:
@@ -264,8 +267,7 @@ def _play_script(scripts: list[Script], request: Request) -> ScriptTurn:
     script = next((s for s in scripts if s.match.lower() in question.lower()), None)
     if script is None:
         return ScriptTurn(text=f"[mock] no script matches: {question}")
-    played = sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
-    turn = script.turns[min(played, len(script.turns) - 1)]
+    turn = script.turns[min(_assistant_turns(request), len(script.turns) - 1)]
     if not turn.text:
         return turn
     results = []
