@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import inspect
 import json
 import pkgutil
 import re
@@ -181,7 +182,10 @@ def _settings_variables(cls: type) -> list[Variable]:
 
     prefix = str(cls.model_config.get("env_prefix", ""))  # type: ignore[attr-defined]
     variables = []
+    own = inspect.get_annotations(cls)  # inherited fields belong to the base class
     for name, info in cls.model_fields.items():  # type: ignore[attr-defined]
+        if name not in own:
+            continue
         alias = info.validation_alias or info.alias
         if isinstance(alias, str):
             names: tuple[str, ...] = (alias.upper(),)

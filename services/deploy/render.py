@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import shutil
 import subprocess
 import sys
@@ -38,7 +40,8 @@ def render(directory: Path) -> list[dict[str, Any]]:
     )
     if done.returncode != 0:
         raise RenderError(f"kubectl kustomize {directory} failed:\n{done.stderr.strip()}")
-    return [obj for obj in yaml.safe_load_all(done.stdout) if obj]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: ~10x faster
+    return [obj for obj in yaml.load_all(done.stdout, Loader=loader) if obj]
 
 
 class RenderError(Exception):
@@ -47,19 +50,23 @@ class RenderError(Exception):
 
 def schema_problems(objects: list[dict[str, Any]]) -> list[str]:
     """Strict validation (unknown fields rejected) against each supported Kubernetes version."""
+    return [problem for obj in objects for problem in _object_schema_problems(json.dumps(obj, sort_keys=True))]
+
+
+@functools.cache
+def _object_schema_problems(serialized: str) -> tuple[str, ...]:
+    # Cached by content: the base's objects recur unchanged in every overlay.
     import kubernetes_validate
 
+    obj = json.loads(serialized)
+    where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
     problems = []
-    for obj in objects:
-        where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-        for version in KUBERNETES_VERSIONS:
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as error:
-                path = ".".join(str(part) for part in error.path)
-                problems.append(f"{where}: schema (Kubernetes {version}) at {path or '<root>'}: {error.message}")
-            except kubernetes_validate.SchemaNotFoundError:
-                problems.append(
-                    f"{where}: no schema for {obj.get('apiVersion')} {obj.get('kind')} in Kubernetes {version}"
-                )
-    return problems
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            problems.append(f"{where}: schema (Kubernetes {version}) at {path or '<root>'}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{where}: no schema for {obj.get('apiVersion')} {obj.get('kind')} in Kubernetes {version}")
+    return tuple(problems)
