@@ -16,6 +16,7 @@ from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
 from services.router.balancer import Balancer
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
+from services.router.http_gateway import HttpGateway
 from services.router.servicer import RouterServicer
 
 SERVICE_NAME = "llmmesh-router"
@@ -30,6 +31,10 @@ class RouterSettings(ServiceSettings):
     discovery: Literal["static", "consul"] = "static"
     static_discovery_file: str = Field("", description="Static endpoints YAML; empty: the embedded default.")
     default_deadline_seconds: float = Field(120.0, gt=0, le=3600, description="For callers that set no deadline.")
+    http_port: int | None = Field(
+        None, ge=0, le=65535, description="OpenAI-compatible HTTP port; unset: off; 0 picks a free one."
+    )
+    http_host: str = Field("", description="HTTP bind address; empty: LLMMESH_HOST.")
 
 
 def load_routing(settings: RouterSettings) -> RoutingTable:
@@ -63,10 +68,21 @@ def main() -> None:
         balancer = Balancer(discovery)
         await discovery.watch(table.services())
         server = MeshServer(SERVICE_NAME, settings)
-        servicer = RouterServicer(
-            RouterEngine(table, balancer), balancer, default_deadline_seconds=settings.default_deadline_seconds
-        )
+        engine = RouterEngine(table, balancer)
+        servicer = RouterServicer(engine, balancer, default_deadline_seconds=settings.default_deadline_seconds)
         server.add_service(router_service_pb2_grpc.add_RouterServiceServicer_to_server, servicer, ROUTER_SERVICE)
+        if settings.http_port is not None:
+            gateway = HttpGateway(
+                engine,
+                balancer,
+                default_deadline_seconds=settings.default_deadline_seconds,
+                grace_seconds=settings.grace_seconds,
+                drain_seconds=settings.drain_seconds,
+            )
+            await gateway.start(settings.http_host or settings.host, settings.http_port)
+            server.before_stop(gateway.begin_shutdown)
+            # Before the balancer closes: in-flight HTTP requests still need their adapter channels.
+            server.after_stop(gateway.wait_stopped)
         server.before_stop(discovery.close)
         server.after_stop(balancer.close)
         await server.serve_until_signal()
