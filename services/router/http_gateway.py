@@ -204,7 +204,7 @@ class HttpGateway:
         identifier = openai_response.completion_id()
         body = openai_response.completion(answer, identifier)
         headers = {
-            ATTEMPTS_HEADER: json.dumps(body["llmmesh"]["attempts"], separators=(",", ":")),
+            ATTEMPTS_HEADER: _attempts_header(body["llmmesh"]["attempts"]),
             "x-llmmesh-provider": answer.provider,
             "x-request-id": identifier,
         }
@@ -223,7 +223,10 @@ class HttpGateway:
             await events.aclose()
             raise
         identifier = openai_response.completion_id()
-        chunks = openai_response.ChunkStream(identifier, parsed.request.model, include_usage=parsed.include_usage)
+        # Until the final message says who answered, chunks name the requested model, resolved from an alias.
+        routed = self._engine.table.lookup(parsed.request.model)
+        model = routed.name if routed is not None else parsed.request.model
+        chunks = openai_response.ChunkStream(identifier, model, include_usage=parsed.include_usage)
         return StreamingResponse(
             _sse(first, events, chunks, parsed.fields),
             media_type="text/event-stream",
@@ -326,6 +329,12 @@ async def _read_json(request: Request) -> object:
         return json.loads(body)
     except ValueError as error:
         raise invalid_argument("body", f"is not valid JSON ({error}); send a chat-completions JSON object") from None
+
+
+def _attempts_header(attempts: list[dict[str, Any]]) -> str:
+    """The attempts as one ASCII JSON line; error messages stay in the body, to keep the header small."""
+    compact = [{key: value for key, value in attempt.items() if key != "message"} for attempt in attempts]
+    return json.dumps(compact, separators=(",", ":"))
 
 
 def _too_large(size: int) -> MeshError:

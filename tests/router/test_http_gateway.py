@@ -163,7 +163,7 @@ class TestChatCompletions:
         assert [(a["model"], a["outcome"], a["code"]) for a in attempts] == [("mock-large", "succeeded", "OK")]
         assert response.headers["x-llmmesh-provider"] == "mock"
         assert completion.model_extra is not None
-        assert completion.model_extra["llmmesh"]["attempts"] == attempts
+        assert [a["model"] for a in completion.model_extra["llmmesh"]["attempts"]] == ["mock-large"]
 
     async def test_multi_part_and_system_messages(self, client: openai.AsyncOpenAI, http_mesh: MockMesh) -> None:
         """System, user text parts and image_url parts map onto the router's message types."""
@@ -204,6 +204,10 @@ class TestFallbackAndPolicy:
             ("mock-down", "failed", "UNAVAILABLE"),
             ("mock-large", "succeeded", "OK"),
         ]
+        assert completion.model_extra is not None
+        failed = completion.model_extra["llmmesh"]["attempts"][0]
+        assert "mock-down is down" in failed["message"]
+        assert failed["moved_on_because"] == "unavailable"
 
     async def test_fallback_models_from_body(self, client: openai.AsyncOpenAI) -> None:
         """llmmesh.fallback_models in the body sets the fallback chain for one request."""
@@ -290,6 +294,11 @@ class TestToolCalls:
 
 
 class TestStreaming:
+    async def test_stream_chunks_name_the_model_behind_an_alias(self, client: openai.AsyncOpenAI) -> None:
+        """Chunks of a stream asked for by alias carry the routing name, like unary answers."""
+        stream = await client.chat.completions.create(model="small", messages=USER, stream=True)
+        assert {chunk.model async for chunk in stream} == {"mock-small"}
+
     async def test_stream_chunks_add_up(self, client: openai.AsyncOpenAI) -> None:
         """A stream opens with the assistant role, its content deltas add up, and it ends with a finish reason."""
         stream = await client.chat.completions.create(
