@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmmesh.v1 import router_service_pb2_grpc
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
@@ -32,9 +32,15 @@ class RouterSettings(ServiceSettings):
     static_discovery_file: str = Field("", description="Static endpoints YAML; empty: the embedded default.")
     default_deadline_seconds: float = Field(120.0, gt=0, le=3600, description="For callers that set no deadline.")
     http_port: int | None = Field(
-        None, ge=0, le=65535, description="OpenAI-compatible HTTP port; unset: off; 0 picks a free one."
+        None, ge=0, le=65535, description="OpenAI-compatible HTTP port; unset or empty: off; 0 picks a free one."
     )
     http_host: str = Field("", description="HTTP bind address; empty: LLMMESH_HOST.")
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        # Manifests list every variable the code reads; an empty value keeps the HTTP door off.
+        return None if value == "" else value
 
 
 def load_routing(settings: RouterSettings) -> RoutingTable:

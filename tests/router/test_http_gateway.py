@@ -22,10 +22,12 @@ from starlette.requests import Request
 
 from services.common.discovery import StaticDiscovery, StaticFile
 from services.common.errors import MeshError
+from services.common.processes import run_to_exit
 from services.router.balancer import Balancer
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
 from services.router.http_gateway import HttpGateway
+from services.router.main import RouterSettings
 from services.router.openai_errors import http_error, openai_param
 from services.router.openai_request import BodyFields
 from services.testing.mesh import MockMesh
@@ -687,3 +689,17 @@ class TestShutdown:
                 completion = await in_flight
                 assert completion.choices[0].message.content == "[mock mock-small] hi there"
                 assert mesh.router.process.wait(15) == 0
+
+
+class TestSettings:
+    @pytest.mark.parametrize(("value", "port"), [("", None), ("0", 0), ("8080", 8080)])
+    def test_http_port_empty_is_off(self, monkeypatch: pytest.MonkeyPatch, value: str, port: int | None) -> None:
+        """LLMMESH_HTTP_PORT unset or empty keeps the HTTP door off; 0 picks a free port."""
+        monkeypatch.setenv("LLMMESH_HTTP_PORT", value)
+        assert RouterSettings().http_port == port
+
+    def test_bad_http_port_stops_the_router_naming_the_variable(self) -> None:
+        """A malformed LLMMESH_HTTP_PORT refuses to start and names the variable."""
+        result = run_to_exit(["-m", "services.router"], env={"LLMMESH_HTTP_PORT": "eighty"})
+        assert result.returncode == 2
+        assert "LLMMESH_HTTP_PORT" in result.stderr
