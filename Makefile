@@ -46,8 +46,8 @@ lint: setup .tools/node_modules/.bin/buf  ## buf lint and ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup  ## Benchmarks (ratios measured side by side)
-	$(BIN)/python -m tests.bench
+bench: setup  ## Benchmarks (ratios measured side by side); ARGS=--quick for a short run
+	$(BIN)/python -m tests.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache
