@@ -466,6 +466,8 @@ class _Race:
     async def run(self, call: Callable[[Candidate, Instance, float], Awaitable[_T]]) -> list[tuple[Candidate, _T]]:
         """Runs attempts per the plan's strategy; returns the winner(s) or raises the run's error."""
         strategy = self.plan.strategy
+        if strategy == "fallback":
+            return await self._run_in_turn(call)
         fan_out = strategy in ("fanout_first", "fanout_all")
         running: dict[asyncio.Task[_T], _Flight] = {}
         winners: list[tuple[Candidate, _T]] = []
@@ -529,6 +531,38 @@ class _Race:
         if winners:
             return winners
         raise self.error()
+
+    async def _run_in_turn(
+        self, call: Callable[[Candidate, Instance, float], Awaitable[_T]]
+    ) -> list[tuple[Candidate, _T]]:
+        """FALLBACK: one attempt at a time, awaited in place.
+
+        The general executor's task and wait set are only needed when attempts
+        overlap; here each attempt's own gRPC deadline (its budget, never past
+        the run's deadline) bounds the await, so the result is the same for
+        one task and two loop wake-ups less per request.
+        """
+        while True:
+            if self._pending and self._next_not_before > self.now():
+                await asyncio.sleep(self._next_not_before - self.now())
+            target = self.next_target()
+            if target is None:
+                raise self.error()
+            flight = self.start(target)
+            try:
+                with target.instance.track():
+                    answer = await call(target.candidate, target.instance, target.budget)
+            except grpc.aio.AioRpcError as rpc_error:
+                self.failed(flight, MeshError.from_rpc_error(rpc_error))
+                continue
+            except MeshError as error:
+                self.failed(flight, error)
+                continue
+            except BaseException:
+                self.cancelled(flight)
+                raise
+            self.succeeded(flight)
+            return [(target.candidate, answer)]
 
     def _hedge_target_available(self) -> bool:
         """A hedge goes to the next candidate, or to the same model on another instance once."""
