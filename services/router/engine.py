@@ -89,6 +89,7 @@ class RouterEngine:
         self.balancer = balancer
         defaults = table.defaults
         self.breakers = BreakerRegistry(defaults.breaker, defaults.provider_breaker)
+        self._breaker_pairs: dict[tuple[str, str], tuple[CircuitBreaker, CircuitBreaker]] = {}
         self.retry_budget = SlidingBudget(defaults.retry_budget)
         self.hedge_budget = SlidingBudget(defaults.hedge_budget)
         self.latency = LatencyTracker()
@@ -115,7 +116,8 @@ class RouterEngine:
         unique = list({candidate.name: candidate for candidate in candidates}.values())
         # Steer away from providers near their rate limits, open breakers and
         # models with no instance, but keep them as a last resort.
-        unique.sort(key=self._deprioritised)
+        if len(unique) > 1:
+            unique.sort(key=self._deprioritised)
         per_attempt = _seconds(policy, "per_attempt_timeout")
         if per_attempt is not None and per_attempt <= 0:
             raise invalid_argument("routing.per_attempt_timeout", "must be positive; omit it to use the routing file's")
@@ -152,9 +154,15 @@ class RouterEngine:
         )
 
     def breakers_of(self, candidate: Candidate) -> tuple[CircuitBreaker, CircuitBreaker]:
-        return self.breakers.for_provider(candidate.provider), self.breakers.for_model(
-            candidate.provider, candidate.name
-        )
+        # Asked three times per attempt; the registry keeps breakers for good, so the pair can be kept too.
+        key = (candidate.provider, candidate.name)
+        pair = self._breaker_pairs.get(key)
+        if pair is None:
+            pair = self._breaker_pairs[key] = (
+                self.breakers.for_provider(candidate.provider),
+                self.breakers.for_model(candidate.provider, candidate.name),
+            )
+        return pair
 
     def hedge_delay(self, plan: _Plan, candidate: Candidate) -> float:
         if plan.hedge_delay_s is not None:
