@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def run_bench(settings: BenchSettings, workdir: Path, *, log: Any = print) -> di
             scenario_dir.mkdir(parents=True, exist_ok=True)
             results[name] = scenario(settings, worker, scenario_dir)
             results["timings_s"][name] = round(time.monotonic() - began, 1)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     results["targets"] = targets.evaluate(results)
     return results
 

@@ -29,6 +29,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _loadavg(values: Sequence[float] | None) -> str:
+    return " / ".join(f"{value:.2f}" for value in values) if values else "–"
+
+
 def _cpu(figures: dict[str, Any]) -> str:
     return " + ".join(f"{name} {us:,.0f}" for name, us in figures.get("cpu_us_per_request", {}).items())
 
@@ -43,7 +47,8 @@ def render(results: dict[str, Any]) -> str:
     machine = results["machine"]
     out.append(
         f"Machine: {machine['nproc']} CPU(s), {machine['cpu_model']}, Python {machine['python']}, "
-        f"grpcio {machine['grpcio']}, load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}"
+        f"grpcio {machine['grpcio']}, load average at start {_loadavg(machine.get('load_average_at_start'))}, "
+        f"at end {_loadavg(machine.get('load_average_at_end'))} (other work on the machine shows here)"
     )
     settings = results["settings"]
     out.append(
