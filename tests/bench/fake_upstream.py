@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 
@@ -22,6 +23,9 @@ ANSWER = "OK"
 
 
 def main() -> None:
+    # socketserver listens with a backlog of 5; at c=64 the SDK opens connections faster than
+    # that and the kernel refuses some. This process serves only the fake, so widen it here.
+    ThreadingHTTPServer.request_queue_size = 1024
     # The rate-limit headers make the adapter parse headroom as it does against OpenAI.
     fake = FakeOpenAI(
         default_reply=Reply.json(completion(ANSWER), headers=RATE_LIMIT_HEADERS), keep_requests=False

@@ -84,12 +84,21 @@ def render(results: dict[str, Any]) -> str:
                 entry["ratios"]["router_over_direct_rps"],
                 entry["ratios"]["proxy_added_p50_ms"],
                 entry["ratios"]["router_added_p50_ms"],
+                entry["ratios"]["router_over_proxy_cpu"],
             ]
             for entry in hop["unary"]
         ]
         out.append(
             table(
-                ["c", "router/proxy RPS", "proxy/direct RPS", "router/direct RPS", "proxy +p50 ms", "router +p50 ms"],
+                [
+                    "c",
+                    "router/proxy RPS",
+                    "proxy/direct RPS",
+                    "router/direct RPS",
+                    "proxy +p50 ms",
+                    "router +p50 ms",
+                    "router/proxy CPU per req",
+                ],
                 rows,
             )
         )
@@ -176,6 +185,7 @@ def render(results: dict[str, Any]) -> str:
                 run["requests"],
                 run["failed"],
                 run["failed_after_kill"],
+                run["failed_circuit_open"],
                 run["attempts_to_dead"],
                 run["last_attempt_to_dead_after_kill_s"],
                 run["dead_still_picked_at_end"],
@@ -190,6 +200,7 @@ def render(results: dict[str, Any]) -> str:
                     "requests",
                     "failed",
                     "failed after kill",
+                    "of which circuit open",
                     "attempts to dead",
                     "last to dead (s after kill)",
                     "still picked at end",

@@ -81,6 +81,8 @@ def _analyse(outcome: LoadResult, dead: str, killed_at: float) -> dict[str, Any]
         "errors": dict(outcome.errors),
         "failed": len(failed),
         "failed_after_kill": sum(1 for record in failed if record.started >= killed_at),
+        # Failed without trying anything: a breaker for the whole model (or provider) was open.
+        "failed_circuit_open": sum(1 for record in failed if record.detail.startswith("circuit open")),
         "attempts_to_dead": len(to_dead),
         "last_attempt_to_dead_after_kill_s": max(to_dead) - killed_at if to_dead else 0.0,
         "dead_still_picked_at_end": any(started >= window_end - _END_SLICE_S for started in to_dead),

@@ -13,7 +13,7 @@ from tests.bench import requests as req
 from tests.bench.load import LoadSpec, LoadWorker
 from tests.bench.procstat import memory_kib, reset_peak_rss
 from tests.bench.settings import BenchSettings
-from tests.bench.stats import median
+from tests.bench.stats import median, ratio
 from tests.bench.summary import figures, median_figures
 from tests.bench.topology import MOCK_SERVICE, Topology
 
@@ -108,6 +108,8 @@ def _compare(
         "proxy_over_direct_rps": [],
         "router_added_p50_ms": [],
         "proxy_added_p50_ms": [],
+        # CPU per request of the hop process itself: steadier than RPS on a shared machine.
+        "router_over_proxy_cpu": [],
     }
     for _ in range(settings.runs):
         this_run = {}
@@ -121,6 +123,9 @@ def _compare(
         ratios["proxy_over_direct_rps"].append(this_run["proxy"]["rps"] / this_run["direct"]["rps"])
         ratios["router_added_p50_ms"].append(this_run["router"][latency] - this_run["direct"][latency])
         ratios["proxy_added_p50_ms"].append(this_run["proxy"][latency] - this_run["direct"][latency])
+        ratios["router_over_proxy_cpu"].append(
+            ratio(this_run["router"]["cpu_us_per_request"]["router"], this_run["proxy"]["cpu_us_per_request"]["proxy"])
+        )
     return {
         "concurrency": concurrency,
         "targets": {target: median_figures(runs) for target, runs in per_target.items()},
