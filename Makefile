@@ -52,8 +52,8 @@ lint: setup .tools/node_modules/.bin/buf  ## buf lint, ruff, mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: setup  ## Benchmarks (ratios measured side by side)
-	$(BIN)/python -m tests.bench
+bench: setup  ## Benchmarks (ratios measured side by side); ARGS=--quick for a short run
+	$(BIN)/python -m tests.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache

@@ -30,7 +30,11 @@ class SlidingBudget:
                 queue.popleft()
 
     def record_request(self) -> None:
-        self._requests.append(self._now())
+        # Trim here too: a router that never retries or hedges never calls try_spend,
+        # and the window would otherwise keep every request it ever saw.
+        now = self._now()
+        self._trim(now)
+        self._requests.append(now)
 
     def try_spend(self) -> bool:
         """Takes one extra call from the budget if there is room."""

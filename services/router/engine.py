@@ -89,6 +89,7 @@ class RouterEngine:
         self.balancer = balancer
         defaults = table.defaults
         self.breakers = BreakerRegistry(defaults.breaker, defaults.provider_breaker)
+        self._breaker_pairs: dict[tuple[str, str], tuple[CircuitBreaker, CircuitBreaker]] = {}
         self.retry_budget = SlidingBudget(defaults.retry_budget)
         self.hedge_budget = SlidingBudget(defaults.hedge_budget)
         self.latency = LatencyTracker()
@@ -115,7 +116,8 @@ class RouterEngine:
         unique = list({candidate.name: candidate for candidate in candidates}.values())
         # Steer away from providers near their rate limits, open breakers and
         # models with no instance, but keep them as a last resort.
-        unique.sort(key=self._deprioritised)
+        if len(unique) > 1:
+            unique.sort(key=self._deprioritised)
         per_attempt = _seconds(policy, "per_attempt_timeout")
         if per_attempt is not None and per_attempt <= 0:
             raise invalid_argument("routing.per_attempt_timeout", "must be positive; omit it to use the routing file's")
@@ -152,9 +154,15 @@ class RouterEngine:
         )
 
     def breakers_of(self, candidate: Candidate) -> tuple[CircuitBreaker, CircuitBreaker]:
-        return self.breakers.for_provider(candidate.provider), self.breakers.for_model(
-            candidate.provider, candidate.name
-        )
+        # Asked three times per attempt; the registry keeps breakers for good, so the pair can be kept too.
+        key = (candidate.provider, candidate.name)
+        pair = self._breaker_pairs.get(key)
+        if pair is None:
+            pair = self._breaker_pairs[key] = (
+                self.breakers.for_provider(candidate.provider),
+                self.breakers.for_model(candidate.provider, candidate.name),
+            )
+        return pair
 
     def hedge_delay(self, plan: _Plan, candidate: Candidate) -> float:
         if plan.hedge_delay_s is not None:
@@ -466,6 +474,8 @@ class _Race:
     async def run(self, call: Callable[[Candidate, Instance, float], Awaitable[_T]]) -> list[tuple[Candidate, _T]]:
         """Runs attempts per the plan's strategy; returns the winner(s) or raises the run's error."""
         strategy = self.plan.strategy
+        if strategy == "fallback":
+            return await self._run_in_turn(call)
         fan_out = strategy in ("fanout_first", "fanout_all")
         running: dict[asyncio.Task[_T], _Flight] = {}
         winners: list[tuple[Candidate, _T]] = []
@@ -529,6 +539,38 @@ class _Race:
         if winners:
             return winners
         raise self.error()
+
+    async def _run_in_turn(
+        self, call: Callable[[Candidate, Instance, float], Awaitable[_T]]
+    ) -> list[tuple[Candidate, _T]]:
+        """FALLBACK: one attempt at a time, awaited in place.
+
+        The general executor's task and wait set are only needed when attempts
+        overlap; here each attempt's own gRPC deadline (its budget, never past
+        the run's deadline) bounds the await, so the result is the same for
+        one task and two loop wake-ups less per request.
+        """
+        while True:
+            if self._pending and self._next_not_before > self.now():
+                await asyncio.sleep(self._next_not_before - self.now())
+            target = self.next_target()
+            if target is None:
+                raise self.error()
+            flight = self.start(target)
+            try:
+                with target.instance.track():
+                    answer = await call(target.candidate, target.instance, target.budget)
+            except grpc.aio.AioRpcError as rpc_error:
+                self.failed(flight, MeshError.from_rpc_error(rpc_error))
+                continue
+            except MeshError as error:
+                self.failed(flight, error)
+                continue
+            except BaseException:
+                self.cancelled(flight)
+                raise
+            self.succeeded(flight)
+            return [(target.candidate, answer)]
 
     def _hedge_target_available(self) -> bool:
         """A hedge goes to the next candidate, or to the same model on another instance once."""

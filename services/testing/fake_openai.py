@@ -246,8 +246,16 @@ RATE_LIMIT_HEADERS = {
 class FakeOpenAI:
     """The fake upstream. `url` is what OPENAI_BASE_URL should be."""
 
-    def __init__(self, *, expected_key: str | None = None) -> None:
+    def __init__(
+        self, *, expected_key: str | None = None, default_reply: Reply | None = None, keep_requests: bool = True
+    ) -> None:
         self.expected_key = expected_key
+        #: Sent when the scripted queue is empty (None: a 500 saying nothing is scripted).
+        #: Benchmarks use it to answer every request the same way.
+        self.default_reply = default_reply
+        #: False: count requests without keeping them (long load runs).
+        self.keep_requests = keep_requests
+        self.request_count = 0
         self.requests: list[RecordedRequest] = []
         self.disconnected = threading.Event()
         self._replies: deque[Reply] = deque()
@@ -312,11 +320,13 @@ class FakeOpenAI:
 
     def _next_reply(self) -> Reply | None:
         with self._lock:
-            return self._replies.popleft() if self._replies else None
+            return self._replies.popleft() if self._replies else self.default_reply
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
-            self.requests.append(request)
+            self.request_count += 1
+            if self.keep_requests:
+                self.requests.append(request)
 
     def _sleep(self, seconds: float) -> bool:
         """Sleeps unless the fake stops; False when it stopped."""

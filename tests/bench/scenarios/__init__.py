@@ -1,0 +1,1 @@
+"""One module per scenario of issue 9; each returns a JSON-ready dict."""
