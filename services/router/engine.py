@@ -29,7 +29,7 @@ from services.common.errors import (
     code_from_number,
     invalid_argument,
 )
-from services.router.balancer import Balancer, Instance
+from services.router.balancer import Balancer, Instance, never_sent
 from services.router.config import Candidate, RoutingTable
 
 log = structlog.get_logger(__name__)
@@ -110,8 +110,10 @@ class RouterEngine:
                         _provider_request(request, candidate, ppb.ProviderServiceChatRequest), timeout=budget
                     )
             except grpc.aio.AioRpcError as rpc_error:
-                run.failed(candidate, instance, MeshError.from_rpc_error(rpc_error), started)
+                instance.report_rpc_error(rpc_error)
+                run.failed(candidate, instance, MeshError.from_rpc_error(rpc_error), started, never_sent(rpc_error))
                 continue
+            instance.report_success()
             run.succeeded(candidate, instance, started)
             usage = answer.usage
             return rpb.ChatResponse(
@@ -139,7 +141,7 @@ class RouterEngine:
             call = instance.stub.StreamChat(
                 _provider_request(request, candidate, ppb.ProviderServiceStreamChatRequest), timeout=budget
             )
-            sent_output = False
+            sent_output = resend = False
             try:
                 with instance.track():
                     async for event in call:
@@ -147,6 +149,7 @@ class RouterEngine:
                             sent_output = True
                             yield rpb.StreamChatResponse(delta=event.delta)
                             continue
+                        instance.report_success()
                         run.succeeded(candidate, instance, started)
                         final, usage = event.final, event.final.usage
                         yield rpb.StreamChatResponse(
@@ -169,10 +172,12 @@ class RouterEngine:
                     reason=REASON_STREAM_TRUNCATED,
                 )
             except grpc.aio.AioRpcError as rpc_error:
+                instance.report_rpc_error(rpc_error)
                 error = MeshError.from_rpc_error(rpc_error)
+                resend = never_sent(rpc_error)
             finally:
                 call.cancel()
-            run.failed(candidate, instance, error, started)
+            run.failed(candidate, instance, error, started, resend)
             if sent_output:
                 # Part of the answer is already with the caller: a silent switch
                 # would splice two answers, so the stream fails instead.
@@ -191,6 +196,8 @@ class _Run:
         self._next = 0
         self._last: tuple[Candidate, MeshError, rpb.Attempt] | None = None
         self._out_of_time = False
+        self._unreachable: set[str] = set()  # instances this run could not connect to
+        self._resend: Candidate | None = None
         self.attempts: list[rpb.Attempt] = []
 
     def now(self) -> float:
@@ -198,6 +205,8 @@ class _Run:
 
     def next_target(self) -> tuple[Candidate, Instance, float] | None:
         """The next candidate, instance and time budget; None when the run is over."""
+        if (resend := self._resend_target()) is not None:
+            return resend
         candidates = self._plan.candidates
         while self._next < len(candidates):
             candidate = candidates[self._next]
@@ -224,7 +233,24 @@ class _Run:
             return candidate, instance, budget
         return None
 
-    def failed(self, candidate: Candidate, instance: Instance, error: MeshError, started: float) -> None:
+    def _resend_target(self) -> tuple[Candidate, Instance, float] | None:
+        """A call that never reached its instance goes to another instance of the same candidate."""
+        candidate, self._resend = self._resend, None
+        if candidate is None or self._last is None:
+            return None
+        budget = self._engine.budget(self._plan, candidate, self._deadline)
+        instance = self._engine.balancer.pool(candidate.service).pick(exclude=frozenset(self._unreachable))
+        if budget is None or instance is None:
+            return None
+        self._last[2].moved_on_because = "could not connect; trying another instance"
+        return candidate, instance, budget
+
+    def failed(
+        self, candidate: Candidate, instance: Instance, error: MeshError, started: float, resend: bool = False
+    ) -> None:
+        if resend:
+            self._unreachable.add(instance.address)
+            self._resend = candidate
         attempt = _attempt(candidate, instance, rpb.ATTEMPT_OUTCOME_FAILED, error.code.value[0], self.now() - started)
         attempt.reason = error.reason
         attempt.message = error.message
