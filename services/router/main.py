@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Literal
 
+import structlog
+from grpc_health.v1 import health_pb2
 from pydantic import Field
 
 from llmmesh.v1 import router_service_pb2_grpc
+from services.common.consul_discovery import ConsulDiscovery, ConsulSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
 from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
-from services.router.balancer import Balancer
+from services.router.balancer import Balancer, EjectionPolicy
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
 from services.router.servicer import RouterServicer
 
 SERVICE_NAME = "llmmesh-router"
 ROUTER_SERVICE = "llmmesh.v1.RouterService"
+# A health service name of its own: NOT_SERVING while discovery is stale. The
+# router itself stays SERVING then (it routes from its last good table), so a
+# Consul blip does not take every router out of its load balancer at once.
+DISCOVERY_HEALTH = "llmmesh.discovery"
 _DEFAULTS = "services.router.defaults"
 
 
@@ -30,6 +38,13 @@ class RouterSettings(ServiceSettings):
     discovery: Literal["static", "consul"] = "static"
     static_discovery_file: str = Field("", description="Static endpoints YAML; empty: the embedded default.")
     default_deadline_seconds: float = Field(120.0, gt=0, le=3600, description="For callers that set no deadline.")
+    eject_after_failures: int = Field(3, ge=1, le=1000, description="Connection failures in a row that eject.")
+    eject_base_seconds: float = Field(5.0, gt=0, le=3600, description="First ejection; doubles while it repeats.")
+    eject_max_seconds: float = Field(120.0, gt=0, le=86400, description="Longest ejection.")
+
+    @property
+    def ejection(self) -> EjectionPolicy:
+        return EjectionPolicy(self.eject_after_failures, self.eject_base_seconds, self.eject_max_seconds)
 
 
 def load_routing(settings: RouterSettings) -> RoutingTable:
@@ -43,7 +58,7 @@ def load_routing(settings: RouterSettings) -> RoutingTable:
 
 def build_discovery(settings: RouterSettings) -> Discovery:
     if settings.discovery == "consul":
-        raise ConfigError("LLMMESH_DISCOVERY=consul is not available in this build; use static")
+        return ConsulDiscovery(load_settings(ConsulSettings))
     if settings.static_discovery_file:
         return StaticDiscovery.from_file(settings.static_discovery_file)
     return StaticDiscovery(load_packaged_yaml_model(StaticFile, _DEFAULTS, "static.yaml"))
@@ -60,9 +75,10 @@ def main() -> None:
         raise SystemExit(2) from None
 
     async def serve() -> None:
-        balancer = Balancer(discovery)
-        await discovery.watch(table.services())
+        balancer = Balancer(discovery, settings.ejection)
         server = MeshServer(SERVICE_NAME, settings)
+        _report_discovery_health(discovery, server)
+        await discovery.watch(table.services())
         servicer = RouterServicer(
             RouterEngine(table, balancer), balancer, default_deadline_seconds=settings.default_deadline_seconds
         )
@@ -72,3 +88,19 @@ def main() -> None:
         await server.serve_until_signal()
 
     run_service(serve)
+
+
+def _report_discovery_health(discovery: Discovery, server: MeshServer) -> None:
+    """Mirrors discovery freshness on the `llmmesh.discovery` health service and in the log."""
+    log = structlog.get_logger(__name__)
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_status(fresh: bool, detail: str) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if fresh else health_pb2.HealthCheckResponse.NOT_SERVING
+        (log.info if fresh else log.warning)("discovery status", fresh=fresh, detail=detail)
+        task = loop.create_task(server.health.set(DISCOVERY_HEALTH, status))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    discovery.on_status(on_status)
