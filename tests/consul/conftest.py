@@ -9,8 +9,6 @@ import pytest
 from services.testing.consul_agent import ConsulAgentProcess, consul_binary
 from tests.consul.helpers import ConsulBackend, fake_consul_for_tests
 
-pytestmark = pytest.mark.consul
-
 
 @pytest.fixture(scope="module", params=["double", "real"])
 def consul_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulBackend]:
