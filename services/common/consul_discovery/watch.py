@@ -53,7 +53,7 @@ def endpoint_of(entry: Any) -> tuple[Endpoint | None, str]:
     if not isinstance(entry, Mapping) or not isinstance(entry.get("Service"), Mapping):
         return None, "entry has no Service object"
     service = entry["Service"]
-    node = entry.get("Node") if isinstance(entry.get("Node"), Mapping) else {}
+    node: Mapping[str, Any] = entry["Node"] if isinstance(entry.get("Node"), Mapping) else {}
     instance_id = service.get("ID")
     if not isinstance(instance_id, str) or not instance_id:
         return None, "service has no ID"
