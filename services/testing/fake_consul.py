@@ -242,7 +242,8 @@ class FakeConsul:
             self._state = _State()
         self._server = _Server(("127.0.0.1", self._port), _Handler)
         self._port = self._server.server_address[1]
-        self._spawn(self._server.serve_forever, "fake-consul-http")
+        server = self._server
+        self._spawn(lambda: server.serve_forever(poll_interval=0.05), "fake-consul-http")
         self._spawn(self._reap, "fake-consul-reaper", self._state)
         return self
 

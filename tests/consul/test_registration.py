@@ -66,3 +66,29 @@ class TestRegistration:
         )
         assert result.returncode == 2
         assert "CONSUL_HTTP_ADDR" in result.stderr
+
+
+class TestToolRegistration:
+    async def test_tool_service_registers_with_its_tool_names(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A tool service registers tagged llmmesh-tool with Meta tools, and deregisters on stop."""
+        from services.common.consul_discovery import ConsulRegistration, ConsulSettings
+
+        fake = fake_consul_for_tests().start()
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", fake.address)
+        try:
+            registration = ConsulRegistration.for_tools(
+                "llmmesh-tool-calc",
+                tools=["calculator", "unit_convert"],
+                health_service="llmmesh.v1.ToolService",
+                settings=ConsulSettings(consul_check_interval_seconds=0.2),
+            )
+            await registration.start("127.0.0.1", 4242)  # the check's outcome is not what this test pins
+            backend = ConsulBackend("double", fake)
+            [instance] = backend.instances("llmmesh-tool-calc")
+            assert instance["Tags"] == ["llmmesh-tool"]
+            assert instance["Meta"] == {"tools": "calculator,unit_convert"}
+            assert instance["ID"] == registration.instance_id
+            await registration.stop()
+            assert backend.instances("llmmesh-tool-calc") == []
+        finally:
+            fake.stop()
