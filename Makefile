@@ -9,7 +9,7 @@ BUF_VERSION := 1.75.0
 SDK_PINS := -P openai==3.51.0 -P anthropic==2.10.0 -P google-genai==3.3.0
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup run test lint proto proto-check lock bench clean
+.PHONY: setup run test k8s-check lint proto proto-check lock bench clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ lock: | $(BIN)/uv  ## Re-resolve requirements.lock from pyproject.toml
 run: setup  ## Start the local mesh, send a demo request through it, stop it
 	$(BIN)/llmmesh demo
 
-test: setup  ## The whole test suite
+test: setup k8s-check  ## The whole test suite (after the deployment check)
 	$(BIN)/pytest
+
+# kubectl (kustomize), hadolint and the Kubernetes schemas are pinned wheels in
+# .venv (make setup), so this needs no cluster, no Docker and no network.
+k8s-check: setup  ## Render deploy/k8s overlays; schemas, invariants, env vars vs code; Dockerfile
+	$(BIN)/python -m services.deploy.k8s_check
 
 proto: setup  ## Regenerate gen/llmmesh from protos/
 	rm -f gen/llmmesh/v1/*_pb2*.py gen/llmmesh/v1/*_pb2*.pyi

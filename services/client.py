@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
+from typing import TypeAlias
 
 import grpc
 
@@ -25,7 +26,7 @@ from services.common.errors import MeshError
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_SECONDS = 60.0
 
-Conversation = str | chat_pb2.Message | Sequence[chat_pb2.Message]
+Conversation: TypeAlias = str | chat_pb2.Message | Sequence[chat_pb2.Message]
 
 
 def message(role: chat_pb2.Role.ValueType, text: str) -> chat_pb2.Message:

@@ -11,8 +11,10 @@ import threading
 import time
 from collections.abc import Sequence
 
+from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.cli import agent_cmd
 from services.client import MeshClient, text_of
 from services.common.errors import MeshError, code_from_number
 from services.common.settings import ConfigError
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="run the local mesh until Ctrl-C")
     up.add_argument("--port", type=int, default=50051, help="router port (default 50051)")
+    up.add_argument("--agent-port", type=int, help="agent port (default 50052 with the default --port, else free)")
     up.add_argument("--discovery", choices=("static", "consul"), default="static", help="how the router finds adapters")
     up.add_argument(
         "--consul", metavar="ADDR", help="Consul agent host:port (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
@@ -67,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     provider = commands.add_parser("provider", help="run a provider adapter process")
     provider.add_argument("kind", choices=PROVIDER_KINDS)
     provider.set_defaults(run=lambda a: importlib.import_module(f"services.providers.{a.kind}.main").main())
+
+    agent_cmd.add_parsers(commands)
     return parser
 
 
@@ -76,7 +81,10 @@ def _up(args: argparse.Namespace) -> None:
     if args.consul and args.discovery != "consul":
         print("llmmesh up: --consul needs --discovery consul", file=sys.stderr)
         raise SystemExit(2)
-    mesh = LocalMesh(router_port=args.port, discovery=args.discovery, consul_address=args.consul or "")
+    agent_port = args.agent_port if args.agent_port is not None else agent_cmd.default_agent_port(args.port)
+    mesh = LocalMesh(
+        router_port=args.port, agent_port=agent_port, discovery=args.discovery, consul_address=args.consul or ""
+    )
     try:
         mesh.start()
     except (RuntimeError, TimeoutError, ConfigError) as error:
@@ -88,6 +96,7 @@ def _up(args: argparse.Namespace) -> None:
         print(f"  {name:<20} {process.address:<18} SERVING   pid {process.pid}")
     print(f"  logs in {mesh.workdir}")
     print(f'try:  llmmesh chat --model mock-small --explain "hello"   (router {mesh.router_address})')
+    print(f'      llmmesh agent --agent {mesh.agent_address} "What is the monthly total of 1234 over a year?"')
     print("Ctrl-C stops everything.")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -104,12 +113,19 @@ def _up(args: argparse.Namespace) -> None:
 def _demo(_: argparse.Namespace) -> None:
     from services.cli.mesh import LocalMesh
 
-    print("starting the local mesh (mock adapter, router; real adapters whose keys are set)...")
-    with LocalMesh(router_port=0) as mesh:
+    print("starting the local mesh (mock adapter, router, agent; real adapters whose keys are set)...")
+    with LocalMesh(router_port=0, agent_port=0) as mesh:
         for name, process in mesh.processes.items():
             print(f"  {name:<20} {process.address:<18} SERVING")
         asyncio.run(_demo_requests(mesh.router_address))
+        asyncio.run(_demo_agent(mesh.agent_address))
     print("mesh stopped.")
+
+
+async def _demo_agent(agent: str) -> None:
+    question = "What is the monthly total of 1234 over a year?"
+    print(f"\n$ llmmesh agent --model mock-agent '{question}'")
+    await agent_cmd.stream_task(agent, apb.AgentTask(input=question, model="mock-agent"), timeout=20)
 
 
 async def _demo_requests(router: str) -> None:

@@ -1,9 +1,10 @@
 """`llmmesh up`: the local mesh as separate processes on 127.0.0.1.
 
-The mock adapter always runs; a real adapter runs when its key variable is
-set. Adapters bind free ports; a static discovery file written for this run
-tells the router where they are, or, with discovery "consul", the adapters
-register in the Consul agent and the router watches it.
+The mock adapter, the router and the agent always run; a real adapter runs
+when its key variable is set. Adapters bind free ports; a static discovery
+file written for this run tells the router where they are, or, with
+discovery "consul", the adapters register in the Consul agent and the
+router watches it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class LocalMesh:
     """Starts and stops the local mesh; usable as a context manager."""
 
     router_port: int = 50051
+    agent_port: int = 50052
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmmesh-")))
     env: dict[str, str] = field(default_factory=dict)
     discovery: str = "static"
@@ -57,6 +59,10 @@ class LocalMesh:
     @property
     def router_address(self) -> str:
         return self.processes["router"].address
+
+    @property
+    def agent_address(self) -> str:
+        return self.processes["agent"].address
 
     def start(self) -> None:
         try:
@@ -84,6 +90,17 @@ class LocalMesh:
             self.processes["router"] = start_service(
                 ["-m", "services.router"], name="router", env=router_env, workdir=self.workdir
             )
+            # The agent calls the router like any other caller.
+            self.processes["agent"] = start_service(
+                ["-m", "services.agent"],
+                name="agent",
+                env={
+                    **self.env,
+                    "LLMMESH_PORT": str(self.agent_port),
+                    "LLMMESH_ROUTER_ADDRESS": self.processes["router"].address,
+                },
+                workdir=self.workdir,
+            )
             for process in self.processes.values():
                 wait_until_serving(process.address)
             if self.discovery == "consul":
@@ -94,8 +111,9 @@ class LocalMesh:
             raise
 
     def stop(self) -> None:
-        """SIGTERM everything, the router first so it stops sending to adapters."""
-        for name in sorted(self.processes, key=lambda n: n != "router"):
+        """SIGTERM everything, callers first: the agent, then the router, then the adapters."""
+        order = {"agent": 0, "router": 1}
+        for name in sorted(self.processes, key=lambda n: order.get(n, 2)):
             self.processes[name].terminate()
 
     def __enter__(self) -> LocalMesh:

@@ -14,7 +14,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
-def run_service(main: Callable[[], Awaitable[None]]) -> None:
+def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Runs a service's async main on uvloop when available."""
     try:
         import uvloop

@@ -54,8 +54,8 @@ def parse_yaml_model(model: type[_M], text: str, name: str) -> _M:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{name}{line}: not valid YAML: {error.problem}") from None
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{name}{where}: not valid YAML: {error.problem}") from None
     lines: dict[Position, int] = {}
     try:
         data = _to_python(node, (), lines, yaml.SafeLoader("")) if node is not None else {}

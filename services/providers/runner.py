@@ -9,7 +9,7 @@ import structlog
 from pydantic import Field
 
 from llmmesh.v1 import provider_service_pb2_grpc
-from services.common.consul_discovery import ConsulRegistration, ConsulSettings
+from services.common.consul_discovery.registration import ConsulRegistration, RegistrationSettings
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
@@ -44,7 +44,7 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
         settings = load_settings(ProviderSettings)
         configure_logging(service_name(settings, kind), settings.log_level, settings.log_format)
         adapter = build_adapter(settings)
-        discovery = load_settings(ConsulSettings)
+        discovery = load_settings(RegistrationSettings)
         registration = (
             ConsulRegistration.for_provider(
                 service_name(settings, kind),

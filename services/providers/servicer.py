@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import grpc
 
@@ -59,11 +61,18 @@ class ProviderServicer:
         self.in_flight += 1
         try:
             finished = False
-            async for event in self._adapter.stream_chat(request, timeout=self._timeout(context)):
-                if finished:
-                    raise MeshError(grpc.StatusCode.INTERNAL, "adapter sent data after the final message")
-                finished = event.HasField("final")
-                yield event
+            # aclosing: a cancelled call closes the adapter's generator (and with it the
+            # SDK stream and its HTTP request) now, not whenever the GC gets to it.
+            stream = cast(
+                AsyncGenerator[pb.ProviderServiceStreamChatResponse, None],
+                self._adapter.stream_chat(request, timeout=self._timeout(context)),
+            )
+            async with contextlib.aclosing(stream) as events:
+                async for event in events:
+                    if finished:
+                        raise MeshError(grpc.StatusCode.INTERNAL, "adapter sent data after the final message")
+                    finished = event.HasField("final")
+                    yield event
             if not finished:
                 raise MeshError(
                     grpc.StatusCode.UNAVAILABLE,

@@ -7,7 +7,10 @@ Passive health (outlier ejection): an instance that fails at the connection
 level several times in a row is left out of picks for a while, before
 discovery notices; each ejection in a row lasts twice as long, up to a cap.
 A re-admitted instance is on probation: one more connection failure ejects
-it again, one success clears its record.
+it again, one success clears its record. `Instance.track()`, which wraps
+every attempt, reports each outcome, so the engine needs no calls of its own.
+Like gRPC's round_robin, a pick also passes over an instance whose channel is
+in TRANSIENT_FAILURE (its last connect failed): a retry goes elsewhere at once.
 """
 
 from __future__ import annotations
@@ -25,15 +28,19 @@ import structlog
 from llmmesh.v1 import provider_service_pb2_grpc
 from services.common.channels import aio_channel
 from services.common.discovery import Discovery, Endpoint
+from services.common.errors import MeshError
 
 log = structlog.get_logger(__name__)
 
 # A leaving instance's channel is closed after this long even if calls remain:
 # they all carry deadlines, so nothing legitimate runs longer.
 DRAIN_LIMIT_SECONDS = 600.0
+_NOT_SENT = "failed to connect"
 
-# grpc-core's words for a call that found no connection: it never left the router.
-_NOT_SENT_PREFIX = "failed to connect"
+
+def never_sent(error: MeshError) -> bool:
+    """The call found no connection (grpc-core: "failed to connect ..."): it reached no adapter."""
+    return error.code == grpc.StatusCode.UNAVAILABLE and not error.reason and error.message.startswith(_NOT_SENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +50,6 @@ class EjectionPolicy:
     consecutive_failures: int = 3
     base_seconds: float = 5.0
     max_seconds: float = 120.0
-
-
-def never_sent(error: grpc.aio.AioRpcError) -> bool:
-    """The call failed before reaching any adapter (connect refused/failed): safe to send elsewhere."""
-    return error.code() == grpc.StatusCode.UNAVAILABLE and (error.details() or "").startswith(_NOT_SENT_PREFIX)
 
 
 def connection_level(error: grpc.aio.AioRpcError, channel_state: grpc.ChannelConnectivity) -> bool:
@@ -132,11 +134,21 @@ class Instance:
         self.ejected_until = self._clock() + seconds
         log.warning("instance ejected", address=self.address, seconds=seconds, ejections_in_a_row=self.ejections)
 
+    @property
+    def connect_failing(self) -> bool:
+        return self.channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
     @contextmanager
     def track(self) -> Iterator[Instance]:
+        """Counts the call in flight and reports how it ended (a cancelled call reports nothing)."""
         self.in_flight += 1
         try:
             yield self
+        except grpc.aio.AioRpcError as error:
+            self.report_rpc_error(error)
+            raise
+        else:
+            self.report_success()
         finally:
             self.in_flight -= 1
 
@@ -168,14 +180,18 @@ class InstancePool:
                 log.info("instance added", service=self.service, address=endpoint.address)
 
     def pick(self, exclude: frozenset[str] = frozenset()) -> Instance | None:
-        """Power of two choices on in-flight calls among instances not ejected, skipping `exclude` addresses.
+        """Power of two choices on in-flight calls among healthy-looking instances, skipping `exclude` addresses.
 
         When every instance is ejected the pool fails open and picks among all
         of them: ejection is only a local guess, a connect attempt fails fast,
         and an empty pick would turn a maybe into a certain failure.
         """
         candidates = [i for i in self._instances.values() if i.address not in exclude] if exclude else self.instances()
-        choices = [i for i in candidates if not i.ejected] or candidates
+        choices = (
+            [i for i in candidates if not i.ejected and not i.connect_failing]
+            or [i for i in candidates if not i.ejected]
+            or candidates
+        )
         if not choices:
             return None
         if len(choices) == 1:

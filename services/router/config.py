@@ -41,12 +41,16 @@ class Price(_Strict):
     cached_input_per_mtok: float | None = Field(None, ge=0)
 
 
+HedgeDelay = float | Literal["p95"]
+
+
 class AttemptSettings(_Strict):
     """Per-model attempt behaviour; unset values come from `defaults`."""
 
     per_attempt_timeout_s: float | None = Field(None, gt=0, le=3600)
     strategy: Strategy | None = None
-    hedge_delay_ms: float | None = Field(None, ge=0)
+    #: Milliseconds, or "p95" for the model's observed 95th-percentile latency.
+    hedge_delay_ms: HedgeDelay | None = None
     max_retries: int | None = Field(None, ge=0, le=10)
 
 
@@ -61,6 +65,34 @@ class ModelRoute(AttemptSettings):
     fallbacks: list[str] = Field(default_factory=list)
     price: Price = Field(default_factory=Price)
     description: str = ""
+    #: False for models that cannot call tools; `auto` skips them when tools are sent.
+    supports_tools: bool = True
+
+
+class Budget(_Strict):
+    """A share of requests over a sliding window, plus a floor per second.
+
+    With ratio 0.2, at most one request in five may add an extra upstream
+    call (a retry, or a hedge), so an outage cannot multiply load.
+    """
+
+    ratio: float = Field(0.2, ge=0, le=1)
+    window_s: float = Field(10.0, gt=0, le=3600)
+    min_per_second: float = Field(1.0, ge=0)
+
+
+class Breaker(_Strict):
+    """Circuit breaker thresholds, per provider instance and per (provider, model)."""
+
+    consecutive_failures: int = Field(5, ge=1)
+    #: Opens when this share of the last `window` calls failed (with at least `min_calls`).
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    window: int = Field(20, ge=2)
+    min_calls: int = Field(10, ge=1)
+    #: Time an open breaker skips its candidate before letting one probe through.
+    open_s: float = Field(30.0, gt=0)
+    #: An open breaker's next open time doubles after a failed probe, up to this.
+    max_open_s: float = Field(300.0, gt=0)
 
 
 class Defaults(_Strict):
@@ -68,10 +100,38 @@ class Defaults(_Strict):
 
     per_attempt_timeout_s: float = Field(60.0, gt=0, le=3600)
     strategy: Strategy = "fallback"
-    hedge_delay_ms: float = Field(500.0, ge=0)
+    hedge_delay_ms: HedgeDelay = 500.0
     max_retries: int = Field(0, ge=0, le=10)
     #: No attempt starts with less time than this left.
     min_attempt_budget_ms: float = Field(50.0, ge=1)
+    #: First retry backoff; doubles per retry, with full jitter, up to max_backoff_ms.
+    base_backoff_ms: float = Field(50.0, ge=0)
+    max_backoff_ms: float = Field(2000.0, ge=0)
+    retry_budget: Budget = Field(default_factory=Budget)
+    hedge_budget: Budget = Field(default_factory=lambda: Budget(ratio=0.1, min_per_second=0.5))
+    #: Per (provider instance, model).
+    breaker: Breaker = Field(default_factory=Breaker)
+    #: Per provider instance, across its models: trips on provider-wide trouble,
+    #: so it needs more evidence than one model's breaker.
+    provider_breaker: Breaker = Field(default_factory=lambda: Breaker(consecutive_failures=10, window=40, min_calls=20))
+    #: Steer away from a provider whose reported headroom is below this share of its limit.
+    low_headroom_ratio: float = Field(0.05, ge=0, le=1)
+
+
+class AutoTier(_Strict):
+    """Models `auto:<tier>` may choose from, best first."""
+
+    models: list[str] = Field(min_length=1)
+    description: str = ""
+
+
+class Auto(_Strict):
+    """How `auto` chooses a model; see the README's routing section."""
+
+    default_tier: str = "balanced"
+    tiers: dict[str, AutoTier] = Field(default_factory=dict)
+    #: Room kept for the answer when checking a prompt against context windows.
+    reserve_output_tokens: int = Field(4096, ge=0)
 
 
 class RoutingFile(_Strict):
@@ -80,6 +140,7 @@ class RoutingFile(_Strict):
     providers: dict[str, ProviderInstance] = Field(min_length=1)
     models: dict[str, ModelRoute] = Field(min_length=1)
     defaults: Defaults = Field(default_factory=Defaults)
+    auto: Auto = Field(default_factory=Auto)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> RoutingFile:
@@ -104,6 +165,15 @@ class RoutingFile(_Strict):
                         ("models", name, "aliases", index), f"alias {alias!r} is already used by {seen[alias]!r}"
                     )
                 seen[alias] = name
+        for tier_name, tier in self.auto.tiers.items():
+            for index, model_name in enumerate(tier.models):
+                if model_name not in self.models:
+                    raise ConfigProblem(("auto", "tiers", tier_name, "models", index), f"{model_name!r} is not a model")
+        if self.auto.tiers and self.auto.default_tier not in self.auto.tiers:
+            raise ConfigProblem(("auto", "default_tier"), f"{self.auto.default_tier!r} is not under auto.tiers")
+        reserved = {"auto"} | {f"auto:{tier}" for tier in self.auto.tiers}
+        for name in reserved & set(seen):
+            raise ConfigProblem(("models", seen[name]), f"{name!r} is reserved for automatic model choice")
         return self
 
 
@@ -120,8 +190,9 @@ class Candidate:
     price: Price
     per_attempt_timeout_s: float
     strategy: Strategy
-    hedge_delay_ms: float
+    hedge_delay_ms: HedgeDelay
     max_retries: int
+    supports_tools: bool
 
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int) -> float:
         cached_rate = self.price.cached_input_per_mtok
@@ -159,6 +230,7 @@ class RoutingTable:
             strategy=route.strategy or defaults.strategy,
             hedge_delay_ms=route.hedge_delay_ms if route.hedge_delay_ms is not None else defaults.hedge_delay_ms,
             max_retries=route.max_retries if route.max_retries is not None else defaults.max_retries,
+            supports_tools=route.supports_tools,
         )
 
     def lookup(self, name: str) -> Candidate | None:

@@ -1,44 +1,60 @@
-"""The router's request path: resolve → plan candidates → attempt within one deadline.
+"""The router's request path: resolve → plan candidates → attempts within one deadline.
 
-Every attempt gets min(per-attempt timeout, time left); none starts with
-less than the minimum budget. The router moves to the next candidate only
-for the classes DESIGN.md allows, and every response (or error) says what
-each attempt did.
+One deadline bounds everything: each attempt gets min(per-attempt timeout,
+time left) and none starts below the minimum budget; a Retry-After wait is
+honoured only when an attempt still fits after it. Strategies share one
+executor (`_Race`): FALLBACK starts the next candidate when one fails, HEDGE
+also starts it after a delay while the first still runs, FANOUT starts all
+at once; the first success wins and the others are cancelled end to end.
+Retries and hedges draw on sliding-window budgets; circuit breakers per
+provider instance and per (provider, model) skip candidates that keep
+failing. Every response (or error) lists what each attempt did.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
-import structlog
+from google.protobuf import json_format
 
+from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import (
     REASON_CONTENT_FILTERED,
     REASON_CONTEXT_WINDOW_EXCEEDED,
+    REASON_INTERNAL,
     REASON_MODEL_NOT_FOUND,
     REASON_NO_INSTANCE,
     REASON_PROVIDER_AUTH,
     REASON_STREAM_TRUNCATED,
     REASON_UPSTREAM_TIMEOUT,
+    REASON_UPSTREAM_UNAVAILABLE,
     MeshError,
     code_from_number,
     invalid_argument,
 )
+from services.router import auto
 from services.router.balancer import Balancer, Instance, never_sent
-from services.router.config import Candidate, RoutingTable
-
-log = structlog.get_logger(__name__)
+from services.router.breakers import BreakerRegistry, CircuitBreaker
+from services.router.budgets import SlidingBudget
+from services.router.config import Candidate, RoutingTable, Strategy
+from services.router.observations import HeadroomTracker, LatencyTracker
 
 # Kept back from the caller's deadline so our answer (or error) reaches it in time.
 DEADLINE_MARGIN_SECONDS = 0.005
+REASON_CIRCUIT_OPEN = "CIRCUIT_OPEN"
 
-RouterRequest = rpb.ChatRequest | rpb.StreamChatRequest
+RouterRequest: TypeAlias = rpb.ChatRequest | rpb.StreamChatRequest
+_T = TypeVar("_T")
 
+# Classes that let the router try another candidate (and, bar CANCELLED, retry).
 _MOVE_ON_CODES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: "rate limited or overloaded",
     grpc.StatusCode.UNAVAILABLE: "unavailable",
@@ -46,13 +62,23 @@ _MOVE_ON_CODES = {
     grpc.StatusCode.CANCELLED: "cancelled by the adapter",
 }
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+_STRATEGIES: dict[int, Strategy] = {
+    rpb.ROUTING_STRATEGY_FALLBACK: "fallback",
+    rpb.ROUTING_STRATEGY_HEDGE: "hedge",
+    rpb.ROUTING_STRATEGY_FANOUT_FIRST: "fanout_first",
+    rpb.ROUTING_STRATEGY_FANOUT_ALL: "fanout_all",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
     candidates: list[Candidate]
+    strategy: Strategy
     per_attempt_timeout_s: float | None
+    hedge_delay_s: float | None
+    max_retries: int | None
     fallback_on_content_filter: bool
+    allow_continuation: bool
 
 
 class RouterEngine:
@@ -61,97 +87,159 @@ class RouterEngine:
     def __init__(self, table: RoutingTable, balancer: Balancer) -> None:
         self.table = table
         self.balancer = balancer
+        defaults = table.defaults
+        self.breakers = BreakerRegistry(defaults.breaker, defaults.provider_breaker)
+        self.retry_budget = SlidingBudget(defaults.retry_budget)
+        self.hedge_budget = SlidingBudget(defaults.hedge_budget)
+        self.latency = LatencyTracker()
+        self.headroom = HeadroomTracker()
 
     # -- planning --------------------------------------------------------------------------
 
     def plan(self, request: RouterRequest) -> _Plan:
-        primary = self.table.lookup(request.model)
-        if primary is None:
-            matches = self.table.close_matches(request.model)
-            hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else "; see ListModels"
-            raise MeshError(
-                grpc.StatusCode.NOT_FOUND,
-                f"model: {request.model!r} is not a known model or alias{hint}",
-                reason=REASON_MODEL_NOT_FOUND,
-                metadata={"close_matches": ",".join(matches)},
-            )
         policy = request.routing
-        names = list(policy.fallback_models) or self.table.fallbacks_of(primary.name)
-        candidates = [primary]
-        for index, name in enumerate(names):
+        if auto.is_auto(request.model):
+            candidates = auto.choose(self.table, request, deprioritise=self._deprioritised)
+        else:
+            primary = self.table.lookup(request.model)
+            if primary is None:
+                raise self._not_found(request.model)
+            candidates = [primary]
+            if not policy.fallback_models:
+                candidates += [self.table.lookup(name) for name in self.table.fallbacks_of(primary.name)]  # type: ignore[misc]
+        for index, name in enumerate(policy.fallback_models):
             candidate = self.table.lookup(name)
             if candidate is None:
                 raise invalid_argument(f"routing.fallback_models[{index}]", f"{name!r} is not a known model or alias")
-            if all(candidate.name != c.name for c in candidates):
-                candidates.append(candidate)
-        per_attempt = (
-            policy.per_attempt_timeout.ToNanoseconds() / 1e9 if policy.HasField("per_attempt_timeout") else None
-        )
+            candidates.append(candidate)
+        unique = list({candidate.name: candidate for candidate in candidates}.values())
+        # Steer away from providers near their rate limits, open breakers and
+        # models with no instance, but keep them as a last resort.
+        unique.sort(key=self._deprioritised)
+        per_attempt = _seconds(policy, "per_attempt_timeout")
         if per_attempt is not None and per_attempt <= 0:
             raise invalid_argument("routing.per_attempt_timeout", "must be positive; omit it to use the routing file's")
-        return _Plan(candidates, per_attempt, policy.fallback_on_content_filter)
+        hedge_delay = _seconds(policy, "hedge_delay")
+        if hedge_delay is not None and hedge_delay < 0:
+            raise invalid_argument("routing.hedge_delay", "must not be negative")
+        if policy.HasField("max_retries") and not 0 <= policy.max_retries <= 10:
+            raise invalid_argument("routing.max_retries", "must be between 0 and 10")
+        return _Plan(
+            candidates=unique,
+            strategy=_STRATEGIES.get(policy.strategy, unique[0].strategy),
+            per_attempt_timeout_s=per_attempt,
+            hedge_delay_s=hedge_delay,
+            max_retries=policy.max_retries if policy.HasField("max_retries") else None,
+            fallback_on_content_filter=policy.fallback_on_content_filter,
+            allow_continuation=policy.allow_mid_stream_continuation,
+        )
 
-    def budget(self, plan: _Plan, candidate: Candidate, deadline: float) -> float | None:
-        """Seconds for the next attempt, or None when too little time is left to start one."""
-        left = deadline - asyncio.get_running_loop().time() - DEADLINE_MARGIN_SECONDS
-        budget = min(plan.per_attempt_timeout_s or candidate.per_attempt_timeout_s, left)
-        return budget if budget * 1000.0 >= self.table.defaults.min_attempt_budget_ms else None
+    def _not_found(self, model: str) -> MeshError:
+        matches = self.table.close_matches(model)
+        hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else "; see ListModels"
+        return MeshError(
+            grpc.StatusCode.NOT_FOUND,
+            f"model: {model!r} is not a known model or alias{hint}",
+            reason=REASON_MODEL_NOT_FOUND,
+            metadata={"close_matches": ",".join(matches)},
+        )
+
+    def _deprioritised(self, candidate: Candidate) -> bool:
+        return (
+            len(self.balancer.pool(candidate.service)) == 0
+            or self.headroom.is_low(candidate.provider, self.table.defaults.low_headroom_ratio)
+            or any(breaker.state.value == "open" for breaker in self.breakers_of(candidate))
+        )
+
+    def breakers_of(self, candidate: Candidate) -> tuple[CircuitBreaker, CircuitBreaker]:
+        return self.breakers.for_provider(candidate.provider), self.breakers.for_model(
+            candidate.provider, candidate.name
+        )
+
+    def hedge_delay(self, plan: _Plan, candidate: Candidate) -> float:
+        if plan.hedge_delay_s is not None:
+            return plan.hedge_delay_s
+        for setting in (candidate.hedge_delay_ms, self.table.defaults.hedge_delay_ms):
+            if setting == "p95":
+                observed = self.latency.p95(candidate.name)
+                if observed is not None:
+                    return observed
+            else:
+                return float(setting) / 1000.0
+        return 0.5
 
     # -- unary -----------------------------------------------------------------------------
 
     async def chat(self, request: rpb.ChatRequest, deadline: float) -> rpb.ChatResponse:
-        run = _Run(self, self.plan(request), deadline)
-        while (target := run.next_target()) is not None:
-            candidate, instance, budget = target
-            started = run.now()
-            try:
-                with instance.track():
-                    answer = await instance.stub.Chat(
-                        _provider_request(request, candidate, ppb.ProviderServiceChatRequest), timeout=budget
-                    )
-            except grpc.aio.AioRpcError as rpc_error:
-                instance.report_rpc_error(rpc_error)
-                run.failed(candidate, instance, MeshError.from_rpc_error(rpc_error), started, never_sent(rpc_error))
-                continue
-            instance.report_success()
-            run.succeeded(candidate, instance, started)
-            usage = answer.usage
-            return rpb.ChatResponse(
-                message=answer.message,
-                finish_reason=answer.finish_reason,
-                usage=usage,
-                model=candidate.name,
-                provider=candidate.provider,
-                response_model=answer.response_model,
-                attempts=run.attempts,
-                estimated_cost_usd=candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens),
-                extensions=answer.extensions if answer.HasField("extensions") else None,
+        plan = self.plan(request)
+        race = _Race(self, plan, deadline)
+
+        async def attempt(candidate: Candidate, instance: Instance, budget: float) -> ppb.ProviderServiceChatResponse:
+            answer: ppb.ProviderServiceChatResponse = await instance.stub.Chat(
+                _provider_request(request, candidate, ppb.ProviderServiceChatRequest), timeout=budget
             )
-        raise run.error()
+            self.headroom.record(candidate.provider, answer.headroom)
+            return answer
+
+        winners = await race.run(attempt)
+        responses = [self._response(candidate, answer, race.attempts) for candidate, answer in winners]
+        responses[0].alternatives.extend(responses[1:])
+        return responses[0]
+
+    @staticmethod
+    def _response(
+        candidate: Candidate, answer: ppb.ProviderServiceChatResponse, attempts: list[rpb.Attempt]
+    ) -> rpb.ChatResponse:
+        usage = answer.usage
+        return rpb.ChatResponse(
+            message=answer.message,
+            finish_reason=answer.finish_reason,
+            usage=usage,
+            model=candidate.name,
+            provider=candidate.provider,
+            response_model=answer.response_model,
+            attempts=attempts,
+            estimated_cost_usd=candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens),
+            extensions=answer.extensions if answer.HasField("extensions") else None,
+        )
 
     # -- streaming -------------------------------------------------------------------------
 
     async def stream_chat(
         self, request: rpb.StreamChatRequest, deadline: float
     ) -> AsyncIterator[rpb.StreamChatResponse]:
-        run = _Run(self, self.plan(request), deadline)
-        while (target := run.next_target()) is not None:
-            candidate, instance, budget = target
-            started = run.now()
+        """Falls back (and retries) freely before the first delta; after it, fails or continues.
+
+        Streams do not hedge: a hedge would have to buffer one stream while
+        racing another, which costs the time to first token it exists to save.
+        """
+        plan = self.plan(request)
+        race = _Race(self, plan, deadline)
+        partial: list[str] = []
+        usage = chat_pb2.Usage()
+        continued = False
+        current_request: RouterRequest = request
+        while (target := await race.next_target_when_due()) is not None:
+            flight = race.start(target)
+            candidate, instance = target.candidate, target.instance
             call = instance.stub.StreamChat(
-                _provider_request(request, candidate, ppb.ProviderServiceStreamChatRequest), timeout=budget
+                _provider_request(current_request, candidate, ppb.ProviderServiceStreamChatRequest),
+                timeout=target.budget,
             )
-            sent_output = resend = False
+            sent = False
+            error: MeshError
             try:
                 with instance.track():
                     async for event in call:
                         if event.HasField("delta"):
-                            sent_output = True
+                            sent = True
+                            partial.append(event.delta.text)
                             yield rpb.StreamChatResponse(delta=event.delta)
                             continue
-                        instance.report_success()
-                        run.succeeded(candidate, instance, started)
-                        final, usage = event.final, event.final.usage
+                        final = event.final
+                        race.succeeded(flight)
+                        self.headroom.record(candidate.provider, final.headroom)
+                        _add_usage(usage, final.usage)
                         yield rpb.StreamChatResponse(
                             final=rpb.StreamChatFinal(
                                 finish_reason=final.finish_reason,
@@ -159,10 +247,11 @@ class RouterEngine:
                                 model=candidate.name,
                                 provider=candidate.provider,
                                 response_model=final.response_model,
-                                attempts=run.attempts,
+                                attempts=race.attempts,
                                 estimated_cost_usd=candidate.cost(
                                     usage.input_tokens, usage.output_tokens, usage.cached_input_tokens
                                 ),
+                                continued=continued,
                             )
                         )
                         return
@@ -172,108 +261,333 @@ class RouterEngine:
                     reason=REASON_STREAM_TRUNCATED,
                 )
             except grpc.aio.AioRpcError as rpc_error:
-                instance.report_rpc_error(rpc_error)
                 error = MeshError.from_rpc_error(rpc_error)
-                resend = never_sent(rpc_error)
             finally:
                 call.cancel()
-            run.failed(candidate, instance, error, started, resend)
-            if sent_output:
+            race.failed(flight, error, retryable=not sent)
+            if not sent:
+                continue
+            if not plan.allow_continuation or race.peek_next() is None:
                 # Part of the answer is already with the caller: a silent switch
                 # would splice two answers, so the stream fails instead.
                 raise _caller_error(error, f"stream failed after partial output from {candidate.name}: {error.message}")
-        raise run.error()
+            successor = race.peek_next()
+            assert successor is not None
+            continued = True
+            current_request = _with_assistant_prefix(request, "".join(partial))
+            yield rpb.StreamChatResponse(
+                continuation=rpb.StreamContinuation(
+                    model=successor.name, provider=successor.provider, reason=f"{error.code.name}: {error.message}"
+                )
+            )
+        raise race.error()
 
 
-class _Run:
-    """One request's walk over its candidates: move-on rules, budgets, the attempt list."""
+@dataclass(slots=True)
+class _Flight:
+    candidate: Candidate
+    instance: Instance
+    attempt: rpb.Attempt
+    started: float
+    retry: int
+    breakers: tuple[CircuitBreaker, ...]
 
-    def __init__(self, engine: RouterEngine, plan: _Plan, deadline: float) -> None:
-        self._engine = engine
-        self._plan = plan
-        self._deadline = deadline
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    candidate: Candidate
+    instance: Instance
+    budget: float
+    hedged: bool
+    retry: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    candidate: Candidate
+    retry: int = 0
+    hedge: bool = False
+
+
+@dataclass
+class _Race:
+    """One request's walk over its candidates: rules, budgets, breakers, the attempt list."""
+
+    engine: RouterEngine
+    plan: _Plan
+    deadline: float
+    attempts: list[rpb.Attempt] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._next = 0
+        self._pending: deque[_Pending] = deque(_Pending(c) for c in self.plan.candidates)
         self._last: tuple[Candidate, MeshError, rpb.Attempt] | None = None
-        self._out_of_time = False
+        self._last_failure: tuple[Candidate, MeshError, rpb.Attempt] | None = None
+        self._stopped = False
+        self._next_not_before = 0.0
+        self._busy: set[tuple[str, str]] = set()
         self._unreachable: set[str] = set()  # instances this run could not connect to
-        self._resend: Candidate | None = None
-        self.attempts: list[rpb.Attempt] = []
+        self._retries: dict[str, int] = {}
+        self._same_model_hedges = 0
+        self.engine.retry_budget.record_request()
+        self.engine.hedge_budget.record_request()
 
     def now(self) -> float:
         return self._loop.time()
 
-    def next_target(self) -> tuple[Candidate, Instance, float] | None:
-        """The next candidate, instance and time budget; None when the run is over."""
-        if (resend := self._resend_target()) is not None:
-            return resend
-        candidates = self._plan.candidates
-        while self._next < len(candidates):
-            candidate = candidates[self._next]
-            self._next += 1
-            if self._last is not None:
+    # -- choosing what runs next ----------------------------------------------------------
+
+    def peek_next(self) -> Candidate | None:
+        return self._pending[0].candidate if self._pending and not self._stopped else None
+
+    def next_target(self, *, hedge: bool = False) -> _Target | None:
+        """The next candidate, instance and budget; None when nothing (more) may start."""
+        while self._pending and not self._stopped:
+            pending = self._pending[0]
+            candidate = pending.candidate
+            if self._last is not None and pending.retry == 0 and not hedge:
                 failed, error, attempt = self._last
-                why = _move_on_reason(error, failed, candidate, self._plan)
+                why = _move_on_reason(error, failed, candidate, self.plan)
                 if why is None:
+                    self._pending.popleft()
                     if error.reason == REASON_CONTEXT_WINDOW_EXCEEDED:
                         self.attempts.append(_skipped(candidate, "context window not larger than the failed model's"))
                         continue
+                    self._stopped = True
                     return None
-                attempt.moved_on_because = why
-            budget = self._engine.budget(self._plan, candidate, self._deadline)
+                if not attempt.moved_on_because:
+                    attempt.moved_on_because = why
+            budget = self._budget(candidate)
             if budget is None:
-                self._out_of_time = True
                 return None
-            instance = self._engine.balancer.pool(candidate.service).pick()
-            if instance is None:
-                skipped = _skipped(candidate, f"no healthy instance of {candidate.service}")
-                self.attempts.append(skipped)
-                self._last = (candidate, _no_instance(candidate), skipped)
+            breakers = self.engine.breakers_of(candidate)
+            if not breakers[0].allow():
+                self._skip(pending, f"circuit open for {breakers[0].name}")
                 continue
-            return candidate, instance, budget
+            if not breakers[1].allow():
+                breakers[0].release()
+                self._skip(pending, f"circuit open for {breakers[1].name}")
+                continue
+            # A same-model hedge wants another instance; another model may share one.
+            busy = frozenset(address for name, address in self._busy if name == candidate.name)
+            instance = self.engine.balancer.pool(candidate.service).pick(busy)
+            if instance is None:
+                for breaker in breakers:
+                    breaker.release()
+                self._skip(pending, f"no healthy instance of {candidate.service}", reason=REASON_NO_INSTANCE)
+                continue
+            self._pending.popleft()
+            return _Target(candidate, instance, budget, hedge or pending.hedge, pending.retry)
         return None
 
-    def _resend_target(self) -> tuple[Candidate, Instance, float] | None:
-        """A call that never reached its instance goes to another instance of the same candidate."""
-        candidate, self._resend = self._resend, None
-        if candidate is None or self._last is None:
-            return None
-        budget = self._engine.budget(self._plan, candidate, self._deadline)
-        instance = self._engine.balancer.pool(candidate.service).pick(exclude=frozenset(self._unreachable))
-        if budget is None or instance is None:
-            return None
-        self._last[2].moved_on_because = "could not connect; trying another instance"
-        return candidate, instance, budget
+    async def next_target_when_due(self) -> _Target | None:
+        """Like next_target, after waiting out a scheduled retry's backoff."""
+        if self._pending and self._next_not_before > self.now():
+            await asyncio.sleep(self._next_not_before - self.now())
+        return self.next_target()
 
-    def failed(
-        self, candidate: Candidate, instance: Instance, error: MeshError, started: float, resend: bool = False
-    ) -> None:
-        if resend:
-            self._unreachable.add(instance.address)
-            self._resend = candidate
-        attempt = _attempt(candidate, instance, rpb.ATTEMPT_OUTCOME_FAILED, error.code.value[0], self.now() - started)
-        attempt.reason = error.reason
-        attempt.message = error.message
+    def _skip(self, pending: _Pending, why: str, reason: str = REASON_CIRCUIT_OPEN) -> None:
+        self._pending.popleft()
+        skipped = _skipped(pending.candidate, why)
+        self.attempts.append(skipped)
+        error = MeshError(grpc.StatusCode.UNAVAILABLE, why, reason=reason)
+        self._last = (pending.candidate, error, skipped)
+
+    def _budget(self, candidate: Candidate) -> float | None:
+        left = self.deadline - self.now() - DEADLINE_MARGIN_SECONDS
+        budget = min(self.plan.per_attempt_timeout_s or candidate.per_attempt_timeout_s, left)
+        return budget if budget * 1000.0 >= self.engine.table.defaults.min_attempt_budget_ms else None
+
+    # -- recording outcomes ---------------------------------------------------------------
+
+    def start(self, target: _Target) -> _Flight:
+        candidate, instance = target.candidate, target.instance
+        attempt = _attempt(candidate, instance, rpb.ATTEMPT_OUTCOME_UNSPECIFIED, 0, 0.0)
+        attempt.hedged = target.hedged
         self.attempts.append(attempt)
-        self._last = (candidate, error, attempt)
+        self._busy.add((candidate.name, instance.address))
+        return _Flight(candidate, instance, attempt, self.now(), target.retry, self.engine.breakers_of(candidate))
 
-    def succeeded(self, candidate: Candidate, instance: Instance, started: float) -> None:
-        self.attempts.append(_attempt(candidate, instance, rpb.ATTEMPT_OUTCOME_SUCCEEDED, 0, self.now() - started))
+    def _finish(self, flight: _Flight, outcome: int, code: grpc.StatusCode) -> float:
+        seconds = self.now() - flight.started
+        flight.attempt.outcome = outcome  # type: ignore[assignment]
+        flight.attempt.code = code.value[0]
+        flight.attempt.latency.FromNanoseconds(int(seconds * 1e9))
+        self._busy.discard((flight.candidate.name, flight.instance.address))
+        return seconds
+
+    def succeeded(self, flight: _Flight) -> None:
+        seconds = self._finish(flight, rpb.ATTEMPT_OUTCOME_SUCCEEDED, grpc.StatusCode.OK)
+        for breaker in flight.breakers:
+            breaker.record(grpc.StatusCode.OK)
+        self.engine.latency.record(flight.candidate.name, seconds)
+
+    def cancelled(self, flight: _Flight) -> None:
+        self._finish(flight, rpb.ATTEMPT_OUTCOME_CANCELLED, grpc.StatusCode.CANCELLED)
+        flight.attempt.message = "cancelled: another attempt answered first"
+        for breaker in flight.breakers:
+            breaker.release()
+
+    def failed(self, flight: _Flight, error: MeshError, *, retryable: bool = True) -> None:
+        self._finish(flight, rpb.ATTEMPT_OUTCOME_FAILED, error.code)
+        flight.attempt.reason = error.reason
+        flight.attempt.message = error.message
+        for breaker in flight.breakers:
+            breaker.record(error.code)
+        self._last = self._last_failure = (flight.candidate, error, flight.attempt)
+        if retryable and never_sent(error) and flight.instance.address not in self._unreachable:
+            # Like gRPC's transparent retry: the call reached no adapter, so it goes to another instance
+            # (the balancer passes over this one) without spending the retry limit or budget.
+            self._unreachable.add(flight.instance.address)
+            if len(self.engine.balancer.pool(flight.candidate.service)) > len(self._unreachable):
+                self._pending.appendleft(_Pending(flight.candidate, retry=flight.retry))
+                flight.attempt.moved_on_because = "could not connect; trying another instance"
+                return
+        if retryable:
+            self._maybe_retry(flight, error)
+
+    def _maybe_retry(self, flight: _Flight, error: MeshError) -> None:
+        """Queues the same candidate again when the error, the retry limit, the budget and the deadline allow."""
+        candidate = flight.candidate
+        limit = self.plan.max_retries if self.plan.max_retries is not None else candidate.max_retries
+        if error.code not in _MOVE_ON_CODES or error.code == grpc.StatusCode.CANCELLED or flight.retry >= limit:
+            return
+        defaults = self.engine.table.defaults
+        backoff = random.uniform(0, min(defaults.max_backoff_ms, defaults.base_backoff_ms * 2**flight.retry)) / 1000
+        wait = max(backoff, error.retry_after or 0.0)
+        left_after_wait = self.deadline - self.now() - wait - DEADLINE_MARGIN_SECONDS
+        if left_after_wait * 1000.0 < defaults.min_attempt_budget_ms:
+            flight.attempt.moved_on_because = (
+                f"retry-after {wait:.2f}s does not fit in the time left; moving on"
+                if error.retry_after
+                else "no time left for a retry; moving on"
+            )
+            return
+        if not self.engine.retry_budget.try_spend():
+            flight.attempt.moved_on_because = "retry budget spent; moving on"
+            return
+        self._pending.appendleft(_Pending(candidate, retry=flight.retry + 1))
+        self._next_not_before = self.now() + wait
+        flight.attempt.moved_on_because = f"retrying after {wait * 1000:.0f} ms"
+
+    # -- the executor ---------------------------------------------------------------------
+
+    async def run(self, call: Callable[[Candidate, Instance, float], Awaitable[_T]]) -> list[tuple[Candidate, _T]]:
+        """Runs attempts per the plan's strategy; returns the winner(s) or raises the run's error."""
+        strategy = self.plan.strategy
+        fan_out = strategy in ("fanout_first", "fanout_all")
+        running: dict[asyncio.Task[_T], _Flight] = {}
+        winners: list[tuple[Candidate, _T]] = []
+        next_hedge_at = float("inf")
+        failover_due = False
+        try:
+            while True:
+                # Start what may start now.
+                while self.now() >= self._next_not_before and (
+                    not running or fan_out or failover_due or self.now() >= next_hedge_at
+                ):
+                    hedging = bool(running) and not fan_out and not failover_due
+                    if hedging and not (self._hedge_target_available() and self.engine.hedge_budget.try_spend()):
+                        next_hedge_at = float("inf")
+                        break
+                    target = self.next_target(hedge=hedging)
+                    failover_due = False
+                    if target is None:
+                        break
+                    flight = self.start(target)
+                    candidate = target.candidate
+                    task = asyncio.ensure_future(
+                        self._tracked(target.instance, call(candidate, target.instance, target.budget))
+                    )
+                    running[task] = flight
+                    next_hedge_at = (
+                        self.now() + self.engine.hedge_delay(self.plan, candidate)
+                        if strategy == "hedge"
+                        else float("inf")
+                    )
+                if not running:
+                    if self._pending and not self._stopped and self._next_not_before > self.now():
+                        await asyncio.sleep(self._next_not_before - self.now())
+                        continue
+                    break
+                wake_at = min(next_hedge_at, self.deadline)
+                if self._next_not_before > self.now():
+                    wake_at = min(wake_at, self._next_not_before)
+                done, _ = await asyncio.wait(
+                    running, timeout=max(wake_at - self.now(), 0.0), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    flight = running.pop(task)
+                    error = _error_of(task)
+                    if error is None:
+                        self.succeeded(flight)
+                        winners.append((flight.candidate, task.result()))
+                        continue
+                    self.failed(flight, error)
+                    failover_due = True  # a failure frees the way for the next candidate at once
+                if winners and (strategy != "fanout_all" or not running):
+                    return winners
+                if self.now() >= self.deadline:
+                    break
+        finally:
+            for task, flight in running.items():
+                task.cancel()
+                self.cancelled(flight)
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        if winners:
+            return winners
+        raise self.error()
+
+    def _hedge_target_available(self) -> bool:
+        """A hedge goes to the next candidate, or to the same model on another instance once."""
+        if self._pending:
+            return True
+        if self._same_model_hedges >= 1 or not self.attempts:
+            return False
+        first = self.plan.candidates[0]
+        if len(self.engine.balancer.pool(first.service)) < 2:
+            return False
+        self._same_model_hedges += 1
+        self._pending.append(_Pending(first, hedge=True))
+        return True
+
+    @staticmethod
+    async def _tracked(instance: Instance, call: Awaitable[_T]) -> _T:
+        with instance.track():
+            return await call
 
     def error(self) -> MeshError:
-        """The error for a run that produced no answer."""
+        """The most meaningful error for a run that produced no answer.
+
+        A real upstream failure beats a skipped candidate (a 429 with its
+        Retry-After says more than "no instance of the fallback"); with no
+        attempt run at all, the deadline is what stopped us.
+        """
         summary = "; ".join(_describe(attempt) for attempt in self.attempts)
-        if self._out_of_time or self._last is None:
+        last = self._last_failure or self._last
+        if last is None:
             return MeshError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the deadline left no time for {'another' if self.attempts else 'an'} attempt"
-                + (f" (attempts: {summary})" if summary else ""),
+                "the deadline left no time for an attempt",
                 reason=REASON_UPSTREAM_TIMEOUT,
             )
-        error = self._last[1]
-        return _caller_error(
-            error, f"{error.message} (attempts: {summary})" if len(self.attempts) > 1 else error.message
-        )
+        error, attempt = last[1], last[2]
+        if len(self.attempts) == 1:
+            note = f" (router: {attempt.moved_on_because})" if attempt.moved_on_because else ""
+            return _caller_error(error, error.message + note)
+        return _caller_error(error, f"no candidate answered; attempts: {summary}")
+
+
+def _error_of(task: asyncio.Task[Any]) -> MeshError | None:
+    exception = task.exception()
+    if exception is None:
+        return None
+    if isinstance(exception, grpc.aio.AioRpcError):
+        return MeshError.from_rpc_error(exception)
+    if isinstance(exception, MeshError):
+        return exception
+    raise exception
 
 
 def _move_on_reason(error: MeshError, failed: Candidate, candidate: Candidate, plan: _Plan) -> str | None:
@@ -291,11 +605,32 @@ def _move_on_reason(error: MeshError, failed: Candidate, candidate: Candidate, p
     return None
 
 
+def _seconds(policy: rpb.RoutingPolicy, name: str) -> float | None:
+    return getattr(policy, name).ToNanoseconds() / 1e9 if policy.HasField(name) else None
+
+
+def _add_usage(total: chat_pb2.Usage, more: chat_pb2.Usage) -> None:
+    total.input_tokens += more.input_tokens
+    total.output_tokens += more.output_tokens
+    total.cached_input_tokens += more.cached_input_tokens
+    total.reasoning_tokens += more.reasoning_tokens
+
+
+def _with_assistant_prefix(request: RouterRequest, prefix: str) -> RouterRequest:
+    """The request plus the partial answer as an assistant prefix, marked as such."""
+    continued = type(request)()
+    continued.CopyFrom(request)
+    message = continued.messages.add(role=chat_pb2.ROLE_ASSISTANT)
+    message.content.add(text=prefix)
+    json_format.ParseDict({"llmmesh": {"continuation_prefix": True}}, message.extensions)
+    return continued
+
+
 def _provider_request(
     request: RouterRequest,
     candidate: Candidate,
     cls: type[ppb.ProviderServiceChatRequest] | type[ppb.ProviderServiceStreamChatRequest],
-) -> ppb.ProviderServiceChatRequest | ppb.ProviderServiceStreamChatRequest:
+) -> Any:
     provider_request = cls(
         model=candidate.upstream_model,
         messages=request.messages,
@@ -328,22 +663,26 @@ def _skipped(candidate: Candidate, why: str) -> rpb.Attempt:
     return attempt
 
 
-def _no_instance(candidate: Candidate) -> MeshError:
-    return MeshError(
-        grpc.StatusCode.UNAVAILABLE,
-        f"no healthy instance of {candidate.service} for model {candidate.name}",
-        reason=REASON_NO_INSTANCE,
-    )
+_DEFAULT_REASONS = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: REASON_UPSTREAM_TIMEOUT,
+    grpc.StatusCode.UNAVAILABLE: REASON_UPSTREAM_UNAVAILABLE,
+    grpc.StatusCode.CANCELLED: REASON_UPSTREAM_UNAVAILABLE,
+}
 
 
 def _caller_error(error: MeshError, message: str) -> MeshError:
-    """The error as callers see it: a provider's credential problem is ours to fix, not theirs."""
+    """The error as callers see it, always with a reason.
+
+    A provider's credential problem is the operator's to fix, not the
+    caller's: FAILED_PRECONDITION. A transport failure between router and
+    adapter (no ErrorInfo) gets the reason of its class.
+    """
     if error.code in _AUTH_CODES:
         return MeshError(grpc.StatusCode.FAILED_PRECONDITION, message, reason=REASON_PROVIDER_AUTH)
     return MeshError(
         error.code,
         message,
-        reason=error.reason,
+        reason=error.reason or _DEFAULT_REASONS.get(error.code, REASON_INTERNAL),
         metadata=error.metadata,
         retry_after=error.retry_after,
         field=error.field,
@@ -354,4 +693,8 @@ def _describe(attempt: rpb.Attempt) -> str:
     outcome = rpb.AttemptOutcome.Name(attempt.outcome).removeprefix("ATTEMPT_OUTCOME_").lower()
     where = f"{attempt.model}@{attempt.provider}" + (f" {attempt.instance}" if attempt.instance else "")
     code = f" {code_from_number(attempt.code).name}" if attempt.outcome == rpb.ATTEMPT_OUTCOME_FAILED else ""
-    return f"{where}: {outcome}{code}" + (f" ({attempt.message})" if attempt.message else "")
+    return (
+        f"{where}: {outcome}{code}"
+        + (f" ({attempt.message})" if attempt.message else "")
+        + (f" -> {attempt.moved_on_because}" if attempt.moved_on_because else "")
+    )

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2
 from pydantic import Field
 
 from llmmesh.v1 import router_service_pb2_grpc
-from services.common.consul_discovery import ConsulDiscovery, ConsulSettings
+from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
@@ -58,7 +58,7 @@ def load_routing(settings: RouterSettings) -> RoutingTable:
 
 def build_discovery(settings: RouterSettings) -> Discovery:
     if settings.discovery == "consul":
-        return ConsulDiscovery(load_settings(ConsulSettings))
+        return ConsulDiscovery(load_settings(WatchSettings))
     if settings.static_discovery_file:
         return StaticDiscovery.from_file(settings.static_discovery_file)
     return StaticDiscovery(load_packaged_yaml_model(StaticFile, _DEFAULTS, "static.yaml"))

@@ -181,7 +181,7 @@ class _Load:
     async def more(self, count: int) -> None:
         """Waits until `count` more requests have finished (bounded by the loop's own limits)."""
         target = len(self.answers) + len(self.failures) + count
-        while len(self.answers) + len(self.failures) < target and not self._task.done():  # type: ignore[union-attr]  # noqa: ASYNC110 - polls counters the loop updates
+        while len(self.answers) + len(self.failures) < target and not self._task.done():  # type: ignore[union-attr]
             await asyncio.sleep(0.02)
 
 

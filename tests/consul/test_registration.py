@@ -71,7 +71,7 @@ class TestRegistration:
 class TestToolRegistration:
     async def test_tool_service_registers_with_its_tool_names(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A tool service registers tagged llmmesh-tool with Meta tools, and deregisters on stop."""
-        from services.common.consul_discovery import ConsulRegistration, ConsulSettings
+        from services.common.consul_discovery.registration import ConsulRegistration, RegistrationSettings
 
         fake = fake_consul_for_tests().start()
         monkeypatch.setenv("CONSUL_HTTP_ADDR", fake.address)
@@ -80,7 +80,7 @@ class TestToolRegistration:
                 "llmmesh-tool-calc",
                 tools=["calculator", "unit_convert"],
                 health_service="llmmesh.v1.ToolService",
-                settings=ConsulSettings(consul_check_interval_seconds=0.2),
+                settings=RegistrationSettings(consul_check_interval_seconds=0.2),
             )
             await registration.start("127.0.0.1", 4242)  # the check's outcome is not what this test pins
             backend = ConsulBackend("double", fake)

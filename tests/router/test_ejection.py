@@ -75,11 +75,13 @@ async def stub(router: ServiceProcess) -> AsyncIterator[router_service_pb2_grpc.
 
 class TestThroughTheRouter:
     async def test_dead_instance_is_ejected_and_calls_go_elsewhere(self, stub, dead: str) -> None:
-        """Connection failures are resent to the live instance and, after 2 in a row, the dead one is left out."""
+        """A call that cannot connect is resent to the live instance; after 2 such failures the dead one is left out."""
         answers = [await stub.Chat(_chat("mock-small"), timeout=5) for _ in range(40)]
         on_dead = [a for a in answers if any(t.instance == dead for t in a.attempts)]
         assert 1 <= len(on_dead) <= 2  # p2c finds it at least once in 40 picks, ejection stops it at 2
         for answer in on_dead:
+            assert answer.attempts[0].instance == dead
+            assert answer.attempts[0].code == grpc.StatusCode.UNAVAILABLE.value[0]
             assert answer.attempts[0].moved_on_because == "could not connect; trying another instance"
             assert answer.attempts[-1].outcome == rpb.ATTEMPT_OUTCOME_SUCCEEDED
         assert not any(t.instance == dead for a in answers[answers.index(on_dead[-1]) + 1 :] for t in a.attempts)

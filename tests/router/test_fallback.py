@@ -25,11 +25,16 @@ MOCK_CONFIG = {
     ]
 }
 ROUTING = {
-    "providers": {"mock": {"kind": "mock"}, "other": {"kind": "mock", "service": "llmmesh-provider-mock"}},
+    # Three provider instances on one mock service, so one's breaker does not skip the others.
+    "providers": {
+        "mock": {"kind": "mock"},
+        "other": {"kind": "mock", "service": "llmmesh-provider-mock"},
+        "keyless": {"kind": "mock", "service": "llmmesh-provider-mock"},
+    },
     "models": {
         "limited": {"provider": "mock", "fallbacks": ["roomy"]},
         "broken-request": {"provider": "mock", "fallbacks": ["roomy"]},
-        "bad-key": {"provider": "mock"},
+        "bad-key": {"provider": "keyless"},
         "tiny": {"provider": "mock", "context_window": 10, "fallbacks": ["tiny-too", "roomy"]},
         "tiny-too": {"provider": "mock", "context_window": 10},
         "roomy": {"provider": "other", "context_window": 100000},

@@ -5,10 +5,7 @@
   before draining, register again when the agent forgets (anti-entropy).
 - `watch`: `ConsulDiscovery`, blocking queries on /v1/health/service/<name>?passing,
   stale-but-serving through Consul outages.
+
+Import from the submodules: a router loads only `watch`, an adapter only
+`registration`, so each process reads (and its manifests carry) only its own settings.
 """
-
-from services.common.consul_discovery.client import ConsulSettings, consul_client
-from services.common.consul_discovery.registration import ConsulRegistration
-from services.common.consul_discovery.watch import ConsulDiscovery
-
-__all__ = ["ConsulDiscovery", "ConsulRegistration", "ConsulSettings", "consul_client"]

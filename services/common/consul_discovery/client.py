@@ -1,4 +1,4 @@
-"""py-consul on an httpx2 transport, and the LLMMESH_CONSUL_* settings.
+"""py-consul on an httpx2 transport.
 
 py-consul ships two transports: `consul.std` (requests, blocking) and
 `consul.aio` (aiohttp). We plug a third into its documented extension point
@@ -18,45 +18,12 @@ from typing import Any
 
 import consul.base
 import httpx2
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import ENV_PREFIX, ConfigError
+from services.common.settings import ConfigError
 
 # Consul adds up to wait/16 of jitter to a blocking query; the read timeout leaves room for it.
 _WAIT_JITTER_FRACTION = 1 / 16
 _TIMEOUT_MARGIN_SECONDS = 5.0
-
-
-class ConsulSettings(BaseSettings):
-    """LLMMESH_* settings for registration (adapters, tools) and watching (router)."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
-
-    discovery: str = Field("static", pattern="^(static|consul)$", description="static (YAML file) or consul.")
-    advertise_address: str = Field(
-        "", description="Address registered in Consul; default: the bind host, or this host's IP when binding 0.0.0.0."
-    )
-    consul_check_interval_seconds: float = Field(10.0, gt=0, le=3600, description="gRPC health check interval.")
-    consul_check_timeout_seconds: float = Field(5.0, gt=0, le=600, description="gRPC health check timeout.")
-    consul_deregister_after_seconds: float = Field(
-        60.0, ge=0, le=86400, description="DeregisterCriticalServiceAfter; Consul enforces at least 60 s. 0: never."
-    )
-    consul_anti_entropy_seconds: float = Field(
-        10.0, gt=0, le=3600, description="How often an instance checks that the agent still knows it."
-    )
-    consul_timeout_seconds: float = Field(5.0, gt=0, le=600, description="Timeout of non-blocking Consul calls.")
-    consul_wait_seconds: float = Field(60.0, gt=0, le=600, description="Blocking query wait (router watch).")
-    consul_backoff_max_seconds: float = Field(10.0, gt=0, le=600, description="Cap of the watch's retry backoff.")
-    consul_settle_seconds: float = Field(
-        15.0,
-        ge=0,
-        le=3600,
-        description="After an outage, answers only add instances for this long (agents re-register meanwhile).",
-    )
-    consul_startup_wait_seconds: float = Field(
-        5.0, ge=0, le=600, description="How long the router waits for Consul's first answer before serving anyway."
-    )
 
 
 def go_duration(seconds: float) -> str:

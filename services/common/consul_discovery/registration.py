@@ -25,9 +25,12 @@ from collections.abc import Mapping, Sequence
 import structlog
 from consul.callback import CB
 from consul.check import Check
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.consul_discovery.client import AsyncConsul, ConsulSettings, consul_client, go_duration
+from services.common.consul_discovery.client import AsyncConsul, consul_client, go_duration
 from services.common.server import MeshServer
+from services.common.settings import ENV_PREFIX
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +40,27 @@ TOOL_TAG = "llmmesh-tool"
 META_VALUE_LIMIT = 512
 
 
-def advertise_address(settings: ConsulSettings, bind_host: str) -> str:
+class RegistrationSettings(BaseSettings):
+    """LLMMESH_* settings of a process that registers itself (adapters, tool services)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    discovery: str = Field("static", pattern="^(static|consul)$", description="static (YAML file) or consul.")
+    advertise_address: str = Field(
+        "", description="Address registered in Consul; default: the bind host, or this host's IP when binding 0.0.0.0."
+    )
+    consul_check_interval_seconds: float = Field(10.0, gt=0, le=3600, description="gRPC health check interval.")
+    consul_check_timeout_seconds: float = Field(5.0, gt=0, le=600, description="gRPC health check timeout.")
+    consul_deregister_after_seconds: float = Field(
+        60.0, ge=0, le=86400, description="DeregisterCriticalServiceAfter; Consul enforces at least 60 s. 0: never."
+    )
+    consul_anti_entropy_seconds: float = Field(
+        10.0, gt=0, le=3600, description="How often an instance checks that the agent still knows it."
+    )
+    consul_timeout_seconds: float = Field(5.0, gt=0, le=600, description="Timeout of each registration call.")
+
+
+def advertise_address(settings: RegistrationSettings, bind_host: str) -> str:
     """The address other processes reach us at: the setting, the bind host, or this host's IP on a wildcard bind."""
     if settings.advertise_address:
         return settings.advertise_address
@@ -76,7 +99,7 @@ class ConsulRegistration:
         tags: Sequence[str],
         meta: Mapping[str, str],
         health_service: str,
-        settings: ConsulSettings,
+        settings: RegistrationSettings,
         consul: AsyncConsul | None = None,
     ) -> None:
         self.service = service
@@ -92,7 +115,7 @@ class ConsulRegistration:
 
     @classmethod
     def for_provider(
-        cls, service: str, *, kind: str, models: Sequence[str], health_service: str, settings: ConsulSettings
+        cls, service: str, *, kind: str, models: Sequence[str], health_service: str, settings: RegistrationSettings
     ) -> ConsulRegistration:
         return cls(
             service,
@@ -104,7 +127,7 @@ class ConsulRegistration:
 
     @classmethod
     def for_tools(
-        cls, service: str, *, tools: Sequence[str], health_service: str, settings: ConsulSettings
+        cls, service: str, *, tools: Sequence[str], health_service: str, settings: RegistrationSettings
     ) -> ConsulRegistration:
         return cls(
             service,

@@ -25,15 +25,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.consul_discovery.client import (
-    AsyncConsul,
-    ConsulSettings,
-    blocking_read_timeout,
-    consul_client,
-    go_duration,
-)
+from services.common.consul_discovery.client import AsyncConsul, blocking_read_timeout, consul_client, go_duration
 from services.common.discovery import Discovery, Endpoint
+from services.common.settings import ENV_PREFIX
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +39,24 @@ _BACKOFF_BASE_SECONDS = 0.1
 # answering at once with the same index, something in between is broken:
 # this pause keeps the loop from spinning on it.
 _SAME_INDEX_PAUSE_SECONDS = 0.05
+
+
+class WatchSettings(BaseSettings):
+    """LLMMESH_* settings of a process that watches Consul (the router)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    consul_wait_seconds: float = Field(60.0, gt=0, le=600, description="Blocking query wait.")
+    consul_backoff_max_seconds: float = Field(10.0, gt=0, le=600, description="Cap of the retry backoff.")
+    consul_settle_seconds: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        description="After an outage, answers only add instances for this long (agents re-register meanwhile).",
+    )
+    consul_startup_wait_seconds: float = Field(
+        5.0, ge=0, le=600, description="How long the router waits for Consul's first answer before serving anyway."
+    )
 
 
 class ConsulAnswerError(Exception):
@@ -73,7 +88,7 @@ def endpoint_of(entry: Any) -> tuple[Endpoint | None, str]:
 class ConsulDiscovery(Discovery):
     """Watches healthy instances of each service in Consul and publishes every change."""
 
-    def __init__(self, settings: ConsulSettings, consul: AsyncConsul | None = None) -> None:
+    def __init__(self, settings: WatchSettings, consul: AsyncConsul | None = None) -> None:
         super().__init__()
         self._settings = settings
         self._consul = consul or consul_client(blocking_read_timeout(settings.consul_wait_seconds))

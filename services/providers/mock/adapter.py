@@ -6,7 +6,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
 
     delay_ms, fail_code, fail_message, fail_reason, retry_after_s,
     text (answer to give), finish_reason ("stop", "length", ...),
-    stream_cut_after (end the stream after N deltas without a final message)
+    stream_cut_after (end the stream after N deltas without a final message),
+    by_model: {model name: {any of the above}} (applies to that model only,
+    so one request can script every candidate of a fallback chain)
 
 With LLMMESH_MOCK_EVENTS_FILE set, every call appends JSON lines (start,
 end, failed, cancelled) so tests can see what reached the provider.
@@ -20,7 +22,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import json_format
@@ -42,7 +44,7 @@ _FINISH_REASONS = {
     "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS,
     "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER,
 }
-Request = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
+Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
 
 
 class MockAdapter(ProviderAdapter):
@@ -141,7 +143,16 @@ class MockAdapter(ProviderAdapter):
         overrides: dict[str, Any] = {}
         if "mock" in request.extensions.fields:
             overrides = json_format.MessageToDict(request.extensions.fields["mock"].struct_value)
-        self._record("start", call_id, model.name)
+            overrides.update(overrides.pop("by_model", {}).get(model.name, {}))
+        last = request.messages[-1] if request.messages else None
+        self._record(
+            "start",
+            call_id,
+            model.name,
+            messages=len(request.messages),
+            last_role=chat_pb2.Role.Name(last.role) if last is not None else "",
+            last_text=_text_of(last) if last is not None else "",
+        )
         return model, overrides, call_id
 
     async def _delay_or_fail(self, model: MockModel, overrides: dict[str, Any]) -> None:
@@ -198,7 +209,7 @@ class MockAdapter(ProviderAdapter):
         else:
             self._record("failed", call_id, model, code="INTERNAL")
 
-    def _record(self, event: str, call_id: int, model: str, **extra: str) -> None:
+    def _record(self, event: str, call_id: int, model: str, **extra: object) -> None:
         if not self._events_file:
             return
         line = json.dumps(
@@ -243,9 +254,12 @@ def _usage(request: Request, turn: ScriptTurn) -> chat_pb2.Usage:
     return chat_pb2.Usage(input_tokens=_count_input_tokens(request), output_tokens=max(output, 1))
 
 
+def _assistant_turns(request: Request) -> int:
+    return sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
+
+
 def _call_id(request: Request, index: int) -> str:
-    turn = sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
-    return f"call_{turn}_{index}"
+    return f"call_{_assistant_turns(request)}_{index}"
 
 
 def _play_script(scripts: list[Script], request: Request) -> ScriptTurn:
@@ -253,8 +267,7 @@ def _play_script(scripts: list[Script], request: Request) -> ScriptTurn:
     script = next((s for s in scripts if s.match.lower() in question.lower()), None)
     if script is None:
         return ScriptTurn(text=f"[mock] no script matches: {question}")
-    played = sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
-    turn = script.turns[min(played, len(script.turns) - 1)]
+    turn = script.turns[min(_assistant_turns(request), len(script.turns) - 1)]
     if not turn.text:
         return turn
     results = []

@@ -1,0 +1,1 @@
+"""Embedded agent defaults (profiles.yaml), read when LLMMESH_AGENT_PROFILES is unset."""

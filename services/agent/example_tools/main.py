@@ -1,0 +1,33 @@
+"""Builds the example ToolService process from LLMMESH_* settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from llmmesh.v1 import tool_service_pb2_grpc
+from services.agent.example_tools.servicer import ExampleToolServicer
+from services.common.logs import configure_logging
+from services.common.server import MeshServer, run_service
+from services.common.settings import ServiceSettings, load_settings
+
+SERVICE_NAME = "llmmesh-tool"
+TOOL_SERVICE = "llmmesh.v1.ToolService"
+
+
+class ExampleToolSettings(ServiceSettings):
+    """Example tool process settings."""
+
+    tool_events_file: str = Field("", description="Append a JSON line per call event here (tests).")
+
+
+def main() -> None:
+    settings = load_settings(ExampleToolSettings)
+    configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
+
+    async def serve() -> None:
+        server = MeshServer(SERVICE_NAME, settings)
+        servicer = ExampleToolServicer(events_file=settings.tool_events_file)
+        server.add_service(tool_service_pb2_grpc.add_ToolServiceServicer_to_server, servicer, TOOL_SERVICE)
+        await server.serve_until_signal()
+
+    run_service(serve)

@@ -1,0 +1,82 @@
+"""The agent process: profiles + tools (built-in and discovered) + the loop, served as AgentService."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from pydantic import Field
+
+from llmmesh.v1 import agent_service_pb2_grpc, router_service_pb2_grpc
+from services.agent.loop import AgentLoop
+from services.agent.profiles import load_profiles
+from services.agent.servicer import AgentServicer
+from services.agent.tools import RemoteToolCatalog, ToolRegistry, builtin_tools
+from services.common.channels import aio_channel
+from services.common.discovery import Discovery, StaticDiscovery, StaticFile
+from services.common.logs import configure_logging
+from services.common.server import MeshServer, run_service
+from services.common.settings import ConfigError, ServiceSettings, load_settings
+
+SERVICE_NAME = "llmmesh-agent"
+AGENT_SERVICE = "llmmesh.v1.AgentService"
+
+
+class AgentSettings(ServiceSettings):
+    """Agent process settings (LLMMESH_*)."""
+
+    router_address: str = Field("127.0.0.1:50051", min_length=1, description="RouterService target.")
+    agent_profiles: str = Field("", description="Profiles YAML; empty: the embedded default.")
+    discovery: Literal["static", "consul"] = "static"
+    static_discovery_file: str = Field(
+        "", description="Static endpoints YAML listing `llmmesh-tool` instances; empty: no remote tools."
+    )
+    agent_tool_timeout_seconds: float = Field(30.0, gt=0, le=3600, description="Upper bound for one tool call.")
+    agent_min_step_seconds: float = Field(
+        0.5, ge=0, le=600, description="No step starts with less time left before the caller's deadline."
+    )
+    agent_default_deadline_seconds: float = Field(300.0, gt=0, le=86400, description="For callers without one.")
+    agent_tool_refresh_seconds: float = Field(30.0, gt=0, le=86400, description="How often remote tools are listed.")
+
+
+def build_discovery(settings: AgentSettings) -> Discovery:
+    if settings.discovery == "consul":
+        raise ConfigError("LLMMESH_DISCOVERY=consul is not available in this build; use static")
+    if settings.static_discovery_file:
+        return StaticDiscovery.from_file(settings.static_discovery_file)
+    return StaticDiscovery(StaticFile())
+
+
+def main() -> None:
+    try:
+        settings = load_settings(AgentSettings)
+        configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
+        profiles = load_profiles(settings.agent_profiles)
+        discovery = build_discovery(settings)
+    except ConfigError as error:
+        print(f"{SERVICE_NAME}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    async def serve() -> None:
+        remote = RemoteToolCatalog(discovery, refresh_seconds=settings.agent_tool_refresh_seconds)
+        await remote.start()
+        router_channel = aio_channel(settings.router_address)
+        loop = AgentLoop(
+            router_service_pb2_grpc.RouterServiceStub(router_channel),
+            tool_timeout_seconds=settings.agent_tool_timeout_seconds,
+            min_step_seconds=settings.agent_min_step_seconds,
+        )
+        servicer = AgentServicer(
+            loop,
+            profiles,
+            ToolRegistry(builtin_tools(), remote),
+            default_deadline_seconds=settings.agent_default_deadline_seconds,
+        )
+        server = MeshServer(SERVICE_NAME, settings)
+        server.add_service(agent_service_pb2_grpc.add_AgentServiceServicer_to_server, servicer, AGENT_SERVICE)
+        server.before_stop(discovery.close)
+        server.after_stop(remote.close)
+        server.after_stop(router_channel.close)
+        await server.serve_until_signal()
+
+    run_service(serve)

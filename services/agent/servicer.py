@@ -1,0 +1,78 @@
+"""AgentService: validates tasks, settles the plan, and runs the loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llmmesh.v1 import agent_service_pb2 as apb
+from services.agent.loop import AgentLoop
+from services.agent.plan import plan_run
+from services.agent.profiles import ProfilesFile
+from services.agent.tools import ToolRegistry
+from services.common.errors import handle_errors
+
+# Kept back from the caller's deadline so the RunEnd reaches the caller in time.
+END_MARGIN_SECONDS = 0.2
+
+
+class AgentServicer:
+    """The gRPC face of the agent."""
+
+    def __init__(
+        self, loop: AgentLoop, profiles: ProfilesFile, tools: ToolRegistry, *, default_deadline_seconds: float
+    ) -> None:
+        self._loop = loop
+        self._profiles = profiles
+        self._tools = tools
+        self._default_deadline = default_deadline_seconds
+
+    @handle_errors
+    async def StreamRun(  # noqa: N802 - gRPC method name
+        self, request: apb.StreamRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[apb.StreamRunResponse]:
+        plan = plan_run(request.task, self._profiles, self._tools.available())
+        async for event in self._loop.stream(plan, self._deadline(context), _metadata(context)):
+            yield apb.StreamRunResponse(event=event)
+
+    @handle_errors
+    async def Run(self, request: apb.RunRequest, context: grpc.aio.ServicerContext) -> apb.RunResponse:  # noqa: N802
+        plan = plan_run(request.task, self._profiles, self._tools.available())
+        response = apb.RunResponse()
+        async for event in self._loop.stream(plan, self._deadline(context), _metadata(context)):
+            response.events.append(event)
+            if event.HasField("end"):
+                response.end.CopyFrom(event.end)
+        return response
+
+    @handle_errors
+    async def ListProfiles(  # noqa: N802
+        self, request: apb.ListProfilesRequest, context: grpc.aio.ServicerContext
+    ) -> apb.ListProfilesResponse:
+        available = self._tools.available()
+        response = apb.ListProfilesResponse()
+        for name, profile in self._profiles.profiles.items():
+            tools = profile.tools if profile.tools is not None else list(available)
+            response.profiles.append(
+                apb.AgentProfile(
+                    name=name,
+                    description=profile.description,
+                    model=profile.model,
+                    tools=tools,
+                    max_iterations=profile.max_iterations,
+                )
+            )
+        return response
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        """The run's deadline on the loop clock: the caller's, less the margin for the RunEnd."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            remaining = self._default_deadline
+        return asyncio.get_running_loop().time() + remaining - END_MARGIN_SECONDS
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+    return tuple((key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str))

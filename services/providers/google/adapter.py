@@ -1,0 +1,257 @@
+"""The Google Gemini adapter on google-genai (`client.aio.models.generate_content[_stream]`).
+
+One `genai.Client` per process, created at start and kept for the process
+life (a Client closes its HTTP client when garbage-collected). The adapter
+owns the httpx2.AsyncClient it hands to the SDK: that pins the SDK to httpx2
+(with aiohttp installed the SDK would switch to aiohttp, which silently
+retries a dropped connection after 1-10 s) and lets the adapter size the
+connection pool to its in-flight limit.
+
+No retries anywhere: the SDK gets no HttpRetryOptions (tenacity stops after
+one attempt), automatic function calling and automatic stream continuation
+are off (both send follow-up requests), and httpx2's transport keeps its
+default of no connect retries. No custom transport is passed, so the standard
+HTTPS_PROXY / NO_PROXY variables still apply for enterprise proxies.
+
+Each call's timeout is the gRPC time left, given to the SDK per call through
+`config.http_options.timeout`, which google-genai takes in MILLISECONDS.
+
+Headroom: Gemini sends no rate-limit headers, so `headroom` stays empty in
+every response and final; its 429 retry delay comes from the error body.
+
+Mapping details and the `extensions["google"]` keys: see mapping.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+import httpx2
+import structlog
+from google import genai
+from google.genai import types
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import (
+    REASON_STREAM_TRUNCATED,
+    REASON_UPSTREAM_TIMEOUT,
+    REASON_UPSTREAM_UNAVAILABLE,
+    MeshError,
+)
+from services.providers.base import ProviderAdapter
+from services.providers.google.error_mapping import (
+    UPSTREAM_ERRORS,
+    codeless_stream_error,
+    is_codeless_stream_error,
+    map_sdk_error,
+    prompt_blocked,
+)
+from services.providers.google.mapping import (
+    GeminiRequest,
+    Request,
+    ResponseReader,
+    assistant_turn,
+    build_request,
+)
+
+log = structlog.get_logger(__name__)
+_END = object()  # marks the end of the SDK stream in the pump queue
+
+#: Served when LLMMESH_MODELS is empty, with their input context windows.
+DEFAULT_MODELS: dict[str, int] = {
+    "gemini-2.5-pro": 1_048_576,
+    "gemini-2.5-flash": 1_048_576,
+    "gemini-2.5-flash-lite": 1_048_576,
+}
+
+
+class GoogleAdapter(ProviderAdapter):
+    """ProviderAdapter for the Gemini Developer API."""
+
+    provider = "google"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        api_version: str,
+        models: Sequence[str] = (),
+        instance: str = "google",
+        max_connections: int = 256,
+    ) -> None:
+        self._models = list(models) or list(DEFAULT_MODELS)
+        self._instance = instance
+        self._http = httpx2.AsyncClient(
+            timeout=None,  # every request carries its own timeout (the gRPC time left)
+            follow_redirects=True,  # as the SDK's own client does
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 64)),
+        )
+        self._client = genai.Client(
+            vertexai=False,
+            api_key=api_key,
+            http_options=types.HttpOptions(
+                base_url=base_url or None, api_version=api_version, httpx_async_client=self._http
+            ),
+        )
+
+    def list_models(self) -> list[chat_pb2.ModelInfo]:
+        return [
+            chat_pb2.ModelInfo(
+                name=name,
+                provider=self.provider,
+                context_window=DEFAULT_MODELS.get(name, 0),
+                description="Google Gemini (google-genai)",
+                provider_instances=[self._instance],
+                available=True,
+            )
+            for name in self._models
+        ]
+
+    async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:
+        mapped = build_request(request)
+        config = _with_timeout(mapped, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._client.aio.models.generate_content(
+                    model=mapped.model, contents=mapped.contents, config=config
+                )
+        except TimeoutError:
+            raise _deadline_spent() from None
+        except UPSTREAM_ERRORS as error:
+            raise self._mapped(error, request.model) from None
+        reader = ResponseReader(turn=assistant_turn(request))
+        reader.feed(response)
+        self._check_answered(reader)
+        return pb.ProviderServiceChatResponse(
+            message=reader.message(),
+            finish_reason=reader.unified_finish_reason(),
+            usage=reader.unified_usage(),
+            response_model=reader.model_version or request.model,
+            response_id=reader.response_id,
+            extensions=reader.response_extensions(streaming=False),
+        )
+
+    async def stream_chat(
+        self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
+    ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
+        mapped = build_request(request)
+        config = _with_timeout(mapped, timeout)
+        reader = ResponseReader(turn=assistant_turn(request))
+        async for chunk in self._chunks(mapped, config, request):
+            delta = reader.feed(chunk)
+            if delta.text or delta.tool_calls:
+                yield pb.ProviderServiceStreamChatResponse(delta=delta)
+        self._check_answered(reader)
+        if reader.finish_reason is None:
+            # The SDK ends such a stream as if it were complete (SDK-NOTES).
+            raise MeshError(
+                grpc.StatusCode.UNAVAILABLE,
+                "google: upstream stream ended without a finish reason; the answer is truncated",
+                reason=REASON_STREAM_TRUNCATED,
+            )
+        yield pb.ProviderServiceStreamChatResponse(
+            final=pb.ProviderStreamFinal(
+                finish_reason=reader.unified_finish_reason(),
+                usage=reader.unified_usage(),
+                response_model=reader.model_version or request.model,
+                response_id=reader.response_id,
+                extensions=reader.response_extensions(streaming=True),
+            )
+        )
+
+    async def _chunks(
+        self, mapped: GeminiRequest, config: types.GenerateContentConfig, request: Request
+    ) -> AsyncIterator[types.GenerateContentResponse]:
+        """The SDK's stream, read by a pump task that dies with the gRPC handler task.
+
+        grpc.aio cancels the handler task while this generator may sit at a
+        `yield`; the SDK's nested generators would then close only when the
+        garbage collector gets to them, leaving the upstream request open.
+        Reading in a separate task and cancelling it when the handler task
+        ends puts the CancelledError right at the SDK's socket read, so the
+        HTTP request is aborted at once.
+        """
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+        pump = asyncio.create_task(self._pump(mapped, config, request.model, queue))
+        handler = asyncio.current_task()
+
+        def _stop(_: object) -> None:
+            pump.cancel()
+
+        if handler is not None:
+            handler.add_done_callback(_stop)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            pump.cancel()
+            if handler is not None:
+                handler.remove_done_callback(_stop)
+
+    async def _pump(
+        self, mapped: GeminiRequest, config: types.GenerateContentConfig, model: str, queue: asyncio.Queue[object]
+    ) -> None:
+        stream: AsyncIterator[types.GenerateContentResponse] | None = None
+        try:
+            stream = await self._client.aio.models.generate_content_stream(
+                model=mapped.model, contents=mapped.contents, config=config
+            )
+            async for chunk in stream:
+                await queue.put(chunk)
+            await queue.put(_END)
+        except UPSTREAM_ERRORS as error:
+            await queue.put(self._mapped(error, model))
+        except Exception as error:  # noqa: BLE001 - not swallowed: the consumer re-raises it
+            await queue.put(codeless_stream_error() if is_codeless_stream_error(error) else error)
+        finally:
+            if stream is not None:
+                await stream.aclose()  # type: ignore[attr-defined]
+
+    def _mapped(self, error: Exception, model: str) -> MeshError:
+        mapped = map_sdk_error(error, served_models=self._models, model=model)
+        log.info("upstream call failed", code=mapped.code.name, reason=mapped.reason, error_type=type(error).__name__)
+        return mapped
+
+    @staticmethod
+    def _check_answered(reader: ResponseReader) -> None:
+        if reader.saw_candidate:
+            return
+        if reader.block_reason:
+            raise prompt_blocked(reader.block_reason, reader.block_message)
+        raise MeshError(
+            grpc.StatusCode.UNAVAILABLE,
+            "google: upstream returned no candidate and no block reason",
+            reason=REASON_UPSTREAM_UNAVAILABLE,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+        self._client.close()
+        await self._http.aclose()
+
+
+def _with_timeout(mapped: GeminiRequest, timeout: float) -> types.GenerateContentConfig:
+    """The request config with this call's timeout, in milliseconds as google-genai wants."""
+    if timeout <= 0:
+        raise _deadline_spent()
+    # Round up: a 0 ms timeout would mean "no timeout" to the SDK.
+    milliseconds = max(1, math.ceil(timeout * 1000))
+    return mapped.config.model_copy(update={"http_options": types.HttpOptions(timeout=milliseconds)})
+
+
+def _deadline_spent() -> MeshError:
+    return MeshError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "google: the call's deadline was spent before upstream answered",
+        reason=REASON_UPSTREAM_TIMEOUT,
+    )

@@ -1,0 +1,506 @@
+"""Unified chat request ⇄ google-genai types, both ways.
+
+Request side: `build_request` turns a ProviderService request into the
+`contents` and `GenerateContentConfig` that `client.aio.models.generate_content`
+takes. Response side: `ResponseReader` folds one response (or every chunk of a
+stream) into the unified message, finish reason and usage.
+
+Provider-only data under the key "google" of the `extensions` Struct fields:
+
+- `ToolCall.extensions["google"]` (and `ToolCallDelta.extensions` on the first
+  delta of a call):
+  - `thought_signature`: base64 of the call's thought signature; send it back
+    unchanged on the next turn or Gemini 3 rejects the conversation.
+  - `upstream_id`: true when Gemini itself named the call id. Gemini may send
+    no id: the adapter then makes a stable one (`call_<turn>_<index>`) and
+    never sends it back upstream.
+- `Message.extensions["google"]` (assistant messages):
+  - `thought_signature`: base64 signature of the answer's text; sent back on
+    the message's last text part.
+  - `thoughts`: thought-summary texts (only with `include_thoughts`); output
+    only, never sent back.
+- `ProviderServiceChatResponse.extensions["google"]` / `ProviderStreamFinal`:
+  `finish_reason` (Gemini's raw value), `finish_message` when Gemini gave one,
+  and in streams `thought_signature` (the text signature, to copy into the
+  assembled Message.extensions["google"]).
+
+Request options from `request.extensions["google"]` (allowlist, anything else
+is INVALID_ARGUMENT): `top_k`, `presence_penalty`, `frequency_penalty`,
+`thinking_config` (thinking_budget, thinking_level, include_thoughts),
+`safety_settings` (list of {category, threshold}), `cached_content`,
+`response_schema` (Gemini's OpenAPI-subset schema, instead of a JSON Schema).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import mimetypes
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import pydantic
+from google.genai import types
+from google.protobuf import json_format, struct_pb2
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import invalid_argument
+
+PROVIDER = "google"
+Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
+
+#: request.extensions["google"] keys passed through to GenerateContentConfig.
+ALLOWED_REQUEST_OPTIONS = (
+    "cached_content",
+    "frequency_penalty",
+    "presence_penalty",
+    "response_schema",
+    "safety_settings",
+    "thinking_config",
+    "top_k",
+)
+
+_INT32_MAX = 2**31 - 1
+_TOOL_CHOICE = {
+    chat_pb2.TOOL_CHOICE_MODE_AUTO: types.FunctionCallingConfigMode.AUTO,
+    chat_pb2.TOOL_CHOICE_MODE_NONE: types.FunctionCallingConfigMode.NONE,
+    chat_pb2.TOOL_CHOICE_MODE_REQUIRED: types.FunctionCallingConfigMode.ANY,
+    chat_pb2.TOOL_CHOICE_MODE_NAMED: types.FunctionCallingConfigMode.ANY,
+}
+_CONTENT_FILTER = frozenset(
+    {
+        types.FinishReason.SAFETY,
+        types.FinishReason.RECITATION,
+        types.FinishReason.BLOCKLIST,
+        types.FinishReason.PROHIBITED_CONTENT,
+        types.FinishReason.SPII,
+        types.FinishReason.IMAGE_SAFETY,
+        types.FinishReason.IMAGE_PROHIBITED_CONTENT,
+        types.FinishReason.IMAGE_RECITATION,
+        types.FinishReason.MODEL_ARMOR,
+    }
+)
+
+
+# ---------------------------------------------------------------- request side
+
+
+@dataclass
+class GeminiRequest:
+    """What generate_content(_stream) takes, minus the per-call HTTP options."""
+
+    model: str
+    contents: list[types.Content]
+    config: types.GenerateContentConfig
+
+
+def build_request(request: Request) -> GeminiRequest:
+    """Maps a validated ProviderService request; raises INVALID_ARGUMENT naming the field it cannot map."""
+    system_parts: list[types.Part] = []
+    contents: list[types.Content] = []
+    calls_by_id = _tool_calls_by_id(request)
+    for index, message in enumerate(request.messages):
+        path = f"messages[{index}]"
+        if message.role == chat_pb2.ROLE_SYSTEM:
+            system_parts.extend(_system_parts(path, message))
+        elif message.role == chat_pb2.ROLE_USER:
+            contents.append(types.Content(role="user", parts=_content_parts(path, message)))
+        elif message.role == chat_pb2.ROLE_ASSISTANT:
+            contents.append(types.Content(role="model", parts=_assistant_parts(path, message)))
+        else:
+            part = _function_response_part(path, message.tool_result, calls_by_id)
+            # Parallel results go back in one turn, as Gemini asked for them in one.
+            previous = request.messages[index - 1] if index else None
+            if previous is not None and previous.role == chat_pb2.ROLE_TOOL and contents:
+                (contents[-1].parts or []).append(part)
+            else:
+                contents.append(types.Content(role="user", parts=[part]))
+    if not contents:
+        raise invalid_argument("messages", "has only system messages; Gemini needs at least one user message")
+    config = _config(request, system_parts)
+    return GeminiRequest(model=request.model, contents=contents, config=config)
+
+
+def _tool_calls_by_id(request: Request) -> dict[str, chat_pb2.ToolCall]:
+    return {call.id: call for message in request.messages for call in message.tool_calls if call.id}
+
+
+def _text_only(path: str, message: chat_pb2.Message) -> list[types.Part]:
+    parts = []
+    for index, part in enumerate(message.content):
+        if part.WhichOneof("kind") != "text":
+            raise invalid_argument(
+                f"{path}.content[{index}]", "Gemini takes only text here; move images to a user message"
+            )
+        parts.append(types.Part(text=part.text))
+    return parts
+
+
+def _system_parts(path: str, message: chat_pb2.Message) -> list[types.Part]:
+    return _text_only(path, message)
+
+
+def _content_parts(path: str, message: chat_pb2.Message) -> list[types.Part]:
+    parts = []
+    for index, part in enumerate(message.content):
+        part_path = f"{path}.content[{index}]"
+        if part.WhichOneof("kind") == "text":
+            parts.append(types.Part(text=part.text))
+        else:
+            parts.append(_image_part(f"{part_path}.image", part.image))
+    return parts
+
+
+def _image_part(path: str, image: chat_pb2.ImagePart) -> types.Part:
+    if image.WhichOneof("source") == "data":
+        return types.Part(inline_data=types.Blob(data=image.data, mime_type=image.mime_type))
+    url = image.url
+    if url.startswith("data:"):
+        return types.Part(inline_data=_blob_from_data_url(f"{path}.url", url))
+    if not url.startswith(("https://", "gs://")):
+        raise invalid_argument(
+            f"{path}.url", "Gemini fetches only https:// (or gs://) URLs; send an https URL or the image bytes"
+        )
+    mime_type = image.mime_type or mimetypes.guess_type(url.split("?", 1)[0])[0] or ""
+    if not mime_type.startswith("image/"):
+        raise invalid_argument(
+            f"{path}.mime_type", "is required for an image URL Gemini cannot type from its name, e.g. 'image/png'"
+        )
+    return types.Part(file_data=types.FileData(file_uri=url, mime_type=mime_type))
+
+
+def _blob_from_data_url(path: str, url: str) -> types.Blob:
+    header, _, payload = url[len("data:") :].partition(",")
+    mime_type, _, encoding = header.partition(";")
+    if encoding != "base64" or not mime_type:
+        raise invalid_argument(path, "must be a base64 data URL such as data:image/png;base64,...")
+    try:
+        return types.Blob(data=base64.b64decode(payload, validate=True), mime_type=mime_type)
+    except (binascii.Error, ValueError):
+        raise invalid_argument(path, "holds invalid base64") from None
+
+
+def _assistant_parts(path: str, message: chat_pb2.Message) -> list[types.Part]:
+    parts = _text_only(path, message)
+    google = _google_extension(message.extensions)
+    signature = google.get("thought_signature")
+    if signature and parts:
+        parts[-1].thought_signature = _signature_bytes(f"{path}.extensions.google.thought_signature", signature)
+    for index, call in enumerate(message.tool_calls):
+        call_path = f"{path}.tool_calls[{index}]"
+        call_ext = _google_extension(call.extensions)
+        function_call = types.FunctionCall(name=call.name, args=_arguments(f"{call_path}.arguments_json", call))
+        if call_ext.get("upstream_id") and call.id:
+            function_call.id = call.id
+        part = types.Part(function_call=function_call)
+        if call_ext.get("thought_signature"):
+            part.thought_signature = _signature_bytes(
+                f"{call_path}.extensions.google.thought_signature", call_ext["thought_signature"]
+            )
+        parts.append(part)
+    return parts
+
+
+def _arguments(path: str, call: chat_pb2.ToolCall) -> dict[str, Any]:
+    if not call.arguments_json.strip():
+        return {}
+    try:
+        arguments = json.loads(call.arguments_json)
+    except json.JSONDecodeError as error:
+        raise invalid_argument(path, f"is not valid JSON ({error.msg})") from None
+    if not isinstance(arguments, dict):
+        raise invalid_argument(path, "must be a JSON object")
+    return arguments
+
+
+def _signature_bytes(path: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise invalid_argument(path, "must be a base64 string, as the adapter returned it")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_argument(path, "is not valid base64; send it back exactly as the adapter returned it") from None
+
+
+def _function_response_part(
+    path: str, result: chat_pb2.ToolResult, calls_by_id: dict[str, chat_pb2.ToolCall]
+) -> types.Part:
+    call = calls_by_id.get(result.tool_call_id)
+    name = result.name or (call.name if call is not None else "")
+    if not name:
+        raise invalid_argument(
+            f"{path}.tool_result.name",
+            "is empty and no earlier ToolCall has this tool_call_id; Gemini matches results by tool name",
+        )
+    # Gemini wants an object: "output" for results, "error" for failures (its documented keys).
+    response = {"error" if result.is_error else "output": _json_or_text(result.content)}
+    function_response = types.FunctionResponse(name=name, response=response)
+    if call is not None and _google_extension(call.extensions).get("upstream_id"):
+        function_response.id = result.tool_call_id
+    return types.Part(function_response=function_response)
+
+
+def _json_or_text(content: str) -> Any:
+    try:
+        return json.loads(content)
+    except json.JSONDecodeError:
+        return content
+
+
+def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateContentConfig:
+    kwargs: dict[str, Any] = {
+        # Both would send extra requests behind the router's back.
+        "automatic_function_calling": types.AutomaticFunctionCallingConfig(disable=True),
+        "automatic_continuation": False,
+    }
+    if system_parts:
+        kwargs["system_instruction"] = types.Content(parts=system_parts)
+    if request.tools:
+        kwargs["tools"] = [
+            types.Tool(
+                function_declarations=[
+                    types.FunctionDeclaration(
+                        name=tool.name,
+                        description=tool.description or None,
+                        parameters_json_schema=json_format.MessageToDict(tool.parameters)
+                        if tool.HasField("parameters")
+                        else None,
+                    )
+                    for tool in request.tools
+                ]
+            )
+        ]
+        mode = _TOOL_CHOICE.get(request.tool_choice.mode)
+        if mode is not None:
+            kwargs["tool_config"] = types.ToolConfig(
+                function_calling_config=types.FunctionCallingConfig(
+                    mode=mode,
+                    allowed_function_names=[request.tool_choice.name]
+                    if request.tool_choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED
+                    else None,
+                )
+            )
+    kwargs.update(_settings(request.settings))
+    options = _request_options(request.extensions)
+    kwargs.update(options)
+    try:
+        return types.GenerateContentConfig(**kwargs)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "google"
+        raise invalid_argument(f"extensions.google.{key}", first["msg"]) from None
+
+
+def _settings(settings: chat_pb2.GenerationSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if settings.HasField("temperature"):
+        kwargs["temperature"] = settings.temperature
+    if settings.HasField("top_p"):
+        kwargs["top_p"] = settings.top_p
+    if settings.HasField("max_output_tokens"):
+        kwargs["max_output_tokens"] = settings.max_output_tokens
+    if settings.stop:
+        kwargs["stop_sequences"] = list(settings.stop)
+    if settings.HasField("seed"):
+        if not -_INT32_MAX - 1 <= settings.seed <= _INT32_MAX:
+            raise invalid_argument("settings.seed", "Gemini takes a 32-bit seed; use a value in -2^31..2^31-1")
+        kwargs["seed"] = settings.seed
+    response_format = settings.response_format
+    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        kwargs["response_mime_type"] = "application/json"
+    elif response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        kwargs["response_mime_type"] = "application/json"
+        kwargs["response_json_schema"] = json_format.MessageToDict(response_format.json_schema)
+    return kwargs
+
+
+def _request_options(extensions: struct_pb2.Struct) -> dict[str, Any]:
+    options = _google_extension(extensions)
+    unknown = sorted(set(options) - set(ALLOWED_REQUEST_OPTIONS))
+    if unknown:
+        raise invalid_argument(
+            f"extensions.google.{unknown[0]}",
+            f"is not a Gemini option the adapter passes on; allowed: {', '.join(ALLOWED_REQUEST_OPTIONS)}",
+        )
+    for key in ("top_k", "thinking_config"):
+        if key in options:
+            options[key] = _whole_numbers(options[key])
+    return options
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Struct numbers are doubles; Gemini's integer fields want ints back."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    return value
+
+
+def _google_extension(extensions: struct_pb2.Struct) -> dict[str, Any]:
+    if PROVIDER not in extensions.fields:
+        return {}
+    value = extensions.fields[PROVIDER]
+    if value.WhichOneof("kind") != "struct_value":
+        return {}
+    return json_format.MessageToDict(value.struct_value)
+
+
+# --------------------------------------------------------------- response side
+
+
+@dataclass
+class _CallState:
+    index: int
+    call: chat_pb2.ToolCall
+
+
+@dataclass
+class ResponseReader:
+    """Folds GenerateContentResponse objects (one, or each chunk of a stream) into unified output.
+
+    `feed` returns the ChatDelta for that chunk (text and whole tool calls:
+    Gemini sends each function call complete in one chunk).
+    """
+
+    turn: int
+    text: list[str] = field(default_factory=list)
+    thoughts: list[str] = field(default_factory=list)
+    calls: list[_CallState] = field(default_factory=list)
+    text_signature: bytes | None = None
+    finish_reason: types.FinishReason | None = None
+    finish_message: str = ""
+    usage: types.GenerateContentResponseUsageMetadata | None = None
+    model_version: str = ""
+    response_id: str = ""
+    block_reason: str = ""
+    block_message: str = ""
+    saw_candidate: bool = False
+
+    def feed(self, response: types.GenerateContentResponse) -> chat_pb2.ChatDelta:
+        delta = chat_pb2.ChatDelta()
+        if response.usage_metadata is not None:
+            self.usage = response.usage_metadata
+        self.model_version = response.model_version or self.model_version
+        self.response_id = response.response_id or self.response_id
+        feedback = response.prompt_feedback
+        if feedback is not None and feedback.block_reason is not None:
+            self.block_reason = _enum_name(feedback.block_reason)
+            self.block_message = feedback.block_reason_message or ""
+        if not response.candidates:
+            return delta
+        self.saw_candidate = True
+        candidate = response.candidates[0]
+        if candidate.finish_reason is not None:
+            self.finish_reason = candidate.finish_reason
+            self.finish_message = candidate.finish_message or ""
+        parts = candidate.content.parts if candidate.content is not None else None
+        for part in parts or []:
+            self._part(part, delta)
+        return delta
+
+    def _part(self, part: types.Part, delta: chat_pb2.ChatDelta) -> None:
+        if part.function_call is not None:
+            index = len(self.calls)
+            call = chat_pb2.ToolCall(
+                id=part.function_call.id or f"call_{self.turn}_{index}",
+                name=part.function_call.name or "",
+                arguments_json=json.dumps(part.function_call.args or {}, separators=(",", ":")),
+            )
+            google: dict[str, Any] = {}
+            if part.function_call.id:
+                google["upstream_id"] = True
+            if part.thought_signature:
+                google["thought_signature"] = _b64(part.thought_signature)
+            if google:
+                call.extensions.update({PROVIDER: google})
+            self.calls.append(_CallState(index, call))
+            tool_delta = delta.tool_calls.add(
+                index=index, id=call.id, name=call.name, arguments_json_delta=call.arguments_json
+            )
+            if google:
+                tool_delta.extensions.CopyFrom(call.extensions)
+            return
+        if part.thought:
+            if part.text:
+                self.thoughts.append(part.text)
+            return
+        if part.text is not None:
+            if part.thought_signature:
+                self.text_signature = part.thought_signature
+            if part.text:
+                self.text.append(part.text)
+                delta.text += part.text
+        elif part.thought_signature:
+            self.text_signature = part.thought_signature
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return bool(self.calls)
+
+    def message(self) -> chat_pb2.Message:
+        message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+        if self.text:
+            message.content.add(text="".join(self.text))
+        message.tool_calls.extend(state.call for state in self.calls)
+        google: dict[str, Any] = {}
+        if self.text_signature:
+            google["thought_signature"] = _b64(self.text_signature)
+        if self.thoughts:
+            google["thoughts"] = list(self.thoughts)
+        if google:
+            message.extensions.update({PROVIDER: google})
+        return message
+
+    def unified_finish_reason(self) -> chat_pb2.FinishReason.ValueType:
+        reason = self.finish_reason
+        if reason is None:
+            return chat_pb2.FINISH_REASON_UNSPECIFIED
+        if reason == types.FinishReason.STOP:
+            return chat_pb2.FINISH_REASON_TOOL_CALLS if self.calls else chat_pb2.FINISH_REASON_STOP
+        if reason == types.FinishReason.MAX_TOKENS:
+            return chat_pb2.FINISH_REASON_LENGTH
+        if reason in _CONTENT_FILTER:
+            return chat_pb2.FINISH_REASON_CONTENT_FILTER
+        return chat_pb2.FINISH_REASON_OTHER
+
+    def unified_usage(self) -> chat_pb2.Usage:
+        usage = self.usage
+        if usage is None:
+            return chat_pb2.Usage()
+        thoughts = usage.thoughts_token_count or 0
+        return chat_pb2.Usage(
+            # Tool-use prompt tokens (e.g. search results fed back) are billed as input.
+            input_tokens=(usage.prompt_token_count or 0) + (usage.tool_use_prompt_token_count or 0),
+            output_tokens=(usage.candidates_token_count or 0) + thoughts,
+            cached_input_tokens=usage.cached_content_token_count or 0,
+            reasoning_tokens=thoughts,
+        )
+
+    def response_extensions(self, *, streaming: bool) -> struct_pb2.Struct:
+        google: dict[str, Any] = {}
+        if self.finish_reason is not None:
+            google["finish_reason"] = _enum_name(self.finish_reason)
+        if self.finish_message:
+            google["finish_message"] = self.finish_message
+        if streaming and self.text_signature:
+            google["thought_signature"] = _b64(self.text_signature)
+        extensions = struct_pb2.Struct()
+        if google:
+            extensions.update({PROVIDER: google})
+        return extensions
+
+
+def assistant_turn(request: Request) -> int:
+    """How many assistant turns precede this answer: part of the synthesised call ids."""
+    return sum(1 for message in request.messages if message.role == chat_pb2.ROLE_ASSISTANT)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _enum_name(value: Any) -> str:
+    return str(getattr(value, "value", value))

@@ -1,0 +1,87 @@
+"""`auto` and `auto:<tier>`: the router chooses the model.
+
+The policy, in order (documented in the README):
+1. `auto` means the routing file's `auto.default_tier`; `auto:<tier>` names one.
+2. Start from the tier's models, best first.
+3. Drop models whose context window cannot hold the prompt (estimated at 4
+   characters a token) plus the requested max output tokens (or
+   `auto.reserve_output_tokens`).
+4. When the request carries tools, drop models marked `supports_tools: false`.
+5. Move models without a discovered instance, with an open circuit breaker,
+   or whose provider reported low rate-limit headroom, behind the others.
+6. The first model answers; the rest are its fallbacks, in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.errors import REASON_CONTEXT_WINDOW_EXCEEDED, REASON_MODEL_NOT_FOUND, MeshError
+from services.router.config import Candidate, RoutingTable
+
+_CHARS_PER_TOKEN = 4
+
+
+def is_auto(model: str) -> bool:
+    return model == "auto" or model.startswith("auto:")
+
+
+def estimate_prompt_tokens(request: rpb.ChatRequest | rpb.StreamChatRequest) -> int:
+    """A tokenizer-free estimate: characters / 4, plus per-message and per-tool overhead."""
+    characters = 0
+    messages = request.messages
+    for message in messages:
+        characters += 16
+        for part in message.content:
+            characters += len(part.text) if part.WhichOneof("kind") == "text" else 1000
+        characters += len(message.tool_result.content)
+        characters += sum(len(call.arguments_json) + len(call.name) for call in message.tool_calls)
+    for tool in request.tools:
+        characters += len(tool.name) + len(tool.description) + tool.parameters.ByteSize()
+    return characters // _CHARS_PER_TOKEN
+
+
+def choose(
+    table: RoutingTable,
+    request: rpb.ChatRequest | rpb.StreamChatRequest,
+    *,
+    deprioritise: Callable[[Candidate], bool],
+) -> list[Candidate]:
+    """Candidates for an `auto` request, best first, following the policy above."""
+    auto = table.routing.auto
+    model: str = request.model
+    tier_name = model.partition(":")[2] or auto.default_tier
+    tier = auto.tiers.get(tier_name)
+    if tier is None:
+        known = ", ".join(f"auto:{name}" for name in auto.tiers) or "none configured"
+        raise MeshError(
+            grpc.StatusCode.NOT_FOUND,
+            f"model: {model!r} names no auto tier in the routing file (tiers: {known})",
+            reason=REASON_MODEL_NOT_FOUND,
+        )
+    settings = request.settings
+    output = settings.max_output_tokens if settings.HasField("max_output_tokens") else auto.reserve_output_tokens
+    needed = estimate_prompt_tokens(request) + output
+    has_tools = bool(request.tools)
+    chosen: list[Candidate] = []
+    for name in tier.models:
+        candidate = table.lookup(name)
+        assert candidate is not None  # the routing file validator checked tier members
+        if candidate.context_window and candidate.context_window < needed:
+            continue
+        if has_tools and not candidate.supports_tools:
+            continue
+        chosen.append(candidate)
+    if not chosen:
+        raise MeshError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"messages: about {needed} tokens (prompt + output) fit no model of tier {tier_name!r}"
+            + ("" if not has_tools else " that supports tools"),
+            reason=REASON_CONTEXT_WINDOW_EXCEEDED,
+            field="messages",
+        )
+    # A stable sort keeps the tier's order within each group.
+    return sorted(chosen, key=deprioritise)

@@ -1,0 +1,331 @@
+"""`make k8s-check`: the real manifests pass; broken copies fail naming the problem."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from services.deploy.code_env import CodeEnv, Variable, derive
+from services.deploy.dockerfile import dockerfile_problems
+from services.deploy.k8s_check import REPO, check_tree
+
+K8S = REPO / "deploy" / "k8s"
+WORKLOADS = ("router", "agent", "provider:mock", "provider:openai", "provider:anthropic", "provider:google")
+
+
+@pytest.fixture(scope="module")
+def code() -> Mapping[str, CodeEnv]:
+    """What each workload's code reads, derived once per module (a subprocess each)."""
+    return derive(WORKLOADS)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A private copy of deploy/k8s to break."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    return copy
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def problems_of(tree: Path, code: Mapping[str, CodeEnv]) -> str:
+    report = check_tree(tree, REPO, code)
+    assert not report.ok, "the broken copy passed the check"
+    return "\n".join(report.problems)
+
+
+class TestRealManifests:
+    def test_every_build_is_rendered_and_checked(self, code: Mapping[str, CodeEnv]) -> None:
+        """The base and both overlays render, validate and keep every invariant."""
+        report = check_tree(K8S, REPO, code)
+        assert report.problems == []
+        assert report.builds == ["base", "overlays/dev", "overlays/prod"]
+        assert report.objects > 100
+
+    def test_broken_copy_fails_the_command(self, tree: Path) -> None:
+        """The command behind `make k8s-check` exits 1 naming the problem (its exit 0 is make test's first step)."""
+        edit(tree / "base/router/deployment.yaml", "          readinessProbe:\n", "          readinessProbeX:\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "services.deploy.k8s_check", "--root", str(tree)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 1
+        assert "FAIL: [base] Deployment/llmmesh-router container llmmesh: no readinessProbe" in done.stdout
+
+
+class TestProbesAndPods:
+    def test_missing_probe(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A container without a liveness probe is named, in every build that has it."""
+        edit(
+            tree / "base/providers/adapter/deployment.yaml", "          livenessProbe:\n", "          livenessProbeX:\n"
+        )
+        found = problems_of(tree, code)
+        for build in ("base", "overlays/dev", "overlays/prod"):
+            assert f"[{build}] Deployment/llmmesh-provider-openai container llmmesh: no livenessProbe" in found
+
+    def test_probe_must_be_grpc(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """An llmmesh probe that is not a native grpc probe is refused."""
+        edit(
+            tree / "base/router/deployment.yaml",
+            "          readinessProbe:\n            grpc: {port: 50051}",
+            "          readinessProbe:\n            tcpSocket: {port: 50051}",
+        )
+        assert "llmmesh-router container llmmesh: readinessProbe must be a native grpc probe" in problems_of(tree, code)
+
+    def test_probe_port_must_be_the_grpc_port(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A grpc probe on another port than the container's grpc port is named."""
+        edit(
+            tree / "base/agent/deployment.yaml",
+            "          livenessProbe:\n            grpc: {port: 50051}",
+            "          livenessProbe:\n            grpc: {port: 50052}",
+        )
+        assert "livenessProbe.grpc.port 50052 is not the grpc container port [50051]" in problems_of(tree, code)
+
+    def test_security_context(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A writable root filesystem and a kept capability set are refused."""
+        path = tree / "base/router/deployment.yaml"
+        edit(path, "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
+        edit(path, 'capabilities: {drop: ["ALL"]}', 'capabilities: {drop: ["NET_RAW"]}')
+        found = problems_of(tree, code)
+        assert "llmmesh-router container llmmesh: securityContext.readOnlyRootFilesystem must be true" in found
+        assert "llmmesh-router container llmmesh: securityContext.capabilities.drop must include ALL" in found
+
+    def test_resource_limits(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A container without a memory limit is named."""
+        edit(tree / "base/router/deployment.yaml", 'limits: {cpu: "1", memory: 512Mi}', 'limits: {cpu: "1"}')
+        assert "[base] Deployment/llmmesh-router container llmmesh: resources.limits.memory is missing" in problems_of(
+            tree, code
+        )
+
+    def test_grace_period_shorter_than_the_drain(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """terminationGracePeriodSeconds below preStop + drain + grace + cleanup is refused, with the sum."""
+        edit(
+            tree / "base/router/deployment.yaml",
+            "terminationGracePeriodSeconds: 75",
+            "terminationGracePeriodSeconds: 30",
+        )
+        assert (
+            "terminationGracePeriodSeconds 30 < preStop 5 + LLMMESH_DRAIN_SECONDS 5 + LLMMESH_GRACE_SECONDS 60"
+            " + cleanup 5 = 75" in problems_of(tree, code)
+        )
+
+    def test_unknown_field_fails_the_schema(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A misspelt field is caught by the offline Kubernetes schema, strictly."""
+        edit(tree / "base/router/deployment.yaml", "  revisionHistoryLimit: 5", "  revisionHistoryLimits: 5")
+        assert "Deployment/llmmesh-router: schema (Kubernetes 1.30.0) at spec:" in problems_of(tree, code)
+
+
+class TestSelectorsAndPorts:
+    def test_deployment_selector_must_match_its_pods(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A Deployment whose selector is not among its pod labels is named."""
+        edit(
+            tree / "base/router/deployment.yaml",
+            "  selector:\n    matchLabels:\n      app.kubernetes.io/name: llmmesh-router",
+            "  selector:\n    matchLabels:\n      app.kubernetes.io/name: llmmesh-routr",
+        )
+        assert "Deployment/llmmesh-router: spec.selector" in problems_of(tree, code)
+
+    def test_service_selector_must_match_a_deployment(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A Service whose selector matches no pods is named."""
+        edit(
+            tree / "base/agent/service.yaml",
+            "app.kubernetes.io/name: llmmesh-agent\n  ports",
+            "app.kubernetes.io/name: agent\n  ports",
+        )
+        assert (
+            "Service/llmmesh-agent: selector {'app.kubernetes.io/name': 'agent'} matches no Deployment"
+            in problems_of(tree, code)
+        )
+
+    def test_target_port_must_exist(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A Service targetPort that no container port has is named."""
+        edit(tree / "base/router/service.yaml", "targetPort: grpc", "targetPort: grpc-api")
+        assert "Service/llmmesh-router: port grpc targetPort 'grpc-api' is no container port" in problems_of(tree, code)
+
+    def test_one_hpa_per_adapter(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """An HPA aimed at a missing Deployment is named, and the adapter left without one too."""
+        edit(
+            tree / "base/providers/google/kustomization.yaml",
+            "  - path: deployment-patch.yaml",
+            "  - path: deployment-patch.yaml\n  - path: hpa-patch.yaml",
+        )
+        (tree / "base/providers/google/hpa-patch.yaml").write_text(
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: llmmesh-provider}\n"
+            "spec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llmmesh-provider-gemini}\n"
+        )
+        found = problems_of(tree, code)
+        assert (
+            "HorizontalPodAutoscaler/llmmesh-provider-google: scaleTargetRef Deployment/llmmesh-provider-gemini names no Deployment"
+            in found
+        )
+        assert "Deployment/llmmesh-provider-google: needs exactly one HorizontalPodAutoscaler, has []" in found
+
+
+class TestNetworkPolicies:
+    def test_only_the_router_reaches_adapters(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Opening the adapters to the agent is caught by evaluating the policies."""
+        edit(
+            tree / "base/network-policies.yaml",
+            "        - podSelector:\n            matchLabels: {app.kubernetes.io/name: llmmesh-router}\n        # Consul",
+            "        - podSelector:\n            matchLabels: {app.kubernetes.io/component: agent}\n"
+            "        - podSelector:\n            matchLabels: {app.kubernetes.io/name: llmmesh-router}\n        # Consul",
+        )
+        assert (
+            "Deployment/llmmesh-provider-mock: NetworkPolicies let Deployment/llmmesh-agent reach it; only ['router'] may"
+            in problems_of(tree, code)
+        )
+
+    def test_callers_must_reach_the_router(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A router policy that forgets the caller label blocks callers, and says so."""
+        edit(
+            tree / "base/network-policies.yaml",
+            'matchLabels: {llmmesh.dev/caller: "true"}',
+            'matchLabels: {llmmesh.dev/caller: "yes"}',
+        )
+        assert "Deployment/llmmesh-router: NetworkPolicies block a caller pod (llmmesh.dev/caller=true)" in problems_of(
+            tree, code
+        )
+
+    def test_without_default_deny_strangers_get_in(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Dropping the agent's policy leaves it open to any pod, which is named."""
+        path = tree / "base/network-policies.yaml"
+        text = path.read_text()
+        start = text.index(
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: llmmesh-agent-ingress"
+        )
+        end = text.index("---", start + 3)
+        path.write_text(text[:start] + text[end:])
+        edit(path, "  podSelector: {}\n", "  podSelector:\n    matchLabels: {app.kubernetes.io/component: provider}\n")
+        assert (
+            "Deployment/llmmesh-agent: NetworkPolicies let an unlabelled pod in another namespace reach it"
+            in problems_of(tree, code)
+        )
+
+
+class TestEnvironment:
+    def test_missing_variable_is_listed_with_its_source(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A setting the code reads but the manifest lacks is named per Deployment, with the field it comes from."""
+        edit(
+            tree / "base/providers/adapter/deployment.yaml",
+            '            - {name: LLMMESH_MAX_IN_FLIGHT, value: "256"}\n',
+            "",
+        )
+        found = problems_of(tree, code)
+        for name in ("mock", "openai", "anthropic", "google"):
+            assert (
+                f"[base] Deployment/llmmesh-provider-{name} container llmmesh: the code reads these, add them to env:"
+                " LLMMESH_MAX_IN_FLIGHT (ProviderSettings.max_in_flight)" in found
+            )
+
+    def test_misspelt_variable_is_named_both_ways(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A typo shows up as the variable missing and as one no code reads."""
+        edit(tree / "base/router/deployment.yaml", "name: LLMMESH_GRACE_SECONDS,", "name: LLMMESH_GRACE_SECOND,")
+        found = problems_of(tree, code)
+        assert "llmmesh-router container llmmesh: the code reads these, add them to env: LLMMESH_GRACE_SECONDS" in found
+        assert (
+            "llmmesh-router container llmmesh: no code of router reads these, remove or fix them: LLMMESH_GRACE_SECOND"
+            in found
+        )
+
+    def test_a_setting_added_to_the_code_is_required(self, code: Mapping[str, CodeEnv]) -> None:
+        """A new settings field (as another change would add) fails the check until the manifests set it."""
+        router = code["router"]
+        grown = dataclasses.replace(
+            router, variables=(*router.variables, Variable(("LLMMESH_HEDGE_BUDGET",), "RouterSettings.hedge_budget"))
+        )
+        report = check_tree(K8S, REPO, {**code, "router": grown})
+        assert any(
+            "Deployment/llmmesh-router container llmmesh: the code reads these, add them to env:"
+            " LLMMESH_HEDGE_BUDGET (RouterSettings.hedge_budget)" in p
+            for p in report.problems
+        )
+
+    def test_value_the_settings_reject(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A value the process would refuse at start is refused here, naming the variable."""
+        edit(
+            tree / "base/router/deployment.yaml",
+            "{name: LLMMESH_LOG_LEVEL, value: info}",
+            "{name: LLMMESH_LOG_LEVEL, value: verbose}",
+        )
+        assert "LLMMESH_LOG_LEVEL='verbose' is rejected by" in problems_of(tree, code)
+
+    def test_service_name_must_match_the_deployment(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """OTEL_SERVICE_NAME differing from the Deployment name breaks the one-name rule, and is named."""
+        edit(
+            tree / "base/providers/anthropic/deployment-patch.yaml",
+            "value: llmmesh-provider-anthropic}",
+            "value: anthropic}",
+        )
+        assert (
+            "OTEL_SERVICE_NAME must equal the Deployment name 'llmmesh-provider-anthropic' (got 'anthropic')"
+            in problems_of(tree, code)
+        )
+
+    def test_routing_copy_must_equal_the_default(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """The ConfigMap's routing file drifting from the embedded default is named with the fix."""
+        with (tree / "base/config/routing.yaml").open("a") as handle:
+            handle.write("# drift\n")
+        assert "must equal services/router/defaults/routing.yaml" in problems_of(tree, code)
+
+    def test_committed_secret_values(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A Secret with values in the manifests is refused."""
+        (tree / "base/keys.yaml").write_text(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: llmmesh-provider-openai}\nstringData: {api-key: sk-test}\n"
+        )
+        edit(tree / "base/kustomization.yaml", "  - namespace.yaml\n", "  - namespace.yaml\n  - keys.yaml\n")
+        assert "Secret/llmmesh-provider-openai: Secret values must not be committed" in problems_of(tree, code)
+
+
+class TestCodeEnv:
+    def test_each_workload_sees_only_its_own_settings(self, code: Mapping[str, CodeEnv]) -> None:
+        """The router's variables come from RouterSettings and not the mock's, and vice versa."""
+        router, mock = code["router"].names(), code["provider:mock"].names()
+        assert {"LLMMESH_ROUTING_FILE", "LLMMESH_GRACE_SECONDS"} <= router
+        assert "LLMMESH_MOCK_CONFIG" not in router
+        assert {"LLMMESH_MOCK_CONFIG", "LLMMESH_MAX_IN_FLIGHT", "LLMMESH_GRACE_SECONDS"} <= mock
+        assert "LLMMESH_ROUTING_FILE" not in mock
+        assert code["provider:mock"].built
+
+
+class TestDockerfile:
+    @pytest.fixture
+    def repo(self, tmp_path: Path) -> Path:
+        """The files the Dockerfile copies, in a scratch repository."""
+        for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "requirements.lock", "README.md"):
+            shutil.copy(REPO / name, tmp_path / name)
+        (tmp_path / "gen").mkdir()
+        (tmp_path / "services").mkdir()
+        return tmp_path
+
+    def test_real_dockerfile_passes(self) -> None:
+        """The committed Dockerfile copies what exists, runs the llmmesh command and passes hadolint."""
+        assert dockerfile_problems(REPO) == []
+
+    def test_copy_of_a_missing_path(self, repo: Path) -> None:
+        """COPY of a path that does not exist is named."""
+        edit(repo / "Dockerfile", "COPY gen ./gen", "COPY generated ./gen")
+        assert "Dockerfile: COPY generated: no such file in the repository" in dockerfile_problems(repo)
+
+    def test_copy_of_an_ignored_path(self, repo: Path) -> None:
+        """COPY of a path .dockerignore leaves out of the context is named."""
+        edit(repo / ".dockerignore", "!services/\n", "")
+        assert "Dockerfile: COPY services: excluded by .dockerignore" in dockerfile_problems(repo)
+
+    def test_entrypoint_must_be_a_project_command(self, repo: Path) -> None:
+        """An ENTRYPOINT that is not a [project.scripts] command is named."""
+        edit(repo / "Dockerfile", 'ENTRYPOINT ["llmmesh"]', 'ENTRYPOINT ["llm-mesh"]')
+        assert any("ENTRYPOINT 'llm-mesh' is not a [project.scripts] command" in p for p in dockerfile_problems(repo))

@@ -1,0 +1,549 @@
+"""The Gemini adapter as a real process, its real SDK talking to the loopback fake Gemini."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format, struct_pb2
+
+from llmmesh.v1 import chat_pb2, provider_service_pb2_grpc
+from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import MeshError
+from services.testing import fake_google as fg
+from services.testing.fake_google import FakeGemini, Reply
+from services.testing.processes import ServiceProcess, start_service
+
+API_KEY = "test-key-google-5ecret-value"
+MODEL = "gemini-2.5-flash"
+GOLDEN = Path(__file__).parent / "golden"
+SIGNATURE = b"\x00sig\xffnature"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini(api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def adapter(fake: FakeGemini) -> Iterator[ServiceProcess]:
+    service = start_service(
+        ["-m", "services.providers.google"],
+        name="google-adapter",
+        env={
+            "GEMINI_API_KEY": API_KEY,
+            "GOOGLE_API_KEY": "",
+            "LLMMESH_GOOGLE_BASE_URL": fake.url,
+            "LLMMESH_MODELS": "gemini-2.5-flash,gemini-2.5-pro",
+            "LLMMESH_LOG_LEVEL": "debug",
+        },
+    )
+    yield service
+    service.terminate()
+
+
+@pytest.fixture(scope="module")
+def stub(adapter: ServiceProcess) -> Iterator[provider_service_pb2_grpc.ProviderServiceStub]:
+    with grpc.insecure_channel(adapter.address) as channel:
+        yield provider_service_pb2_grpc.ProviderServiceStub(channel)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_script(fake: FakeGemini) -> None:
+    fake.script()
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def text(value: str) -> chat_pb2.ContentPart:
+    return chat_pb2.ContentPart(text=value)
+
+
+def message(role: chat_pb2.Role.ValueType, *parts: str, **kwargs: Any) -> chat_pb2.Message:
+    return chat_pb2.Message(role=role, content=[text(part) for part in parts], **kwargs)
+
+
+def user(*parts: str) -> chat_pb2.Message:
+    return message(chat_pb2.ROLE_USER, *parts)
+
+
+def struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    result = struct_pb2.Struct()
+    result.update(value)
+    return result
+
+
+def chat_request(*messages: chat_pb2.Message, **kwargs: Any) -> pb.ProviderServiceChatRequest:
+    return pb.ProviderServiceChatRequest(model=kwargs.pop("model", MODEL), messages=list(messages), **kwargs)
+
+
+def stream_request(*messages: chat_pb2.Message, **kwargs: Any) -> pb.ProviderServiceStreamChatRequest:
+    return pb.ProviderServiceStreamChatRequest(model=kwargs.pop("model", MODEL), messages=list(messages), **kwargs)
+
+
+def _consume(call: Any, *args: Any, **kwargs: Any) -> None:
+    result = call(*args, **kwargs)
+    if not isinstance(result, pb.ProviderServiceChatResponse):
+        list(result)  # a stream fails while it is read
+
+
+def failure(call: Any, *args: Any, **kwargs: Any) -> MeshError:
+    """The MeshError (details included) a unary or streaming call ends with."""
+    with pytest.raises(grpc.RpcError) as info:
+        _consume(call, *args, **kwargs)
+    return MeshError.from_rpc_error(info.value)
+
+
+def collect(
+    stub: provider_service_pb2_grpc.ProviderServiceStub, request: Any, timeout: float = 10.0
+) -> tuple[list[chat_pb2.ChatDelta], pb.ProviderStreamFinal]:
+    deltas, finals = [], []
+    for event in stub.StreamChat(request, timeout=timeout):
+        (finals if event.HasField("final") else deltas).append(event.final if event.HasField("final") else event.delta)
+    assert len(finals) == 1
+    return deltas, finals[0]
+
+
+def ext(value: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(value)
+
+
+def assert_golden(name: str, body: Any) -> None:
+    """The mapped request body, compared exactly; LLMMESH_UPDATE_GOLDEN=1 rewrites the file."""
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("LLMMESH_UPDATE_GOLDEN") == "1":
+        path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    assert body == json.loads(path.read_text()), f"mapped request differs from {path}"
+
+
+WEATHER_TOOL = chat_pb2.ToolDefinition(
+    name="get_weather",
+    description="Current weather for a city.",
+    parameters=struct({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+)
+TIME_TOOL = chat_pb2.ToolDefinition(
+    name="get_time",
+    description="Local time for a city.",
+    parameters=struct({"type": "object", "properties": {"city": {"type": "string"}}}),
+)
+
+
+# --------------------------------------------------------------------- tests
+
+
+class TestChat:
+    def test_plain_chat(self, stub: Any, fake: FakeGemini) -> None:
+        """Text in, text out, with usage, model version and response id mapped."""
+        fake.script(
+            Reply(
+                body=fg.response(
+                    [fg.text_part("Hello there.")],
+                    usage_metadata=fg.usage(11, 5, thoughts=3, cached=4),
+                    response_id="resp-plain",
+                )
+            )
+        )
+        reply = stub.Chat(chat_request(user("Say hello.")), timeout=10)
+        assert [part.text for part in reply.message.content] == ["Hello there."]
+        assert reply.message.role == chat_pb2.ROLE_ASSISTANT
+        assert reply.finish_reason == chat_pb2.FINISH_REASON_STOP
+        assert reply.usage == chat_pb2.Usage(
+            input_tokens=11, output_tokens=8, cached_input_tokens=4, reasoning_tokens=3
+        )
+        assert (reply.response_model, reply.response_id) == ("gemini-2.5-flash-001", "resp-plain")
+        assert not reply.HasField("headroom")  # Gemini sends no rate-limit headers
+        assert ext(reply.extensions) == {"google": {"finish_reason": "STOP"}}
+        [seen] = fake.requests
+        assert seen.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+        assert seen.had_api_key
+        assert 1 <= int(seen.headers["X-Server-Timeout"]) <= 10
+        assert_golden("plain_chat", seen.body)
+
+    def test_system_prompt_and_settings(self, stub: Any, fake: FakeGemini) -> None:
+        """System messages become system_instruction; settings and JSON schema land in generationConfig."""
+        fake.script(Reply(body=fg.response([fg.text_part('{"answer": 4}')])))
+        settings = chat_pb2.GenerationSettings(
+            temperature=0.2,
+            top_p=0.9,
+            max_output_tokens=256,
+            stop=["END"],
+            seed=7,
+            response_format=chat_pb2.ResponseFormat(
+                type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+                json_schema=struct({"type": "object", "properties": {"answer": {"type": "integer"}}}),
+            ),
+        )
+        request = chat_request(
+            message(chat_pb2.ROLE_SYSTEM, "You are terse."),
+            user("What is 2+2?"),
+            message(chat_pb2.ROLE_ASSISTANT, "4"),
+            user("Again, as JSON."),
+            settings=settings,
+            extensions=struct({"google": {"top_k": 40, "thinking_config": {"thinking_budget": 512}}}),
+        )
+        reply = stub.Chat(request, timeout=10)
+        assert reply.message.content[0].text == '{"answer": 4}'
+        assert_golden("system_and_settings", fake.requests[0].body)
+
+    def test_images(self, stub: Any, fake: FakeGemini) -> None:
+        """Image bytes and data URLs go inline; https URLs go as file_data with a MIME type."""
+        fake.script(Reply(body=fg.response([fg.text_part("Two cats.")])))
+        png = b"\x89PNG\r\n\x1a\nfake"
+        request = chat_request(
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_USER,
+                content=[
+                    text("What is in these?"),
+                    chat_pb2.ContentPart(image=chat_pb2.ImagePart(data=png, mime_type="image/png")),
+                    chat_pb2.ContentPart(image=chat_pb2.ImagePart(url="https://example.com/cat.jpg")),
+                    chat_pb2.ContentPart(
+                        image=chat_pb2.ImagePart(url="data:image/gif;base64," + base64.b64encode(b"GIF89a").decode())
+                    ),
+                ],
+            )
+        )
+        stub.Chat(request, timeout=10)
+        assert_golden("images", fake.requests[0].body)
+
+    def test_http_image_url_refused(self, stub: Any, fake: FakeGemini) -> None:
+        """A plain http:// image URL is refused with INVALID_ARGUMENT naming the field; nothing goes upstream."""
+        request = chat_request(
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_USER,
+                content=[text("Look"), chat_pb2.ContentPart(image=chat_pb2.ImagePart(url="http://example.com/a.png"))],
+            )
+        )
+        error = failure(stub.Chat, request, timeout=10)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.field == "messages[0].content[1].image.url"
+        assert fake.requests == []
+
+    def test_unknown_request_option_refused(self, stub: Any, fake: FakeGemini) -> None:
+        """extensions.google accepts only its allowlist; others are INVALID_ARGUMENT naming the key."""
+        request = chat_request(user("hi"), extensions=struct({"google": {"candidate_count": 2}}))
+        error = failure(stub.Chat, request, timeout=10)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.field == "extensions.google.candidate_count"
+        assert fake.requests == []
+
+    @pytest.mark.parametrize(
+        ("gemini", "unified"),
+        [
+            ("MAX_TOKENS", chat_pb2.FINISH_REASON_LENGTH),
+            ("SAFETY", chat_pb2.FINISH_REASON_CONTENT_FILTER),
+            ("RECITATION", chat_pb2.FINISH_REASON_CONTENT_FILTER),
+            ("PROHIBITED_CONTENT", chat_pb2.FINISH_REASON_CONTENT_FILTER),
+            ("MALFORMED_FUNCTION_CALL", chat_pb2.FINISH_REASON_OTHER),
+        ],
+    )
+    def test_finish_reasons(self, stub: Any, fake: FakeGemini, gemini: str, unified: int) -> None:
+        """Gemini finish reasons map to the unified enum; the raw value stays in extensions."""
+        fake.script(Reply(body=fg.response([fg.text_part("partial")], finish_reason=gemini)))
+        reply = stub.Chat(chat_request(user("hi")), timeout=10)
+        assert reply.finish_reason == unified
+        assert ext(reply.extensions)["google"]["finish_reason"] == gemini
+
+    def test_prompt_blocked(self, stub: Any, fake: FakeGemini) -> None:
+        """A prompt Gemini blocks (no candidates, block_reason) is FAILED_PRECONDITION CONTENT_FILTERED."""
+        fake.script(Reply(body=fg.response(None, finish_reason=None, block_reason="SAFETY")))
+        error = failure(stub.Chat, chat_request(user("something bad")), timeout=10)
+        assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CONTENT_FILTERED")
+        assert "SAFETY" in error.message
+
+
+class TestTools:
+    def test_parallel_tool_calls(self, stub: Any, fake: FakeGemini) -> None:
+        """Several function calls in one turn come back as ToolCalls, ids kept or synthesised, signature kept."""
+        fake.script(
+            Reply(
+                body=fg.response(
+                    [
+                        fg.call_part("get_weather", {"city": "Paris"}, call_id="fc-1", thought_signature=SIGNATURE),
+                        fg.call_part("get_time", {"city": "Paris"}),
+                    ]
+                )
+            )
+        )
+        request = chat_request(
+            user("Weather and time in Paris?"),
+            tools=[WEATHER_TOOL, TIME_TOOL],
+            tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED),
+        )
+        reply = stub.Chat(request, timeout=10)
+        assert reply.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+        first, second = reply.message.tool_calls
+        assert (first.id, first.name, json.loads(first.arguments_json)) == ("fc-1", "get_weather", {"city": "Paris"})
+        assert ext(first.extensions) == {
+            "google": {"thought_signature": base64.b64encode(SIGNATURE).decode(), "upstream_id": True}
+        }
+        assert (second.id, second.name) == ("call_0_1", "get_time")
+        assert not second.extensions.fields
+        body = fake.requests[0].body
+        assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+        assert [d["name"] for d in body["tools"][0]["functionDeclarations"]] == ["get_weather", "get_time"]
+
+    def test_tool_results_round_trip(self, stub: Any, fake: FakeGemini) -> None:
+        """Calls go back as model functionCall parts (signature, upstream ids only), results as one user turn."""
+        fake.script(Reply(body=fg.response([fg.text_part("Sunny, 14:00.")])))
+        signature = base64.b64encode(SIGNATURE).decode()
+        assistant = chat_pb2.Message(
+            role=chat_pb2.ROLE_ASSISTANT,
+            tool_calls=[
+                chat_pb2.ToolCall(
+                    id="fc-1",
+                    name="get_weather",
+                    arguments_json='{"city": "Paris"}',
+                    extensions=struct({"google": {"thought_signature": signature, "upstream_id": True}}),
+                ),
+                chat_pb2.ToolCall(id="call_0_1", name="get_time", arguments_json='{"city":"Paris"}'),
+            ],
+        )
+        request = chat_request(
+            user("Weather and time in Paris?"),
+            assistant,
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_TOOL,
+                tool_result=chat_pb2.ToolResult(tool_call_id="fc-1", content='{"sky": "sunny"}'),
+            ),
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_TOOL,
+                tool_result=chat_pb2.ToolResult(
+                    tool_call_id="call_0_1", name="get_time", content="clock broken", is_error=True
+                ),
+            ),
+            tools=[WEATHER_TOOL, TIME_TOOL],
+            tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_NAMED, name="get_time"),
+        )
+        reply = stub.Chat(request, timeout=10)
+        assert reply.message.content[0].text == "Sunny, 14:00."
+        body = fake.requests[0].body
+        model_turn = body["contents"][1]["parts"]
+        # google-genai sends bytes as URL-safe base64; Gemini reads both alphabets.
+        assert base64.urlsafe_b64decode(model_turn[0]["thoughtSignature"]) == SIGNATURE
+        assert model_turn[0]["functionCall"]["id"] == "fc-1"
+        assert "id" not in model_turn[1]["functionCall"]  # synthesised ids never go upstream
+        assert_golden("tool_round_trip", body)
+
+    def test_text_thought_signature_round_trip(self, stub: Any, fake: FakeGemini) -> None:
+        """A signature on answer text comes back in Message.extensions and returns on the last text part."""
+        fake.script(Reply(body=fg.response([fg.text_part("Thinking done.", thought_signature=SIGNATURE)])))
+        first = stub.Chat(chat_request(user("Think.")), timeout=10)
+        assert ext(first.message.extensions) == {"google": {"thought_signature": base64.b64encode(SIGNATURE).decode()}}
+        fake.script(Reply(body=fg.response([fg.text_part("OK.")])))
+        stub.Chat(chat_request(user("Think."), first.message, user("And?")), timeout=10)
+        sent = fake.requests[0].body["contents"][1]
+        assert sent == {
+            "role": "model",
+            "parts": [{"text": "Thinking done.", "thoughtSignature": base64.urlsafe_b64encode(SIGNATURE).decode()}],
+        }
+
+    def test_tool_result_without_known_name_refused(self, stub: Any, fake: FakeGemini) -> None:
+        """A tool result with no name and no matching earlier call is INVALID_ARGUMENT naming the field."""
+        request = chat_request(
+            user("hi"),
+            chat_pb2.Message(role=chat_pb2.ROLE_TOOL, tool_result=chat_pb2.ToolResult(tool_call_id="x", content="1")),
+        )
+        error = failure(stub.Chat, request, timeout=10)
+        assert error.field == "messages[1].tool_result.name"
+        assert fake.requests == []
+
+
+class TestStreaming:
+    def test_streaming_text(self, stub: Any, fake: FakeGemini) -> None:
+        """SSE chunks become text deltas, then exactly one final with finish reason and usage."""
+        fake.script(Reply(events=fg.text_stream(["Hel", "lo ", "world"], usage_metadata=fg.usage(4, 3))))
+        deltas, final = collect(stub, stream_request(user("Say hello world.")))
+        assert [d.text for d in deltas] == ["Hel", "lo ", "world"]
+        assert final.finish_reason == chat_pb2.FINISH_REASON_STOP
+        assert final.usage == chat_pb2.Usage(input_tokens=4, output_tokens=3)
+        assert final.response_model == "gemini-2.5-flash-001"
+        assert fake.requests[0].path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+
+    def test_streaming_tool_calls(self, stub: Any, fake: FakeGemini) -> None:
+        """Function calls in a stream become ToolCallDeltas with index, id, name, arguments and signature."""
+        fake.script(
+            Reply(
+                events=[
+                    fg.response([fg.text_part("Checking.")], finish_reason=None),
+                    fg.response(
+                        [fg.call_part("get_weather", {"city": "Oslo"}, thought_signature=SIGNATURE)],
+                        finish_reason=None,
+                    ),
+                    fg.response(
+                        [fg.call_part("get_time", {"city": "Oslo"}, call_id="fc-9")], usage_metadata=fg.usage(9, 6)
+                    ),
+                ]
+            )
+        )
+        deltas, final = collect(stub, stream_request(user("Oslo?"), tools=[WEATHER_TOOL, TIME_TOOL]))
+        assert deltas[0].text == "Checking."
+        calls = [call for delta in deltas for call in delta.tool_calls]
+        assert [(c.index, c.id, c.name, json.loads(c.arguments_json_delta)) for c in calls] == [
+            (0, "call_0_0", "get_weather", {"city": "Oslo"}),
+            (1, "fc-9", "get_time", {"city": "Oslo"}),
+        ]
+        assert ext(calls[0].extensions) == {"google": {"thought_signature": base64.b64encode(SIGNATURE).decode()}}
+        assert final.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+        assert final.usage.input_tokens == 9
+
+    def test_truncated_stream(self, stub: Any, fake: FakeGemini) -> None:
+        """A stream that ends cleanly without a finish reason is UNAVAILABLE STREAM_TRUNCATED, not complete."""
+        fake.script(Reply(events=fg.text_stream(["Half an ", "answer"], finish_reason=None)))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
+
+    def test_connection_cut_mid_stream(self, stub: Any, fake: FakeGemini) -> None:
+        """An abrupt close mid-stream (raw httpx2 error) is UNAVAILABLE, with no second request."""
+        fake.script(Reply(events=fg.text_stream(["Half"], finish_reason=None), ending="abrupt"))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+        assert len(fake.requests) == 1
+
+    def test_continuation_token_not_followed(self, stub: Any, fake: FakeGemini) -> None:
+        """The SDK's automatic stream continuation is off: a cut after a continuationToken sends nothing more."""
+        event = fg.response([fg.text_part("Part one")], finish_reason=None)
+        event["candidates"][0]["continuationToken"] = base64.b64encode(b"resume-here").decode()
+        fake.script(Reply(events=[event], ending="abrupt"), Reply(events=fg.text_stream(["Part two"])))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+        assert len(fake.requests) == 1
+
+    @pytest.mark.parametrize(
+        ("code", "expected"),
+        [(503, grpc.StatusCode.UNAVAILABLE), (429, grpc.StatusCode.RESOURCE_EXHAUSTED)],
+    )
+    def test_in_stream_error_event(self, stub: Any, fake: FakeGemini, code: int, expected: grpc.StatusCode) -> None:
+        """An error event inside a 200 stream maps by its code."""
+        events = [*fg.text_stream(["Start"], finish_reason=None), fg.error_body(code, "overloaded mid-stream")]
+        fake.script(Reply(events=events))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert error.code == expected
+
+    def test_in_stream_error_without_code(self, stub: Any, fake: FakeGemini) -> None:
+        """An in-stream error event with no code (the SDK trips on it with a TypeError) is UNAVAILABLE."""
+        events = [
+            *fg.text_stream(["Start"], finish_reason=None),
+            {"error": {"message": "boom", "status": "UNAVAILABLE"}},
+        ]
+        fake.script(Reply(events=events))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
+
+    def test_stream_http_error(self, stub: Any, fake: FakeGemini) -> None:
+        """A 429 on the stream endpoint is RESOURCE_EXHAUSTED with the body's RetryInfo delay."""
+        fake.script(fg.error_reply(429, "Resource has been exhausted (e.g. check quota)."))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert (error.code, error.retry_after) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 17.0)
+        assert len(fake.requests) == 1
+
+    def test_cancel_mid_stream(self, stub: Any, fake: FakeGemini) -> None:
+        """Cancelling the gRPC call aborts the upstream HTTP request: the fake sees the connection close."""
+        fake.script(Reply(events=fg.text_stream(["first "], finish_reason=None), ending="hold"))
+        call = stub.StreamChat(stream_request(user("long answer please")), timeout=10)
+        first = next(call)
+        assert first.delta.text == "first "
+        call.cancel()
+        assert fake.wait_for_disconnect(2.0)
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("status", "code", "reason"),
+        [
+            (400, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
+            (401, grpc.StatusCode.UNAUTHENTICATED, "PROVIDER_AUTH_FAILED"),
+            (403, grpc.StatusCode.PERMISSION_DENIED, "PROVIDER_AUTH_FAILED"),
+            (404, grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND"),
+            (413, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
+            (429, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
+            (500, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+            (503, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+            (504, grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
+        ],
+    )
+    def test_status_mapping(self, stub: Any, fake: FakeGemini, status: int, code: grpc.StatusCode, reason: str) -> None:
+        """Each upstream status maps per DESIGN.md, after exactly one upstream request (no hidden retry)."""
+        fake.script(fg.error_reply(status))
+        error = failure(stub.Chat, chat_request(user("hi")), timeout=10)
+        assert (error.code, error.reason) == (code, reason)
+        assert len(fake.requests) == 1
+        if status == 429:
+            assert error.retry_after == 17.0
+
+    def test_unknown_model_lists_close_matches(self, stub: Any, fake: FakeGemini) -> None:
+        """A 404 for the model is NOT_FOUND and names the served models that look alike."""
+        fake.script(
+            fg.error_reply(404, "models/gemini-2.5-flsh is not found for API version v1beta, or is not supported.")
+        )
+        error = failure(stub.Chat, chat_request(user("hi"), model="gemini-2.5-flsh"), timeout=10)
+        assert error.code == grpc.StatusCode.NOT_FOUND
+        assert "gemini-2.5-flash" in error.message
+
+    def test_context_window_exceeded(self, stub: Any, fake: FakeGemini) -> None:
+        """Gemini's 400 about the input token count is INVALID_ARGUMENT CONTEXT_WINDOW_EXCEEDED."""
+        fake.script(
+            fg.error_reply(
+                400,
+                "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+            )
+        )
+        error = failure(stub.Chat, chat_request(user("a very long prompt")), timeout=10)
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_WINDOW_EXCEEDED")
+
+    def test_bad_key(self, stub: Any, fake: FakeGemini) -> None:
+        """Gemini's 400 API_KEY_INVALID is UNAUTHENTICATED, and the key is not in the message."""
+        fake.script(Reply(status=400, body=fg.bad_key_body()))
+        error = failure(stub.Chat, chat_request(user("hi")), timeout=10)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, "PROVIDER_AUTH_FAILED")
+        assert API_KEY not in error.message
+
+    def test_deadline_shorter_than_upstream(self, stub: Any, adapter: ServiceProcess, fake: FakeGemini) -> None:
+        """A slow upstream past the caller's deadline is DEADLINE_EXCEEDED; the SDK got the time left as timeout."""
+        fake.script(Reply(body=fg.response([fg.text_part("late")]), delay=2.0))
+        started = time.monotonic()
+        error = failure(stub.Chat, chat_request(user("hi")), timeout=0.8)
+        assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 1.8
+        assert fake.requests[0].headers["X-Server-Timeout"] == "1"
+        assert len(fake.requests) == 1
+
+    def test_dropped_connection_not_retried(self, stub: Any, fake: FakeGemini) -> None:
+        """A connection closed without an answer is UNAVAILABLE at once, after exactly one request."""
+        fake.script(Reply(ending="no_response"), Reply(body=fg.response([fg.text_part("retried")])))
+        started = time.monotonic()
+        error = failure(stub.Chat, chat_request(user("hi")), timeout=10)
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+        assert len(fake.requests) == 1
+        assert time.monotonic() - started < 1.0
+
+    def test_broken_body(self, stub: Any, fake: FakeGemini) -> None:
+        """A body cut short is UNAVAILABLE, never INTERNAL."""
+        fake.script(Reply(body=fg.response([fg.text_part("cut")]), ending="abrupt"))
+        error = failure(stub.Chat, chat_request(user("hi")), timeout=10)
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+
+
+class TestProcess:
+    def test_list_models(self, stub: Any) -> None:
+        """ListModels serves LLMMESH_MODELS, labelled as the google provider."""
+        reply = stub.ListModels(pb.ProviderServiceListModelsRequest(), timeout=10)
+        assert reply.provider == "google"
+        assert [m.name for m in reply.models] == ["gemini-2.5-flash", "gemini-2.5-pro"]
+        assert reply.models[0].context_window == 1_048_576
+
+    def test_key_never_logged(self, adapter: ServiceProcess, fake: FakeGemini) -> None:
+        """After every test above, the adapter's log holds no API key and no unhandled error."""
+        log = adapter.log()
+        assert "upstream call failed" in log  # the log did record the failures
+        assert API_KEY not in log
+        assert "unhandled error" not in log
+        assert all(API_KEY not in json.dumps(r.headers) for r in fake.requests)
