@@ -8,7 +8,7 @@ from typing import Literal
 
 import structlog
 from grpc_health.v1 import health_pb2
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmmesh.v1 import router_service_pb2_grpc
 from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
@@ -20,6 +20,7 @@ from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
 from services.router.balancer import Balancer, EjectionPolicy
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
+from services.router.http_gateway import HttpGateway
 from services.router.servicer import RouterServicer
 
 SERVICE_NAME = "llmmesh-router"
@@ -41,6 +42,17 @@ class RouterSettings(ServiceSettings):
     eject_after_failures: int = Field(3, ge=1, le=1000, description="Connection failures in a row that eject.")
     eject_base_seconds: float = Field(5.0, gt=0, le=3600, description="First ejection; doubles while it repeats.")
     eject_max_seconds: float = Field(120.0, gt=0, le=86400, description="Longest ejection.")
+
+    http_port: int | None = Field(
+        None, ge=0, le=65535, description="OpenAI-compatible HTTP port; unset or empty: off; 0 picks a free one."
+    )
+    http_host: str = Field("", description="HTTP bind address; empty: LLMMESH_HOST.")
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        # Manifests list every variable the code reads; an empty value keeps the HTTP door off.
+        return None if value == "" else value
 
     @property
     def ejection(self) -> EjectionPolicy:
@@ -79,10 +91,21 @@ def main() -> None:
         server = MeshServer(SERVICE_NAME, settings)
         _report_discovery_health(discovery, server)
         await discovery.watch(table.services())
-        servicer = RouterServicer(
-            RouterEngine(table, balancer), balancer, default_deadline_seconds=settings.default_deadline_seconds
-        )
+        engine = RouterEngine(table, balancer)
+        servicer = RouterServicer(engine, balancer, default_deadline_seconds=settings.default_deadline_seconds)
         server.add_service(router_service_pb2_grpc.add_RouterServiceServicer_to_server, servicer, ROUTER_SERVICE)
+        if settings.http_port is not None:
+            gateway = HttpGateway(
+                engine,
+                balancer,
+                default_deadline_seconds=settings.default_deadline_seconds,
+                grace_seconds=settings.grace_seconds,
+                drain_seconds=settings.drain_seconds,
+            )
+            await gateway.start(settings.http_host or settings.host, settings.http_port)
+            server.before_stop(gateway.begin_shutdown)
+            # Before the balancer closes: in-flight HTTP requests still need their adapter channels.
+            server.after_stop(gateway.wait_stopped)
         server.before_stop(discovery.close)
         server.after_stop(balancer.close)
         await server.serve_until_signal()
