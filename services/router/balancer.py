@@ -35,11 +35,12 @@ log = structlog.get_logger(__name__)
 # A leaving instance's channel is closed after this long even if calls remain:
 # they all carry deadlines, so nothing legitimate runs longer.
 DRAIN_LIMIT_SECONDS = 600.0
-_NOT_SENT = "failed to connect"
+# grpc-core's words when a call finds no connection to send on (first connect / channel already failing).
+_NOT_SENT = ("failed to connect", "connections to all backends failing")
 
 
 def never_sent(error: MeshError) -> bool:
-    """The call found no connection (grpc-core: "failed to connect ..."): it reached no adapter."""
+    """The call found no connection to send on: it reached no adapter."""
     return error.code == grpc.StatusCode.UNAVAILABLE and not error.reason and error.message.startswith(_NOT_SENT)
 
 
