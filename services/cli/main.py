@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the local mesh until Ctrl-C")
     up.add_argument("--port", type=int, default=50051, help="router port (default 50051)")
     up.add_argument("--agent-port", type=int, help="agent port (default 50052 with the default --port, else free)")
+    up.add_argument("--discovery", choices=("static", "consul"), default="static", help="how the router finds adapters")
+    up.add_argument(
+        "--consul", metavar="ADDR", help="Consul agent host:port (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
+    )
     up.set_defaults(run=_up)
 
     demo = commands.add_parser("demo", help="start the local mesh, send demo requests, stop")
@@ -74,14 +78,20 @@ def _parser() -> argparse.ArgumentParser:
 def _up(args: argparse.Namespace) -> None:
     from services.cli.mesh import LocalMesh
 
+    if args.consul and args.discovery != "consul":
+        print("llmmesh up: --consul needs --discovery consul", file=sys.stderr)
+        raise SystemExit(2)
     agent_port = args.agent_port if args.agent_port is not None else agent_cmd.default_agent_port(args.port)
-    mesh = LocalMesh(router_port=args.port, agent_port=agent_port)
+    mesh = LocalMesh(
+        router_port=args.port, agent_port=agent_port, discovery=args.discovery, consul_address=args.consul or ""
+    )
     try:
         mesh.start()
     except (RuntimeError, TimeoutError, ConfigError) as error:
         print(f"llmmesh up: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    print("llmmesh local mesh is up (static discovery):")
+    where = f" via {mesh.consul_address or 'CONSUL_HTTP_ADDR or 127.0.0.1:8500'}" if args.discovery == "consul" else ""
+    print(f"llmmesh local mesh is up ({args.discovery} discovery{where}):")
     for name, process in mesh.processes.items():
         print(f"  {name:<20} {process.address:<18} SERVING   pid {process.pid}")
     print(f"  logs in {mesh.workdir}")

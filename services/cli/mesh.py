@@ -2,7 +2,9 @@
 
 The mock adapter, the router and the agent always run; a real adapter runs
 when its key variable is set. Adapters bind free ports; a static discovery
-file written for this run tells the router where they are.
+file written for this run tells the router where they are, or, with
+discovery "consul", the adapters register in the Consul agent and the
+router watches it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +20,11 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmmesh.v1 import router_service_pb2, router_service_pb2_grpc
 from services.common.processes import ServiceProcess, start_service
+
+# Short checks locally so `up` is usable within a second or two of starting.
+_LOCAL_CONSUL_ENV = {"LLMMESH_CONSUL_CHECK_INTERVAL_SECONDS": "1", "LLMMESH_CONSUL_CHECK_TIMEOUT_SECONDS": "1"}
 
 # Adapter kind → the key variables that enable it (any one of them).
 ADAPTER_KEYS: dict[str, tuple[str, ...]] = {
@@ -45,6 +52,8 @@ class LocalMesh:
     agent_port: int = 50052
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmmesh-")))
     env: dict[str, str] = field(default_factory=dict)
+    discovery: str = "static"
+    consul_address: str = ""
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @property
@@ -57,26 +66,29 @@ class LocalMesh:
 
     def start(self) -> None:
         try:
+            discovery_env = {"LLMMESH_DISCOVERY": self.discovery}
+            if self.discovery == "consul":
+                discovery_env |= _LOCAL_CONSUL_ENV
+                if self.consul_address:
+                    discovery_env["CONSUL_HTTP_ADDR"] = self.consul_address
             endpoints: dict[str, list[str]] = {}
             for kind in adapters_to_run():
                 name = f"provider-{kind}"
                 process = start_service(
-                    ["-m", f"services.providers.{kind}"], name=name, env=self.env, workdir=self.workdir
+                    ["-m", f"services.providers.{kind}"],
+                    name=name,
+                    env={**discovery_env, **self.env},
+                    workdir=self.workdir,
                 )
                 self.processes[name] = process
                 endpoints[f"llmmesh-provider-{kind}"] = [process.address]
-            static_file = self.workdir / "static-discovery.yaml"
-            static_file.write_text(yaml.safe_dump({"services": endpoints}))
+            router_env = {**discovery_env, **self.env, "LLMMESH_PORT": str(self.router_port)}
+            if self.discovery == "static":
+                static_file = self.workdir / "static-discovery.yaml"
+                static_file.write_text(yaml.safe_dump({"services": endpoints}))
+                router_env["LLMMESH_STATIC_DISCOVERY_FILE"] = str(static_file)
             self.processes["router"] = start_service(
-                ["-m", "services.router"],
-                name="router",
-                env={
-                    **self.env,
-                    "LLMMESH_PORT": str(self.router_port),
-                    "LLMMESH_DISCOVERY": "static",
-                    "LLMMESH_STATIC_DISCOVERY_FILE": str(static_file),
-                },
-                workdir=self.workdir,
+                ["-m", "services.router"], name="router", env=router_env, workdir=self.workdir
             )
             # The agent calls the router like any other caller.
             self.processes["agent"] = start_service(
@@ -91,6 +103,9 @@ class LocalMesh:
             )
             for process in self.processes.values():
                 wait_until_serving(process.address)
+            if self.discovery == "consul":
+                # Consul starts every check critical: wait until the router has seen the mock pass.
+                wait_until_routable(self.router_address, "mock-small")
         except BaseException:
             self.stop()
             raise
@@ -107,6 +122,19 @@ class LocalMesh:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def wait_until_routable(router_address: str, model: str, timeout: float = 20.0) -> None:
+    """Blocks until the router has a live instance for `model`, or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(router_address) as channel:
+        stub = router_service_pb2_grpc.RouterServiceStub(channel)
+        while time.monotonic() < deadline:
+            models = stub.ListModels(router_service_pb2.ListModelsRequest(), timeout=5).models
+            if any(m.name == model and m.available for m in models):
+                return
+            time.sleep(0.1)
+    raise TimeoutError(f"the router found no healthy instance for {model} in Consul within {timeout:.0f}s")
 
 
 def wait_until_serving(address: str, timeout: float = 15.0) -> None:

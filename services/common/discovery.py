@@ -27,6 +27,7 @@ class Endpoint:
 
 
 Listener = Callable[[str, tuple[Endpoint, ...]], None]
+StatusListener = Callable[[bool, str], None]
 
 
 class Discovery(abc.ABC):
@@ -35,6 +36,8 @@ class Discovery(abc.ABC):
     def __init__(self) -> None:
         self._table: dict[str, tuple[Endpoint, ...]] = {}
         self._listeners: list[Listener] = []
+        self._status_listeners: list[StatusListener] = []
+        self._fresh = True
 
     def subscribe(self, listener: Listener) -> None:
         """Calls `listener(service, endpoints)` now for known services and on every change."""
@@ -44,6 +47,23 @@ class Discovery(abc.ABC):
 
     def endpoints(self, service: str) -> tuple[Endpoint, ...]:
         return self._table.get(service, ())
+
+    def on_status(self, listener: StatusListener) -> None:
+        """Calls `listener(fresh, detail)` now and whenever the table turns stale or fresh again."""
+        self._status_listeners.append(listener)
+        listener(self._fresh, self.status())
+
+    @property
+    def fresh(self) -> bool:
+        """False while the backend cannot be reached and the table may be out of date."""
+        return self._fresh
+
+    def _set_fresh(self, fresh: bool) -> None:
+        if fresh == self._fresh:
+            return
+        self._fresh = fresh
+        for listener in self._status_listeners:
+            listener(fresh, self.status())
 
     def _publish(self, service: str, endpoints: tuple[Endpoint, ...]) -> None:
         if self._table.get(service) == endpoints and service in self._table:

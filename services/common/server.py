@@ -52,6 +52,7 @@ class MeshServer:
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         self._service_names: list[str] = [health.SERVICE_NAME]
+        self._after_start: list[Hook] = []
         self._before_stop: list[Hook] = []
         self._after_stop: list[Hook] = []
         self._stopping: asyncio.Task[None] | None = None
@@ -62,6 +63,10 @@ class MeshServer:
         """Registers a servicer; `full_name` is its proto name, e.g. llmmesh.v1.RouterService."""
         add_to_server(servicer, self._server)
         self._service_names.append(full_name)
+
+    def after_start(self, hook: Hook) -> None:
+        """Runs once SERVING with `port` bound (e.g. register in discovery), before the ready file."""
+        self._after_start.append(hook)
 
     def before_stop(self, hook: Hook) -> None:
         """Runs after NOT_SERVING, before the server stops accepting calls."""
@@ -82,6 +87,8 @@ class MeshServer:
         for service in ("", *self._service_names[1:]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", address=f"{self.settings.host}:{self.port}", services=self._service_names[1:])
+        for hook in self._after_start:
+            await _run_hook(hook)
         if self.settings.ready_file:
             _write_atomically(Path(self.settings.ready_file), {"port": self.port, "pid": os.getpid()})
         return self.port
@@ -118,8 +125,8 @@ class MeshServer:
 async def _run_hook(hook: Hook) -> None:
     try:
         await hook()
-    except Exception as error:  # noqa: BLE001 - one failing hook must not skip the others
-        log.warning("shutdown hook failed", hook=getattr(hook, "__qualname__", repr(hook)), error=repr(error))
+    except Exception as error:  # noqa: BLE001 - one failing hook must not skip the others or stop the server
+        log.warning("lifecycle hook failed", hook=getattr(hook, "__qualname__", repr(hook)), error=repr(error))
 
 
 def _write_atomically(path: Path, payload: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ import structlog
 from pydantic import Field
 
 from llmmesh.v1 import provider_service_pb2_grpc
+from services.common.consul_discovery.registration import ConsulRegistration, RegistrationSettings
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
@@ -43,6 +44,18 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
         settings = load_settings(ProviderSettings)
         configure_logging(service_name(settings, kind), settings.log_level, settings.log_format)
         adapter = build_adapter(settings)
+        discovery = load_settings(RegistrationSettings)
+        registration = (
+            ConsulRegistration.for_provider(
+                service_name(settings, kind),
+                kind=kind,
+                models=[model.name for model in adapter.list_models()],
+                health_service=PROVIDER_SERVICE,
+                settings=discovery,
+            )
+            if discovery.discovery == "consul"
+            else None
+        )
     except ConfigError as error:
         print(f"llmmesh-provider-{kind}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -52,6 +65,8 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
         servicer = ProviderServicer(adapter, max_in_flight=settings.max_in_flight)
         server.add_service(provider_service_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, PROVIDER_SERVICE)
         server.after_stop(adapter.aclose)
+        if registration is not None:
+            registration.attach(server)
         await server.serve_until_signal()
 
     structlog.get_logger(__name__).debug("starting", kind=kind)

@@ -41,7 +41,7 @@ from services.common.errors import (
     invalid_argument,
 )
 from services.router import auto
-from services.router.balancer import Balancer, Instance
+from services.router.balancer import Balancer, Instance, never_sent
 from services.router.breakers import BreakerRegistry, CircuitBreaker
 from services.router.budgets import SlidingBudget
 from services.router.config import Candidate, RoutingTable, Strategy
@@ -334,6 +334,7 @@ class _Race:
         self._stopped = False
         self._next_not_before = 0.0
         self._busy: set[tuple[str, str]] = set()
+        self._unreachable: set[str] = set()  # instances this run could not connect to
         self._retries: dict[str, int] = {}
         self._same_model_hedges = 0
         self.engine.retry_budget.record_request()
@@ -442,6 +443,14 @@ class _Race:
         for breaker in flight.breakers:
             breaker.record(error.code)
         self._last = self._last_failure = (flight.candidate, error, flight.attempt)
+        if retryable and never_sent(error) and flight.instance.address not in self._unreachable:
+            # Like gRPC's transparent retry: the call reached no adapter, so it goes to another instance
+            # (the balancer passes over this one) without spending the retry limit or budget.
+            self._unreachable.add(flight.instance.address)
+            if len(self.engine.balancer.pool(flight.candidate.service)) > len(self._unreachable):
+                self._pending.appendleft(_Pending(flight.candidate, retry=flight.retry))
+                flight.attempt.moved_on_because = "could not connect; trying another instance"
+                return
         if retryable:
             self._maybe_retry(flight, error)
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Literal
 
+import structlog
+from grpc_health.v1 import health_pb2
 from pydantic import Field, field_validator
 
 from llmmesh.v1 import router_service_pb2_grpc
+from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
 from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
-from services.router.balancer import Balancer
+from services.router.balancer import Balancer, EjectionPolicy
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
 from services.router.http_gateway import HttpGateway
@@ -21,6 +25,10 @@ from services.router.servicer import RouterServicer
 
 SERVICE_NAME = "llmmesh-router"
 ROUTER_SERVICE = "llmmesh.v1.RouterService"
+# A health service name of its own: NOT_SERVING while discovery is stale. The
+# router itself stays SERVING then (it routes from its last good table), so a
+# Consul blip does not take every router out of its load balancer at once.
+DISCOVERY_HEALTH = "llmmesh.discovery"
 _DEFAULTS = "services.router.defaults"
 
 
@@ -31,6 +39,10 @@ class RouterSettings(ServiceSettings):
     discovery: Literal["static", "consul"] = "static"
     static_discovery_file: str = Field("", description="Static endpoints YAML; empty: the embedded default.")
     default_deadline_seconds: float = Field(120.0, gt=0, le=3600, description="For callers that set no deadline.")
+    eject_after_failures: int = Field(3, ge=1, le=1000, description="Connection failures in a row that eject.")
+    eject_base_seconds: float = Field(5.0, gt=0, le=3600, description="First ejection; doubles while it repeats.")
+    eject_max_seconds: float = Field(120.0, gt=0, le=86400, description="Longest ejection.")
+
     http_port: int | None = Field(
         None, ge=0, le=65535, description="OpenAI-compatible HTTP port; unset or empty: off; 0 picks a free one."
     )
@@ -41,6 +53,10 @@ class RouterSettings(ServiceSettings):
     def _empty_port_is_off(cls, value: object) -> object:
         # Manifests list every variable the code reads; an empty value keeps the HTTP door off.
         return None if value == "" else value
+
+    @property
+    def ejection(self) -> EjectionPolicy:
+        return EjectionPolicy(self.eject_after_failures, self.eject_base_seconds, self.eject_max_seconds)
 
 
 def load_routing(settings: RouterSettings) -> RoutingTable:
@@ -54,7 +70,7 @@ def load_routing(settings: RouterSettings) -> RoutingTable:
 
 def build_discovery(settings: RouterSettings) -> Discovery:
     if settings.discovery == "consul":
-        raise ConfigError("LLMMESH_DISCOVERY=consul is not available in this build; use static")
+        return ConsulDiscovery(load_settings(WatchSettings))
     if settings.static_discovery_file:
         return StaticDiscovery.from_file(settings.static_discovery_file)
     return StaticDiscovery(load_packaged_yaml_model(StaticFile, _DEFAULTS, "static.yaml"))
@@ -71,9 +87,10 @@ def main() -> None:
         raise SystemExit(2) from None
 
     async def serve() -> None:
-        balancer = Balancer(discovery)
-        await discovery.watch(table.services())
+        balancer = Balancer(discovery, settings.ejection)
         server = MeshServer(SERVICE_NAME, settings)
+        _report_discovery_health(discovery, server)
+        await discovery.watch(table.services())
         engine = RouterEngine(table, balancer)
         servicer = RouterServicer(engine, balancer, default_deadline_seconds=settings.default_deadline_seconds)
         server.add_service(router_service_pb2_grpc.add_RouterServiceServicer_to_server, servicer, ROUTER_SERVICE)
@@ -94,3 +111,19 @@ def main() -> None:
         await server.serve_until_signal()
 
     run_service(serve)
+
+
+def _report_discovery_health(discovery: Discovery, server: MeshServer) -> None:
+    """Mirrors discovery freshness on the `llmmesh.discovery` health service and in the log."""
+    log = structlog.get_logger(__name__)
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_status(fresh: bool, detail: str) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if fresh else health_pb2.HealthCheckResponse.NOT_SERVING
+        (log.info if fresh else log.warning)("discovery status", fresh=fresh, detail=detail)
+        task = loop.create_task(server.health.set(DISCOVERY_HEALTH, status))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    discovery.on_status(on_status)
