@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
@@ -24,15 +24,18 @@ log = structlog.get_logger(__name__)
 # they all carry deadlines, so nothing legitimate runs longer.
 DRAIN_LIMIT_SECONDS = 600.0
 
+#: Opens the channel to an instance address (TLS and the router's internal token live here).
+ChannelFactory = Callable[[str], grpc.aio.Channel]
+
 
 class Instance:
     """One adapter instance and the calls it is serving."""
 
     __slots__ = ("channel", "endpoint", "in_flight", "stub")
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, channel_factory: ChannelFactory = aio_channel) -> None:
         self.endpoint = endpoint
-        self.channel: grpc.aio.Channel = aio_channel(endpoint.address)
+        self.channel: grpc.aio.Channel = channel_factory(endpoint.address)
         self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)
         self.in_flight = 0
 
@@ -52,8 +55,9 @@ class Instance:
 class InstancePool:
     """The live instances of one service."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, channel_factory: ChannelFactory = aio_channel) -> None:
         self.service = service
+        self._channel_factory = channel_factory
         self._instances: dict[str, Instance] = {}
         self._draining: set[asyncio.Task[None]] = set()
 
@@ -71,7 +75,7 @@ class InstancePool:
                 self._retire(self._instances.pop(instance_id))
         for instance_id, endpoint in wanted.items():
             if instance_id not in self._instances:
-                self._instances[instance_id] = Instance(endpoint)
+                self._instances[instance_id] = Instance(endpoint, self._channel_factory)
                 log.info("instance added", service=self.service, address=endpoint.address)
 
     def pick(self, exclude: frozenset[str] = frozenset()) -> Instance | None:
@@ -102,8 +106,9 @@ class InstancePool:
 class Balancer:
     """Instance pools for every service, fed by discovery."""
 
-    def __init__(self, discovery: Discovery) -> None:
+    def __init__(self, discovery: Discovery, *, channel_factory: ChannelFactory = aio_channel) -> None:
         self._pools: dict[str, InstancePool] = {}
+        self._channel_factory = channel_factory
         discovery.subscribe(self._on_change)
 
     def _on_change(self, service: str, endpoints: tuple[Endpoint, ...]) -> None:
@@ -112,7 +117,7 @@ class Balancer:
     def pool(self, service: str) -> InstancePool:
         pool = self._pools.get(service)
         if pool is None:
-            pool = self._pools[service] = InstancePool(service)
+            pool = self._pools[service] = InstancePool(service, self._channel_factory)
         return pool
 
     async def close(self) -> None:

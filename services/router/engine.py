@@ -26,6 +26,7 @@ from google.protobuf import json_format
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.auth import current_tenant
 from services.common.errors import (
     REASON_CONTENT_FILTERED,
     REASON_CONTEXT_WINDOW_EXCEEDED,
@@ -40,7 +41,7 @@ from services.common.errors import (
     code_from_number,
     invalid_argument,
 )
-from services.router import auto
+from services.router import access, auto
 from services.router.balancer import Balancer, Instance
 from services.router.breakers import BreakerRegistry, CircuitBreaker
 from services.router.budgets import SlidingBudget
@@ -98,6 +99,7 @@ class RouterEngine:
 
     def plan(self, request: RouterRequest) -> _Plan:
         policy = request.routing
+        named: list[tuple[str, Candidate]] = []
         if auto.is_auto(request.model):
             candidates = auto.choose(self.table, request, deprioritise=self._deprioritised)
         else:
@@ -105,6 +107,7 @@ class RouterEngine:
             if primary is None:
                 raise self._not_found(request.model)
             candidates = [primary]
+            named.append(("model", primary))
             if not policy.fallback_models:
                 candidates += [self.table.lookup(name) for name in self.table.fallbacks_of(primary.name)]  # type: ignore[misc]
         for index, name in enumerate(policy.fallback_models):
@@ -112,7 +115,10 @@ class RouterEngine:
             if candidate is None:
                 raise invalid_argument(f"routing.fallback_models[{index}]", f"{name!r} is not a known model or alias")
             candidates.append(candidate)
+            named.append((f"routing.fallback_models[{index}]", candidate))
         unique = list({candidate.name: candidate for candidate in candidates}.values())
+        # The tenant's allowed models, after resolution: fallbacks and `auto` picks included.
+        unique = access.permitted(current_tenant.get(), self.table, request.model, unique, named)
         # Steer away from providers near their rate limits, open breakers and
         # models with no instance, but keep them as a last resort.
         unique.sort(key=self._deprioritised)
