@@ -154,7 +154,9 @@ class RouterEngine:
         return (
             len(self.balancer.pool(candidate.service)) == 0
             or self.headroom.is_low(candidate.provider, self.table.defaults.low_headroom_ratio)
-            or any(breaker.state.value == "open" for breaker in self.breakers_of(candidate))
+            # Only while the breaker rejects: once its open time is over the candidate must
+            # come first again, or a healthy fallback would starve it of its half-open probe.
+            or any(breaker.is_rejecting() for breaker in self.breakers_of(candidate))
         )
 
     def breakers_of(self, candidate: Candidate) -> tuple[CircuitBreaker, CircuitBreaker]:
@@ -479,6 +481,7 @@ class _Race:
         failover_due = False
         try:
             while True:
+                asked = False
                 # Start what may start now.
                 while self.now() >= self._next_not_before and (
                     not running or fan_out or failover_due or self.now() >= next_hedge_at
@@ -487,6 +490,7 @@ class _Race:
                     if hedging and not (self._hedge_target_available() and self.engine.hedge_budget.try_spend()):
                         next_hedge_at = float("inf")
                         break
+                    asked = True
                     target = self.next_target(hedge=hedging)
                     failover_due = False
                     if target is None:
@@ -506,6 +510,8 @@ class _Race:
                     if self._pending and not self._stopped and self._next_not_before > self.now():
                         await asyncio.sleep(self._next_not_before - self.now())
                         continue
+                    if self._pending and not self._stopped and not asked:
+                        continue  # a retry fell due between the two checks: start it now, don't give up
                     break
                 wake_at = min(next_hedge_at, self.deadline)
                 if self._next_not_before > self.now():
