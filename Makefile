@@ -46,10 +46,11 @@ proto: setup  ## Regenerate gen/llmmesh from protos/
 .tools/node_modules/.bin/buf:
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-lint: setup .tools/node_modules/.bin/buf  ## buf lint and ruff
+lint: setup .tools/node_modules/.bin/buf  ## buf lint, ruff, mypy
 	.tools/node_modules/.bin/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: setup  ## Benchmarks (ratios measured side by side)
 	$(BIN)/python -m tests.bench

@@ -22,6 +22,9 @@ CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
     ("grpc.enable_retries", 0),
+    # A DNS name with several addresses (a headless Kubernetes Service) spreads
+    # calls over all of them instead of pinning the first (pick_first).
+    ("grpc.lb_policy_name", "round_robin"),
 )
 
 

@@ -9,10 +9,11 @@ from typing import Literal
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from starlette.requests import Request
 
 from llmmesh.v1 import router_service_pb2_grpc
-from services.common.auth import caller_interceptors, internal_metadata
+from services.common.auth import caller_interceptors, current_tenant, internal_metadata
 from services.common.channels import aio_channel
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
@@ -25,6 +26,7 @@ from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
 from services.router.balancer import Balancer
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
+from services.router.http_gateway import Authorize, HttpGateway
 from services.router.quotas import STORE_HEALTH_SERVICE, QuotaGate, QuotaSettings
 from services.router.servicer import RouterServicer
 
@@ -46,6 +48,16 @@ class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits):
     discovery: Literal["static", "consul"] = "static"
     static_discovery_file: str = Field("", description="Static endpoints YAML; empty: the embedded default.")
     default_deadline_seconds: float = Field(120.0, gt=0, le=3600, description="For callers that set no deadline.")
+    http_port: int | None = Field(
+        None, ge=0, le=65535, description="OpenAI-compatible HTTP port; unset or empty: off; 0 picks a free one."
+    )
+    http_host: str = Field("", description="HTTP bind address; empty: LLMMESH_HOST.")
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        # Manifests list every variable the code reads; an empty value keeps the HTTP door off.
+        return None if value == "" else value
 
 
 def load_routing(settings: RouterSettings) -> RoutingTable:
@@ -63,6 +75,20 @@ def build_discovery(settings: RouterSettings) -> Discovery:
     if settings.static_discovery_file:
         return StaticDiscovery.from_file(settings.static_discovery_file)
     return StaticDiscovery(load_packaged_yaml_model(StaticFile, _DEFAULTS, "static.yaml"))
+
+
+def _http_authorizer(keys: KeyStore | None, quotas: QuotaGate | None) -> Authorize | None:
+    """The HTTP door checks the same tenant keys (Authorization: Bearer) and counts requests per minute."""
+    if keys is None:
+        return None
+
+    async def authorize(request: Request) -> None:
+        tenant = keys.authenticate(request.headers.get("authorization"))
+        current_tenant.set(tenant)
+        if quotas is not None:
+            await quotas.admit(tenant)
+
+    return authorize
 
 
 def main() -> None:
@@ -97,14 +123,28 @@ def main() -> None:
             asyncio.get_running_loop().create_task(server.health.set(STORE_HEALTH_SERVICE, status))
 
         quotas = QuotaGate.from_settings(settings, on_store_change) if keys is not None else None
+        engine = RouterEngine(table, balancer)
         servicer = RouterServicer(
-            RouterEngine(table, balancer),
+            engine,
             balancer,
             default_deadline_seconds=settings.default_deadline_seconds,
             limits=settings,
             quotas=quotas,
         )
         server.add_service(router_service_pb2_grpc.add_RouterServiceServicer_to_server, servicer, ROUTER_SERVICE)
+        if settings.http_port is not None:
+            gateway = HttpGateway(
+                engine,
+                balancer,
+                default_deadline_seconds=settings.default_deadline_seconds,
+                grace_seconds=settings.grace_seconds,
+                drain_seconds=settings.drain_seconds,
+                authorize=_http_authorizer(keys, quotas),
+            )
+            await gateway.start(settings.http_host or settings.host, settings.http_port)
+            server.before_stop(gateway.begin_shutdown)
+            # Before the balancer closes: in-flight HTTP requests still need their adapter channels.
+            server.after_stop(gateway.wait_stopped)
         server.before_stop(discovery.close)
         server.after_stop(balancer.close)
         if quotas is not None:

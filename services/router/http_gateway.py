@@ -1,0 +1,407 @@
+"""The router's OpenAI-compatible HTTP front door.
+
+Clients of the OpenAI API use the mesh by changing their base URL to
+`http://<router>:<LLMMESH_HTTP_PORT>/v1`. Requests take the same path as
+RouterService: the body becomes a router ChatRequest, goes through the same
+validation, and runs on the same RouterEngine (resolution, fallbacks,
+hedging, retries, breakers) with a deadline from `x-llmmesh-timeout`, else
+the OpenAI SDK's own timeout for non-streaming calls, else the router
+default. Errors come back in OpenAI's format and status codes
+(openai_errors.py); streams are OpenAI SSE chunks that end in `[DONE]` only
+when the router's stream ended with its final message — a failure after
+output ends with an error event instead.
+
+The server is uvicorn (httptools parser) serving Starlette, run as a task in
+the router's own event loop; the router process keeps its signal handling
+and stops it in MeshServer's shutdown (`begin_shutdown` before gRPC stops,
+`wait_stopped` after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import socket
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar, cast
+
+import grpc
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.errors import (
+    REASON_INTERNAL,
+    REASON_MODEL_NOT_FOUND,
+    REASON_STREAM_TRUNCATED,
+    MeshError,
+    invalid_argument,
+)
+from services.common.validation import MAX_REQUEST_BYTES, validate_chat_request
+from services.router import openai_response
+from services.router.balancer import Balancer
+from services.router.engine import RouterEngine
+from services.router.openai_errors import error_body, http_error
+from services.router.openai_request import FALLBACK_HEADER, BodyFields, ParsedChat, parse_chat_body
+
+log = structlog.get_logger(__name__)
+
+TIMEOUT_HEADER = "x-llmmesh-timeout"
+# The OpenAI SDKs send their read timeout; for a non-streaming call that is how long the client waits.
+SDK_TIMEOUT_HEADER = "x-stainless-read-timeout"
+ATTEMPTS_HEADER = "x-llmmesh-attempts"
+MAX_TIMEOUT_SECONDS = 86_400.0
+# JSON and base64 images take more room than the protobuf request the router limits.
+MAX_BODY_BYTES = 2 * MAX_REQUEST_BYTES
+_STARTUP_SECONDS = 10.0
+
+Authorize = Callable[[Request], Awaitable[None]]
+"""The caller-auth seam: raise MeshError(UNAUTHENTICATED or PERMISSION_DENIED) to refuse a request.
+
+Caller auth does not exist yet (its own issue); when it lands, the same check
+the gRPC interceptor makes plugs in here, reading the Authorization header.
+"""
+
+_T = TypeVar("_T")
+
+
+class _ClientGoneError(Exception):
+    """The HTTP client disconnected before the answer was ready."""
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the router's loop: the router owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpGateway:
+    """OpenAI-compatible endpoints over a RouterEngine."""
+
+    def __init__(
+        self,
+        engine: RouterEngine,
+        balancer: Balancer,
+        *,
+        default_deadline_seconds: float,
+        grace_seconds: float = 10.0,
+        drain_seconds: float = 0.0,
+        authorize: Authorize | None = None,
+    ) -> None:
+        self._engine = engine
+        self._balancer = balancer
+        self._default_deadline = default_deadline_seconds
+        self._grace = grace_seconds
+        self._drain = drain_seconds
+        self._authorize = authorize
+        self._draining = False
+        self._server: _EmbeddedServer | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self.port = 0
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/v1/models", self._list_models, methods=["GET"]),
+                Route("/v1/models/{model:path}", self._retrieve_model, methods=["GET"]),
+                Route("/health", self._health, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: _http_exception},
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> int:
+        """Binds `host:port` (0: a free port) and serves in the running loop; returns the port."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            http="httptools",
+            ws="none",
+            loop="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(math.ceil(self._grace), 1),
+        )
+        self._server = _EmbeddedServer(config)
+        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-gateway")
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _STARTUP_SECONDS
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()  # raises what stopped it
+                raise OSError(f"HTTP gateway on {host}:{self.port} stopped during startup")
+            if loop.time() > give_up:
+                raise OSError(f"HTTP gateway on {host}:{self.port} did not start within {_STARTUP_SECONDS}s")
+            await asyncio.sleep(0.005)
+        log.info("http gateway serving", address=f"{host}:{self.port}", port=self.port)
+        return self.port
+
+    async def begin_shutdown(self) -> None:
+        """MeshServer before_stop: health says draining; after the drain delay, stop accepting.
+
+        In-flight requests then get the grace period, alongside the gRPC ones.
+        """
+        self._draining = True
+        if self._stopping is None and self._server is not None:
+            self._stopping = asyncio.create_task(self._shutdown(), name="http-gateway-shutdown")
+
+    async def _shutdown(self) -> None:
+        if self._drain:
+            await asyncio.sleep(self._drain)
+        assert self._server is not None
+        assert self._serving is not None
+        self._server.should_exit = True
+        await self._serving
+
+    async def wait_stopped(self) -> None:
+        """MeshServer after_stop: waits for in-flight HTTP requests (bounded by the grace period)."""
+        await self.begin_shutdown()
+        if self._stopping is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stopping), self._drain + self._grace + 5.0)
+        except TimeoutError:
+            log.warning("http gateway did not stop in time; closing connections")
+            assert self._server is not None
+            self._server.force_exit = True
+        log.info("http gateway stopped")
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def _chat_completions(self, request: Request) -> Response:
+        fields: BodyFields | None = None
+        try:
+            if self._authorize is not None:
+                await self._authorize(request)
+            parsed = parse_chat_body(await _read_json(request), fallback_header=request.headers.get(FALLBACK_HEADER))
+            fields = parsed.fields
+            validate_chat_request(parsed.request)
+            deadline = self._deadline(request, stream=parsed.stream)
+            if parsed.stream:
+                return await self._stream(request, parsed, deadline)
+            assert isinstance(parsed.request, rpb.ChatRequest)
+            answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
+        except MeshError as error:
+            return _error_response(error, fields)
+        except _ClientGoneError:
+            return Response(status_code=499)
+        except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
+            return _error_response(_internal(error), fields)
+        identifier = openai_response.completion_id()
+        body = openai_response.completion(answer, identifier)
+        headers = {
+            ATTEMPTS_HEADER: _attempts_header(body["llmmesh"]["attempts"]),
+            "x-llmmesh-provider": answer.provider,
+            "x-request-id": identifier,
+        }
+        return JSONResponse(body, headers=headers)
+
+    async def _stream(self, request: Request, parsed: ParsedChat, deadline: float) -> Response:
+        """Waits for the first event so that failures before any output get a real HTTP status."""
+        assert isinstance(parsed.request, rpb.StreamChatRequest)
+        # stream_chat is an async generator; its annotation says AsyncIterator.
+        events = cast(AsyncGenerator[rpb.StreamChatResponse, None], self._engine.stream_chat(parsed.request, deadline))
+        try:
+            first = await _unless_disconnected(request, anext(events))
+        except StopAsyncIteration:
+            raise _truncated() from None
+        except BaseException:
+            await events.aclose()
+            raise
+        identifier = openai_response.completion_id()
+        # Until the final message says who answered, chunks name the requested model, resolved from an alias.
+        routed = self._engine.table.lookup(parsed.request.model)
+        model = routed.name if routed is not None else parsed.request.model
+        chunks = openai_response.ChunkStream(identifier, model, include_usage=parsed.include_usage)
+        return StreamingResponse(
+            _sse(first, events, chunks, parsed.fields),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": identifier},
+        )
+
+    async def _list_models(self, request: Request) -> Response:
+        try:
+            if self._authorize is not None:
+                await self._authorize(request)
+        except MeshError as error:
+            return _error_response(error)
+        data = [
+            openai_response.model_entry(name, route, candidate, self._balancer)
+            for name, route, candidate in self._engine.table.models()
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def _retrieve_model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        try:
+            if self._authorize is not None:
+                await self._authorize(request)
+            candidate = self._engine.table.lookup(name)
+            if candidate is None:
+                matches = self._engine.table.close_matches(name)
+                hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else "; see GET /v1/models"
+                raise MeshError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"model: {name!r} is not a known model or alias{hint}",
+                    reason=REASON_MODEL_NOT_FOUND,
+                )
+        except MeshError as error:
+            return _error_response(error)
+        for model, route, routed in self._engine.table.models():
+            if model == candidate.name:
+                return JSONResponse(openai_response.model_entry(model, route, routed, self._balancer))
+        raise AssertionError("a looked-up candidate is always in the table")
+
+    async def _health(self, request: Request) -> Response:
+        if self._draining:
+            return JSONResponse({"status": "NOT_SERVING"}, status_code=503)
+        return JSONResponse({"status": "SERVING"})
+
+    def _deadline(self, request: Request, *, stream: bool) -> float:
+        """The loop-clock deadline: x-llmmesh-timeout, else the SDK's timeout (unary only), else the default.
+
+        The SDK's read timeout bounds each read, not a whole stream, so
+        streams do not take it as their deadline.
+        """
+        seconds = self._default_deadline
+        explicit = request.headers.get(TIMEOUT_HEADER)
+        if explicit is not None:
+            seconds = _timeout_seconds(explicit)
+        elif not stream and (sdk := request.headers.get(SDK_TIMEOUT_HEADER)):
+            with contextlib.suppress(MeshError):
+                seconds = _timeout_seconds(sdk)
+        return asyncio.get_running_loop().time() + seconds
+
+
+async def _sse(
+    first: rpb.StreamChatResponse,
+    events: AsyncGenerator[rpb.StreamChatResponse, None],
+    chunks: openai_response.ChunkStream,
+    fields: BodyFields,
+) -> AsyncIterator[bytes]:
+    """The SSE body: chunks, then `[DONE]` after the router's final message, or an error event."""
+    async with contextlib.aclosing(events):
+        yield openai_response.sse(chunks.opening())
+        event = first
+        try:
+            while True:
+                for chunk in chunks.event(event):
+                    yield openai_response.sse(chunk)
+                if event.WhichOneof("event") == "final":
+                    break
+                event = await anext(events)
+        except StopAsyncIteration:
+            yield openai_response.sse(error_body(_truncated(), fields))
+            return
+        except MeshError as error:
+            yield openai_response.sse(error_body(error, fields))
+            return
+        except Exception as error:  # noqa: BLE001 - the stream must end with an error event, never silently
+            yield openai_response.sse(error_body(_internal(error), fields))
+            return
+    yield openai_response.sse("[DONE]")
+
+
+async def _read_json(request: Request) -> object:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large(int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _too_large(len(body))
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise invalid_argument("body", f"is not valid JSON ({error}); send a chat-completions JSON object") from None
+
+
+def _attempts_header(attempts: list[dict[str, Any]]) -> str:
+    """The attempts as one ASCII JSON line; error messages stay in the body, to keep the header small."""
+    compact = [{key: value for key, value in attempt.items() if key != "message"} for attempt in attempts]
+    return json.dumps(compact, separators=(",", ":"))
+
+
+def _too_large(size: int) -> MeshError:
+    return invalid_argument(
+        "body", f"is {size} bytes, above the {MAX_BODY_BYTES}-byte limit; send images by URL instead of inline data"
+    )
+
+
+def _timeout_seconds(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:  # also false for NaN
+        raise invalid_argument(TIMEOUT_HEADER, f"{raw!r} is not a number of seconds in (0, {MAX_TIMEOUT_SECONDS:g}]")
+    return seconds
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[_T]) -> _T:
+    """Awaits `work`, cancelling it (end to end) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if task.cancelled():
+        raise _ClientGoneError
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _error_response(error: MeshError, fields: BodyFields | None = None) -> Response:
+    mapped = http_error(error, fields)
+    if mapped.status >= 500:
+        log.warning("http request failed", status=mapped.status, code=error.code.name, reason=error.reason)
+    return JSONResponse(mapped.body, status_code=mapped.status, headers=mapped.headers)
+
+
+def _internal(error: BaseException) -> MeshError:
+    log.error("unhandled error in http gateway", error_type=type(error).__name__, exc_info=error)
+    return MeshError(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in the HTTP gateway ({type(error).__name__}); see the router log",
+        reason=REASON_INTERNAL,
+    )
+
+
+def _truncated() -> MeshError:
+    return MeshError(
+        grpc.StatusCode.UNAVAILABLE, "the router stream ended without a final message", reason=REASON_STREAM_TRUNCATED
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods, in OpenAI's error format."""
+    assert isinstance(exc, HTTPException)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    if exc.status_code == 404:
+        message += "; the gateway serves POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}"
+    body: dict[str, Any] = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

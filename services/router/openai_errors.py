@@ -1,0 +1,149 @@
+"""MeshError → OpenAI's error format and the HTTP status OpenAI clients expect.
+
+`{"error": {"message", "type", "param", "code"}}` with the status that makes
+the OpenAI SDKs raise the matching exception and retry only what is worth
+retrying: 429 and 503 carry Retry-After (and retry-after-ms, which the SDKs
+read first) from RetryInfo; a provider's rejected key is 502 with
+`x-should-retry: false`, since no retry of the same request can fix it.
+`param` names the caller's field (`max_tokens`, `tools[0].function.name`),
+translated from the router's field path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from services.common.errors import (
+    REASON_CONTENT_FILTERED,
+    REASON_CONTEXT_WINDOW_EXCEEDED,
+    REASON_MODEL_NOT_FOUND,
+    REASON_PROVIDER_AUTH,
+    REASON_RATE_LIMITED,
+    MeshError,
+)
+from services.router.openai_request import FALLBACK_HEADER, BodyFields
+
+_BY_CODE: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request_error"),
+    grpc.StatusCode.FAILED_PRECONDITION: (400, "invalid_request_error"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error"),
+    grpc.StatusCode.NOT_FOUND: (404, "invalid_request_error"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (408, "timeout_error"),
+    grpc.StatusCode.ABORTED: (409, "conflict_error"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "conflict_error"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    grpc.StatusCode.CANCELLED: (499, "cancelled_error"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "server_error"),
+    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable_error"),
+}
+_BY_REASON: dict[str, tuple[int, str]] = {
+    # Our credentials with a provider, not the caller's: a gateway failure, and not retryable.
+    REASON_PROVIDER_AUTH: (502, "upstream_auth_error"),
+}
+# OpenAI's own codes, which clients (LangChain, LiteLLM, ...) branch on.
+_OPENAI_CODES = {
+    REASON_CONTEXT_WINDOW_EXCEEDED: "context_length_exceeded",
+    REASON_MODEL_NOT_FOUND: "model_not_found",
+    REASON_RATE_LIMITED: "rate_limit_exceeded",
+    REASON_CONTENT_FILTERED: "content_filter",
+}
+_NOT_RETRYABLE_REASONS = {REASON_PROVIDER_AUTH}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpError:
+    """An error response: status, OpenAI error body and headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def http_error(error: MeshError, fields: BodyFields | None = None) -> HttpError:
+    """The HTTP response for a MeshError."""
+    status, kind = _BY_REASON.get(error.reason) or _BY_CODE.get(error.code, (500, "server_error"))
+    headers: dict[str, str] = {}
+    if error.retry_after is not None and status in (429, 503):
+        headers["retry-after"] = str(math.ceil(error.retry_after))
+        headers["retry-after-ms"] = str(round(error.retry_after * 1000))
+    if error.reason in _NOT_RETRYABLE_REASONS:
+        headers["x-should-retry"] = "false"
+    if error.reason:
+        headers["x-llmmesh-error-reason"] = error.reason
+    return HttpError(status, error_body(error, fields, kind=kind), headers)
+
+
+def error_body(error: MeshError, fields: BodyFields | None = None, *, kind: str | None = None) -> dict[str, Any]:
+    """`{"error": {...}}` as OpenAI sends it (also the payload of an SSE error event)."""
+    if kind is None:
+        kind = (_BY_REASON.get(error.reason) or _BY_CODE.get(error.code, (500, "server_error")))[1]
+    param = openai_param(error.field, fields) if error.field else None
+    if param is None and error.code == grpc.StatusCode.NOT_FOUND and error.reason == REASON_MODEL_NOT_FOUND:
+        param = "model"
+    message = error.message
+    if error.field and param and message.startswith(f"{error.field}: "):
+        # Validation messages start with the router's field path; name the caller's field instead.
+        message = f"{param}: {message.removeprefix(f'{error.field}: ')}"
+    code = _OPENAI_CODES.get(error.reason) or (error.reason.lower() if error.reason else error.code.name.lower())
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+_Rule = tuple[re.Pattern[str], str | Callable[[re.Match[str], BodyFields], str]]
+
+
+def _rule(pattern: str, replacement: str | Callable[[re.Match[str], BodyFields], str]) -> _Rule:
+    return re.compile(pattern), replacement
+
+
+def _content(match: re.Match[str], fields: BodyFields) -> str:
+    index = int(match.group(1))
+    # A string content was mapped to one text part: name the string, not a part of it.
+    rest = match.group(3) or ""
+    if index in fields.string_content and match.group(2) == "0":
+        return f"messages[{index}].content"
+    return f"messages[{index}].content[{match.group(2)}]{rest}"
+
+
+def _fallbacks(match: re.Match[str], fields: BodyFields) -> str:
+    return FALLBACK_HEADER if fields.fallbacks_from_header else f"llmmesh.fallback_models{match.group(1)}"
+
+
+_RULES: list[_Rule] = [
+    _rule(r"^settings\.max_output_tokens$", lambda _m, fields: fields.max_tokens_field),
+    _rule(r"^settings\.response_format\.json_schema$", "response_format.json_schema.schema"),
+    _rule(r"^settings\.(.+)$", r"\1"),
+    _rule(r"^tools\[(\d+)\]\.(name|description|parameters)$", r"tools[\1].function.\2"),
+    _rule(r"^tool_choice\.name$", "tool_choice.function.name"),
+    _rule(r"^messages\[(\d+)\]\.tool_result\.tool_call_id$", r"messages[\1].tool_call_id"),
+    _rule(r"^messages\[(\d+)\]\.tool_result.*$", r"messages[\1].content"),
+    _rule(r"^messages\[(\d+)\]\.tool_calls\[(\d+)\]\.name$", r"messages[\1].tool_calls[\2].function.name"),
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.image\.url$", r"messages[\1].content[\2].image_url.url"),
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.image(?:\..*)?$", r"messages[\1].content[\2].image_url"),
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\](.*)$", _content),
+    _rule(r"^routing\.fallback_models(.*)$", _fallbacks),
+    _rule(r"^routing\.per_attempt_timeout$", "llmmesh.per_attempt_timeout_ms"),
+    _rule(r"^routing\.hedge_delay$", "llmmesh.hedge_delay_ms"),
+    _rule(r"^routing\.(.+)$", r"llmmesh.\1"),
+    _rule(r"^extensions\.(.+)$", r"llmmesh.extensions.\1"),
+]
+
+
+def openai_param(path: str, fields: BodyFields | None = None) -> str:
+    """The OpenAI request field for a router field path (`settings.top_p` → `top_p`)."""
+    fields = fields or BodyFields()
+    for pattern, replacement in _RULES:
+        match = pattern.match(path)
+        if match is None:
+            continue
+        if isinstance(replacement, str):
+            return match.expand(replacement)
+        return replacement(match, fields)
+    return path

@@ -1,0 +1,359 @@
+"""OpenAI chat-completions request bodies → router requests.
+
+The body is parsed with pydantic models that follow OpenAI's schema (unknown
+OpenAI parameters are ignored, as most gateways do; `n` other than 1 is
+refused because the mesh returns one answer). The result is a router
+ChatRequest / StreamChatRequest that then goes through the same
+`validate_chat_request` as the gRPC path. `BodyFields` remembers how the
+caller spelled things so errors can name the caller's field
+(`max_tokens` vs `max_completion_tokens`, a string `content`, a header).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.errors import MeshError, invalid_argument
+
+FALLBACK_HEADER = "x-llmmesh-fallback-models"
+_INT32_MAX = 2**31 - 1
+_INT64 = 2**63
+
+_ROLES = {
+    "system": chat_pb2.ROLE_SYSTEM,
+    "developer": chat_pb2.ROLE_SYSTEM,
+    "user": chat_pb2.ROLE_USER,
+    "assistant": chat_pb2.ROLE_ASSISTANT,
+    "tool": chat_pb2.ROLE_TOOL,
+}
+_TOOL_CHOICE_MODES = {
+    "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
+    "none": chat_pb2.TOOL_CHOICE_MODE_NONE,
+    "required": chat_pb2.TOOL_CHOICE_MODE_REQUIRED,
+}
+_RESPONSE_FORMATS = {
+    "text": chat_pb2.RESPONSE_FORMAT_TYPE_TEXT,
+    "json_object": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+    "json_schema": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+}
+_STRATEGIES = {
+    "fallback": rpb.ROUTING_STRATEGY_FALLBACK,
+    "hedge": rpb.ROUTING_STRATEGY_HEDGE,
+    "fanout_first": rpb.ROUTING_STRATEGY_FANOUT_FIRST,
+    "fanout_all": rpb.ROUTING_STRATEGY_FANOUT_ALL,
+}
+
+
+class _Lenient(BaseModel):
+    """OpenAI objects: fields we do not map (logprobs, user, metadata, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ImageUrl(_Lenient):
+    url: str
+    detail: str | None = None
+
+
+class ContentPart(_Lenient):
+    type: str
+    text: str | None = None
+    image_url: ImageUrl | None = None
+
+
+class FunctionCall(_Lenient):
+    name: str
+    arguments: str | dict[str, Any] = ""
+
+
+class ToolCall(_Lenient):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _string_or_parts(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str | list):
+            raise ValueError("must be a string or a list of content parts")
+        return value
+
+
+class FunctionDefinition(_Lenient):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Lenient):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(_Lenient):
+    name: str
+
+
+class NamedToolChoice(_Lenient):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class JsonSchemaFormat(_Lenient):
+    name: str = ""
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class MeshOptions(BaseModel):
+    """The `llmmesh` body field: routing policy and provider extensions (typos are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fallback_models: list[str] = Field(default_factory=list)
+    strategy: Literal["fallback", "hedge", "fanout_first", "fanout_all"] | None = None
+    hedge_delay_ms: float | None = Field(None, ge=0)
+    per_attempt_timeout_ms: float | None = Field(None, gt=0)
+    max_retries: int | None = Field(None, ge=0, le=10)
+    allow_mid_stream_continuation: bool = False
+    fallback_on_content_filter: bool = False
+    extensions: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ChatCompletionBody(_Lenient):
+    """The parts of OpenAI's chat-completions request the mesh maps."""
+
+    model: str
+    messages: list[Message]
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    # int32 bounds only; the range the mesh accepts is checked by validate_chat_request.
+    max_tokens: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
+    max_completion_tokens: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-_INT64, lt=_INT64)
+    n: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    llmmesh: MeshOptions | None = None
+
+
+@dataclass(slots=True)
+class BodyFields:
+    """How the caller spelled the request, for naming fields in errors."""
+
+    max_tokens_field: str = "max_completion_tokens"
+    string_content: set[int] = field(default_factory=set)
+    fallbacks_from_header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedChat:
+    """A chat-completions body turned into a router request."""
+
+    request: rpb.ChatRequest | rpb.StreamChatRequest
+    stream: bool
+    include_usage: bool
+    fields: BodyFields
+
+
+_R = TypeVar("_R", rpb.ChatRequest, rpb.StreamChatRequest)
+
+
+def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> ParsedChat:
+    """Validates an OpenAI body and maps it; raises MeshError(INVALID_ARGUMENT) naming the caller's field."""
+    if not isinstance(payload, dict):
+        raise invalid_argument("body", "must be a JSON object with model and messages")
+    try:
+        body = ChatCompletionBody.model_validate(payload)
+    except ValidationError as error:
+        raise _first_problem(error) from None
+    if body.n not in (None, 1):
+        raise invalid_argument("n", f"{body.n} is not supported; the mesh returns one choice (omit n or send 1)")
+    fields = BodyFields(
+        max_tokens_field="max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens",
+        string_content={index for index, message in enumerate(body.messages) if isinstance(message.content, str)},
+    )
+    cls: type[rpb.ChatRequest] | type[rpb.StreamChatRequest] = rpb.StreamChatRequest if body.stream else rpb.ChatRequest
+    request = _build(cls(), body, fallback_header, fields)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return ParsedChat(request=request, stream=body.stream, include_usage=include_usage, fields=fields)
+
+
+def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, fields: BodyFields) -> _R:
+    request.model = body.model
+    tool_names: dict[str, str] = {}
+    for index, message in enumerate(body.messages):
+        request.messages.append(_message(index, message, tool_names))
+    for tool in body.tools or ():
+        definition = request.tools.add(name=tool.function.name, description=tool.function.description)
+        if tool.function.parameters is not None:
+            definition.parameters.update(tool.function.parameters)
+    if isinstance(body.tool_choice, str):
+        request.tool_choice.mode = _TOOL_CHOICE_MODES[body.tool_choice]
+    elif body.tool_choice is not None:
+        request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
+        request.tool_choice.name = body.tool_choice.function.name
+    _settings(request.settings, body)
+    if not request.settings.ListFields():
+        request.ClearField("settings")
+    options = body.llmmesh or MeshOptions.model_validate({})
+    _routing(request.routing, options, fallback_header, fields)
+    if not request.routing.ListFields():
+        request.ClearField("routing")
+    if options.extensions:
+        request.extensions.update(options.extensions)
+    return request
+
+
+def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_pb2.Message:
+    result = chat_pb2.Message(role=_ROLES[message.role], name=message.name or "")
+    if message.role == "tool":
+        call_id = message.tool_call_id or ""
+        # OpenAI tool messages carry no name; Gemini matches results by name, so
+        # take it from the assistant turn that made the call.
+        result.tool_result.CopyFrom(
+            chat_pb2.ToolResult(
+                tool_call_id=call_id,
+                name=tool_names.get(call_id, ""),
+                content=_plain_text(index, message.content),
+            )
+        )
+        return result
+    if isinstance(message.content, str):
+        result.content.add(text=message.content)
+    else:
+        for part_index, part in enumerate(message.content or ()):
+            result.content.append(_part(f"messages[{index}].content[{part_index}]", part))
+    for call in message.tool_calls or ():
+        arguments = call.function.arguments
+        arguments_json = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        result.tool_calls.add(id=call.id, name=call.function.name, arguments_json=arguments_json)
+        tool_names[call.id] = call.function.name
+    return result
+
+
+def _part(path: str, part: ContentPart) -> chat_pb2.ContentPart:
+    if part.type == "text":
+        if part.text is None:
+            raise invalid_argument(f"{path}.text", "is required on a text part")
+        return chat_pb2.ContentPart(text=part.text)
+    if part.type == "image_url":
+        if part.image_url is None:
+            raise invalid_argument(f"{path}.image_url", "is required on an image_url part; set image_url.url")
+        return chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=part.image_url.url))
+    raise invalid_argument(f"{path}.type", f"{part.type!r} is not supported; use 'text' or 'image_url'")
+
+
+def _plain_text(index: int, content: str | list[ContentPart] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for part_index, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise invalid_argument(f"messages[{index}].content[{part_index}]", "tool results take text parts only")
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -> None:
+    if body.temperature is not None:
+        settings.temperature = body.temperature
+    if body.top_p is not None:
+        settings.top_p = body.top_p
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    if max_tokens is not None:
+        settings.max_output_tokens = max_tokens
+    if body.stop is not None:
+        settings.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
+    if body.seed is not None:
+        settings.seed = body.seed
+    if body.response_format is not None:
+        response_format = settings.response_format
+        response_format.type = _RESPONSE_FORMATS[body.response_format.type]
+        schema = body.response_format.json_schema
+        if schema is not None:
+            response_format.schema_name = schema.name
+            if schema.schema_ is not None:
+                response_format.json_schema.update(schema.schema_)
+
+
+def _routing(routing: rpb.RoutingPolicy, options: MeshOptions, fallback_header: str | None, fields: BodyFields) -> None:
+    fallbacks = options.fallback_models
+    if not fallbacks and fallback_header:
+        fallbacks = [name.strip() for name in fallback_header.split(",") if name.strip()]
+        fields.fallbacks_from_header = True
+    routing.fallback_models.extend(fallbacks)
+    if options.strategy is not None:
+        routing.strategy = _STRATEGIES[options.strategy]
+    if options.hedge_delay_ms is not None:
+        routing.hedge_delay.FromNanoseconds(int(options.hedge_delay_ms * 1e6))
+    if options.per_attempt_timeout_ms is not None:
+        routing.per_attempt_timeout.FromNanoseconds(int(options.per_attempt_timeout_ms * 1e6))
+    if options.max_retries is not None:
+        routing.max_retries = options.max_retries
+    routing.allow_mid_stream_continuation = options.allow_mid_stream_continuation
+    routing.fallback_on_content_filter = options.fallback_on_content_filter
+
+
+# pydantic names union branches and validators in error locations; they are not fields.
+_NOT_FIELDS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _first_problem(error: ValidationError) -> MeshError:
+    """The most specific problem (longest field path) as INVALID_ARGUMENT."""
+    best: tuple[str, str] | None = None
+    best_depth = -1
+    for issue in error.errors():
+        parts = [part for part in issue["loc"] if isinstance(part, int) or _is_field(part)]
+        depth = len(parts)
+        if depth > best_depth:
+            best, best_depth = (_path(parts), _message_of(issue)), depth
+    assert best is not None
+    return invalid_argument(best[0] or "body", best[1])
+
+
+def _is_field(part: str) -> bool:
+    return part not in _NOT_FIELDS and "[" not in part and "-" not in part
+
+
+def _path(parts: list[int | str]) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path.replace("schema_", "schema")
+
+
+def _message_of(issue: Any) -> str:
+    message = str(issue["msg"]).removeprefix("Value error, ")
+    if issue["type"] == "missing":
+        return "is required"
+    if issue["type"] == "extra_forbidden":
+        return "is not a known option; see the llmmesh extension fields in the README"
+    return message[:1].lower() + message[1:]

@@ -1,0 +1,233 @@
+"""Router answers → OpenAI chat.completion objects, SSE chunks and the model list.
+
+Every object carries OpenAI's fields; what the mesh adds (provider, attempts,
+cost) rides in an extra `llmmesh` field, which OpenAI SDKs keep as an extra
+attribute and other clients ignore.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import grpc
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.router.balancer import Balancer
+from services.router.config import Candidate, ModelRoute
+
+_FINISH_REASONS = {
+    chat_pb2.FINISH_REASON_STOP: "stop",
+    chat_pb2.FINISH_REASON_LENGTH: "length",
+    chat_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
+    chat_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+}
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def finish_reason(reason: chat_pb2.FinishReason.ValueType) -> str:
+    # OpenAI has no "other": a provider-specific stop reads as a stop.
+    return _FINISH_REASONS.get(reason, "stop")
+
+
+def usage(value: chat_pb2.Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": value.input_tokens,
+        "completion_tokens": value.output_tokens,
+        "total_tokens": value.input_tokens + value.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": value.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": value.reasoning_tokens},
+    }
+
+
+def attempts(values: Any) -> list[dict[str, Any]]:
+    """The router's attempt list, compact (also the x-llmmesh-attempts header)."""
+    result = []
+    for attempt in values:
+        entry: dict[str, Any] = {
+            "model": attempt.model,
+            "provider": attempt.provider,
+            "instance": attempt.instance,
+            "outcome": rpb.AttemptOutcome.Name(attempt.outcome).removeprefix("ATTEMPT_OUTCOME_").lower(),
+            "code": _CODE_NAMES.get(attempt.code, str(attempt.code)),
+            "latency_ms": round(attempt.latency.ToNanoseconds() / 1e6, 1),
+        }
+        for name in ("reason", "message", "moved_on_because"):
+            if getattr(attempt, name):
+                entry[name] = getattr(attempt, name)
+        if attempt.hedged:
+            entry["hedged"] = True
+        result.append(entry)
+    return result
+
+
+def _message(message: chat_pb2.Message) -> dict[str, Any]:
+    text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
+    result: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not message.tool_calls else None,
+        "refusal": None,
+    }
+    if message.tool_calls:
+        result["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json}}
+            for call in message.tool_calls
+        ]
+    return result
+
+
+def _mesh_fields(response: rpb.ChatResponse) -> dict[str, Any]:
+    return {
+        "provider": response.provider,
+        "response_model": response.response_model,
+        "estimated_cost_usd": response.estimated_cost_usd,
+        "attempts": attempts(response.attempts),
+    }
+
+
+def completion(response: rpb.ChatResponse, identifier: str) -> dict[str, Any]:
+    """A chat.completion; FANOUT_ALL alternatives become choices 1..n."""
+    answers = [response, *response.alternatives]
+    choices = [
+        {
+            "index": index,
+            "message": _message(answer.message),
+            "finish_reason": finish_reason(answer.finish_reason),
+            "logprobs": None,
+        }
+        for index, answer in enumerate(answers)
+    ]
+    result: dict[str, Any] = {
+        "id": identifier,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": response.model,
+        "choices": choices,
+        "usage": usage(response.usage),
+        "system_fingerprint": None,
+        "llmmesh": _mesh_fields(response),
+    }
+    if response.alternatives:
+        result["llmmesh"]["alternatives"] = [{"model": a.model, "provider": a.provider} for a in response.alternatives]
+    return result
+
+
+class ChunkStream:
+    """Turns router stream events into chat.completion.chunk objects.
+
+    `model` starts as the requested name (the router does not say which
+    candidate streams until its final message or a continuation) and becomes
+    the model that answered once that is known.
+    """
+
+    def __init__(self, identifier: str, model: str, *, include_usage: bool) -> None:
+        self._id = identifier
+        self._model = model
+        self._created = int(time.time())
+        self._include_usage = include_usage
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self._include_usage:
+            chunk["usage"] = None
+        chunk.update(extra)
+        return chunk
+
+    @staticmethod
+    def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    def opening(self) -> dict[str, Any]:
+        """The first chunk: the assistant role, as OpenAI sends it."""
+        return self._chunk([self._choice({"role": "assistant", "content": ""})])
+
+    def event(self, event: rpb.StreamChatResponse) -> list[dict[str, Any]]:
+        """The chunks for one router event."""
+        kind = event.WhichOneof("event")
+        if kind == "delta":
+            return [self._chunk([self._choice(_delta(event.delta))])]
+        if kind == "continuation":
+            self._model = event.continuation.model
+            notice = {
+                "continuation": {
+                    "model": event.continuation.model,
+                    "provider": event.continuation.provider,
+                    "reason": event.continuation.reason,
+                }
+            }
+            return [self._chunk([self._choice({})], llmmesh=notice)]
+        if kind == "final":
+            return self._final(event.final)
+        return []
+
+    def _final(self, final: rpb.StreamChatFinal) -> list[dict[str, Any]]:
+        self._model = final.model
+        mesh = {
+            "provider": final.provider,
+            "response_model": final.response_model,
+            "estimated_cost_usd": final.estimated_cost_usd,
+            "continued": final.continued,
+            "attempts": attempts(final.attempts),
+        }
+        chunks = [self._chunk([self._choice({}, finish_reason(final.finish_reason))], llmmesh=mesh)]
+        if self._include_usage:
+            chunks.append(self._chunk([], usage=usage(final.usage)))
+        return chunks
+
+
+def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if delta.text:
+        result["content"] = delta.text
+    if delta.tool_calls:
+        calls = []
+        for call in delta.tool_calls:
+            entry: dict[str, Any] = {"index": call.index}
+            if call.id:
+                entry["id"] = call.id
+                entry["type"] = "function"
+            function: dict[str, str] = {"arguments": call.arguments_json_delta}
+            if call.name:
+                function["name"] = call.name
+            entry["function"] = function
+            calls.append(entry)
+        result["tool_calls"] = calls
+    return result
+
+
+def model_entry(name: str, route: ModelRoute, candidate: Candidate, balancer: Balancer) -> dict[str, Any]:
+    """One `model` object of GET /v1/models."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": candidate.kind,
+        "llmmesh": {
+            "provider": candidate.provider,
+            "aliases": list(route.aliases),
+            "context_window": route.context_window,
+            "description": route.description,
+            "mock": candidate.kind == "mock",
+            "available": len(balancer.pool(candidate.service)) > 0,
+        },
+    }
+
+
+def sse(payload: dict[str, Any] | str) -> bytes:
+    """One server-sent event: `data: <json>` and a blank line."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
