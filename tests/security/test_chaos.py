@@ -198,9 +198,13 @@ class TestChaos:
         assert load.sent < MAX_REQUESTS, "the request bound ended the load before the last phase"
         assert load.failures == [], f"{len(load.failures)} of {load.sent} failed, first: {load.failures[:5]}"
         # While mb returned UNAVAILABLE, chaos-b's requests fell back to chaos-a and still answered.
-        assert load.answered["mb failing"]["chaos-a"] > 0, {k: dict(v) for k, v in load.answered.items() if k.startswith(("mb", "rec"))}
+        assert load.answered["mb failing"]["chaos-a"] > 0, {
+            k: dict(v) for k, v in load.answered.items() if k.startswith(("mb", "rec"))
+        }
         # After the restart, mb answers chaos-b again (its breaker closes after a probe).
-        assert load.answered["recovered"]["chaos-b"] > 0, {k: dict(v) for k, v in load.answered.items() if k.startswith(("mb", "rec"))}
+        assert load.answered["recovered"]["chaos-b"] > 0, {
+            k: dict(v) for k, v in load.answered.items() if k.startswith(("mb", "rec"))
+        }
         fds, threads, rss = after
         base_fds, base_threads, base_rss = baseline
         assert fds <= base_fds + 16, f"open fds grew from {base_fds} to {fds}"
