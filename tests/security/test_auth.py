@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.processes import ServiceProcess, start_service
 from services.common.tenants import hash_api_key
 from services.testing.mesh import MockMesh
+from tests.router.test_http_gateway import http_port_of
 from tests.security.helpers import (
     INTERNAL_TOKEN,
     KEY_ALPHA,
@@ -71,7 +75,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockMesh]:
         ],
         revoked_keys=[KEY_LISTED_REVOKED],
     )
-    env = {"LLMMESH_AUTH_FILE": str(tenants), "LLMMESH_INTERNAL_TOKEN": INTERNAL_TOKEN}
+    env = {"LLMMESH_AUTH_FILE": str(tenants), "LLMMESH_INTERNAL_TOKEN": INTERNAL_TOKEN, "LLMMESH_HTTP_PORT": "0"}
     with MockMesh(workdir=workdir, mock_config=MOCK_CONFIG, routing=ROUTING, env=env) as mesh:
         yield mesh
 
@@ -195,6 +199,29 @@ class TestModelPermissions:
             await _call(secured, _chat("auto:best"), KEY_ALPHA)
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "alpha" in (caught.value.details() or "")
+
+
+class TestHttpDoor:
+    def test_same_keys_and_permissions_over_http(self, secured: MockMesh) -> None:
+        """The OpenAI-compatible door: 401 without a key, 403 for a model not allowed, 200 for an allowed one."""
+        url = f"http://127.0.0.1:{http_port_of(secured)}/v1/chat/completions"
+        bodies: list[str] = []
+
+        def post(model: str, key: str | None) -> int:
+            body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+            headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as error:
+                bodies.append(error.read().decode())
+                return int(error.code)
+
+        assert post("mock-small", None) == 401
+        assert post("mock-small", KEY_UNKNOWN) == 401
+        assert post("mock-large", KEY_ALPHA) == 403
+        assert post("mock-small", KEY_ALPHA) == 200
+        assert not [body for body in bodies if KEY_UNKNOWN in body]
 
 
 class TestAdapterOnlyForRouter:
