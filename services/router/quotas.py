@@ -197,7 +197,7 @@ class RedisCounters:
         self._record = client.register_script(_RECORD)
 
     async def admit(self, tenant: str, limits: Limits) -> Refusal | None:
-        args = [
+        args: list[str | int] = [
             _prefix(tenant),
             limits.requests_per_minute or 0,
             limits.tokens_per_minute or 0,
