@@ -7,6 +7,10 @@
 One channel per client (keepalive, message limits), a deadline on every
 call (the client default unless given), and typed helpers; errors arrive as
 `MeshError` with the router's code, reason and retry delay.
+
+Credentials: `api_key` (else $LLMMESH_API_KEY) goes out as
+`authorization: Bearer <key>`; TLS follows LLMMESH_TLS_CA_FILE (and
+LLMMESH_TLS_CERT_FILE / _KEY_FILE for mTLS) unless `security` is given.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.channels import aio_channel
 from services.common.errors import MeshError
+from services.common.tls import ChannelSecurity, TLSSettings, channel_security
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -58,6 +63,12 @@ def _messages(conversation: Conversation) -> list[chat_pb2.Message]:
     return list(conversation)
 
 
+def bearer_metadata(api_key: str | None = None) -> tuple[tuple[str, str], ...]:
+    """`authorization: Bearer <key>` for `api_key`, else $LLMMESH_API_KEY; nothing without a key."""
+    key = api_key if api_key is not None else os.environ.get("LLMMESH_API_KEY", "")
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
+
 class MeshClient:
     """An asyncio client for RouterService."""
 
@@ -67,11 +78,13 @@ class MeshClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         metadata: Iterable[tuple[str, str]] = (),
+        api_key: str | None = None,
+        security: ChannelSecurity | None = None,
     ) -> None:
         self.target = target or os.environ.get("LLMMESH_ROUTER_ADDRESS", DEFAULT_TARGET)
         self.timeout = timeout
-        self._metadata = tuple(metadata)
-        self._channel = aio_channel(self.target)
+        self._metadata = (*bearer_metadata(api_key), *metadata)
+        self._channel = aio_channel(self.target, security if security is not None else channel_security(TLSSettings()))
         self.stub = router_service_pb2_grpc.RouterServiceStub(self._channel)
 
     async def __aenter__(self) -> MeshClient:

@@ -32,8 +32,9 @@ META_STEP = "llmmesh-agent-step"
 META_MAX_STEPS = "llmmesh-agent-max-steps"
 META_REMAINING_TOKENS = "llmmesh-agent-remaining-tokens"
 META_REMAINING_COST = "llmmesh-agent-remaining-cost-usd"
-# Trace context the caller sent travels on to the router unchanged.
-_PASS_THROUGH = ("traceparent", "tracestate")
+# Trace context and the caller's key travel on to the router unchanged: the
+# router then applies the caller's tenant (models, quotas), not the agent's.
+_PASS_THROUGH = ("traceparent", "tracestate", "authorization")
 
 log = structlog.get_logger(__name__)
 Emit = Callable[[apb.RunEvent], None]

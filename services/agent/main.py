@@ -5,26 +5,33 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from llmmesh.v1 import agent_service_pb2_grpc, router_service_pb2_grpc
 from services.agent.loop import AgentLoop
 from services.agent.profiles import load_profiles
 from services.agent.servicer import AgentServicer
 from services.agent.tools import RemoteToolCatalog, ToolRegistry, builtin_tools
+from services.common.auth import caller_interceptors
 from services.common.channels import aio_channel
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
+from services.common.tenants import KeyStore
+from services.common.tls import TLSSettings, channel_security, server_credentials
 
 SERVICE_NAME = "llmmesh-agent"
 AGENT_SERVICE = "llmmesh.v1.AgentService"
 
 
-class AgentSettings(ServiceSettings):
+class AgentSettings(ServiceSettings, TLSSettings):
     """Agent process settings (LLMMESH_*)."""
 
+    auth_file: str = Field("", description="Tenants YAML (key hashes); empty: auth off.")
+    agent_router_key: SecretStr = Field(
+        SecretStr(""), description="The agent's own router key, used only for callers that sent no credentials."
+    )
     router_address: str = Field("127.0.0.1:50051", min_length=1, description="RouterService target.")
     agent_profiles: str = Field("", description="Profiles YAML; empty: the embedded default.")
     discovery: Literal["static", "consul"] = "static"
@@ -53,14 +60,17 @@ def main() -> None:
         configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
         profiles = load_profiles(settings.agent_profiles)
         discovery = build_discovery(settings)
+        keys = KeyStore.from_file(settings.auth_file) if settings.auth_file else None
+        credentials = server_credentials(settings)
+        outbound = channel_security(settings)
     except ConfigError as error:
         print(f"{SERVICE_NAME}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
     async def serve() -> None:
-        remote = RemoteToolCatalog(discovery, refresh_seconds=settings.agent_tool_refresh_seconds)
+        remote = RemoteToolCatalog(discovery, refresh_seconds=settings.agent_tool_refresh_seconds, security=outbound)
         await remote.start()
-        router_channel = aio_channel(settings.router_address)
+        router_channel = aio_channel(settings.router_address, outbound)
         loop = AgentLoop(
             router_service_pb2_grpc.RouterServiceStub(router_channel),
             tool_timeout_seconds=settings.agent_tool_timeout_seconds,
@@ -71,8 +81,14 @@ def main() -> None:
             profiles,
             ToolRegistry(builtin_tools(), remote),
             default_deadline_seconds=settings.agent_default_deadline_seconds,
+            router_key=settings.agent_router_key.get_secret_value(),
         )
-        server = MeshServer(SERVICE_NAME, settings)
+        server = MeshServer(
+            SERVICE_NAME,
+            settings,
+            interceptors=caller_interceptors(keys, service=SERVICE_NAME),
+            credentials=credentials,
+        )
         server.add_service(agent_service_pb2_grpc.add_AgentServiceServicer_to_server, servicer, AGENT_SERVICE)
         server.before_stop(discovery.close)
         server.after_stop(remote.close)

@@ -22,9 +22,16 @@ class AgentServicer:
     """The gRPC face of the agent."""
 
     def __init__(
-        self, loop: AgentLoop, profiles: ProfilesFile, tools: ToolRegistry, *, default_deadline_seconds: float
+        self,
+        loop: AgentLoop,
+        profiles: ProfilesFile,
+        tools: ToolRegistry,
+        *,
+        default_deadline_seconds: float,
+        router_key: str = "",
     ) -> None:
         self._loop = loop
+        self._router_key = router_key
         self._profiles = profiles
         self._tools = tools
         self._default_deadline = default_deadline_seconds
@@ -34,14 +41,14 @@ class AgentServicer:
         self, request: apb.StreamRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[apb.StreamRunResponse]:
         plan = plan_run(request.task, self._profiles, self._tools.available())
-        async for event in self._loop.stream(plan, self._deadline(context), _metadata(context)):
+        async for event in self._loop.stream(plan, self._deadline(context), _metadata(context, self._router_key)):
             yield apb.StreamRunResponse(event=event)
 
     @handle_errors
     async def Run(self, request: apb.RunRequest, context: grpc.aio.ServicerContext) -> apb.RunResponse:  # noqa: N802
         plan = plan_run(request.task, self._profiles, self._tools.available())
         response = apb.RunResponse()
-        async for event in self._loop.stream(plan, self._deadline(context), _metadata(context)):
+        async for event in self._loop.stream(plan, self._deadline(context), _metadata(context, self._router_key)):
             response.events.append(event)
             if event.HasField("end"):
                 response.end.CopyFrom(event.end)
@@ -74,5 +81,9 @@ class AgentServicer:
         return asyncio.get_running_loop().time() + remaining - END_MARGIN_SECONDS
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
-    return tuple((key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str))
+def _metadata(context: grpc.aio.ServicerContext, router_key: str) -> tuple[tuple[str, str], ...]:
+    """The caller's metadata; the agent's own router key only when the caller sent no credentials."""
+    metadata = tuple((key, value) for key, value in context.invocation_metadata() or () if isinstance(value, str))
+    if router_key and not any(key == "authorization" for key, _ in metadata):
+        metadata += (("authorization", f"Bearer {router_key}"),)
+    return metadata

@@ -15,8 +15,10 @@ import grpc
 from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import agent_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.client import bearer_metadata
 from services.common.channels import aio_channel
 from services.common.errors import MeshError
+from services.common.tls import TLSSettings, channel_security
 
 DEFAULT_AGENT_PORT = 50052
 DEFAULT_AGENT_ADDRESS = f"127.0.0.1:{DEFAULT_AGENT_PORT}"
@@ -82,10 +84,10 @@ def _agent(args: argparse.Namespace) -> None:
 async def stream_task(address: str, task: apb.AgentTask, *, timeout: float, out: Printer = print) -> apb.RunEnd:
     """Runs `task` on the agent at `address`, printing each step for a person; returns the RunEnd."""
     view = _RunView(out)
-    channel = aio_channel(address)
+    channel = aio_channel(address, channel_security(TLSSettings()))
     try:
         call = agent_service_pb2_grpc.AgentServiceStub(channel).StreamRun(
-            apb.StreamRunRequest(task=task), timeout=timeout
+            apb.StreamRunRequest(task=task), timeout=timeout, metadata=bearer_metadata()
         )
         async for response in call:
             view.show(response.event)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
-from services.cli import agent_cmd
+from services.cli import agent_cmd, auth_cmd
 from services.client import MeshClient, text_of
 from services.common.errors import MeshError, code_from_number
 from services.common.settings import ConfigError
@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     provider.set_defaults(run=lambda a: importlib.import_module(f"services.providers.{a.kind}.main").main())
 
     agent_cmd.add_parsers(commands)
+    auth_cmd.add_parsers(commands)
     return parser
 
 

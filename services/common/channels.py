@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from services.common.server import MAX_MESSAGE_BYTES
+from services.common.tls import PLAINTEXT, ChannelSecurity
 
 CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -27,6 +28,47 @@ CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
 )
 
 
-def aio_channel(target: str) -> grpc.aio.Channel:
-    """An asyncio channel; gRPC's own retries off because the router owns retries."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+def aio_channel(
+    target: str,
+    security: ChannelSecurity = PLAINTEXT,
+    *,
+    metadata: Sequence[tuple[str, str]] = (),
+) -> grpc.aio.Channel:
+    """An asyncio channel; gRPC's own retries off because the router owns retries.
+
+    `security` (services.common.tls.channel_security) makes it TLS or mTLS;
+    `metadata` is sent on every call (the router's internal token to adapters).
+    """
+    options = (*CHANNEL_OPTIONS, *security.options)
+    interceptors = _metadata_interceptors(tuple(metadata)) if metadata else None
+    if security.credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, security.credentials, options=options, interceptors=interceptors)
+
+
+class _AddMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Adds fixed metadata to every call, after the caller's own."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        names = {key for key, _ in self._metadata}
+        kept = tuple((key, value) for key, value in (details.metadata or ()) if key not in names)
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            grpc.aio.Metadata(*kept, *self._metadata),
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+def _metadata_interceptors(metadata: tuple[tuple[str, str], ...]) -> list[grpc.aio.ClientInterceptor]:
+    return [_AddMetadata(metadata)]

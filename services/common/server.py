@@ -23,7 +23,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.interceptors import DecodeGuardInterceptor
 from services.common.settings import ServiceSettings
+from services.common.tls import is_loopback
 
 log = structlog.get_logger(__name__)
 
@@ -44,13 +46,26 @@ SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
 
 
 class MeshServer:
-    """A grpc.aio server with health, reflection and graceful shutdown."""
+    """A grpc.aio server with health, reflection and graceful shutdown.
 
-    def __init__(self, name: str, settings: ServiceSettings) -> None:
+    `interceptors` run in order before every handler (auth goes here);
+    `credentials` (services.common.tls.server_credentials) switch on TLS.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self.name = name
         self.settings = settings
         self.health = health.aio.HealthServicer()
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        self._credentials = credentials
+        # The decode guard sits innermost, so an unauthenticated caller learns nothing about decoding.
+        self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=(*interceptors, DecodeGuardInterceptor()))
         self._service_names: list[str] = [health.SERVICE_NAME]
         self._after_start: list[Hook] = []
         self._before_stop: list[Hook] = []
@@ -80,13 +95,28 @@ class MeshServer:
         """Binds, starts and marks every service SERVING; returns the bound port."""
         reflection.enable_server_reflection((*self._service_names, reflection.SERVICE_NAME), self._server)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self._server.add_insecure_port(address)
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(address, self._credentials)
+        elif not is_loopback(self.settings.host):
+            log.warning(
+                "PLAINTEXT on a non-loopback address: anyone on the network can read and forge calls; "
+                "set LLMMESH_TLS_CERT_FILE and LLMMESH_TLS_KEY_FILE",
+                address=address,
+            )
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"could not bind {address}")
         await self._server.start()
         for service in ("", *self._service_names[1:]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", address=f"{self.settings.host}:{self.port}", services=self._service_names[1:])
+        log.info(
+            "serving",
+            address=f"{self.settings.host}:{self.port}",
+            services=self._service_names[1:],
+            transport="tls" if self._credentials is not None else "plaintext",
+        )
         for hook in self._after_start:
             await _run_hook(hook)
         if self.settings.ready_file:

@@ -10,17 +10,38 @@ import re
 from typing import Protocol
 
 from google.protobuf import struct_pb2
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmmesh.v1 import chat_pb2
 from services.common.errors import invalid_argument
+from services.common.settings import ENV_PREFIX
 
 MAX_MESSAGES = 2048
 MAX_TOOLS = 256
 MAX_STOP_SEQUENCES = 16
 MAX_OUTPUT_TOKENS = 1_000_000
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+MAX_CONTENT_BYTES = 8 * 1024 * 1024
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ROLES = frozenset(chat_pb2.Role.values()) - {chat_pb2.ROLE_UNSPECIFIED}
+
+
+class InputLimits(BaseSettings):
+    """Request size limits (LLMMESH_MAX_*), read by the router and every adapter."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    max_request_bytes: int = Field(MAX_REQUEST_BYTES, ge=1024, le=32 * 1024 * 1024, description="Whole request.")
+    max_messages: int = Field(MAX_MESSAGES, ge=1, le=100_000, description="Messages per request.")
+    max_tools: int = Field(MAX_TOOLS, ge=0, le=10_000, description="Tool definitions per request.")
+    max_content_bytes: int = Field(
+        MAX_CONTENT_BYTES, ge=1, le=32 * 1024 * 1024, description="One content part: UTF-8 text or image bytes."
+    )
+    max_output_tokens: int = Field(MAX_OUTPUT_TOKENS, ge=1, le=10_000_000, description="Cap on max_output_tokens.")
+
+
+DEFAULT_LIMITS = InputLimits.model_construct()
 
 
 class ChatLike(Protocol):
@@ -43,24 +64,29 @@ class ChatLike(Protocol):
     def HasField(self, field_name: str) -> bool: ...  # noqa: N802 - protobuf's name
 
 
-def validate_chat_request(request: ChatLike, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
-    """Raises MeshError(INVALID_ARGUMENT) for the first problem found."""
+def validate_chat_request(request: ChatLike, *, limits: InputLimits = DEFAULT_LIMITS) -> None:
+    """Raises MeshError(INVALID_ARGUMENT) for the first problem found; each limit message names the setting."""
     if not request.model.strip():
         raise invalid_argument("model", "is empty; name a model from ListModels, an alias, or 'auto'")
     size = request.ByteSize()
-    if size > max_request_bytes:
+    max_bytes = limits.max_request_bytes
+    if size > max_bytes:
         raise invalid_argument(
             _largest_message_field(request),
-            f"request is {size} bytes, above the {max_request_bytes}-byte limit; "
+            f"request is {size} bytes, above the limit of {max_bytes} bytes (LLMMESH_MAX_REQUEST_BYTES); "
             "send fewer or smaller messages (images by URL instead of bytes)",
         )
     if not request.messages:
         raise invalid_argument("messages", "is empty; send at least one user message")
-    if len(request.messages) > MAX_MESSAGES:
-        raise invalid_argument("messages", f"has {len(request.messages)} messages, above the limit of {MAX_MESSAGES}")
-    tool_names = _validate_tools(request.tools)
+    if len(request.messages) > limits.max_messages:
+        raise invalid_argument(
+            "messages",
+            f"has {len(request.messages)} messages, above the limit of {limits.max_messages} (LLMMESH_MAX_MESSAGES); "
+            "drop or summarise older turns",
+        )
+    tool_names = _validate_tools(request.tools, limits.max_tools)
     for index, message in enumerate(request.messages):
-        _validate_message(f"messages[{index}]", message)
+        _validate_message(f"messages[{index}]", message, limits.max_content_bytes)
     if request.HasField("tool_choice"):
         choice = request.tool_choice
         if choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED and choice.name not in tool_names:
@@ -68,12 +94,15 @@ def validate_chat_request(request: ChatLike, *, max_request_bytes: int = MAX_REQ
                 "tool_choice.name", f"names tool {choice.name!r}, which is not in tools; add it or change the mode"
             )
     if request.HasField("settings"):
-        _validate_settings(request.settings)
+        _validate_settings(request.settings, limits.max_output_tokens)
 
 
-def _validate_tools(tools: list[chat_pb2.ToolDefinition]) -> set[str]:
-    if len(tools) > MAX_TOOLS:
-        raise invalid_argument("tools", f"has {len(tools)} tools, above the limit of {MAX_TOOLS}")
+def _validate_tools(tools: list[chat_pb2.ToolDefinition], max_tools: int) -> set[str]:
+    if len(tools) > max_tools:
+        raise invalid_argument(
+            "tools",
+            f"has {len(tools)} tools, above the limit of {max_tools} (LLMMESH_MAX_TOOLS); send only the tools this turn needs",
+        )
     names: set[str] = set()
     for index, tool in enumerate(tools):
         if not _TOOL_NAME.match(tool.name):
@@ -89,7 +118,7 @@ def _validate_tools(tools: list[chat_pb2.ToolDefinition]) -> set[str]:
     return names
 
 
-def _validate_message(path: str, message: chat_pb2.Message) -> None:
+def _validate_message(path: str, message: chat_pb2.Message, max_content_bytes: int) -> None:
     if message.role not in _ROLES:
         raise invalid_argument(
             f"{path}.role",
@@ -100,6 +129,13 @@ def _validate_message(path: str, message: chat_pb2.Message) -> None:
         kind = part.WhichOneof("kind")
         if kind is None:
             raise invalid_argument(part_path, "is empty; set text or image")
+        size = len(part.text.encode("utf-8")) if kind == "text" else part.image.ByteSize()
+        if size > max_content_bytes:
+            raise invalid_argument(
+                part_path,
+                f"is {size} bytes, above the limit of {max_content_bytes} bytes per part (LLMMESH_MAX_CONTENT_BYTES); "
+                "split the text or send the image by URL",
+            )
         if kind == "image":
             image = part.image
             source = image.WhichOneof("source")
@@ -126,11 +162,12 @@ def _validate_message(path: str, message: chat_pb2.Message) -> None:
         raise invalid_argument(f"{path}.content", "is empty; add a text part")
 
 
-def _validate_settings(settings: chat_pb2.GenerationSettings) -> None:
-    if settings.HasField("max_output_tokens") and not 1 <= settings.max_output_tokens <= MAX_OUTPUT_TOKENS:
+def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens: int) -> None:
+    if settings.HasField("max_output_tokens") and not 1 <= settings.max_output_tokens <= max_output_tokens:
         raise invalid_argument(
             "settings.max_output_tokens",
-            f"{settings.max_output_tokens} is outside 1..{MAX_OUTPUT_TOKENS}; omit it to use the model's default",
+            f"{settings.max_output_tokens} is outside 1..{max_output_tokens} (limit: LLMMESH_MAX_OUTPUT_TOKENS); "
+            "omit it to use the model's default",
         )
     if settings.HasField("temperature") and not 0.0 <= settings.temperature <= 2.0:
         raise invalid_argument("settings.temperature", f"{settings.temperature} is outside 0..2")

@@ -23,12 +23,7 @@ OPTIONAL_IN_MANIFESTS: Mapping[str, str] = {
     "ANTHROPIC_BASE_URL": "the SDK's spelling; the manifests set LLMMESH_ANTHROPIC_BASE_URL",
 }
 # Set by the manifests for work landing in parallel; allowed before any code reads them.
-AHEAD_OF_CODE: Mapping[str, str] = {
-    "LLMMESH_ADVERTISE_ADDRESS": "issue 4: adapters register their pod IP in Consul",
-    "LLMMESH_DISCOVERY": "issue 4: adapters register in Consul when discovery is consul",
-    "CONSUL_HTTP_ADDR": "issue 4: read by py-consul once discovery uses it",
-    "CONSUL_HTTP_TOKEN": "issue 4: read by py-consul once discovery uses it",
-}
+AHEAD_OF_CODE: Mapping[str, str] = {}
 # Required of every llmmesh Deployment by the naming contract (DESIGN.md).
 ALWAYS_REQUIRED = ("OTEL_SERVICE_NAME",)
 

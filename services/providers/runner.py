@@ -6,20 +6,23 @@ import sys
 from collections.abc import Callable
 
 import structlog
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from llmmesh.v1 import provider_service_pb2_grpc
+from services.common.auth import internal_interceptors
 from services.common.consul_discovery.registration import ConsulRegistration, RegistrationSettings
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
+from services.common.tls import TLSSettings, server_credentials
+from services.common.validation import InputLimits
 from services.providers.base import ProviderAdapter
 from services.providers.servicer import ProviderServicer
 
 PROVIDER_SERVICE = "llmmesh.v1.ProviderService"
 
 
-class ProviderSettings(ServiceSettings):
+class ProviderSettings(ServiceSettings, TLSSettings, InputLimits):
     """Settings every adapter process reads."""
 
     max_in_flight: int = Field(256, ge=1, le=100_000, description="Calls past this get RESOURCE_EXHAUSTED.")
@@ -27,6 +30,13 @@ class ProviderSettings(ServiceSettings):
         "", pattern=r"^[a-z0-9-]*$", description="Instance name (e.g. vllm-local); defaults to the kind."
     )
     models: str = Field("", description="Comma-separated models this instance serves; empty: the adapter's defaults.")
+    internal_token: SecretStr = Field(
+        SecretStr(""),
+        description="Calls must carry it (llmmesh-internal-token); the router's value. Empty: not checked.",
+    )
+    internal_allowed_clients: str = Field(
+        "", description="Comma-separated client certificate CN/SAN names allowed to call (mTLS); empty: not checked."
+    )
 
     @property
     def model_names(self) -> list[str]:
@@ -43,6 +53,11 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
     try:
         settings = load_settings(ProviderSettings)
         configure_logging(service_name(settings, kind), settings.log_level, settings.log_format)
+        credentials = server_credentials(settings)
+        if settings.internal_allowed_clients and settings.tls_client_auth != "require":
+            raise ConfigError(
+                "LLMMESH_INTERNAL_ALLOWED_CLIENTS checks client certificates: set LLMMESH_TLS_CLIENT_AUTH=require"
+            )
         adapter = build_adapter(settings)
         discovery = load_settings(RegistrationSettings)
         registration = (
@@ -61,8 +76,12 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
         raise SystemExit(2) from None
 
     async def main() -> None:
-        server = MeshServer(service_name(settings, kind), settings)
-        servicer = ProviderServicer(adapter, max_in_flight=settings.max_in_flight)
+        name = service_name(settings, kind)
+        interceptors = internal_interceptors(
+            settings.internal_token.get_secret_value(), settings.internal_allowed_clients, service=name
+        )
+        server = MeshServer(name, settings, interceptors=interceptors, credentials=credentials)
+        servicer = ProviderServicer(adapter, max_in_flight=settings.max_in_flight, limits=settings)
         server.add_service(provider_service_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, PROVIDER_SERVICE)
         server.after_stop(adapter.aclose)
         if registration is not None:

@@ -10,7 +10,7 @@ import grpc
 
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import REASON_OVERLOADED, REASON_STREAM_TRUNCATED, MeshError, handle_errors
-from services.common.validation import validate_chat_request
+from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request
 from services.providers.base import ProviderAdapter
 
 # Used when a caller sets no deadline; the router always sets one.
@@ -20,8 +20,9 @@ DEFAULT_TIMEOUT_SECONDS = 600.0
 class ProviderServicer:
     """Validates, bounds in-flight calls, passes the time left, checks stream endings."""
 
-    def __init__(self, adapter: ProviderAdapter, *, max_in_flight: int) -> None:
+    def __init__(self, adapter: ProviderAdapter, *, max_in_flight: int, limits: InputLimits = DEFAULT_LIMITS) -> None:
         self._adapter = adapter
+        self._limits = limits
         self._max_in_flight = max_in_flight
         self.in_flight = 0
 
@@ -44,7 +45,7 @@ class ProviderServicer:
     async def Chat(  # noqa: N802 - gRPC method name
         self, request: pb.ProviderServiceChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProviderServiceChatResponse:
-        validate_chat_request(request)
+        validate_chat_request(request, limits=self._limits)
         self._admit()
         self.in_flight += 1
         try:
@@ -56,7 +57,7 @@ class ProviderServicer:
     async def StreamChat(  # noqa: N802 - gRPC method name
         self, request: pb.ProviderServiceStreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
-        validate_chat_request(request)
+        validate_chat_request(request, limits=self._limits)
         self._admit()
         self.in_flight += 1
         try:

@@ -67,6 +67,10 @@ def connection_level(error: grpc.aio.AioRpcError, channel_state: grpc.ChannelCon
     return False
 
 
+#: Opens the channel to an instance address (TLS and the router's internal token live here).
+ChannelFactory = Callable[[str], grpc.aio.Channel]
+
+
 class Instance:
     """One adapter instance, the calls it is serving, and its passive health."""
 
@@ -87,9 +91,10 @@ class Instance:
         endpoint: Endpoint,
         policy: EjectionPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        channel_factory: ChannelFactory = aio_channel,
     ) -> None:
         self.endpoint = endpoint
-        self.channel: grpc.aio.Channel = aio_channel(endpoint.address)
+        self.channel: grpc.aio.Channel = channel_factory(endpoint.address)
         self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)
         self.in_flight = 0
         self.consecutive_failures = 0
@@ -157,9 +162,12 @@ class Instance:
 class InstancePool:
     """The live instances of one service."""
 
-    def __init__(self, service: str, policy: EjectionPolicy | None = None) -> None:
+    def __init__(
+        self, service: str, policy: EjectionPolicy | None = None, channel_factory: ChannelFactory = aio_channel
+    ) -> None:
         self.service = service
         self._policy = policy or EjectionPolicy()
+        self._channel_factory = channel_factory
         self._instances: dict[str, Instance] = {}
         self._draining: set[asyncio.Task[None]] = set()
 
@@ -177,7 +185,7 @@ class InstancePool:
                 self._retire(self._instances.pop(instance_id))
         for instance_id, endpoint in wanted.items():
             if instance_id not in self._instances:
-                self._instances[instance_id] = Instance(endpoint, self._policy)
+                self._instances[instance_id] = Instance(endpoint, self._policy, channel_factory=self._channel_factory)
                 log.info("instance added", service=self.service, address=endpoint.address)
 
     def pick(self, exclude: frozenset[str] = frozenset()) -> Instance | None:
@@ -218,9 +226,16 @@ class InstancePool:
 class Balancer:
     """Instance pools for every service, fed by discovery."""
 
-    def __init__(self, discovery: Discovery, ejection: EjectionPolicy | None = None) -> None:
+    def __init__(
+        self,
+        discovery: Discovery,
+        ejection: EjectionPolicy | None = None,
+        *,
+        channel_factory: ChannelFactory = aio_channel,
+    ) -> None:
         self._pools: dict[str, InstancePool] = {}
         self._ejection = ejection or EjectionPolicy()
+        self._channel_factory = channel_factory
         discovery.subscribe(self._on_change)
 
     def _on_change(self, service: str, endpoints: tuple[Endpoint, ...]) -> None:
@@ -229,7 +244,7 @@ class Balancer:
     def pool(self, service: str) -> InstancePool:
         pool = self._pools.get(service)
         if pool is None:
-            pool = self._pools[service] = InstancePool(service, self._ejection)
+            pool = self._pools[service] = InstancePool(service, self._ejection, self._channel_factory)
         return pool
 
     async def close(self) -> None:

@@ -69,6 +69,10 @@ class CircuitBreaker:
         self._probe_out = True
         return True
 
+    def is_rejecting(self) -> bool:
+        """Open and still within its open time; past it, the next allow() lets a probe through."""
+        return self.state is State.OPEN and time.monotonic() - self._opened_at < self._open_for
+
     def release(self) -> None:
         """The allowed call never happened (e.g. its twin breaker said no)."""
         self._probe_out = False

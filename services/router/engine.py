@@ -26,6 +26,7 @@ from google.protobuf import json_format
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.auth import current_tenant
 from services.common.errors import (
     REASON_CONTENT_FILTERED,
     REASON_CONTEXT_WINDOW_EXCEEDED,
@@ -40,7 +41,7 @@ from services.common.errors import (
     code_from_number,
     invalid_argument,
 )
-from services.router import auto
+from services.router import access, auto
 from services.router.balancer import Balancer, Instance, never_sent
 from services.router.breakers import BreakerRegistry, CircuitBreaker
 from services.router.budgets import SlidingBudget
@@ -99,6 +100,7 @@ class RouterEngine:
 
     def plan(self, request: RouterRequest) -> _Plan:
         policy = request.routing
+        named: list[tuple[str, Candidate]] = []
         if auto.is_auto(request.model):
             candidates = auto.choose(self.table, request, deprioritise=self._deprioritised)
         else:
@@ -106,6 +108,7 @@ class RouterEngine:
             if primary is None:
                 raise self._not_found(request.model)
             candidates = [primary]
+            named.append(("model", primary))
             if not policy.fallback_models:
                 candidates += [self.table.lookup(name) for name in self.table.fallbacks_of(primary.name)]  # type: ignore[misc]
         for index, name in enumerate(policy.fallback_models):
@@ -113,7 +116,10 @@ class RouterEngine:
             if candidate is None:
                 raise invalid_argument(f"routing.fallback_models[{index}]", f"{name!r} is not a known model or alias")
             candidates.append(candidate)
+            named.append((f"routing.fallback_models[{index}]", candidate))
         unique = list({candidate.name: candidate for candidate in candidates}.values())
+        # The tenant's allowed models, after resolution: fallbacks and `auto` picks included.
+        unique = access.permitted(current_tenant.get(), self.table, request.model, unique, named)
         # Steer away from providers near their rate limits, open breakers and
         # models with no instance, but keep them as a last resort.
         if len(unique) > 1:
@@ -150,7 +156,9 @@ class RouterEngine:
         return (
             len(self.balancer.pool(candidate.service)) == 0
             or self.headroom.is_low(candidate.provider, self.table.defaults.low_headroom_ratio)
-            or any(breaker.state.value == "open" for breaker in self.breakers_of(candidate))
+            # Only while the breaker rejects: once its open time is over the candidate must
+            # come first again, or a healthy fallback would starve it of its half-open probe.
+            or any(breaker.is_rejecting() for breaker in self.breakers_of(candidate))
         )
 
     def breakers_of(self, candidate: Candidate) -> tuple[CircuitBreaker, CircuitBreaker]:
@@ -492,6 +500,7 @@ class _Race:
         failover_due = False
         try:
             while True:
+                asked = False
                 # Start what may start now.
                 while self.now() >= self._next_not_before and (
                     not running or fan_out or failover_due or self.now() >= next_hedge_at
@@ -500,6 +509,7 @@ class _Race:
                     if hedging and not (self._hedge_target_available() and self.engine.hedge_budget.try_spend()):
                         next_hedge_at = float("inf")
                         break
+                    asked = True
                     target = self.next_target(hedge=hedging)
                     failover_due = False
                     if target is None:
@@ -519,6 +529,8 @@ class _Race:
                     if self._pending and not self._stopped and self._next_not_before > self.now():
                         await asyncio.sleep(self._next_not_before - self.now())
                         continue
+                    if self._pending and not self._stopped and not asked:
+                        continue  # a retry fell due between the two checks: start it now, don't give up
                     break
                 wake_at = min(next_hedge_at, self.deadline)
                 if self._next_not_before > self.now():

@@ -6,21 +6,29 @@ import asyncio
 import sys
 from typing import Literal
 
+import grpc
 import structlog
 from grpc_health.v1 import health_pb2
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
+from starlette.requests import Request
 
 from llmmesh.v1 import router_service_pb2_grpc
+from services.common.auth import caller_interceptors, current_tenant, internal_metadata
+from services.common.channels import aio_channel
 from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
+from services.common.tenants import KeyStore
+from services.common.tls import TLSSettings, channel_security, server_credentials
+from services.common.validation import InputLimits
 from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
 from services.router.balancer import Balancer, EjectionPolicy
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
-from services.router.http_gateway import HttpGateway
+from services.router.http_gateway import Authorize, HttpGateway
+from services.router.quotas import STORE_HEALTH_SERVICE, QuotaGate, QuotaSettings
 from services.router.servicer import RouterServicer
 
 SERVICE_NAME = "llmmesh-router"
@@ -31,11 +39,17 @@ ROUTER_SERVICE = "llmmesh.v1.RouterService"
 DISCOVERY_HEALTH = "llmmesh.discovery"
 _DEFAULTS = "services.router.defaults"
 
+log = structlog.get_logger(__name__)
 
-class RouterSettings(ServiceSettings):
+
+class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits):
     """Router process settings (LLMMESH_*)."""
 
     routing_file: str = Field("", description="Routing YAML; empty: the embedded default.")
+    auth_file: str = Field("", description="Tenants YAML (key hashes, allowed models, limits); empty: auth off.")
+    internal_token: SecretStr = Field(
+        SecretStr(""), description="Sent to adapters on every call; the same value as theirs. Empty: none sent."
+    )
     discovery: Literal["static", "consul"] = "static"
     static_discovery_file: str = Field("", description="Static endpoints YAML; empty: the embedded default.")
     default_deadline_seconds: float = Field(120.0, gt=0, le=3600, description="For callers that set no deadline.")
@@ -76,23 +90,61 @@ def build_discovery(settings: RouterSettings) -> Discovery:
     return StaticDiscovery(load_packaged_yaml_model(StaticFile, _DEFAULTS, "static.yaml"))
 
 
+def _http_authorizer(keys: KeyStore | None, quotas: QuotaGate | None) -> Authorize | None:
+    """The HTTP door checks the same tenant keys (Authorization: Bearer) and counts requests per minute."""
+    if keys is None:
+        return None
+
+    async def authorize(request: Request) -> None:
+        tenant = keys.authenticate(request.headers.get("authorization"))
+        current_tenant.set(tenant)
+        if quotas is not None:
+            await quotas.admit(tenant)
+
+    return authorize
+
+
 def main() -> None:
     try:
         settings = load_settings(RouterSettings)
         configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
         table = load_routing(settings)
         discovery = build_discovery(settings)
+        keys = KeyStore.from_file(settings.auth_file) if settings.auth_file else None
+        credentials = server_credentials(settings)
+        upstream = channel_security(settings)
     except ConfigError as error:
         print(f"{SERVICE_NAME}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    to_adapters = internal_metadata(settings.internal_token.get_secret_value())
+
+    def adapter_channel(address: str) -> grpc.aio.Channel:
+        return aio_channel(address, upstream, metadata=to_adapters)
 
     async def serve() -> None:
-        balancer = Balancer(discovery, settings.ejection)
-        server = MeshServer(SERVICE_NAME, settings)
+        balancer = Balancer(discovery, settings.ejection, channel_factory=adapter_channel)
+        server = MeshServer(
+            SERVICE_NAME,
+            settings,
+            interceptors=caller_interceptors(keys, service=SERVICE_NAME),
+            credentials=credentials,
+        )
         _report_discovery_health(discovery, server)
         await discovery.watch(table.services())
+
+        def on_store_change(up: bool) -> None:
+            status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+            asyncio.get_running_loop().create_task(server.health.set(STORE_HEALTH_SERVICE, status))
+
+        quotas = QuotaGate.from_settings(settings, on_store_change) if keys is not None else None
         engine = RouterEngine(table, balancer)
-        servicer = RouterServicer(engine, balancer, default_deadline_seconds=settings.default_deadline_seconds)
+        servicer = RouterServicer(
+            engine,
+            balancer,
+            default_deadline_seconds=settings.default_deadline_seconds,
+            limits=settings,
+            quotas=quotas,
+        )
         server.add_service(router_service_pb2_grpc.add_RouterServiceServicer_to_server, servicer, ROUTER_SERVICE)
         if settings.http_port is not None:
             gateway = HttpGateway(
@@ -101,6 +153,7 @@ def main() -> None:
                 default_deadline_seconds=settings.default_deadline_seconds,
                 grace_seconds=settings.grace_seconds,
                 drain_seconds=settings.drain_seconds,
+                authorize=_http_authorizer(keys, quotas),
             )
             await gateway.start(settings.http_host or settings.host, settings.http_port)
             server.before_stop(gateway.begin_shutdown)
@@ -108,6 +161,17 @@ def main() -> None:
             server.after_stop(gateway.wait_stopped)
         server.before_stop(discovery.close)
         server.after_stop(balancer.close)
+        if quotas is not None:
+            server.after_stop(quotas.close)
+            if quotas.mode == "shared":
+                await server.health.set(STORE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "router security",
+            callers="tenant keys" if keys is not None else "open (auth off)",
+            adapters=upstream.description,
+            internal_token="set" if to_adapters else "none",
+            quotas=quotas.mode if quotas is not None else "off (no tenants)",
+        )
         await server.serve_until_signal()
 
     run_service(serve)

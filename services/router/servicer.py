@@ -1,4 +1,4 @@
-"""RouterService: validation and the caller's deadline in front of the engine."""
+"""RouterService: auth, quotas, validation and the caller's deadline in front of the engine."""
 
 from __future__ import annotations
 
@@ -9,19 +9,31 @@ import grpc
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.auth import current_tenant
 from services.common.errors import handle_errors
-from services.common.validation import validate_chat_request
+from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request
 from services.router.balancer import Balancer
 from services.router.engine import RouterEngine
+from services.router.quotas import QuotaGate
 
 
 class RouterServicer:
     """The caller-facing gRPC service."""
 
-    def __init__(self, engine: RouterEngine, balancer: Balancer, *, default_deadline_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: RouterEngine,
+        balancer: Balancer,
+        *,
+        default_deadline_seconds: float,
+        limits: InputLimits = DEFAULT_LIMITS,
+        quotas: QuotaGate | None = None,
+    ) -> None:
         self._engine = engine
         self._balancer = balancer
         self._default_deadline = default_deadline_seconds
+        self._limits = limits
+        self._quotas = quotas
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """The caller's deadline on the loop clock; callers without one get the default."""
@@ -32,15 +44,35 @@ class RouterServicer:
 
     @handle_errors
     async def Chat(self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext) -> rpb.ChatResponse:  # noqa: N802
-        validate_chat_request(request)
-        return await self._engine.chat(request, self._deadline(context))
+        validate_chat_request(request, limits=self._limits)
+        tenant = current_tenant.get()
+        if self._quotas is not None:
+            await self._quotas.admit(tenant)
+        response = await self._engine.chat(request, self._deadline(context))
+        if self._quotas is not None:
+            # Fan-out answers all cost money, not only the one returned first.
+            answers = [response, *response.alternatives]
+            await self._quotas.record(
+                tenant,
+                sum(answer.usage.input_tokens + answer.usage.output_tokens for answer in answers),
+                sum(answer.estimated_cost_usd for answer in answers),
+            )
+        return response
 
     @handle_errors
     async def StreamChat(  # noqa: N802
         self, request: rpb.StreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.StreamChatResponse]:
-        validate_chat_request(request)
+        validate_chat_request(request, limits=self._limits)
+        tenant = current_tenant.get()
+        if self._quotas is not None:
+            await self._quotas.admit(tenant)
         async for event in self._engine.stream_chat(request, self._deadline(context)):
+            if self._quotas is not None and event.HasField("final"):
+                usage = event.final.usage
+                await self._quotas.record(
+                    tenant, usage.input_tokens + usage.output_tokens, event.final.estimated_cost_usd
+                )
             yield event
 
     @handle_errors

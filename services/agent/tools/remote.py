@@ -23,6 +23,7 @@ from llmmesh.v1 import tool_service_pb2_grpc
 from services.agent.tools.base import Tool, ToolFailure, ToolOutput
 from services.common.channels import aio_channel
 from services.common.discovery import Discovery, Endpoint
+from services.common.tls import PLAINTEXT, ChannelSecurity
 
 TOOL_SERVICE = "llmmesh-tool"
 
@@ -66,8 +67,16 @@ def _describe_failure(error: grpc.aio.AioRpcError, address: str, timeout: float)
 class RemoteToolCatalog:
     """The tools of every discovered `llmmesh-tool` instance, kept current."""
 
-    def __init__(self, discovery: Discovery, *, list_timeout: float = 5.0, refresh_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        discovery: Discovery,
+        *,
+        list_timeout: float = 5.0,
+        refresh_seconds: float = 30.0,
+        security: ChannelSecurity = PLAINTEXT,
+    ) -> None:
         self._discovery = discovery
+        self._security = security
         self._list_timeout = list_timeout
         self._refresh_seconds = refresh_seconds
         self._endpoints: tuple[Endpoint, ...] = ()
@@ -141,7 +150,7 @@ class RemoteToolCatalog:
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = aio_channel(address)
+            self._channels[address] = aio_channel(address, self._security)
         return self._channels[address]
 
     async def _list(self, address: str) -> list[Any]:
