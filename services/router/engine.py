@@ -448,14 +448,22 @@ class _Race:
         self._finish(flight, rpb.ATTEMPT_OUTCOME_FAILED, error.code)
         flight.attempt.reason = error.reason
         flight.attempt.message = error.message
+        pool_size = len(self.engine.balancer.pool(flight.candidate.service))
+        # A transport failure (no adapter answered: no ErrorInfo) says one instance is
+        # unwell, which is the balancer's ejection to handle; counting it against the
+        # model's or provider's breaker would also shut out the healthy instances.
+        instance_fault = error.code == grpc.StatusCode.UNAVAILABLE and not error.reason and pool_size > 1
         for breaker in flight.breakers:
-            breaker.record(error.code)
+            if instance_fault:
+                breaker.release()
+            else:
+                breaker.record(error.code)
         self._last = self._last_failure = (flight.candidate, error, flight.attempt)
         if retryable and never_sent(error) and flight.instance.address not in self._unreachable:
             # Like gRPC's transparent retry: the call reached no adapter, so it goes to another instance
             # (the balancer passes over this one) without spending the retry limit or budget.
             self._unreachable.add(flight.instance.address)
-            if len(self.engine.balancer.pool(flight.candidate.service)) > len(self._unreachable):
+            if pool_size > len(self._unreachable):
                 self._pending.appendleft(_Pending(flight.candidate, retry=flight.retry))
                 flight.attempt.moved_on_because = "could not connect; trying another instance"
                 return
