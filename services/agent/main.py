@@ -14,6 +14,7 @@ from services.agent.servicer import AgentServicer
 from services.agent.tools import RemoteToolCatalog, ToolRegistry, builtin_tools
 from services.common.auth import caller_interceptors
 from services.common.channels import aio_channel
+from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
@@ -48,7 +49,7 @@ class AgentSettings(ServiceSettings, TLSSettings):
 
 def build_discovery(settings: AgentSettings) -> Discovery:
     if settings.discovery == "consul":
-        raise ConfigError("LLMMESH_DISCOVERY=consul is not available in this build; use static")
+        return ConsulDiscovery(load_settings(WatchSettings))
     if settings.static_discovery_file:
         return StaticDiscovery.from_file(settings.static_discovery_file)
     return StaticDiscovery(StaticFile())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from llmmesh.v1 import tool_service_pb2_grpc
-from services.agent.example_tools.servicer import ExampleToolServicer
+from services.agent.example_tools.servicer import TOOLS, ExampleToolServicer
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, run_service
 from services.common.settings import ServiceSettings, load_settings
@@ -24,10 +24,21 @@ def main() -> None:
     settings = load_settings(ExampleToolSettings)
     configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
 
+    # Imported here: the agent's Deployment (which ships this package) must not be
+    # asked for registration settings it never reads.
+    from services.common.consul_discovery.registration import ConsulRegistration, RegistrationSettings
+
+    registration_settings = load_settings(RegistrationSettings)
+
     async def serve() -> None:
         server = MeshServer(SERVICE_NAME, settings)
         servicer = ExampleToolServicer(events_file=settings.tool_events_file)
         server.add_service(tool_service_pb2_grpc.add_ToolServiceServicer_to_server, servicer, TOOL_SERVICE)
+        if registration_settings.discovery == "consul":
+            # Agents find tool services they were not configured with: service llmmesh-tool, Meta tools.
+            ConsulRegistration.for_tools(
+                SERVICE_NAME, tools=sorted(TOOLS), health_service=TOOL_SERVICE, settings=registration_settings
+            ).attach(server)
         await server.serve_until_signal()
 
     run_service(serve)
