@@ -18,7 +18,7 @@ they serve (all values are strings):
                                       (absent when the run has no token budget)
     llmmesh-agent-remaining-cost-usd  dollars left in the run's budget, 6 decimals
                                       (absent when the run has no cost budget)
-    traceparent, tracestate           passed on unchanged from the caller
+    traceparent, tracestate           the W3C context of this step's `chat` span (set by the channel)
 
 The router call's gRPC deadline is the run's time left (the caller's deadline
 less a margin for the RunEnd), so the router's attempts fit inside the run.

@@ -17,13 +17,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import grpc
 import structlog
 from google.protobuf import duration_pb2
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.agent.plan import RunPlan
 from services.agent.tools import execute
+from services.common import telemetry_genai as genai
+from services.common import telemetry_names as names
 from services.common.errors import MeshError
+from services.common.telemetry import telemetry
 
 # gRPC metadata on every router call (documented in services/agent/__init__.py).
 META_RUN_ID = "llmmesh-agent-run-id"
@@ -32,9 +37,10 @@ META_STEP = "llmmesh-agent-step"
 META_MAX_STEPS = "llmmesh-agent-max-steps"
 META_REMAINING_TOKENS = "llmmesh-agent-remaining-tokens"
 META_REMAINING_COST = "llmmesh-agent-remaining-cost-usd"
-# Trace context and the caller's key travel on to the router unchanged: the
-# router then applies the caller's tenant (models, quotas), not the agent's.
-_PASS_THROUGH = ("traceparent", "tracestate", "authorization")
+# The caller's key travels on to the router unchanged: the router then applies the
+# caller's tenant (models, quotas), not the agent's. Trace context is not copied by
+# hand: the channel's interceptor sends the current step's own.
+_PASS_THROUGH = ("authorization",)
 
 log = structlog.get_logger(__name__)
 Emit = Callable[[apb.RunEvent], None]
@@ -165,21 +171,33 @@ class _Run:
         if plan.settings is not None:
             request.settings.CopyFrom(plan.settings)
         started = time.monotonic()
-        try:
-            response: rpb.ChatResponse = await self._loop.router.Chat(
-                request, timeout=left, metadata=self._metadata(step)
-            )
-        except grpc.aio.AioRpcError as rpc_error:
-            error = MeshError.from_rpc_error(rpc_error)
-            if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and self._time_left() < self._loop.min_step_seconds:
-                return self._end(
-                    apb.RUN_END_REASON_DEADLINE, detail=f"the caller's deadline arrived during step {step}'s model call"
+        current = telemetry()
+        with current.tracer.start_as_current_span(
+            names.SPAN_CHAT.format(model=plan.model), kind=SpanKind.CLIENT, record_exception=False
+        ) as span:
+            if span.is_recording():
+                genai.start_chat(span, plan.model, settings=plan.settings)
+                span.set_attribute(names.AGENT_STEP, step)
+                if current.capture_content:
+                    genai.record_input(span, self._messages)
+            try:
+                response: rpb.ChatResponse = await self._loop.router.Chat(
+                    request, timeout=left, metadata=self._metadata(step)
                 )
-            reason = f" [{error.reason}]" if error.reason else ""
-            return self._end(
-                apb.RUN_END_REASON_ERROR,
-                detail=f"step {step}: the model call failed: {error.code.name}{reason}: {error.message}",
-            )
+            except grpc.aio.AioRpcError as rpc_error:
+                genai.record_error(span, rpc_error.code(), rpc_error.details() or "")
+                return self._model_call_failed(step, rpc_error)
+            if span.is_recording():
+                genai.record_answer(
+                    span,
+                    usage=response.usage,
+                    finish_reason=response.finish_reason,
+                    response_model=response.response_model,
+                    provider=response.provider,
+                )
+                span.set_attribute(names.ROUTER_MODEL, response.model)
+                if current.capture_content:
+                    genai.record_output(span, response.message, response.finish_reason)
         self._slowest_model_call = max(self._slowest_model_call, time.monotonic() - started)
         _add_usage(self._usage, response.usage)
         self._cost += response.estimated_cost_usd
@@ -197,6 +215,18 @@ class _Run:
             )
         )
         return response
+
+    def _model_call_failed(self, step: int, rpc_error: grpc.aio.AioRpcError) -> apb.RunEnd:
+        error = MeshError.from_rpc_error(rpc_error)
+        if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and self._time_left() < self._loop.min_step_seconds:
+            return self._end(
+                apb.RUN_END_REASON_DEADLINE, detail=f"the caller's deadline arrived during step {step}'s model call"
+            )
+        reason = f" [{error.reason}]" if error.reason else ""
+        return self._end(
+            apb.RUN_END_REASON_ERROR,
+            detail=f"step {step}: the model call failed: {error.code.name}{reason}: {error.message}",
+        )
 
     def _limit_reached(self, calls: list[chat_pb2.ToolCall]) -> apb.RunEnd | None:
         """The model wants to act again: is another step still allowed?"""
@@ -229,7 +259,29 @@ class _Run:
 
     async def _run_tool(self, step: int, call: chat_pb2.ToolCall, timeout: float) -> chat_pb2.ToolResult:
         started = time.monotonic()
-        result = await execute(self._plan.tools, call, timeout=timeout)
+        current = telemetry()
+        with current.tracer.start_as_current_span(
+            names.SPAN_EXECUTE_TOOL.format(name=call.name), record_exception=False
+        ) as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        names.GEN_AI_OPERATION_NAME: names.OPERATION_EXECUTE_TOOL,
+                        names.GEN_AI_TOOL_NAME: call.name,
+                        names.GEN_AI_TOOL_CALL_ID: call.id,
+                        names.GEN_AI_TOOL_TYPE: "function",
+                        names.AGENT_STEP: step,
+                    }
+                )
+                if current.capture_content:
+                    span.set_attribute(names.GEN_AI_TOOL_CALL_ARGUMENTS, call.arguments_json)
+            result = await execute(self._plan.tools, call, timeout=timeout)
+            if span.is_recording():
+                if result.is_error:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, result.content[:300]))
+                    span.set_attribute(names.ERROR_TYPE, "tool_error")
+                if current.capture_content:
+                    span.set_attribute(names.GEN_AI_TOOL_CALL_RESULT, result.content)
         duration = duration_pb2.Duration()
         duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
         self._emit(apb.RunEvent(tool_call_finished=apb.ToolCallFinished(step=step, result=result, duration=duration)))

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import trace
 
 from llmmesh.v1 import agent_service_pb2 as apb
 from services.agent.loop import AgentLoop
-from services.agent.plan import plan_run
+from services.agent.plan import RunPlan, plan_run
 from services.agent.profiles import ProfilesFile
 from services.agent.tools import ToolRegistry
+from services.common import telemetry_names as names
 from services.common.errors import handle_errors
 
 # Kept back from the caller's deadline so the RunEnd reaches the caller in time.
@@ -41,17 +43,22 @@ class AgentServicer:
         self, request: apb.StreamRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[apb.StreamRunResponse]:
         plan = plan_run(request.task, self._profiles, self._tools.available())
+        span = _name_run_span(plan)
         async for event in self._loop.stream(plan, self._deadline(context), _metadata(context, self._router_key)):
+            if event.HasField("end"):
+                _record_end(span, event.end)
             yield apb.StreamRunResponse(event=event)
 
     @handle_errors
     async def Run(self, request: apb.RunRequest, context: grpc.aio.ServicerContext) -> apb.RunResponse:  # noqa: N802
         plan = plan_run(request.task, self._profiles, self._tools.available())
+        span = _name_run_span(plan)
         response = apb.RunResponse()
         async for event in self._loop.stream(plan, self._deadline(context), _metadata(context, self._router_key)):
             response.events.append(event)
             if event.HasField("end"):
                 response.end.CopyFrom(event.end)
+                _record_end(span, event.end)
         return response
 
     @handle_errors
@@ -87,3 +94,36 @@ def _metadata(context: grpc.aio.ServicerContext, router_key: str) -> tuple[tuple
     if router_key and not any(key == "authorization" for key, _ in metadata):
         metadata += (("authorization", f"Bearer {router_key}"),)
     return metadata
+
+
+def _name_run_span(plan: RunPlan) -> trace.Span:
+    """The call's server span becomes the run's `invoke_agent {profile}` span."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.update_name(names.SPAN_INVOKE_AGENT.format(name=plan.profile))
+        span.set_attributes(
+            {
+                names.GEN_AI_OPERATION_NAME: names.OPERATION_INVOKE_AGENT,
+                names.GEN_AI_AGENT_NAME: plan.profile,
+                names.GEN_AI_REQUEST_MODEL: plan.model,
+                names.GEN_AI_CONVERSATION_ID: plan.run_id,
+                names.AGENT_RUN_ID: plan.run_id,
+            }
+        )
+    return span
+
+
+def _record_end(span: trace.Span, end: apb.RunEnd) -> None:
+    if not span.is_recording():
+        return
+    usage = end.totals.usage
+    span.set_attributes(
+        {
+            names.AGENT_END_REASON: apb.RunEndReason.Name(end.reason).removeprefix("RUN_END_REASON_").lower(),
+            names.AGENT_STEP: end.totals.iterations,
+            names.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+            names.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+        }
+    )
+    if end.reason == apb.RUN_END_REASON_ERROR:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, end.detail[:300]))

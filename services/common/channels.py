@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from services.common.server import MAX_MESSAGE_BYTES
+from services.common.telemetry_grpc import client_interceptors
 from services.common.tls import PLAINTEXT, ChannelSecurity
 
 CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
@@ -34,13 +35,14 @@ def aio_channel(
     *,
     metadata: Sequence[tuple[str, str]] = (),
 ) -> grpc.aio.Channel:
-    """An asyncio channel; gRPC's own retries off because the router owns retries.
+    """An asyncio channel carrying W3C trace context; gRPC's own retries off because the router owns retries.
 
     `security` (services.common.tls.channel_security) makes it TLS or mTLS;
     `metadata` is sent on every call (the router's internal token to adapters).
     """
     options = (*CHANNEL_OPTIONS, *security.options)
-    interceptors = _metadata_interceptors(tuple(metadata)) if metadata else None
+    # Trace context first; then the fixed metadata (the router's internal token).
+    interceptors = [*client_interceptors(), *(_metadata_interceptors(tuple(metadata)) if metadata else ())]
     if security.credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(target, security.credentials, options=options, interceptors=interceptors)

@@ -25,6 +25,8 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import DecodeGuardInterceptor
 from services.common.settings import ServiceSettings
+from services.common.telemetry import setup_telemetry
+from services.common.telemetry_grpc import ServerTracingInterceptor
 from services.common.tls import is_loopback
 
 log = structlog.get_logger(__name__)
@@ -64,8 +66,14 @@ class MeshServer:
         self.settings = settings
         self.health = health.aio.HealthServicer()
         self._credentials = credentials
-        # The decode guard sits innermost, so an unauthenticated caller learns nothing about decoding.
-        self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=(*interceptors, DecodeGuardInterceptor()))
+        # Telemetry first: the interceptors and the servicers use the process's tracer. Tracing is
+        # outermost so refused calls are traced too; the decode guard sits innermost, so an
+        # unauthenticated caller learns nothing about decoding.
+        self.telemetry = setup_telemetry(name)
+        self._server = grpc.aio.server(
+            options=SERVER_OPTIONS,
+            interceptors=(ServerTracingInterceptor(), *interceptors, DecodeGuardInterceptor()),
+        )
         self._service_names: list[str] = [health.SERVICE_NAME]
         self._after_start: list[Hook] = []
         self._before_stop: list[Hook] = []
@@ -139,6 +147,8 @@ class MeshServer:
         await self._server.stop(self.settings.grace_seconds)
         for hook in self._after_stop:
             await _run_hook(hook)
+        # Last, so spans and metrics of the drain and of the hooks are exported too.
+        await _run_hook(self.telemetry.shutdown)
         log.info("stopped")
 
     async def serve_until_signal(self) -> None:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
 import grpc
+from opentelemetry import trace
 
+from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
+from services.common import telemetry_genai as genai
+from services.common import telemetry_names as names
 from services.common.errors import REASON_OVERLOADED, REASON_STREAM_TRUNCATED, MeshError, handle_errors
+from services.common.telemetry import telemetry
 from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request
 from services.providers.base import ProviderAdapter
 
@@ -48,10 +55,19 @@ class ProviderServicer:
         validate_chat_request(request, limits=self._limits)
         self._admit()
         self.in_flight += 1
+        upstream = _UpstreamCall(self._adapter.provider, request)
         try:
-            return await self._adapter.chat(request, timeout=self._timeout(context))
+            response = await self._adapter.chat(request, timeout=self._timeout(context))
+            upstream.answered(response.usage, response.finish_reason, response.response_model, response.response_id)
+            if upstream.capture:
+                genai.record_output(upstream.span, response.message, response.finish_reason)
+            return response
+        except BaseException as error:
+            upstream.failed(error)
+            raise
         finally:
             self.in_flight -= 1
+            upstream.done()
 
     @handle_errors
     async def StreamChat(  # noqa: N802 - gRPC method name
@@ -60,6 +76,8 @@ class ProviderServicer:
         validate_chat_request(request, limits=self._limits)
         self._admit()
         self.in_flight += 1
+        upstream = _UpstreamCall(self._adapter.provider, request, stream=True)
+        text: list[str] = []
         try:
             finished = False
             # aclosing: a cancelled call closes the adapter's generator (and with it the
@@ -73,6 +91,16 @@ class ProviderServicer:
                     if finished:
                         raise MeshError(grpc.StatusCode.INTERNAL, "adapter sent data after the final message")
                     finished = event.HasField("final")
+                    if finished:
+                        final = event.final
+                        upstream.answered(final.usage, final.finish_reason, final.response_model, final.response_id)
+                        if upstream.capture:
+                            message = chat_pb2.Message(
+                                role=chat_pb2.ROLE_ASSISTANT, content=[chat_pb2.ContentPart(text="".join(text))]
+                            )
+                            genai.record_output(upstream.span, message, final.finish_reason)
+                    elif upstream.capture:
+                        text.append(event.delta.text)
                     yield event
             if not finished:
                 raise MeshError(
@@ -80,11 +108,63 @@ class ProviderServicer:
                     "upstream stream ended without a finish reason; the answer is truncated",
                     reason=REASON_STREAM_TRUNCATED,
                 )
+        except BaseException as error:
+            upstream.failed(error)
+            raise
         finally:
             self.in_flight -= 1
+            upstream.done()
 
     @handle_errors
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: pb.ProviderServiceListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProviderServiceListModelsResponse:
         return pb.ProviderServiceListModelsResponse(models=self._adapter.list_models(), provider=self._adapter.provider)
+
+
+class _UpstreamCall:
+    """The adapter's `chat {model}` span (the server span, renamed) and the GenAI client metrics."""
+
+    __slots__ = ("_attributes", "_started", "capture", "span")
+
+    def __init__(
+        self,
+        provider: str,
+        request: pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest,
+        *,
+        stream: bool = False,
+    ) -> None:
+        current = telemetry()
+        self.span = trace.get_current_span()
+        self.capture = current.capture_content and self.span.is_recording()
+        genai.start_chat(self.span, request.model, provider=provider, stream=stream, settings=request.settings)
+        if self.capture:
+            genai.record_input(self.span, request.messages)
+        self._attributes: dict[str, str] = {
+            names.GEN_AI_OPERATION_NAME: names.OPERATION_CHAT,
+            names.GEN_AI_PROVIDER_NAME: provider,
+            names.GEN_AI_REQUEST_MODEL: request.model,
+        }
+        self._started = time.perf_counter()
+
+    def answered(self, usage: chat_pb2.Usage, finish_reason: int, response_model: str, response_id: str) -> None:
+        genai.record_answer(
+            self.span, usage=usage, finish_reason=finish_reason, response_model=response_model, response_id=response_id
+        )
+        if response_model:
+            self._attributes[names.GEN_AI_RESPONSE_MODEL] = response_model
+        histogram = telemetry().instruments.token_usage
+        histogram.record(usage.input_tokens, {**self._attributes, names.GEN_AI_TOKEN_TYPE: "input"})
+        histogram.record(usage.output_tokens, {**self._attributes, names.GEN_AI_TOKEN_TYPE: "output"})
+
+    def failed(self, error: BaseException) -> None:
+        if isinstance(error, MeshError):
+            self._attributes[names.ERROR_TYPE] = error.code.name
+            genai.record_error(self.span, error.code, error.message)
+        else:
+            self._attributes[names.ERROR_TYPE] = (
+                "CANCELLED" if isinstance(error, (GeneratorExit, asyncio.CancelledError)) else type(error).__qualname__
+            )
+
+    def done(self) -> None:
+        telemetry().instruments.operation_duration.record(time.perf_counter() - self._started, self._attributes)

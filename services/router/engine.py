@@ -22,10 +22,13 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import json_format
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common import telemetry_names as names
 from services.common.auth import current_tenant
 from services.common.errors import (
     REASON_CONTENT_FILTERED,
@@ -41,6 +44,7 @@ from services.common.errors import (
     code_from_number,
     invalid_argument,
 )
+from services.common.telemetry import telemetry
 from services.router import access, auto
 from services.router.balancer import Balancer, Instance, never_sent
 from services.router.breakers import BreakerRegistry, CircuitBreaker
@@ -63,6 +67,12 @@ _MOVE_ON_CODES = {
     grpc.StatusCode.CANCELLED: "cancelled by the adapter",
 }
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+_OUTCOMES = {
+    rpb.ATTEMPT_OUTCOME_SUCCEEDED: "succeeded",
+    rpb.ATTEMPT_OUTCOME_FAILED: "failed",
+    rpb.ATTEMPT_OUTCOME_CANCELLED: "cancelled",
+    rpb.ATTEMPT_OUTCOME_SKIPPED: "skipped",
+}
 _STRATEGIES: dict[int, Strategy] = {
     rpb.ROUTING_STRATEGY_FALLBACK: "fallback",
     rpb.ROUTING_STRATEGY_HEDGE: "hedge",
@@ -95,6 +105,7 @@ class RouterEngine:
         self.hedge_budget = SlidingBudget(defaults.hedge_budget)
         self.latency = LatencyTracker()
         self.headroom = HeadroomTracker()
+        _observe_breakers(self.breakers)
 
     # -- planning --------------------------------------------------------------------------
 
@@ -238,10 +249,11 @@ class RouterEngine:
         while (target := await race.next_target_when_due()) is not None:
             flight = race.start(target)
             candidate, instance = target.candidate, target.instance
-            call = instance.stub.StreamChat(
-                _provider_request(current_request, candidate, ppb.ProviderServiceStreamChatRequest),
-                timeout=target.budget,
-            )
+            with trace.use_span(flight.span, end_on_exit=False):
+                call = instance.stub.StreamChat(
+                    _provider_request(current_request, candidate, ppb.ProviderServiceStreamChatRequest),
+                    timeout=target.budget,
+                )
             sent = False
             error: MeshError
             try:
@@ -307,6 +319,7 @@ class _Flight:
     started: float
     retry: int
     breakers: tuple[CircuitBreaker, ...]
+    span: trace.Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +358,8 @@ class _Race:
         self._unreachable: set[str] = set()  # instances this run could not connect to
         self._retries: dict[str, int] = {}
         self._same_model_hedges = 0
+        self._fallback: tuple[str, str] | None = None  # (from model, why) for the next attempt's span
+        self._telemetry = telemetry()
         self.engine.retry_budget.record_request()
         self.engine.hedge_budget.record_request()
 
@@ -367,12 +382,16 @@ class _Race:
                 if why is None:
                     self._pending.popleft()
                     if error.reason == REASON_CONTEXT_WINDOW_EXCEEDED:
-                        self.attempts.append(_skipped(candidate, "context window not larger than the failed model's"))
+                        self._record_skipped(
+                            candidate, _skipped(candidate, "context window not larger than the failed model's")
+                        )
                         continue
                     self._stopped = True
                     return None
                 if not attempt.moved_on_because:
                     attempt.moved_on_because = why
+                if failed.name != candidate.name:
+                    self._fallback = (failed.name, why)
             budget = self._budget(candidate)
             if budget is None:
                 return None
@@ -405,7 +424,7 @@ class _Race:
     def _skip(self, pending: _Pending, why: str, reason: str = REASON_CIRCUIT_OPEN) -> None:
         self._pending.popleft()
         skipped = _skipped(pending.candidate, why)
-        self.attempts.append(skipped)
+        self._record_skipped(pending.candidate, skipped, reason)
         error = MeshError(grpc.StatusCode.UNAVAILABLE, why, reason=reason)
         self._last = (pending.candidate, error, skipped)
 
@@ -422,7 +441,31 @@ class _Race:
         attempt.hedged = target.hedged
         self.attempts.append(attempt)
         self._busy.add((candidate.name, instance.address))
-        return _Flight(candidate, instance, attempt, self.now(), target.retry, self.engine.breakers_of(candidate))
+        breakers = self.engine.breakers_of(candidate)
+        span = self._telemetry.tracer.start_span(names.SPAN_ATTEMPT.format(model=candidate.name), kind=SpanKind.CLIENT)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    names.ATTEMPT_INDEX: len(self.attempts),
+                    names.ATTEMPT_MODEL: candidate.name,
+                    names.ATTEMPT_PROVIDER: candidate.provider,
+                    names.ATTEMPT_INSTANCE: instance.address,
+                    names.ATTEMPT_HEDGED: target.hedged,
+                    names.ATTEMPT_RETRY: target.retry,
+                    names.ATTEMPT_BREAKER_STATE: breakers[1].state.value,
+                    names.GEN_AI_PROVIDER_NAME: candidate.kind,
+                    names.GEN_AI_REQUEST_MODEL: candidate.upstream_model,
+                    names.SERVER_ADDRESS: instance.address,
+                }
+            )
+        if self._fallback is not None and target.retry == 0 and not target.hedged:
+            previous, why = self._fallback
+            span.set_attribute(names.ATTEMPT_FALLBACK_REASON, why)
+            self._telemetry.instruments.router_fallbacks.add(
+                1, {names.FALLBACK_FROM: previous, names.FALLBACK_TO: candidate.name}
+            )
+        self._fallback = None
+        return _Flight(candidate, instance, attempt, self.now(), target.retry, breakers, span)
 
     def _finish(self, flight: _Flight, outcome: int, code: grpc.StatusCode) -> float:
         seconds = self.now() - flight.started
@@ -432,17 +475,76 @@ class _Race:
         self._busy.discard((flight.candidate.name, flight.instance.address))
         return seconds
 
+    def _end_span(self, flight: _Flight, code: grpc.StatusCode, hedge_result: str) -> None:
+        """Ends the attempt's span (after the outcome and any retry decision are known) and counts it."""
+        attempt, span = flight.attempt, flight.span
+        outcome = _OUTCOMES[attempt.outcome]
+        if span.is_recording():
+            span.set_attribute(names.ATTEMPT_OUTCOME, outcome)
+            span.set_attribute(names.ATTEMPT_CODE, code.name)
+            if attempt.reason:
+                span.set_attribute(names.ATTEMPT_REASON, attempt.reason)
+            if attempt.moved_on_because:
+                span.set_attribute(names.ATTEMPT_MOVED_ON_BECAUSE, attempt.moved_on_because)
+            if attempt.outcome == rpb.ATTEMPT_OUTCOME_FAILED:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, f"{code.name}: {attempt.message}"[:300]))
+                span.set_attribute(names.ERROR_TYPE, code.name)
+        span.end()
+        instruments = self._telemetry.instruments
+        instruments.router_attempts.add(
+            1,
+            {
+                names.ATTEMPT_OUTCOME: outcome,
+                names.ATTEMPT_CODE: code.name,
+                names.ATTEMPT_MODEL: flight.candidate.name,
+                names.ATTEMPT_PROVIDER: flight.candidate.provider,
+            },
+        )
+        if attempt.hedged:
+            instruments.router_hedges.add(1, {names.HEDGE_RESULT: hedge_result})
+
+    def _record_skipped(self, candidate: Candidate, skipped: rpb.Attempt, reason: str = "") -> None:
+        """A candidate passed over (open breaker, no instance, too small a window): a zero-length span says why."""
+        self.attempts.append(skipped)
+        span = self._telemetry.tracer.start_span(names.SPAN_ATTEMPT.format(model=candidate.name), kind=SpanKind.CLIENT)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    names.ATTEMPT_INDEX: len(self.attempts) - 1,
+                    names.ATTEMPT_MODEL: candidate.name,
+                    names.ATTEMPT_PROVIDER: candidate.provider,
+                    names.ATTEMPT_OUTCOME: "skipped",
+                    names.ATTEMPT_CODE: grpc.StatusCode.UNAVAILABLE.name,
+                    names.ATTEMPT_MOVED_ON_BECAUSE: skipped.message,
+                    names.ATTEMPT_BREAKER_STATE: self.engine.breakers_of(candidate)[1].state.value,
+                }
+            )
+            if reason:
+                span.set_attribute(names.ATTEMPT_REASON, reason)
+        span.end()
+        self._telemetry.instruments.router_attempts.add(
+            1,
+            {
+                names.ATTEMPT_OUTCOME: "skipped",
+                names.ATTEMPT_CODE: grpc.StatusCode.UNAVAILABLE.name,
+                names.ATTEMPT_MODEL: candidate.name,
+                names.ATTEMPT_PROVIDER: candidate.provider,
+            },
+        )
+
     def succeeded(self, flight: _Flight) -> None:
         seconds = self._finish(flight, rpb.ATTEMPT_OUTCOME_SUCCEEDED, grpc.StatusCode.OK)
         for breaker in flight.breakers:
             breaker.record(grpc.StatusCode.OK)
         self.engine.latency.record(flight.candidate.name, seconds)
+        self._end_span(flight, grpc.StatusCode.OK, "won")
 
     def cancelled(self, flight: _Flight) -> None:
         self._finish(flight, rpb.ATTEMPT_OUTCOME_CANCELLED, grpc.StatusCode.CANCELLED)
         flight.attempt.message = "cancelled: another attempt answered first"
         for breaker in flight.breakers:
             breaker.release()
+        self._end_span(flight, grpc.StatusCode.CANCELLED, "lost")
 
     def failed(self, flight: _Flight, error: MeshError, *, retryable: bool = True) -> None:
         self._finish(flight, rpb.ATTEMPT_OUTCOME_FAILED, error.code)
@@ -469,6 +571,7 @@ class _Race:
                 return
         if retryable:
             self._maybe_retry(flight, error)
+        self._end_span(flight, error.code, "failed")
 
     def _maybe_retry(self, flight: _Flight, error: MeshError) -> None:
         """Queues the same candidate again when the error, the retry limit, the budget and the deadline allow."""
@@ -524,9 +627,11 @@ class _Race:
                         break
                     flight = self.start(target)
                     candidate = target.candidate
-                    task = asyncio.ensure_future(
-                        self._tracked(target.instance, call(candidate, target.instance, target.budget))
-                    )
+                    # The attempt's span is the parent of the adapter's (trace context rides the call).
+                    with trace.use_span(flight.span, end_on_exit=False):
+                        task = asyncio.ensure_future(
+                            self._tracked(target.instance, call(candidate, target.instance, target.budget))
+                        )
                     running[task] = flight
                     next_hedge_at = (
                         self.now() + self.engine.hedge_delay(self.plan, candidate)
@@ -639,6 +744,31 @@ class _Race:
             note = f" (router: {attempt.moved_on_because})" if attempt.moved_on_because else ""
             return _caller_error(error, error.message + note)
         return _caller_error(error, f"no candidate answered; attempts: {summary}")
+
+
+_BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _observe_breakers(registry: BreakerRegistry) -> None:
+    """Breaker state as a gauge: 0 closed, 1 half-open, 2 open (the registry is held weakly)."""
+    from weakref import ref
+
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    held = ref(registry)
+
+    def observe(_: CallbackOptions) -> list[Observation]:
+        current = held()
+        if current is None:
+            return []
+        return [Observation(_BREAKER_LEVELS[state], {names.BREAKER: name}) for name, state in current.states().items()]
+
+    telemetry().meter.create_observable_gauge(
+        names.METRIC_ROUTER_BREAKER_STATE,
+        callbacks=[observe],
+        unit="{state}",
+        description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    )
 
 
 def _error_of(task: asyncio.Task[Any]) -> MeshError | None:

@@ -1,0 +1,270 @@
+"""OpenTelemetry for one process, set up once from the standard OTEL_* variables.
+
+`setup_telemetry(name)` (called by MeshServer) builds the resource
+(service.name from OTEL_SERVICE_NAME, else the service's own name;
+service.version; service.instance.id), the tracer provider with the sampler
+from OTEL_TRACES_SAMPLER and an OTLP exporter behind a BatchSpanProcessor,
+and the meter provider with a PeriodicExportingMetricReader (OTLP) and, when
+LLMMESH_PROMETHEUS_PORT is set, a Prometheus scrape endpoint.
+
+Nothing is exported unless an OTLP endpoint is configured
+(OTEL_EXPORTER_OTLP_ENDPOINT or the per-signal variables) or the exporter is
+`console`; OTEL_SDK_DISABLED=true or OTEL_{TRACES,METRICS}_EXPORTER=none turn a
+signal off. Without an SDK the OpenTelemetry API is a no-op that still carries
+the caller's trace context from hop to hop, so an unexported process never
+breaks a trace. `telemetry()` gives the process's instance (a no-op one before
+setup), whose instruments code may use unconditionally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import structlog
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
+from opentelemetry.trace import Tracer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common import telemetry_names as names
+from services.common.settings import ENV_PREFIX
+
+log = structlog.get_logger(__name__)
+
+INSTRUMENTATION_SCOPE = "llmmesh"
+_TRUE = {"true", "1", "yes", "on"}
+
+
+class TelemetrySettings(BaseSettings):
+    """llmmesh's own telemetry switches (LLMMESH_*); everything else is standard OTEL_*."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    capture_content: bool = Field(False, description="Record prompt and completion text on spans (off: never).")
+    prometheus_port: int | None = Field(None, ge=0, le=65535, description="Serve /metrics for Prometheus here.")
+    prometheus_host: str = Field("127.0.0.1", description="Address of the Prometheus endpoint; 0.0.0.0 in pods.")
+
+
+@dataclass
+class Instruments:
+    """The metrics llmmesh records; no-ops when metrics are off."""
+
+    operation_duration: Histogram
+    token_usage: Histogram
+    server_request_duration: Histogram
+    router_attempts: Counter
+    router_fallbacks: Counter
+    router_hedges: Counter
+    router_in_flight: UpDownCounter
+    router_cost: Counter
+
+    @classmethod
+    def create(cls, meter: Meter) -> Instruments:
+        duration = {"unit": "s", "explicit_bucket_boundaries_advisory": list(names.DURATION_BUCKETS)}
+        return cls(
+            operation_duration=meter.create_histogram(
+                names.METRIC_OPERATION_DURATION,
+                description="GenAI operation duration (adapter → provider).",
+                **duration,
+            ),
+            token_usage=meter.create_histogram(
+                names.METRIC_TOKEN_USAGE,
+                unit="{token}",
+                description="Tokens used per GenAI operation, by gen_ai.token.type.",
+                explicit_bucket_boundaries_advisory=list(names.TOKEN_BUCKETS),
+            ),
+            server_request_duration=meter.create_histogram(
+                names.METRIC_SERVER_REQUEST_DURATION,
+                description="Chat requests as the router's callers see them.",
+                **duration,
+            ),
+            router_attempts=meter.create_counter(
+                names.METRIC_ROUTER_ATTEMPTS, unit="{attempt}", description="Router attempts by outcome and code."
+            ),
+            router_fallbacks=meter.create_counter(
+                names.METRIC_ROUTER_FALLBACKS, unit="{fallback}", description="Moves to another candidate model."
+            ),
+            router_hedges=meter.create_counter(
+                names.METRIC_ROUTER_HEDGES, unit="{hedge}", description="Hedged attempts by result (won, lost, failed)."
+            ),
+            router_in_flight=meter.create_up_down_counter(
+                names.METRIC_ROUTER_IN_FLIGHT, unit="{request}", description="Chat requests the router is serving."
+            ),
+            router_cost=meter.create_counter(
+                names.METRIC_ROUTER_COST, unit="USD", description="Estimated cost from the routing file's price table."
+            ),
+        )
+
+
+@dataclass
+class Telemetry:
+    """One process's tracer, meter, instruments and shutdown."""
+
+    service_name: str
+    tracer: Tracer
+    meter: Meter
+    instruments: Instruments
+    capture_content: bool = False
+    tracing: bool = False
+    metering: bool = False
+    _providers: list[object] = field(default_factory=list, repr=False)
+
+    async def shutdown(self) -> None:
+        """Exports what is buffered and stops the exporters (off the event loop: exports block)."""
+        if self._providers:
+            await asyncio.to_thread(self._shutdown_providers)
+
+    def _shutdown_providers(self) -> None:
+        for provider in self._providers:
+            try:
+                provider.shutdown()  # type: ignore[attr-defined]
+            except Exception as error:  # noqa: BLE001 - a collector gone away must not fail the shutdown
+                log.warning("telemetry shutdown failed", error=repr(error))
+        self._providers.clear()
+
+
+def _noop() -> Telemetry:
+    meter = metrics.NoOpMeter(INSTRUMENTATION_SCOPE)
+    return Telemetry("", trace.NoOpTracer(), meter, Instruments.create(meter))
+
+
+_current: Telemetry = _noop()
+
+
+def telemetry() -> Telemetry:
+    """The process's telemetry: what setup_telemetry built, else a no-op."""
+    return _current
+
+
+def setup_telemetry(service_name: str) -> Telemetry:
+    """Builds the process's telemetry once from OTEL_* / LLMMESH_*; later calls return the same."""
+    global _current  # one telemetry per process, like OpenTelemetry's own globals
+    if _current.service_name:
+        return _current
+    settings = TelemetrySettings()
+    if _flag("OTEL_SDK_DISABLED"):
+        _current = _noop()
+        _current.service_name = service_name
+        return _current
+    resource = _resource(service_name)
+    providers: list[object] = []
+    tracer: Tracer = trace.NoOpTracer()
+    span_exporter = _span_exporter()
+    if span_exporter is not None:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        # The sampler comes from OTEL_TRACES_SAMPLER(_ARG); default parentbased_always_on.
+        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        trace.set_tracer_provider(tracer_provider)
+        tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, _version())
+        providers.append(tracer_provider)
+        from services.common.telemetry_http import instrument_httpx2
+
+        instrument_httpx2(tracer)
+    readers = _metric_readers(settings)
+    meter: Meter = metrics.NoOpMeter(INSTRUMENTATION_SCOPE)
+    if readers:
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        metrics.set_meter_provider(meter_provider)
+        meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, _version())
+        providers.append(meter_provider)
+    _current = Telemetry(
+        service_name,
+        tracer,
+        meter,
+        Instruments.create(meter),
+        capture_content=settings.capture_content,
+        tracing=span_exporter is not None,
+        metering=bool(readers),
+        _providers=providers,
+    )
+    log.info(
+        "telemetry",
+        traces=_current.tracing,
+        metrics=_current.metering,
+        capture_content=settings.capture_content,
+        prometheus_port=settings.prometheus_port,
+    )
+    return _current
+
+
+def reset_for_tests() -> None:
+    """Forgets the process's telemetry (in-process tests that set it up more than once)."""
+    global _current
+    _current = _noop()
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _exporter_choice(signal: str) -> str:
+    """`otlp` when an endpoint is configured, `console`, or `none` (also the default without an endpoint)."""
+    choice = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower()
+    if choice == "otlp" and not (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    ):
+        # OpenTelemetry would default to localhost:4317; a process with no collector
+        # configured should not spend time exporting into the void.
+        return "none"
+    return choice
+
+
+def _span_exporter() -> object | None:
+    choice = _exporter_choice("traces")
+    if choice == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if choice == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    return None
+
+
+def _metric_readers(settings: TelemetrySettings) -> list[object]:
+    readers: list[object] = []
+    choice = _exporter_choice("metrics")
+    if choice in ("otlp", "console"):
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+
+        if choice == "otlp":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            exporter: object = OTLPMetricExporter()
+        else:
+            exporter = ConsoleMetricExporter()
+        # Interval from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
+        readers.append(PeriodicExportingMetricReader(exporter))  # type: ignore[arg-type]
+    if settings.prometheus_port is not None:
+        from services.common.telemetry_prometheus import prometheus_reader
+
+        readers.append(prometheus_reader(settings.prometheus_host, settings.prometheus_port))
+    return readers
+
+
+def _resource(service_name: str) -> object:
+    from opentelemetry.sdk.resources import Resource
+
+    attributes = {"service.version": _version(), "service.instance.id": uuid.uuid4().hex}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = service_name
+    # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME are read by Resource.create.
+    return Resource.create(attributes)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("llmmesh")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"

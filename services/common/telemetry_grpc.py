@@ -1,0 +1,182 @@
+"""W3C trace context over gRPC: a server interceptor that opens one SERVER span
+per call, and client interceptors that put the current context in the
+metadata of every outgoing call.
+
+Our own small interceptors rather than opentelemetry-instrumentation-grpc:
+the server span is the one the servicer renames to its GenAI name
+(`chat {model}`, `invoke_agent {profile}`), so each hop costs one span, not
+an RPC span plus a GenAI span under it; the client side only injects,
+because the calling code already holds the span that describes the call
+(the router's attempt, the agent's step, the tool execution); and both work
+the same on grpc.aio servers and channels with no monkeypatching.
+
+Health and reflection calls are not traced: probes every few seconds would
+bury the traces people look for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from services.common import telemetry_names as names
+from services.common.telemetry import telemetry
+
+_UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+_TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+# Codes that are the server's fault (RPC semantic conventions); the rest are the caller's.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def _extract(metadata: Sequence[tuple[str, Any]] | None) -> otel_context.Context | None:
+    """The caller's context, or None (cheap) when it sent none."""
+    if not metadata:
+        return None
+    carrier = {key: value for key, value in metadata if key in _TRACE_KEYS and isinstance(value, str)}
+    return propagate.extract(carrier) if carrier else None
+
+
+class ServerTracingInterceptor(grpc.aio.ServerInterceptor):
+    """One SERVER span per call, child of the caller's trace context."""
+
+    def __init__(self, tracer: Tracer | None = None) -> None:
+        self._tracer = tracer
+        # Per-method names and attributes, built once rather than per call.
+        self._methods: dict[str, tuple[str, dict[str, str]]] = {}
+
+    @property
+    def tracer(self) -> Tracer:
+        return self._tracer or telemetry().tracer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(_UNTRACED_PREFIXES):
+            return handler
+        if handler.request_streaming:
+            return handler  # llmmesh has no client-streaming RPCs; pass them through untraced
+        name, attributes = self._describe(method)
+        if handler.response_streaming:
+            return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, name, attributes))  # type: ignore[attr-defined]
+        return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, name, attributes))  # type: ignore[attr-defined]
+
+    def _describe(self, method: str) -> tuple[str, dict[str, str]]:
+        described = self._methods.get(method)
+        if described is None:
+            service, _, rpc = method.lstrip("/").rpartition("/")
+            attributes = {names.RPC_SYSTEM: "grpc", names.RPC_SERVICE: service, names.RPC_METHOD: rpc}
+            described = self._methods[method] = (method.lstrip("/"), attributes)
+        return described
+
+    def _wrap_unary(self, behavior: Any, name: str, attributes: dict[str, str]) -> Any:
+        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            parent = _extract(context.invocation_metadata())
+            with self.tracer.start_as_current_span(
+                name,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    return await behavior(request, context)
+                finally:
+                    _record_status(span, context)
+
+        return traced
+
+    def _wrap_stream(self, behavior: Any, name: str, attributes: dict[str, str]) -> Any:
+        async def traced(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            parent = _extract(context.invocation_metadata())
+            span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+            try:
+                # The span is current only while the handler runs, never across our own yields.
+                events = behavior(request, context)
+                while True:
+                    with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                        try:
+                            event = await events.__anext__()
+                        except StopAsyncIteration:
+                            return
+                    yield event
+            finally:
+                _record_status(span, context)
+                span.end()
+
+        return traced
+
+
+def _record_status(span: trace.Span, context: grpc.aio.ServicerContext) -> None:
+    if not span.is_recording():
+        return
+    try:
+        code = context.code() or grpc.StatusCode.OK
+    except Exception:  # noqa: BLE001 - an older grpc without code(): treat as OK
+        code = grpc.StatusCode.OK
+    if isinstance(code, int):
+        code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    span.set_attribute(names.RPC_GRPC_STATUS_CODE, code.value[0])
+    if code in _SERVER_ERRORS:
+        span.set_attribute(names.ERROR_TYPE, code.name)
+        span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+def trace_metadata(metadata: Sequence[tuple[str, Any]] | None = None) -> grpc.aio.Metadata:
+    """`metadata` with the current trace context in place of any the caller put there."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    merged = grpc.aio.Metadata()
+    for key, value in metadata or ():
+        if key not in _TRACE_KEYS or not carrier:
+            merged.add(key, value)
+    for key, value in carrier.items():
+        merged.add(key, value)
+    return merged
+
+
+class _ClientPropagation:
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            trace_metadata(details.metadata),
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+
+class UnaryUnaryPropagation(_ClientPropagation, grpc.aio.UnaryUnaryClientInterceptor):
+    """Puts the current trace context on unary calls."""
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+class UnaryStreamPropagation(_ClientPropagation, grpc.aio.UnaryStreamClientInterceptor):
+    """Puts the current trace context on server-streaming calls."""
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    return [UnaryUnaryPropagation(), UnaryStreamPropagation()]
