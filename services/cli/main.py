@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -42,9 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--consul", metavar="ADDR", help="Consul agent host:port (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
     )
+    up.add_argument(
+        "--traces",
+        action="store_true",
+        help="print each finished trace as a tree (starts a local OTLP receiver; the services export to it)",
+    )
     up.set_defaults(run=_up)
 
     demo = commands.add_parser("demo", help="start the local mesh, send demo requests, stop")
+    demo.add_argument("--no-traces", dest="traces", action="store_false", help="do not print the agent run's trace")
     demo.set_defaults(run=_demo)
 
     chat = commands.add_parser("chat", help="send one chat request to the router")
@@ -77,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(args: argparse.Namespace) -> None:
-    from services.cli.mesh import LocalMesh
+    from services.cli.mesh import LocalMesh, local_telemetry_env
+    from services.common.otlp_receiver import OtlpReceiver, TracePrinter
 
     if args.consul and args.discovery != "consul":
         print("llmmesh up: --consul needs --discovery consul", file=sys.stderr)
@@ -86,10 +94,20 @@ def _up(args: argparse.Namespace) -> None:
     mesh = LocalMesh(
         router_port=args.port, agent_port=agent_port, discovery=args.discovery, consul_address=args.consul or ""
     )
+    receiver: OtlpReceiver | None = None
+    printer: TracePrinter | None = None
+    if args.traces:
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            print("note: --traces sends telemetry to the local view, not to $OTEL_EXPORTER_OTLP_ENDPOINT")
+        receiver = OtlpReceiver().start()
+        printer = TracePrinter(receiver).start()
+        mesh.env.update(local_telemetry_env(receiver))
     try:
         mesh.start()
     except (RuntimeError, TimeoutError, ConfigError) as error:
         print(f"llmmesh up: {error}", file=sys.stderr)
+        if receiver is not None:
+            receiver.stop()
         raise SystemExit(1) from None
     where = f" via {mesh.consul_address or 'CONSUL_HTTP_ADDR or 127.0.0.1:8500'}" if args.discovery == "consul" else ""
     print(f"llmmesh local mesh is up ({args.discovery} discovery{where}):")
@@ -98,7 +116,9 @@ def _up(args: argparse.Namespace) -> None:
     print(f"  logs in {mesh.workdir}")
     print(f'try:  llmmesh chat --model mock-small --explain "hello"   (router {mesh.router_address})')
     print(f'      llmmesh agent --agent {mesh.agent_address} "What is the monthly total of 1234 over a year?"')
-    print("Ctrl-C stops everything.")
+    if receiver is not None:
+        print(f"traces: local OTLP receiver on {receiver.endpoint}; each finished trace prints below")
+    print("Ctrl-C stops everything.", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -108,18 +128,36 @@ def _up(args: argparse.Namespace) -> None:
     finally:
         print("stopping...")
         mesh.stop()
+        if printer is not None and receiver is not None:
+            printer.stop()
+            receiver.stop()
         print("stopped.")
 
 
-def _demo(_: argparse.Namespace) -> None:
-    from services.cli.mesh import LocalMesh
+def _demo(args: argparse.Namespace) -> None:
+    from services.cli.mesh import LocalMesh, local_telemetry_env
+    from services.common.otlp_receiver import OtlpReceiver, format_trace
 
     print("starting the local mesh (mock adapter, router, agent; real adapters whose keys are set)...")
-    with LocalMesh(router_port=0, agent_port=0) as mesh:
-        for name, process in mesh.processes.items():
-            print(f"  {name:<20} {process.address:<18} SERVING")
-        asyncio.run(_demo_requests(mesh.router_address))
-        asyncio.run(_demo_agent(mesh.agent_address))
+    receiver = OtlpReceiver().start() if getattr(args, "traces", True) else None
+    mesh = LocalMesh(router_port=0, agent_port=0)
+    if receiver is not None:
+        mesh.env.update(local_telemetry_env(receiver))
+    try:
+        with mesh:
+            for name, process in mesh.processes.items():
+                print(f"  {name:<20} {process.address:<18} SERVING")
+            asyncio.run(_demo_requests(mesh.router_address))
+            asyncio.run(_demo_agent(mesh.agent_address))
+        if receiver is not None:
+            # The services flush their spans on shutdown; the agent run is the last GenAI trace.
+            runs = [span for span in receiver.spans() if span.name.startswith("invoke_agent ")]
+            if runs:
+                print("\n$ llmmesh up --traces   (the agent run above, as one trace)")
+                print(format_trace(receiver.spans(runs[-1].trace_id)))
+    finally:
+        if receiver is not None:
+            receiver.stop()
     print("mesh stopped.")
 
 

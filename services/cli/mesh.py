@@ -21,6 +21,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmmesh.v1 import router_service_pb2, router_service_pb2_grpc
+from services.common.otlp_receiver import OtlpReceiver
 from services.common.processes import ServiceProcess, start_service
 
 # Short checks locally so `up` is usable within a second or two of starting.
@@ -32,6 +33,15 @@ ADAPTER_KEYS: dict[str, tuple[str, ...]] = {
     "anthropic": ("ANTHROPIC_API_KEY",),
     "google": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
 }
+
+
+def local_telemetry_env(receiver: OtlpReceiver) -> dict[str, str]:
+    """Children export to the local receiver, in small fast batches so traces show up at once."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+    }
 
 
 def adapters_to_run(environ: dict[str, str] | None = None) -> list[str]:

@@ -319,8 +319,11 @@ def format_trace(spans: Iterable[ReceivedSpan]) -> str:
 class TracePrinter:
     """Prints each finished trace once: its root has arrived and nothing new came for `quiet` seconds."""
 
-    def __init__(self, receiver: OtlpReceiver, out: TextIO = sys.stdout, *, quiet: float = 1.0) -> None:
+    def __init__(
+        self, receiver: OtlpReceiver, out: TextIO = sys.stdout, *, quiet: float = 1.0, genai_only: bool = True
+    ) -> None:
         self._receiver = receiver
+        self._genai_only = genai_only
         self._out = out
         self._quiet = quiet
         self._printed: set[str] = set()
@@ -356,6 +359,9 @@ class TracePrinter:
             if force or now - changed_at >= quiet:
                 self._printed.add(trace_id)
                 self._seen.pop(trace_id, None)
+                # Background calls (tool listing, model listing) are traces too, but not the ones people look for.
+                if self._genai_only and not any(names.GEN_AI_OPERATION_NAME in span.attributes for span in spans):
+                    continue
                 print(format_trace(spans) + "\n", file=self._out, flush=True)
 
     def _run(self) -> None:
