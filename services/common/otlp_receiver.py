@@ -140,6 +140,15 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
+class _Discard(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer):
+    """Accepts exports and drops them (for load tests: a collector that costs the mesh nothing)."""
+
+    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+        if request.DESCRIPTOR.name == "ExportTraceServiceRequest":
+            return trace_service_pb2.ExportTraceServiceResponse()
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 def _points(service: str, metric: Any) -> list[MetricPoint]:
     kind = metric.WhichOneof("data")
     if kind in ("sum", "gauge"):
@@ -174,11 +183,15 @@ def _points(service: str, metric: Any) -> list[MetricPoint]:
 class OtlpReceiver:
     """An OTLP/gRPC endpoint on loopback that keeps spans and metric points in memory."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, keep: bool = True) -> None:
         self._store = _Store()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp"))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self._store), self._server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self._store), self._server)
+        if keep:
+            trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self._store), self._server)
+            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self._store), self._server)
+        else:
+            trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Discard(), self._server)
+            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Discard(), self._server)
         self.host = host
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:
@@ -367,3 +380,29 @@ class TracePrinter:
     def _run(self) -> None:
         while not self._stop.wait(self._quiet / 2):
             self.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m services.common.otlp_receiver`: a local trace view for services exporting OTLP to it."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="Local OTLP/gRPC receiver that prints each finished trace as a tree.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4317)
+    parser.add_argument("--discard", action="store_true", help="accept and drop everything (load tests)")
+    args = parser.parse_args(argv)
+    receiver = OtlpReceiver(args.host, args.port, keep=not args.discard).start()
+    printer = None if args.discard else TracePrinter(receiver).start()
+    print(f"OTLP receiver on {receiver.endpoint} (set OTEL_EXPORTER_OTLP_ENDPOINT to it)", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    if printer is not None:
+        printer.stop()
+    receiver.stop()
+
+
+if __name__ == "__main__":
+    main()

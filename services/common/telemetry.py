@@ -23,10 +23,11 @@ import importlib.metadata
 import os
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.trace import Tracer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,23 +51,64 @@ class TelemetrySettings(BaseSettings):
     prometheus_host: str = Field("127.0.0.1", description="Address of the Prometheus endpoint; 0.0.0.0 in pods.")
 
 
+Key = tuple[tuple[str, str], ...]
+
+
+class Tally:
+    """A counter kept in a dict and read by an observable instrument when metrics are collected.
+
+    The router's hot path pays for a dict update, not for the SDK's per-measurement
+    work (attribute hashing, locks, exemplars): ~0.3 µs instead of ~20 µs. Callers
+    pass attributes as a tuple of pairs in a fixed order (the dict key).
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[Key, float] = {}
+
+    def add(self, amount: float, key: Key) -> None:
+        self._values[key] = self._values.get(key, 0.0) + amount
+
+    def value(self, key: Key) -> float:
+        return self._values.get(key, 0.0)
+
+    def observe(self, _: CallbackOptions) -> list[Observation]:
+        return [Observation(value, dict(key)) for key, value in list(self._values.items())]
+
+
+class Level:
+    """An up-down count (in-flight requests), read at collection like Tally."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def observe(self, _: CallbackOptions) -> list[Observation]:
+        return [Observation(self.value)]
+
+
 @dataclass
 class Instruments:
-    """The metrics llmmesh records; no-ops when metrics are off."""
+    """The metrics llmmesh records; SDK histograms (no-ops when metrics are off) and cheap tallies."""
 
     operation_duration: Histogram
     token_usage: Histogram
     server_request_duration: Histogram
-    router_attempts: Counter
-    router_fallbacks: Counter
-    router_hedges: Counter
-    router_in_flight: UpDownCounter
-    router_cost: Counter
+    router_attempts: Tally = field(default_factory=Tally)
+    router_fallbacks: Tally = field(default_factory=Tally)
+    router_hedges: Tally = field(default_factory=Tally)
+    router_cost: Tally = field(default_factory=Tally)
+    router_in_flight: Level = field(default_factory=Level)
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
-        duration = {"unit": "s", "explicit_bucket_boundaries_advisory": list(names.DURATION_BUCKETS)}
-        return cls(
+        duration: dict[str, Any] = {
+            "unit": "s",
+            "explicit_bucket_boundaries_advisory": list(names.DURATION_BUCKETS),
+        }
+        instruments = cls(
             operation_duration=meter.create_histogram(
                 names.METRIC_OPERATION_DURATION,
                 description="GenAI operation duration (adapter → provider).",
@@ -83,22 +125,41 @@ class Instruments:
                 description="Chat requests as the router's callers see them.",
                 **duration,
             ),
-            router_attempts=meter.create_counter(
-                names.METRIC_ROUTER_ATTEMPTS, unit="{attempt}", description="Router attempts by outcome and code."
-            ),
-            router_fallbacks=meter.create_counter(
-                names.METRIC_ROUTER_FALLBACKS, unit="{fallback}", description="Moves to another candidate model."
-            ),
-            router_hedges=meter.create_counter(
-                names.METRIC_ROUTER_HEDGES, unit="{hedge}", description="Hedged attempts by result (won, lost, failed)."
-            ),
-            router_in_flight=meter.create_up_down_counter(
-                names.METRIC_ROUTER_IN_FLIGHT, unit="{request}", description="Chat requests the router is serving."
-            ),
-            router_cost=meter.create_counter(
-                names.METRIC_ROUTER_COST, unit="USD", description="Estimated cost from the routing file's price table."
-            ),
         )
+        for name, unit, description, tally in (
+            (
+                names.METRIC_ROUTER_ATTEMPTS,
+                "{attempt}",
+                "Router attempts by outcome and code.",
+                instruments.router_attempts,
+            ),
+            (
+                names.METRIC_ROUTER_FALLBACKS,
+                "{fallback}",
+                "Moves to another candidate model.",
+                instruments.router_fallbacks,
+            ),
+            (
+                names.METRIC_ROUTER_HEDGES,
+                "{hedge}",
+                "Hedged attempts by result (won, lost, failed).",
+                instruments.router_hedges,
+            ),
+            (
+                names.METRIC_ROUTER_COST,
+                "USD",
+                "Estimated cost from the routing file's price table.",
+                instruments.router_cost,
+            ),
+        ):
+            meter.create_observable_counter(name, callbacks=[tally.observe], unit=unit, description=description)
+        meter.create_observable_up_down_counter(
+            names.METRIC_ROUTER_IN_FLIGHT,
+            callbacks=[instruments.router_in_flight.observe],
+            unit="{request}",
+            description="Chat requests the router is serving.",
+        )
+        return instruments
 
 
 @dataclass
@@ -173,7 +234,7 @@ def setup_telemetry(service_name: str) -> Telemetry:
     if readers:
         from opentelemetry.sdk.metrics import MeterProvider
 
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=_exemplar_filter())
         metrics.set_meter_provider(meter_provider)
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, _version())
         providers.append(meter_provider)
@@ -251,6 +312,15 @@ def _metric_readers(settings: TelemetrySettings) -> list[object]:
 
         readers.append(prometheus_reader(settings.prometheus_host, settings.prometheus_port))
     return readers
+
+
+def _exemplar_filter() -> object | None:
+    """Exemplars off unless OTEL_METRICS_EXEMPLAR_FILTER asks: sampling one per measurement costs the hot path."""
+    if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
+        return None  # the SDK reads it
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    return AlwaysOffExemplarFilter()
 
 
 def _resource(service_name: str) -> object:

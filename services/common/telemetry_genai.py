@@ -49,17 +49,17 @@ def start_chat(span: Span, model: str, *, provider: str = "", stream: bool = Fal
     if not span.is_recording():
         return
     span.update_name(names.SPAN_CHAT.format(model=model))
-    span.set_attribute(names.GEN_AI_OPERATION_NAME, names.OPERATION_CHAT)
-    span.set_attribute(names.GEN_AI_REQUEST_MODEL, model)
+    attributes: dict[str, Any] = {names.GEN_AI_OPERATION_NAME: names.OPERATION_CHAT, names.GEN_AI_REQUEST_MODEL: model}
     if provider:
-        span.set_attribute(names.GEN_AI_PROVIDER_NAME, provider)
+        attributes[names.GEN_AI_PROVIDER_NAME] = provider
     if stream:
-        span.set_attribute(names.GEN_AI_REQUEST_STREAM, True)
+        attributes[names.GEN_AI_REQUEST_STREAM] = True
     if settings is not None:
         if settings.HasField("max_output_tokens"):
-            span.set_attribute(names.GEN_AI_REQUEST_MAX_TOKENS, settings.max_output_tokens)
+            attributes[names.GEN_AI_REQUEST_MAX_TOKENS] = settings.max_output_tokens
         if settings.HasField("temperature"):
-            span.set_attribute(names.GEN_AI_REQUEST_TEMPERATURE, settings.temperature)
+            attributes[names.GEN_AI_REQUEST_TEMPERATURE] = settings.temperature
+    span.set_attributes(attributes)
 
 
 def record_answer(
@@ -70,23 +70,29 @@ def record_answer(
     response_model: str = "",
     response_id: str = "",
     provider: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """The response side: model, id, finish reasons, token usage."""
+    """The response side: model, id, finish reasons, token usage (and `extra`), in one call."""
     if not span.is_recording():
         return
+    attributes: dict[str, Any] = {
+        names.GEN_AI_RESPONSE_FINISH_REASONS: (finish_reason_name(finish_reason),),
+        names.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+        names.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+    }
     if response_model:
-        span.set_attribute(names.GEN_AI_RESPONSE_MODEL, response_model)
+        attributes[names.GEN_AI_RESPONSE_MODEL] = response_model
     if response_id:
-        span.set_attribute(names.GEN_AI_RESPONSE_ID, response_id)
+        attributes[names.GEN_AI_RESPONSE_ID] = response_id
     if provider:
-        span.set_attribute(names.GEN_AI_PROVIDER_NAME, provider)
-    span.set_attribute(names.GEN_AI_RESPONSE_FINISH_REASONS, (finish_reason_name(finish_reason),))
-    span.set_attribute(names.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
-    span.set_attribute(names.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens)
+        attributes[names.GEN_AI_PROVIDER_NAME] = provider
     if usage.cached_input_tokens:
-        span.set_attribute(names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cached_input_tokens)
+        attributes[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
     if usage.reasoning_tokens:
-        span.set_attribute(names.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens)
+        attributes[names.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
+    if extra:
+        attributes.update(extra)
+    span.set_attributes(attributes)
 
 
 def record_error(span: Span, code: grpc.StatusCode, message: str = "") -> None:

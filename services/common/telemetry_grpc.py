@@ -16,18 +16,23 @@ bury the traces people look for.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from services.common import telemetry_names as names
 from services.common.telemetry import telemetry
 
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+_DEFAULT_PROPAGATORS = os.environ.get("OTEL_PROPAGATORS", "tracecontext,baggage").replace(" ", "") in (
+    "tracecontext,baggage",
+    "tracecontext",
+)
 _TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
 # Codes that are the server's fault (RPC semantic conventions); the rest are the caller's.
 _SERVER_ERRORS = frozenset(
@@ -140,17 +145,41 @@ def _record_status(span: trace.Span, context: grpc.aio.ServicerContext) -> None:
         span.set_status(Status(StatusCode.ERROR, code.name))
 
 
-def trace_metadata(metadata: Sequence[tuple[str, Any]] | None = None) -> grpc.aio.Metadata:
-    """`metadata` with the current trace context in place of any the caller put there."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+def trace_metadata(metadata: Sequence[tuple[str, Any]] | None = None) -> grpc.aio.Metadata | None:
+    """`metadata` with the current trace context in place of any the caller put there (None: nothing to send)."""
+    carrier = _current_carrier()
+    if not carrier:
+        return metadata if metadata is None or isinstance(metadata, grpc.aio.Metadata) else grpc.aio.Metadata(*metadata)
     merged = grpc.aio.Metadata()
     for key, value in metadata or ():
-        if key not in _TRACE_KEYS or not carrier:
+        if key not in _TRACE_KEYS:
             merged.add(key, value)
     for key, value in carrier.items():
         merged.add(key, value)
     return merged
+
+
+def _current_carrier() -> dict[str, str]:
+    """The W3C headers of the current context.
+
+    Fast path for the default propagators (tracecontext, baggage) with no
+    baggage: format `traceparent` directly, which is a fraction of the cost
+    of the composite propagator on the router's hot path. Anything else goes
+    through the configured propagators.
+    """
+    if _DEFAULT_PROPAGATORS and not baggage.get_all():
+        span_context = trace.get_current_span().get_span_context()
+        if not span_context.is_valid:
+            return {}
+        carrier = {
+            "traceparent": f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+        }
+        if span_context.trace_state:
+            carrier["tracestate"] = span_context.trace_state.to_header()
+        return carrier
+    carrier = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 class _ClientPropagation:

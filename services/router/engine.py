@@ -442,30 +442,42 @@ class _Race:
         self.attempts.append(attempt)
         self._busy.add((candidate.name, instance.address))
         breakers = self.engine.breakers_of(candidate)
-        span = self._telemetry.tracer.start_span(names.SPAN_ATTEMPT.format(model=candidate.name), kind=SpanKind.CLIENT)
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    names.ATTEMPT_INDEX: len(self.attempts),
-                    names.ATTEMPT_MODEL: candidate.name,
-                    names.ATTEMPT_PROVIDER: candidate.provider,
-                    names.ATTEMPT_INSTANCE: instance.address,
-                    names.ATTEMPT_HEDGED: target.hedged,
-                    names.ATTEMPT_RETRY: target.retry,
-                    names.ATTEMPT_BREAKER_STATE: breakers[1].state.value,
-                    names.GEN_AI_PROVIDER_NAME: candidate.kind,
-                    names.GEN_AI_REQUEST_MODEL: candidate.upstream_model,
-                    names.SERVER_ADDRESS: instance.address,
-                }
-            )
-        if self._fallback is not None and target.retry == 0 and not target.hedged:
-            previous, why = self._fallback
-            span.set_attribute(names.ATTEMPT_FALLBACK_REASON, why)
-            self._telemetry.instruments.router_fallbacks.add(
-                1, {names.FALLBACK_FROM: previous, names.FALLBACK_TO: candidate.name}
-            )
+        span = self._start_span(candidate, self._attempt_attributes(candidate, instance, target, breakers))
         self._fallback = None
         return _Flight(candidate, instance, attempt, self.now(), target.retry, breakers, span)
+
+    def _attempt_attributes(
+        self, candidate: Candidate, instance: Instance, target: _Target, breakers: tuple[CircuitBreaker, ...]
+    ) -> dict[str, Any] | None:
+        """The attempt span's attributes, only what is notable (each one costs at export); None when not tracing."""
+        fallback = self._fallback if target.retry == 0 and not target.hedged else None
+        if fallback is not None:
+            self._telemetry.instruments.router_fallbacks.add(
+                1, ((names.FALLBACK_FROM, fallback[0]), (names.FALLBACK_TO, candidate.name))
+            )
+        if not self._telemetry.tracing:
+            return None
+        attributes: dict[str, Any] = {
+            names.ATTEMPT_INDEX: len(self.attempts),
+            names.ATTEMPT_MODEL: candidate.name,
+            names.ATTEMPT_PROVIDER: candidate.provider,
+            names.ATTEMPT_INSTANCE: instance.address,
+        }
+        if target.hedged:
+            attributes[names.ATTEMPT_HEDGED] = True
+        if target.retry:
+            attributes[names.ATTEMPT_RETRY] = target.retry
+        if fallback is not None:
+            attributes[names.ATTEMPT_FALLBACK_REASON] = fallback[1]
+        for breaker in breakers:
+            if breaker.state.value != "closed":
+                attributes[names.ATTEMPT_BREAKER_STATE] = f"{breaker.name}: {breaker.state.value}"
+        return attributes
+
+    def _start_span(self, candidate: Candidate, attributes: dict[str, Any] | None) -> trace.Span:
+        return self._telemetry.tracer.start_span(
+            names.SPAN_ATTEMPT.format(model=candidate.name), kind=SpanKind.CLIENT, attributes=attributes
+        )
 
     def _finish(self, flight: _Flight, outcome: int, code: grpc.StatusCode) -> float:
         seconds = self.now() - flight.started
@@ -480,57 +492,39 @@ class _Race:
         attempt, span = flight.attempt, flight.span
         outcome = _OUTCOMES[attempt.outcome]
         if span.is_recording():
-            span.set_attribute(names.ATTEMPT_OUTCOME, outcome)
-            span.set_attribute(names.ATTEMPT_CODE, code.name)
+            attributes = {names.ATTEMPT_OUTCOME: outcome, names.ATTEMPT_CODE: code.name}
             if attempt.reason:
-                span.set_attribute(names.ATTEMPT_REASON, attempt.reason)
+                attributes[names.ATTEMPT_REASON] = attempt.reason
             if attempt.moved_on_because:
-                span.set_attribute(names.ATTEMPT_MOVED_ON_BECAUSE, attempt.moved_on_because)
+                attributes[names.ATTEMPT_MOVED_ON_BECAUSE] = attempt.moved_on_because
             if attempt.outcome == rpb.ATTEMPT_OUTCOME_FAILED:
+                attributes[names.ERROR_TYPE] = code.name
                 span.set_status(trace.Status(trace.StatusCode.ERROR, f"{code.name}: {attempt.message}"[:300]))
-                span.set_attribute(names.ERROR_TYPE, code.name)
+            span.set_attributes(attributes)
         span.end()
         instruments = self._telemetry.instruments
-        instruments.router_attempts.add(
-            1,
-            {
-                names.ATTEMPT_OUTCOME: outcome,
-                names.ATTEMPT_CODE: code.name,
-                names.ATTEMPT_MODEL: flight.candidate.name,
-                names.ATTEMPT_PROVIDER: flight.candidate.provider,
-            },
-        )
+        instruments.router_attempts.add(1, _attempt_key(outcome, code.name, flight.candidate))
         if attempt.hedged:
-            instruments.router_hedges.add(1, {names.HEDGE_RESULT: hedge_result})
+            instruments.router_hedges.add(1, ((names.HEDGE_RESULT, hedge_result),))
 
     def _record_skipped(self, candidate: Candidate, skipped: rpb.Attempt, reason: str = "") -> None:
         """A candidate passed over (open breaker, no instance, too small a window): a zero-length span says why."""
         self.attempts.append(skipped)
-        span = self._telemetry.tracer.start_span(names.SPAN_ATTEMPT.format(model=candidate.name), kind=SpanKind.CLIENT)
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    names.ATTEMPT_INDEX: len(self.attempts) - 1,
-                    names.ATTEMPT_MODEL: candidate.name,
-                    names.ATTEMPT_PROVIDER: candidate.provider,
-                    names.ATTEMPT_OUTCOME: "skipped",
-                    names.ATTEMPT_CODE: grpc.StatusCode.UNAVAILABLE.name,
-                    names.ATTEMPT_MOVED_ON_BECAUSE: skipped.message,
-                    names.ATTEMPT_BREAKER_STATE: self.engine.breakers_of(candidate)[1].state.value,
-                }
-            )
-            if reason:
-                span.set_attribute(names.ATTEMPT_REASON, reason)
-        span.end()
-        self._telemetry.instruments.router_attempts.add(
-            1,
-            {
-                names.ATTEMPT_OUTCOME: "skipped",
-                names.ATTEMPT_CODE: grpc.StatusCode.UNAVAILABLE.name,
+        code = grpc.StatusCode.UNAVAILABLE.name
+        attributes: dict[str, Any] | None = None
+        if self._telemetry.tracing:
+            attributes = {
+                names.ATTEMPT_INDEX: len(self.attempts),
                 names.ATTEMPT_MODEL: candidate.name,
                 names.ATTEMPT_PROVIDER: candidate.provider,
-            },
-        )
+                names.ATTEMPT_OUTCOME: "skipped",
+                names.ATTEMPT_CODE: code,
+                names.ATTEMPT_MOVED_ON_BECAUSE: skipped.message,
+            }
+            if reason:
+                attributes[names.ATTEMPT_REASON] = reason
+        self._start_span(candidate, attributes).end()
+        self._telemetry.instruments.router_attempts.add(1, _attempt_key("skipped", code, candidate))
 
     def succeeded(self, flight: _Flight) -> None:
         seconds = self._finish(flight, rpb.ATTEMPT_OUTCOME_SUCCEEDED, grpc.StatusCode.OK)
@@ -747,6 +741,15 @@ class _Race:
 
 
 _BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _attempt_key(outcome: str, code: str, candidate: Candidate) -> tuple[tuple[str, str], ...]:
+    return (
+        (names.ATTEMPT_OUTCOME, outcome),
+        (names.ATTEMPT_CODE, code),
+        (names.ATTEMPT_MODEL, candidate.name),
+        (names.ATTEMPT_PROVIDER, candidate.provider),
+    )
 
 
 def _observe_breakers(registry: BreakerRegistry) -> None:

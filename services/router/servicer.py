@@ -122,7 +122,7 @@ class _Served:
 
     def __enter__(self) -> _Served:
         self._started = time.perf_counter()
-        self._instruments.router_in_flight.add(1)
+        self._instruments.router_in_flight.value += 1
         return self
 
     def answered(
@@ -132,7 +132,10 @@ class _Served:
         self._attributes[names.GEN_AI_REQUEST_MODEL] = answer.model
         self._attributes[names.GEN_AI_PROVIDER_NAME] = answer.provider
         if answer.estimated_cost_usd:
-            self._instruments.router_cost.add(answer.estimated_cost_usd, self._attributes)
+            self._instruments.router_cost.add(
+                answer.estimated_cost_usd,
+                ((names.GEN_AI_REQUEST_MODEL, answer.model), (names.GEN_AI_PROVIDER_NAME, answer.provider)),
+            )
         span = self._span
         if span.is_recording():
             genai.record_answer(
@@ -141,13 +144,15 @@ class _Served:
                 finish_reason=finish_reason,
                 response_model=answer.response_model,
                 provider=answer.provider,
+                extra={
+                    names.ROUTER_MODEL: answer.model,
+                    names.ROUTER_ATTEMPTS: len(answer.attempts),
+                    names.ROUTER_ESTIMATED_COST: answer.estimated_cost_usd,
+                },
             )
-            span.set_attribute(names.ROUTER_MODEL, answer.model)
-            span.set_attribute(names.ROUTER_ATTEMPTS, len(answer.attempts))
-            span.set_attribute(names.ROUTER_ESTIMATED_COST, answer.estimated_cost_usd)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
-        self._instruments.router_in_flight.add(-1)
+        self._instruments.router_in_flight.value -= 1
         if isinstance(error, MeshError):
             self._attributes[names.ERROR_TYPE] = error.code.name
             genai.record_error(self._span, error.code, error.message)
