@@ -23,7 +23,7 @@ import importlib.metadata
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import metrics, trace
@@ -33,7 +33,13 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common import telemetry_names as names
-from services.common.settings import ENV_PREFIX
+from services.common.settings import ENV_PREFIX, load_settings
+
+if TYPE_CHECKING:  # the SDK is imported only when something is exported
+    from opentelemetry.sdk.metrics import ExemplarFilter
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = structlog.get_logger(__name__)
 
@@ -207,7 +213,7 @@ def setup_telemetry(service_name: str) -> Telemetry:
     global _current  # one telemetry per process, like OpenTelemetry's own globals
     if _current.service_name:
         return _current
-    settings = TelemetrySettings()
+    settings = load_settings(TelemetrySettings)
     if _flag("OTEL_SDK_DISABLED"):
         _current = _noop()
         _current.service_name = service_name
@@ -280,7 +286,7 @@ def _exporter_choice(signal: str) -> str:
     return choice
 
 
-def _span_exporter() -> object | None:
+def _span_exporter() -> SpanExporter | None:
     choice = _exporter_choice("traces")
     if choice == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -293,8 +299,8 @@ def _span_exporter() -> object | None:
     return None
 
 
-def _metric_readers(settings: TelemetrySettings) -> list[object]:
-    readers: list[object] = []
+def _metric_readers(settings: TelemetrySettings) -> list[MetricReader]:
+    readers: list[MetricReader] = []
     choice = _exporter_choice("metrics")
     if choice in ("otlp", "console"):
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
@@ -302,11 +308,11 @@ def _metric_readers(settings: TelemetrySettings) -> list[object]:
         if choice == "otlp":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-            exporter: object = OTLPMetricExporter()
+            exporter: Any = OTLPMetricExporter()
         else:
             exporter = ConsoleMetricExporter()
         # Interval from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
-        readers.append(PeriodicExportingMetricReader(exporter))  # type: ignore[arg-type]
+        readers.append(PeriodicExportingMetricReader(exporter))
     if settings.prometheus_port is not None:
         from services.common.telemetry_prometheus import prometheus_reader
 
@@ -314,7 +320,7 @@ def _metric_readers(settings: TelemetrySettings) -> list[object]:
     return readers
 
 
-def _exemplar_filter() -> object | None:
+def _exemplar_filter() -> ExemplarFilter | None:
     """Exemplars off unless OTEL_METRICS_EXEMPLAR_FILTER asks: sampling one per measurement costs the hot path."""
     if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
         return None  # the SDK reads it
@@ -323,7 +329,7 @@ def _exemplar_filter() -> object | None:
     return AlwaysOffExemplarFilter()
 
 
-def _resource(service_name: str) -> object:
+def _resource(service_name: str) -> Resource:
     from opentelemetry.sdk.resources import Resource
 
     attributes = {"service.version": _version(), "service.instance.id": uuid.uuid4().hex}
