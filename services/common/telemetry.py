@@ -29,7 +29,7 @@ import structlog
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.trace import Tracer
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common import telemetry_names as names
@@ -53,8 +53,17 @@ class TelemetrySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     capture_content: bool = Field(False, description="Record prompt and completion text on spans (off: never).")
-    prometheus_port: int | None = Field(None, ge=0, le=65535, description="Serve /metrics for Prometheus here.")
-    prometheus_host: str = Field("127.0.0.1", description="Address of the Prometheus endpoint; 0.0.0.0 in pods.")
+    prometheus_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve /metrics for Prometheus here; unset or empty: no endpoint."
+    )
+    prometheus_host: str = Field("", description="Address of the Prometheus endpoint; empty: LLMMESH_HOST.")
+    host: str = Field("127.0.0.1", description="The service's bind address (LLMMESH_HOST).")
+
+    @field_validator("prometheus_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        # Manifests list every variable the code reads; an empty value means no endpoint.
+        return None if value == "" else value
 
 
 Key = tuple[tuple[str, str], ...]
@@ -316,7 +325,7 @@ def _metric_readers(settings: TelemetrySettings) -> list[MetricReader]:
     if settings.prometheus_port is not None:
         from services.common.telemetry_prometheus import prometheus_reader
 
-        readers.append(prometheus_reader(settings.prometheus_host, settings.prometheus_port))
+        readers.append(prometheus_reader(settings.prometheus_host or settings.host, settings.prometheus_port))
     return readers
 
 

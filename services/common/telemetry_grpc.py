@@ -16,7 +16,6 @@ bury the traces people look for.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -29,10 +28,6 @@ from services.common import telemetry_names as names
 from services.common.telemetry import telemetry
 
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
-_DEFAULT_PROPAGATORS = os.environ.get("OTEL_PROPAGATORS", "tracecontext,baggage").replace(" ", "") in (
-    "tracecontext,baggage",
-    "tracecontext",
-)
 _TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
 # Codes that are the server's fault (RPC semantic conventions); the rest are the caller's.
 _SERVER_ERRORS = frozenset(
@@ -159,6 +154,19 @@ def trace_metadata(metadata: Sequence[tuple[str, Any]] | None = None) -> grpc.ai
     return merged
 
 
+def _w3c_only() -> bool:
+    """True while the global propagators are W3C trace context (and baggage), the default."""
+    propagator = propagate.get_global_textmap()
+    if propagator is not _W3C_CHECKED[0]:
+        fields = propagator.fields
+        _W3C_CHECKED[:] = [propagator, fields <= {"traceparent", "tracestate", "baggage"}]
+    return bool(_W3C_CHECKED[1])
+
+
+# (the propagator last checked, whether it is W3C-only): set_global_textmap is rare.
+_W3C_CHECKED: list[Any] = [None, False]
+
+
 def _current_carrier() -> dict[str, str]:
     """The W3C headers of the current context.
 
@@ -167,7 +175,7 @@ def _current_carrier() -> dict[str, str]:
     of the composite propagator on the router's hot path. Anything else goes
     through the configured propagators.
     """
-    if _DEFAULT_PROPAGATORS and not baggage.get_all():
+    if _w3c_only() and not baggage.get_all():
         span_context = trace.get_current_span().get_span_context()
         if not span_context.is_valid:
             return {}
