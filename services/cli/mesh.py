@@ -40,6 +40,8 @@ def local_telemetry_env(receiver: OtlpReceiver) -> dict[str, str]:
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
+        # Locally every request is worth seeing; the 10% default is for production hot paths.
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
         "OTEL_METRIC_EXPORT_INTERVAL": "10000",
     }
 

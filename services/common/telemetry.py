@@ -3,7 +3,8 @@
 `setup_telemetry(name)` (called by MeshServer) builds the resource
 (service.name from OTEL_SERVICE_NAME, else the service's own name;
 service.version; service.instance.id), the tracer provider with the sampler
-from OTEL_TRACES_SAMPLER and an OTLP exporter behind a BatchSpanProcessor,
+from OTEL_TRACES_SAMPLER (unset: parent-based, 10% of new traces) and an
+OTLP exporter behind a BatchSpanProcessor,
 and the meter provider with a PeriodicExportingMetricReader (OTLP) and, when
 LLMMESH_PROMETHEUS_PORT is set, a Prometheus scrape endpoint.
 
@@ -40,10 +41,16 @@ if TYPE_CHECKING:  # the SDK is imported only when something is exported
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 log = structlog.get_logger(__name__)
 
 INSTRUMENTATION_SCOPE = "llmmesh"
+# Share of new (root) traces recorded when OTEL_TRACES_SAMPLER is unset; a caller's
+# sampling decision is always followed, so traces stay whole across the mesh. Recording
+# every request costs the router about 40% of its throughput on a 2-core host
+# (tests/telemetry/overhead.py); metrics are exact whatever the sampling.
+DEFAULT_ROOT_SAMPLING_RATIO = 0.1
 _TRUE = {"true", "1", "yes", "on"}
 
 
@@ -235,8 +242,7 @@ def setup_telemetry(service_name: str) -> Telemetry:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        # The sampler comes from OTEL_TRACES_SAMPLER(_ARG); default parentbased_always_on.
-        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider = TracerProvider(resource=resource, sampler=_default_sampler())
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         trace.set_tracer_provider(tracer_provider)
         tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, _version())
@@ -277,6 +283,15 @@ def reset_for_tests() -> None:
     """Forgets the process's telemetry (in-process tests that set it up more than once)."""
     global _current
     _current = _noop()
+
+
+def _default_sampler() -> Sampler | None:
+    """parentbased_traceidratio at DEFAULT_ROOT_SAMPLING_RATIO; None lets OTEL_TRACES_SAMPLER(_ARG) decide."""
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    return ParentBased(TraceIdRatioBased(DEFAULT_ROOT_SAMPLING_RATIO))
 
 
 def _flag(name: str) -> bool:

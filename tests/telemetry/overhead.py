@@ -1,7 +1,7 @@
 """Router throughput with telemetry off and on: `python -m tests.telemetry.overhead`.
 
-Starts a mock adapter + router three times (no telemetry; OTLP export at the
-default sampling, parentbased_always_on; OTLP with OTEL_TRACES_SAMPLER=always_off),
+Starts a mock adapter + router four times (no telemetry; OTLP export at the
+default sampling, 10% of new traces; every request traced; nothing sampled),
 sends the same bounded load through each (CONCURRENCY callers, REQUESTS in
 all, capped at MAX_SECONDS), and prints requests/s side by side.
 """
@@ -91,6 +91,7 @@ def main() -> None:
         results = {
             "telemetry off (no endpoint)": _measure({}),
             "OTLP on, default sampling": _measure(exporting),
+            "OTLP on, every request traced": _measure({**exporting, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}),
             "OTLP on, always_off sampler": _measure({**exporting, "OTEL_TRACES_SAMPLER": "always_off"}),
         }
     finally:
