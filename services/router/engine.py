@@ -249,7 +249,7 @@ class RouterEngine:
         while (target := await race.next_target_when_due()) is not None:
             flight = race.start(target)
             candidate, instance = target.candidate, target.instance
-            with trace.use_span(flight.span, end_on_exit=False):
+            with trace.use_span(flight.span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
                 call = instance.stub.StreamChat(
                     _provider_request(current_request, candidate, ppb.ProviderServiceStreamChatRequest),
                     timeout=target.budget,
@@ -555,6 +555,11 @@ class _Race:
             else:
                 breaker.record(error.code)
         self._last = self._last_failure = (flight.candidate, error, flight.attempt)
+        self._queue_next(flight, error, pool_size, retryable=retryable)
+        # After the retry decision, so the span says what the router did next.
+        self._end_span(flight, error.code, "failed")
+
+    def _queue_next(self, flight: _Flight, error: MeshError, pool_size: int, *, retryable: bool) -> None:
         if retryable and never_sent(error) and flight.instance.address not in self._unreachable:
             # Like gRPC's transparent retry: the call reached no adapter, so it goes to another instance
             # (the balancer passes over this one) without spending the retry limit or budget.
@@ -565,7 +570,6 @@ class _Race:
                 return
         if retryable:
             self._maybe_retry(flight, error)
-        self._end_span(flight, error.code, "failed")
 
     def _maybe_retry(self, flight: _Flight, error: MeshError) -> None:
         """Queues the same candidate again when the error, the retry limit, the budget and the deadline allow."""
@@ -622,7 +626,9 @@ class _Race:
                     flight = self.start(target)
                     candidate = target.candidate
                     # The attempt's span is the parent of the adapter's (trace context rides the call).
-                    with trace.use_span(flight.span, end_on_exit=False):
+                    with trace.use_span(
+                        flight.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+                    ):
                         task = asyncio.ensure_future(
                             self._tracked(target.instance, call(candidate, target.instance, target.budget))
                         )
@@ -686,7 +692,13 @@ class _Race:
                 raise self.error()
             flight = self.start(target)
             try:
-                with target.instance.track():
+                # The attempt's span is current for the call: the adapter's span becomes its child.
+                with (
+                    target.instance.track(),
+                    trace.use_span(
+                        flight.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+                    ),
+                ):
                     answer = await call(target.candidate, target.instance, target.budget)
             except grpc.aio.AioRpcError as rpc_error:
                 self.failed(flight, MeshError.from_rpc_error(rpc_error))
