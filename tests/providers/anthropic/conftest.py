@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from llmmesh.v1 import chat_pb2, provider_service_pb2_grpc
+from services.common.processes import ServiceProcess, start_service
 from services.testing.fake_anthropic import FakeAnthropic
-from services.testing.processes import ServiceProcess, start_service
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 DEFAULT_MAX_TOKENS = 1024

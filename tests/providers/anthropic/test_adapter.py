@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import MeshError
+from services.common.processes import ServiceProcess, run_to_exit
 from services.testing.fake_anthropic import (
     FakeAnthropic,
     dropped_connection,
@@ -26,7 +27,6 @@ from services.testing.fake_anthropic import (
     stream_events,
     usage,
 )
-from services.testing.processes import ServiceProcess, run_to_exit
 from tests.providers.anthropic.conftest import DEFAULT_MAX_TOKENS, assert_golden, text_message, user
 
 MODEL = "claude-haiku-4-5"

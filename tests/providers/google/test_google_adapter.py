@@ -17,9 +17,9 @@ from google.protobuf import json_format, struct_pb2
 from llmmesh.v1 import chat_pb2, provider_service_pb2_grpc
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import MeshError
+from services.common.processes import ServiceProcess, start_service
 from services.testing import fake_google as fg
 from services.testing.fake_google import FakeGemini, Reply
-from services.testing.processes import ServiceProcess, start_service
 
 API_KEY = "test-key-google-5ecret-value"
 MODEL = "gemini-2.5-flash"

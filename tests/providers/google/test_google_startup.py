@@ -6,9 +6,9 @@ import importlib.util
 
 import pytest
 
+from services.common.processes import run_to_exit
 from services.providers.google.adapter import GoogleAdapter
 from services.providers.google.main import api_key_from_env
-from services.testing.processes import run_to_exit
 
 
 class TestStartup:

@@ -12,6 +12,7 @@ import pytest
 from llmmesh.v1 import chat_pb2, provider_service_pb2_grpc
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import MeshError
+from services.common.processes import ServiceProcess, run_to_exit, start_service
 from services.testing.fake_openai import (
     RATE_LIMIT_HEADERS,
     FakeOpenAI,
@@ -23,7 +24,6 @@ from services.testing.fake_openai import (
     tool_call_delta,
     usage,
 )
-from services.testing.processes import ServiceProcess, run_to_exit, start_service
 from tests.providers.openai.helpers import (
     assert_golden,
     chat_request,
