@@ -95,3 +95,47 @@ def _alive(pid: int) -> bool:
     # A zombie is not running; reap-less children of a dead parent get adopted and reaped by init.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"
+
+
+class TestUpStartsKeyedAdapters:
+    def test_each_adapter_with_a_key_variable_is_started(self) -> None:
+        """With OPENAI_API_KEY, ANTHROPIC_API_KEY and GEMINI_API_KEY set, `llmmesh up` runs all four adapters
+        and the router discovers each provider's models; without keys only the mock runs (test above)."""
+        port = _free_port()
+        dead = f"http://127.0.0.1:{_free_port()}"  # never called: the test only lists models
+        env = {
+            **NO_KEYS,
+            "OPENAI_API_KEY": "sk-test-up",
+            "ANTHROPIC_API_KEY": "sk-ant-test-up",
+            "GEMINI_API_KEY": "gm-test-up",
+            "LLMMESH_OPENAI_BASE_URL": dead,
+            "LLMMESH_ANTHROPIC_BASE_URL": dead,
+            "LLMMESH_GOOGLE_BASE_URL": dead,
+        }
+        up = subprocess.Popen(
+            [*LLMMESH, "up", "--port", str(port), "--agent-port", str(_free_port())],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            lines = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                line = up.stdout.readline()
+                lines.append(line)
+                if line.startswith("Ctrl-C") or not line:
+                    break
+            started = {line.split()[0] for line in lines if " pid " in line}
+            assert {"provider-mock", "provider-openai", "provider-anthropic", "provider-google", "router"} <= started
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                models = router_service_pb2_grpc.RouterServiceStub(channel).ListModels(
+                    rpb.ListModelsRequest(), timeout=5
+                )
+            available = {m.name for m in models.models if m.available}
+            assert {"gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash", "mock-small"} <= available
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(30) == 0
+        finally:
+            if up.poll() is None:
+                up.kill()
