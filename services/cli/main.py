@@ -16,7 +16,7 @@ from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.cli import agent_cmd, auth_cmd
-from services.client import MeshClient, text_of
+from services.client import MeshClient, system, text_of, user
 from services.common.errors import MeshError, code_from_number
 from services.common.settings import ConfigError
 
@@ -172,36 +172,14 @@ async def _demo_requests(router: str) -> None:
         print("\n$ llmmesh chat --model mock-small --explain 'Hello, mesh!'")
         started = time.perf_counter()
         answer = await client.chat("mock-small", "Hello, mesh!")
-        _print_answer(
-            text_of(answer.message),
-            answer.model,
-            answer.provider,
-            answer.usage,
-            answer.finish_reason,
-            answer.estimated_cost_usd,
-            time.perf_counter() - started,
-            answer.attempts,
-            explain=True,
-        )
+        _print_response(answer, time.perf_counter() - started, explain=True)
         print("\n$ llmmesh chat --model mock-large --stream 'Stream this answer, please.'")
-        await _stream(
-            client,
-            "mock-large",
-            [
-                chat_pb2.Message(
-                    role=chat_pb2.ROLE_USER, content=[chat_pb2.ContentPart(text="Stream this answer, please.")]
-                )
-            ],
-            None,
-            explain=False,
-        )
+        await _stream(client, "mock-large", [user("Stream this answer, please.")], None, explain=False)
 
 
 def _chat(args: argparse.Namespace) -> None:
-    messages = []
-    if args.system:
-        messages.append(chat_pb2.Message(role=chat_pb2.ROLE_SYSTEM, content=[chat_pb2.ContentPart(text=args.system)]))
-    messages.append(chat_pb2.Message(role=chat_pb2.ROLE_USER, content=[chat_pb2.ContentPart(text=args.prompt)]))
+    messages = [system(args.system)] if args.system else []
+    messages.append(user(args.prompt))
     settings = chat_pb2.GenerationSettings()
     if args.max_tokens is not None:
         settings.max_output_tokens = args.max_tokens
@@ -216,18 +194,7 @@ def _chat(args: argparse.Namespace) -> None:
                 return
             started = time.perf_counter()
             answer = await client.chat(args.model, messages, settings=settings, routing=routing)
-            _print_answer(
-                text_of(answer.message),
-                answer.model,
-                answer.provider,
-                answer.usage,
-                answer.finish_reason,
-                answer.estimated_cost_usd,
-                time.perf_counter() - started,
-                answer.attempts,
-                explain=args.explain,
-                tool_calls=answer.message.tool_calls,
-            )
+            _print_response(answer, time.perf_counter() - started, explain=args.explain)
 
     _run_reporting_errors(run())
 
@@ -290,6 +257,21 @@ async def _stream(
                 explain=explain,
                 first_chunk=first_chunk,
             )
+
+
+def _print_response(answer: rpb.ChatResponse, seconds: float, *, explain: bool) -> None:
+    _print_answer(
+        text_of(answer.message),
+        answer.model,
+        answer.provider,
+        answer.usage,
+        answer.finish_reason,
+        answer.estimated_cost_usd,
+        seconds,
+        answer.attempts,
+        explain=explain,
+        tool_calls=answer.message.tool_calls,
+    )
 
 
 def _print_answer(
