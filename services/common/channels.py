@@ -1,14 +1,14 @@
-"""Client channels with the same limits and keepalive everywhere."""
+"""Client channels with the same limits, keepalive and outgoing metadata everywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 
 from services.common.server import MAX_MESSAGE_BYTES
-from services.common.telemetry_grpc import client_interceptors
+from services.common.telemetry_grpc import trace_metadata
 from services.common.tls import PLAINTEXT, ChannelSecurity
 
 CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
@@ -28,6 +28,15 @@ CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.lb_policy_name", "round_robin"),
 )
 
+MetadataRewrite = Callable[[Any], grpc.aio.Metadata | None]
+
+_CALL_TYPES: tuple[type, ...] = (
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+)
+
 
 def aio_channel(
     target: str,
@@ -38,39 +47,81 @@ def aio_channel(
     """An asyncio channel carrying W3C trace context; gRPC's own retries off because the router owns retries.
 
     `security` (services.common.tls.channel_security) makes it TLS or mTLS;
-    `metadata` is sent on every call (the router's internal token to adapters).
+    `metadata` is sent on every call of every type (the router's internal token to adapters).
     """
     options = (*CHANNEL_OPTIONS, *security.options)
-    # Trace context first; then the fixed metadata (the router's internal token).
-    interceptors = [*client_interceptors(), *(_metadata_interceptors(tuple(metadata)) if metadata else ())]
+    interceptors = metadata_interceptors(_outgoing_metadata(tuple(metadata)))
     if security.credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(target, security.credentials, options=options, interceptors=interceptors)
 
 
-class _AddMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Adds fixed metadata to every call, after the caller's own."""
+def metadata_interceptors(rewrite: MetadataRewrite) -> list[grpc.aio.ClientInterceptor]:
+    """`rewrite` applied to the metadata of every call, whatever its type.
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self._metadata = metadata
+    grpc.aio files an interceptor object under the first call type it
+    implements and never under the others (an if/elif chain in
+    grpc/aio/_channel.py), so one object serving unary and streaming calls
+    silently skips streams. Hence one object per call type, always all four.
+    """
+    interceptors = [_UnaryUnary(rewrite), _UnaryStream(rewrite), _StreamUnary(rewrite), _StreamStream(rewrite)]
+    for interceptor in interceptors:
+        check_single_call_type(interceptor)
+    return interceptors
+
+
+def check_single_call_type(interceptor: object) -> None:
+    """Refuses an interceptor that grpc.aio would register for only one of the call types it implements."""
+    kinds = [kind.__name__ for kind in _CALL_TYPES if isinstance(interceptor, kind)]
+    if len(kinds) > 1:
+        raise TypeError(
+            f"{type(interceptor).__name__} implements {', '.join(kinds)}; grpc.aio would use it for "
+            f"{kinds[0]} only: make one interceptor object per call type"
+        )
+
+
+def _outgoing_metadata(fixed: tuple[tuple[str, str], ...]) -> MetadataRewrite:
+    """Trace context, then the fixed metadata in place of any the caller set under the same keys."""
+    if not fixed:
+        return trace_metadata
+    names = frozenset(key for key, _ in fixed)
+
+    def rewrite(metadata: Any) -> grpc.aio.Metadata:
+        traced = trace_metadata(metadata) or ()
+        return grpc.aio.Metadata(*((key, value) for key, value in traced if key not in names), *fixed)
+
+    return rewrite
+
+
+class _Rewriting:
+    def __init__(self, rewrite: MetadataRewrite) -> None:
+        self._rewrite = rewrite
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        names = {key for key, _ in self._metadata}
-        kept = tuple((key, value) for key, value in (details.metadata or ()) if key not in names)
         return grpc.aio.ClientCallDetails(
             details.method,
             details.timeout,
-            grpc.aio.Metadata(*kept, *self._metadata),
+            self._rewrite(details.metadata),
             details.credentials,
             details.wait_for_ready,
         )
 
+
+class _UnaryUnary(_Rewriting, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStream(_Rewriting, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)
 
 
-def _metadata_interceptors(metadata: tuple[tuple[str, str], ...]) -> list[grpc.aio.ClientInterceptor]:
-    return [_AddMetadata(metadata)]
+class _StreamUnary(_Rewriting, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+class _StreamStream(_Rewriting, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)

@@ -1,5 +1,5 @@
 """W3C trace context over gRPC: a server interceptor that opens one SERVER span
-per call, and client interceptors that put the current context in the
+per call, and `trace_metadata`, which services.common.channels puts on the
 metadata of every outgoing call.
 
 Our own small interceptors rather than opentelemetry-instrumentation-grpc:
@@ -188,32 +188,3 @@ def _current_carrier() -> dict[str, str]:
     carrier = {}
     propagate.inject(carrier)
     return carrier
-
-
-class _ClientPropagation:
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        return grpc.aio.ClientCallDetails(
-            details.method,
-            details.timeout,
-            trace_metadata(details.metadata),
-            details.credentials,
-            details.wait_for_ready,
-        )
-
-
-class UnaryUnaryPropagation(_ClientPropagation, grpc.aio.UnaryUnaryClientInterceptor):
-    """Puts the current trace context on unary calls."""
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class UnaryStreamPropagation(_ClientPropagation, grpc.aio.UnaryStreamClientInterceptor):
-    """Puts the current trace context on server-streaming calls."""
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    return [UnaryUnaryPropagation(), UnaryStreamPropagation()]

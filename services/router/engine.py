@@ -29,7 +29,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import telemetry_names as names
-from services.common.auth import current_tenant
+from services.common.auth import REASON_NOT_ROUTER, current_tenant
 from services.common.errors import (
     REASON_CONTENT_FILTERED,
     REASON_CONTEXT_WINDOW_EXCEEDED,
@@ -55,6 +55,8 @@ from services.router.observations import HeadroomTracker, LatencyTracker
 # Kept back from the caller's deadline so our answer (or error) reaches it in time.
 DEADLINE_MARGIN_SECONDS = 0.005
 REASON_CIRCUIT_OPEN = "CIRCUIT_OPEN"
+# An adapter refused the router itself (token or client certificate): the mesh's settings are wrong.
+REASON_MESH_MISCONFIGURED = "MESH_MISCONFIGURED"
 
 RouterRequest: TypeAlias = rpb.ChatRequest | rpb.StreamChatRequest
 _T = TypeVar("_T")
@@ -549,8 +551,10 @@ class _Race:
         # unwell, which is the balancer's ejection to handle; counting it against the
         # model's or provider's breaker would also shut out the healthy instances.
         instance_fault = error.code == grpc.StatusCode.UNAVAILABLE and not error.reason and pool_size > 1
+        # An adapter refusing the router is the mesh's misconfiguration, not the provider's fault.
+        blameless = instance_fault or error.reason == REASON_NOT_ROUTER
         for breaker in flight.breakers:
-            if instance_fault:
+            if blameless:
                 breaker.release()
             else:
                 breaker.record(error.code)
@@ -801,6 +805,8 @@ def _move_on_reason(error: MeshError, failed: Candidate, candidate: Candidate, p
     """Why the router may try `candidate` after `failed` raised `error`; None when it may not."""
     if error.code in _MOVE_ON_CODES:
         return _MOVE_ON_CODES[error.code]
+    if error.reason == REASON_NOT_ROUTER:
+        return "the adapter refused the router (mesh misconfiguration)"
     if error.reason == REASON_CONTEXT_WINDOW_EXCEEDED:
         if candidate.context_window > failed.context_window:
             return "context window exceeded; trying a larger window"
@@ -884,6 +890,8 @@ def _caller_error(error: MeshError, message: str) -> MeshError:
     caller's: FAILED_PRECONDITION. A transport failure between router and
     adapter (no ErrorInfo) gets the reason of its class.
     """
+    if error.reason == REASON_NOT_ROUTER:
+        return MeshError(grpc.StatusCode.FAILED_PRECONDITION, message, reason=REASON_MESH_MISCONFIGURED)
     if error.code in _AUTH_CODES:
         return MeshError(grpc.StatusCode.FAILED_PRECONDITION, message, reason=REASON_PROVIDER_AUTH)
     return MeshError(

@@ -50,8 +50,10 @@ class MockMesh:
         routing: Mapping[str, Any] | None = None,
         mock_instances: int = 1,
         env: Mapping[str, str] | None = None,
+        mock_env: Mapping[str, str] | None = None,
         workdir: Path | None = None,
     ) -> None:
+        """`env` goes to every process; `mock_env` to the mock adapters only, after `env`."""
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="llmmesh-test-"))
         self.events_file = self.workdir / "mock-events.jsonl"
         # None keeps the mock's embedded default (its models and the demo scripts).
@@ -59,6 +61,7 @@ class MockMesh:
         self.routing = dict(routing or default_routing())
         self.mock_instances = mock_instances
         self.env = dict(env or {})
+        self.mock_env = dict(mock_env or {})
         self.mocks: list[ServiceProcess] = []
         self.router: ServiceProcess | None = None
 
@@ -77,7 +80,7 @@ class MockMesh:
                         ["-m", "services.providers.mock"],
                         name=f"mock-{index}",
                         workdir=self.workdir,
-                        env={**self.env, **mock_env},
+                        env={**self.env, **self.mock_env, **mock_env},
                     )
                 )
             static_file = self.workdir / "static.yaml"

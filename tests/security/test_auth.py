@@ -139,6 +139,18 @@ class TestCallerAuth:
         response = await _call(secured, _chat("small"), KEY_ALPHA)
         assert response.model == "mock-small"
 
+    async def test_stream_carries_internal_token_and_unary_still_works(self, secured: MockMesh) -> None:
+        """With the internal token on, streams reach the adapter, and unary calls work after several streams."""
+        async with grpc.aio.insecure_channel(secured.router_address) as channel:
+            stub = router_service_pb2_grpc.RouterServiceStub(channel)
+            for _ in range(3):
+                request = rpb.StreamChatRequest(model="small", messages=_chat("small").messages)
+                events = [event async for event in stub.StreamChat(request, timeout=10, metadata=bearer(KEY_ALPHA))]
+                assert events[-1].HasField("final")
+                assert events[-1].final.model == "mock-small"
+            answer = await stub.Chat(_chat("small"), timeout=10, metadata=bearer(KEY_ALPHA))
+        assert answer.model == "mock-small"
+
     async def test_health_is_open_without_key(self, secured: MockMesh) -> None:
         """Health checks on router and adapter need no credentials."""
         for address in (secured.router_address, secured.mocks[0].address):
@@ -153,6 +165,25 @@ class TestCallerAuth:
         assert "caller refused" in log
         for key in (KEY_ALPHA, KEY_UNKNOWN, KEY_REVOKED, KEY_LISTED_REVOKED, INTERNAL_TOKEN):
             assert key not in log
+
+
+class TestMeshMisconfiguration:
+    async def test_wrong_internal_token_is_the_mesh_not_the_provider(self, tmp_path: Path) -> None:
+        """Router and adapter disagree on the token: FAILED_PRECONDITION naming the setting, and no breaker opens."""
+        with MockMesh(
+            workdir=tmp_path,
+            env={"LLMMESH_INTERNAL_TOKEN": INTERNAL_TOKEN},
+            mock_env={"LLMMESH_INTERNAL_TOKEN": "another-token"},
+        ) as mesh:
+            async with grpc.aio.insecure_channel(mesh.router_address) as channel:
+                stub = router_service_pb2_grpc.RouterServiceStub(channel)
+                # More refusals than the provider breaker's consecutive_failures (10): it must stay closed.
+                for _ in range(12):
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await stub.Chat(_chat("mock-small"), timeout=10)
+                    error = error_of(caught.value)
+                    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "MESH_MISCONFIGURED")
+                    assert "LLMMESH_INTERNAL_TOKEN" in error.message
 
 
 class TestModelPermissions:
