@@ -1,27 +1,39 @@
-# llmmesh developer commands. Every target installs what it needs first.
+# llmmesh developer commands (`make help` lists them). Every target installs what it needs first.
 SHELL := /bin/bash
+# The interpreter .venv is made with (3.11 to 3.13): make setup PYTHON=python3.12
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 BUF_VERSION := 1.75.0
-# SDK versions whose behaviour ../shared/SDK-NOTES.md was checked against.
+# SDK versions whose behaviour docs/sdk-notes.md was checked against.
 SDK_PINS := -P openai==3.51.0 -P anthropic==2.10.0 -P google-genai==3.3.0
 export UV_PYTHON_DOWNLOADS := never
+SUPPORTED_PYTHON := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))
+.DEFAULT_GOAL := help
 
-.PHONY: setup run test k8s-check lint proto proto-check lock bench clean
+.PHONY: help setup venv-check run test k8s-check lint proto proto-check docs lock bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
 
 $(BIN)/uv:
+	@$(PYTHON) -c '$(SUPPORTED_PYTHON)' || { echo "make: $(PYTHON) is not Python 3.11 to 3.13; choose one: make setup PYTHON=python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
+# An existing .venv made with another Python (or whose Python is gone) is refused, not reused.
+venv-check:
+	@if [ -d $(VENV) ] && ! $(BIN)/python -c '$(SUPPORTED_PYTHON)' 2>/dev/null; then \
+		echo "make: $(VENV) was not made with Python 3.11 to 3.13, or its Python is gone: run make clean, then make setup (PYTHON=python3.11 to choose)" >&2; exit 1; fi
+
 # Reinstalls whenever the lock or the package metadata changes.
-$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
+$(VENV)/.installed: requirements.lock pyproject.toml | venv-check $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed  ## Local virtualenv with the locked dependencies
+setup: venv-check $(VENV)/.installed  ## Local virtualenv (.venv) with the locked dependencies; PYTHON= picks the interpreter
 
 lock: | $(BIN)/uv  ## Re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet \
@@ -30,12 +42,12 @@ lock: | $(BIN)/uv  ## Re-resolve requirements.lock from pyproject.toml
 run: setup  ## Start the local mesh, send a demo request through it, stop it
 	$(BIN)/llmmesh demo
 
-test: setup k8s-check  ## The whole test suite (after the deployment check)
+test: setup k8s-check  ## The whole test suite (after the deployment check); about 10 minutes on 2 cores
 	$(BIN)/pytest
 
 # kubectl (kustomize), hadolint and the Kubernetes schemas are pinned wheels in
 # .venv (make setup), so this needs no cluster, no Docker and no network.
-k8s-check: setup  ## Render deploy/k8s overlays; schemas, invariants, env vars vs code; Dockerfile
+k8s-check: setup  ## Render deploy/k8s overlays; schemas, invariants, env vars vs code and docs/settings.md; Dockerfile
 	$(BIN)/python -m services.deploy.k8s_check
 
 proto: setup  ## Regenerate gen/llmmesh from protos/
@@ -43,10 +55,16 @@ proto: setup  ## Regenerate gen/llmmesh from protos/
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=gen --pyi_out=gen --grpc_python_out=gen \
 		$$(find protos -name '*.proto' | sort)
 
+proto-check: setup  ## Fail when gen/llmmesh is stale against protos/ (make proto fixes it)
+	$(BIN)/pytest -q tests/contracts/test_generated_code.py
+
+docs: setup  ## Regenerate docs/settings.md from the settings classes (k8s-check fails when it is stale)
+	$(BIN)/python -m services.deploy.settings_doc --write
+
 .tools/node_modules/.bin/buf:
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-lint: setup .tools/node_modules/.bin/buf  ## buf lint, ruff, mypy
+lint: setup .tools/node_modules/.bin/buf  ## buf lint, ruff, mypy (buf comes from npm: needs node and npm)
 	.tools/node_modules/.bin/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -55,5 +73,5 @@ lint: setup .tools/node_modules/.bin/buf  ## buf lint, ruff, mypy
 bench: setup  ## Benchmarks (ratios measured side by side); ARGS=--quick for a short run
 	$(BIN)/python -m tests.bench $(ARGS)
 
-clean:
+clean:  ## Remove .venv and the tool caches (then make setup starts over)
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache

@@ -17,18 +17,21 @@ from services.common.channels import aio_channel
 from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
-from services.common.server import MeshServer, run_service
+from services.common.server import MeshServer, check_can_listen, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
 from services.common.tenants import KeyStore
 from services.common.tls import TLSSettings, channel_security, server_credentials
 
 SERVICE_NAME = "llmmesh-agent"
 AGENT_SERVICE = "llmmesh.v1.AgentService"
+# Where `llmmesh agent` looks for the agent by default.
+DEFAULT_PORT = 50052
 
 
 class AgentSettings(ServiceSettings, TLSSettings):
     """Agent process settings (LLMMESH_*)."""
 
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     auth_file: str = Field("", description="Tenants YAML (key hashes); empty: auth off.")
     agent_router_key: SecretStr = Field(
         SecretStr(""), description="The agent's own router key, used only for callers that sent no credentials."
@@ -59,6 +62,7 @@ def main() -> None:
     try:
         settings = load_settings(AgentSettings)
         configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
+        check_can_listen(settings.host, settings.port)
         profiles = load_profiles(settings.agent_profiles)
         discovery = build_discovery(settings)
         keys = KeyStore.from_file(settings.auth_file) if settings.auth_file else None
@@ -96,4 +100,4 @@ def main() -> None:
         server.after_stop(router_channel.close)
         await server.serve_until_signal()
 
-    run_service(serve)
+    run_service(serve, name=SERVICE_NAME)

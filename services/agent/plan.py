@@ -44,7 +44,7 @@ class RunPlan:
 def plan_run(task: apb.AgentTask, profiles: ProfilesFile, available: Mapping[str, Tool]) -> RunPlan:
     """The plan for `task`, or MeshError(INVALID_ARGUMENT) naming the bad field."""
     if not task.input.strip():
-        raise invalid_argument("task.input", "is empty; give the agent a question or an instruction")
+        raise invalid_argument("task.input", "is blank; give the agent a question or an instruction")
     if len(task.input) > MAX_INPUT_CHARS:
         raise invalid_argument("task.input", f"is {len(task.input)} characters, above the limit of {MAX_INPUT_CHARS}")
     profile_name = task.profile or profiles.default_profile

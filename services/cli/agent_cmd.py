@@ -1,27 +1,24 @@
-"""`llmmesh agent "question"`: run the agent and watch each step; `llmmesh agent-server`: run the agent process."""
+"""`llmmesh agent "question"`: run the agent and watch each step."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import grpc
 
 from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import agent_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.cli.errors import EXIT_INTERRUPTED, address, mesh_error
+from services.cli.main import DEFAULT_AGENT
 from services.client import bearer_metadata
 from services.common.channels import aio_channel
 from services.common.errors import MeshError
 from services.common.tls import TLSSettings, channel_security
 
-DEFAULT_AGENT_PORT = 50052
-DEFAULT_AGENT_ADDRESS = f"127.0.0.1:{DEFAULT_AGENT_PORT}"
 _RESULT_PREVIEW_CHARS = 240
 
 # Exit codes: 0 an answer, 1 an error, 3 a limit or the deadline ended the run first.
@@ -31,32 +28,8 @@ _EXIT_LIMIT = 3
 Printer = Callable[[str], None]
 
 
-def add_parsers(commands: Any) -> None:
-    """Adds `agent` and `agent-server` to the llmmesh command."""
-    agent = commands.add_parser("agent", help="ask the agent; streams its steps (think → act → observe)")
-    agent.add_argument("question")
-    agent.add_argument("--profile", "-p", default="", help="agent profile (default: the agent's default)")
-    agent.add_argument("--model", "-m", default="", help="model for every step; overrides the profile ('auto' ok)")
-    agent.add_argument("--fallback", action="append", default=[], help="fallback model (repeatable)")
-    agent.add_argument("--tool", action="append", default=[], help="only offer these tools (repeatable)")
-    agent.add_argument("--max-iterations", type=int, default=0, help="0: the profile's limit")
-    agent.add_argument("--max-tokens", type=int, default=0, help="token budget for the run; 0: the profile's")
-    agent.add_argument("--max-cost", type=float, default=0.0, help="cost budget in USD; 0: the profile's")
-    agent.add_argument("--system", default="", help="system prompt; overrides the profile's")
-    agent.add_argument("--timeout", type=float, default=120.0, help="deadline for the whole run, in seconds")
-    agent.add_argument("--agent", help=f"agent address (default $LLMMESH_AGENT_ADDRESS or {DEFAULT_AGENT_ADDRESS})")
-    agent.set_defaults(run=_agent)
-
-    server = commands.add_parser("agent-server", help="run the agent process (LLMMESH_* settings)")
-    server.set_defaults(run=lambda _: importlib.import_module("services.agent.main").main())
-
-
-def default_agent_port(router_port: int) -> int:
-    """`llmmesh up`'s agent port: 50052 beside the default router port, else a free one."""
-    return DEFAULT_AGENT_PORT if router_port == 50051 else 0
-
-
-def _agent(args: argparse.Namespace) -> None:
+def agent(args: argparse.Namespace) -> None:
+    target = address(args.agent, "LLMMESH_AGENT_ADDRESS", DEFAULT_AGENT, "--agent")
     task = apb.AgentTask(
         input=args.question,
         profile=args.profile,
@@ -69,15 +42,20 @@ def _agent(args: argparse.Namespace) -> None:
     )
     if args.fallback:
         task.routing.CopyFrom(rpb.RoutingPolicy(fallback_models=args.fallback))
-    address = args.agent or os.environ.get("LLMMESH_AGENT_ADDRESS", DEFAULT_AGENT_ADDRESS)
     try:
-        end = asyncio.run(stream_task(address, task, timeout=args.timeout))
+        end = asyncio.run(stream_task(target, task, timeout=args.timeout))
     except MeshError as error:
-        print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise mesh_error(
+            error,
+            target=target,
+            service="agent",
+            flag="--agent",
+            variable="LLMMESH_AGENT_ADDRESS",
+            timeout=args.timeout,
+        ) from None
     except KeyboardInterrupt:
         print("\ncancelled: the agent stops the run and its calls.", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_INTERRUPTED) from None
     raise SystemExit(_EXIT_CODES.get(end.reason, _EXIT_LIMIT))
 
 

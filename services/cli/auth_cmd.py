@@ -5,24 +5,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
 
+from services.cli.errors import EXIT_USAGE, CliError
 from services.common.tenants import hash_api_key, new_api_key
 
 
-def add_parsers(commands: Any) -> None:
-    """Adds `auth` to the llmmesh command."""
-    auth = commands.add_parser("auth", help="make tenant API keys and their hashes")
-    actions = auth.add_subparsers(title="actions", required=True)
-    new_key = actions.add_parser("new-key", help="print a new random key and the tenants-file entry for it")
-    new_key.add_argument("--tenant", default="my-team", help="tenant name for the printed entry")
-    new_key.add_argument("--id", default="", help="key label for logs and messages (not secret)")
-    new_key.set_defaults(run=_new_key)
-    hash_cmd = actions.add_parser("hash", help="read a key (prompt or stdin) and print its sha256 for the tenants file")
-    hash_cmd.set_defaults(run=_hash)
-
-
-def _new_key(args: argparse.Namespace) -> None:
+def new_key(args: argparse.Namespace) -> None:
     key = new_api_key()
     label = args.id or f"{args.tenant}-1"
     print(f"API key (give it to the tenant; it is not stored anywhere): {key}", file=sys.stderr)
@@ -36,10 +24,11 @@ def _new_key(args: argparse.Namespace) -> None:
     )
 
 
-def _hash(_: argparse.Namespace) -> None:
+def hash_key(_: argparse.Namespace) -> None:
     key = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
     key = key.strip()
     if not key:
-        print("no key given", file=sys.stderr)
-        raise SystemExit(2)
+        raise CliError(
+            'no key given: type it at the prompt, or pipe it in (echo "$KEY" | llmmesh auth hash)', EXIT_USAGE
+        )
     print(hash_api_key(key))

@@ -1,44 +1,94 @@
-"""The `llmmesh` command: run services, the local mesh, and talk to it."""
+"""The `llmmesh` command: run services, the local mesh, and talk to it.
+
+This module only builds the argument parser: each command's module (and
+grpc, protobuf, pydantic with it) is imported when that command runs, so
+`llmmesh --help` and mistyped arguments answer at once.
+
+Exit codes: 0 done, 1 the mesh answered with an error (or could not be
+reached), 2 a usage or configuration error (one line on stderr), 3 an agent
+run ended by a limit, 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
-import os
-import signal
+import math
 import sys
-import threading
-import time
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
-from llmmesh.v1 import agent_service_pb2 as apb
-from llmmesh.v1 import chat_pb2
-from llmmesh.v1 import router_service_pb2 as rpb
-from services.cli import agent_cmd, auth_cmd
-from services.client import MeshClient, system, text_of, user
-from services.common.errors import MeshError, code_from_number
-from services.common.settings import ConfigError
+from services.cli.errors import EXIT_INTERRUPTED, CliError
 
 PROVIDER_KINDS = ("mock", "openai", "anthropic", "google")
+DEFAULT_ROUTER = "127.0.0.1:50051"
+DEFAULT_AGENT = "127.0.0.1:50052"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (and a pointer to --help) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
         raise SystemExit(2)
-    args.run(args)
+    try:
+        args.run(args)
+    except CliError as error:
+        print(f"{args.prog}: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
+    except KeyboardInterrupt:
+        print(f"\n{args.prog}: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmmesh", description="A gRPC mesh for LLM providers.")
-    commands = parser.add_subparsers(title="commands")
+def build_parser() -> Parser:
+    parser = Parser(prog="llmmesh", description="A gRPC mesh for LLM providers.")
+    parser.add_argument("--version", action="version", version=f"llmmesh {_version()}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_up(commands)
+    demo = _command(commands, "demo", "start the local mesh, send demo requests, stop", "up_cmd:demo")
+    demo.add_argument("--no-traces", dest="traces", action="store_false", help="do not print the agent run's trace")
+    _add_chat(commands)
+    models = _command(
+        commands, "models", "list the models the router offers and whether they can answer", "chat_cmd:models"
+    )
+    _add_router_flag(models)
+    _add_agent(commands)
+    _command(commands, "router", "run the router process (LLMMESH_* settings)", "service_cmd:router", settings=True)
+    provider = _command(
+        commands,
+        "provider",
+        "run a provider adapter process (LLMMESH_* settings)",
+        "service_cmd:provider",
+        settings=True,
+    )
+    provider.add_argument("kind", choices=PROVIDER_KINDS, help="which adapter: " + ", ".join(PROVIDER_KINDS))
+    _command(commands, "agent-server", "run the agent process (LLMMESH_* settings)", "service_cmd:agent", settings=True)
+    _add_auth(commands)
+    return parser
 
-    up = commands.add_parser("up", help="run the local mesh until Ctrl-C")
-    up.add_argument("--port", type=int, default=50051, help="router port (default 50051)")
-    up.add_argument("--agent-port", type=int, help="agent port (default 50052 with the default --port, else free)")
+
+def _add_up(commands: Any) -> None:
+    up = _command(commands, "up", "run the local mesh (adapters, router, agent) until Ctrl-C", "up_cmd:up")
+    up.add_argument("--port", type=_port, default=50051, help="router port (default 50051)")
+    up.add_argument("--agent-port", type=_port, help="agent port (default 50052 with the default --port, else free)")
+    up.add_argument(
+        "--http-port", type=_port, help="also open the router's OpenAI-compatible HTTP door here (default: off)"
+    )
+    up.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a ToolService the agent offers to models (repeatable; static discovery)",
+    )
     up.add_argument("--discovery", choices=("static", "consul"), default="static", help="how the router finds adapters")
     up.add_argument(
         "--consul", metavar="ADDR", help="Consul agent host:port (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
@@ -48,267 +98,114 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print each finished trace as a tree (starts a local OTLP receiver; the services export to it)",
     )
-    up.set_defaults(run=_up)
 
-    demo = commands.add_parser("demo", help="start the local mesh, send demo requests, stop")
-    demo.add_argument("--no-traces", dest="traces", action="store_false", help="do not print the agent run's trace")
-    demo.set_defaults(run=_demo)
 
-    chat = commands.add_parser("chat", help="send one chat request to the router")
-    chat.add_argument("prompt")
-    chat.add_argument("--model", "-m", default="mock-small")
+def _add_chat(commands: Any) -> None:
+    chat = _command(commands, "chat", "send one chat request to the router", "chat_cmd:chat")
+    chat.add_argument("prompt", help="the user message")
+    chat.add_argument("--model", "-m", default="mock-small", help="model, alias, 'auto' or 'auto:<tier>'")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--stream", action="store_true", help="print the answer as it streams")
-    chat.add_argument("--explain", action="store_true", help="list every attempt the router made")
-    chat.add_argument("--fallback", action="append", default=[], help="fallback model (repeatable)")
-    chat.add_argument("--max-tokens", type=int)
-    chat.add_argument("--temperature", type=float)
-    chat.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
-    chat.add_argument("--router", help="router address (default $LLMMESH_ROUTER_ADDRESS or 127.0.0.1:50051)")
-    chat.set_defaults(run=_chat)
+    chat.add_argument("--explain", action="store_true", help="list every attempt, and requested models not tried")
+    chat.add_argument("--fallback", action="append", default=[], metavar="MODEL", help="fallback model (repeatable)")
+    chat.add_argument("--max-tokens", type=_positive_int, help="cap on output tokens")
+    chat.add_argument("--temperature", type=float, help="sampling temperature, 0..2")
+    chat.add_argument("--timeout", type=_seconds, default=60.0, help="deadline in seconds (default 60)")
+    _add_router_flag(chat)
 
-    models = commands.add_parser("models", help="list the models the router offers")
-    models.add_argument("--router")
-    models.set_defaults(run=_models)
 
-    router = commands.add_parser("router", help="run the router process (LLMMESH_* settings)")
-    router.set_defaults(run=lambda _: importlib.import_module("services.router.main").main())
+def _add_agent(commands: Any) -> None:
+    agent = _command(commands, "agent", "ask the agent; streams its steps (think → act → observe)", "agent_cmd:agent")
+    agent.add_argument("question", help="what the agent should answer or do")
+    agent.add_argument("--profile", "-p", default="", help="agent profile (default: the agent's default)")
+    agent.add_argument("--model", "-m", default="", help="model for every step; overrides the profile ('auto' ok)")
+    agent.add_argument("--fallback", action="append", default=[], metavar="MODEL", help="fallback model (repeatable)")
+    agent.add_argument(
+        "--tool", action="append", default=[], metavar="NAME", help="only offer these tools (repeatable)"
+    )
+    agent.add_argument("--max-iterations", type=int, default=0, help="0: the profile's limit")
+    agent.add_argument("--max-tokens", type=int, default=0, help="token budget for the run; 0: the profile's")
+    agent.add_argument("--max-cost", type=float, default=0.0, help="cost budget in USD; 0: the profile's")
+    agent.add_argument("--system", default="", help="system prompt; overrides the profile's")
+    agent.add_argument("--timeout", type=_seconds, default=120.0, help="deadline for the whole run, in seconds")
+    agent.add_argument("--agent", help=f"agent address (default $LLMMESH_AGENT_ADDRESS or {DEFAULT_AGENT})")
 
-    provider = commands.add_parser("provider", help="run a provider adapter process")
-    provider.add_argument("kind", choices=PROVIDER_KINDS)
-    provider.set_defaults(run=lambda a: importlib.import_module(f"services.providers.{a.kind}.main").main())
 
-    agent_cmd.add_parsers(commands)
-    auth_cmd.add_parsers(commands)
+def _add_auth(commands: Any) -> None:
+    auth = commands.add_parser("auth", help="make tenant API keys and their hashes")
+    actions = auth.add_subparsers(title="actions", metavar="ACTION", required=True)
+    new_key = _command(
+        actions, "new-key", "print a new random key and the tenants-file entry for it", "auth_cmd:new_key"
+    )
+    new_key.add_argument("--tenant", default="my-team", help="tenant name for the printed entry")
+    new_key.add_argument("--id", default="", help="key label for logs and messages (not secret)")
+    _command(
+        actions, "hash", "read a key (prompt or stdin) and print its sha256 for the tenants file", "auth_cmd:hash_key"
+    )
+
+
+def _add_router_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--router", help=f"router address (default $LLMMESH_ROUTER_ADDRESS or {DEFAULT_ROUTER})")
+
+
+def _command(commands: Any, name: str, summary: str, target: str, *, settings: bool = False) -> Parser:
+    """A subcommand whose `run` imports `services.cli.<module>` only when it runs."""
+    parser: Parser = commands.add_parser(name, help=summary, description=summary, add_help=not settings)
+    if settings:
+        # Service commands list their LLMMESH_* settings in --help (importing the service only then).
+        parser.add_argument("-h", "--help", action=_SettingsHelp, help="show this help and the settings, then exit")
+    parser.set_defaults(run=_lazy(target), prog=parser.prog)
     return parser
 
 
-def _up(args: argparse.Namespace) -> None:
-    from services.cli.mesh import LocalMesh, local_telemetry_env
-    from services.common.otlp_receiver import OtlpReceiver, TracePrinter
+def _lazy(target: str) -> Any:
+    module, _, function = target.partition(":")
 
-    if args.consul and args.discovery != "consul":
-        print("llmmesh up: --consul needs --discovery consul", file=sys.stderr)
-        raise SystemExit(2)
-    agent_port = args.agent_port if args.agent_port is not None else agent_cmd.default_agent_port(args.port)
-    mesh = LocalMesh(
-        router_port=args.port, agent_port=agent_port, discovery=args.discovery, consul_address=args.consul or ""
-    )
-    receiver: OtlpReceiver | None = None
-    printer: TracePrinter | None = None
-    if args.traces:
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            print("note: --traces sends telemetry to the local view, not to $OTEL_EXPORTER_OTLP_ENDPOINT")
-        receiver = OtlpReceiver().start()
-        printer = TracePrinter(receiver).start()
-        mesh.env.update(local_telemetry_env(receiver))
+    def run(args: argparse.Namespace) -> None:
+        getattr(importlib.import_module(f"services.cli.{module}"), function)(args)
+
+    return run
+
+
+class _SettingsHelp(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: Any) -> None:
+        from services.cli.service_cmd import settings_help
+
+        parser.print_help()
+        print()
+        print(settings_help(parser.prog.split()[1], getattr(namespace, "kind", None)))
+        parser.exit()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        mesh.start()
-    except (RuntimeError, TimeoutError, ConfigError) as error:
-        print(f"llmmesh up: {error}", file=sys.stderr)
-        if receiver is not None:
-            receiver.stop()
-        raise SystemExit(1) from None
-    where = f" via {mesh.consul_address or 'CONSUL_HTTP_ADDR or 127.0.0.1:8500'}" if args.discovery == "consul" else ""
-    print(f"llmmesh local mesh is up ({args.discovery} discovery{where}):")
-    for name, process in mesh.processes.items():
-        print(f"  {name:<20} {process.address:<18} SERVING   pid {process.pid}")
-    print(f"  logs in {mesh.workdir}")
-    print(f'try:  llmmesh chat --model mock-small --explain "hello"   (router {mesh.router_address})')
-    print(f'      llmmesh agent --agent {mesh.agent_address} "What is the monthly total of 1234 over a year?"')
-    if receiver is not None:
-        print(f"traces: local OTLP receiver on {receiver.endpoint}; each finished trace prints below")
-    print("Ctrl-C stops everything.", flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        return version("llmmesh")
+    except PackageNotFoundError:  # running from a tree that was never installed
+        return "unknown (not installed)"
+
+
+def _seconds(text: str) -> float:
     try:
-        while not stop.wait(3600):
-            pass
-    finally:
-        print("stopping...")
-        mesh.stop()
-        if printer is not None and receiver is not None:
-            printer.stop()
-            receiver.stop()
-        print("stopped.")
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0, e.g. 30")
+    return value
 
 
-def _demo(args: argparse.Namespace) -> None:
-    from services.cli.mesh import LocalMesh, local_telemetry_env
-    from services.common.otlp_receiver import OtlpReceiver, format_trace
-
-    print("starting the local mesh (mock adapter, router, agent; real adapters whose keys are set)...")
-    receiver = OtlpReceiver().start() if getattr(args, "traces", True) else None
-    mesh = LocalMesh(router_port=0, agent_port=0)
-    if receiver is not None:
-        mesh.env.update(local_telemetry_env(receiver))
-    try:
-        with mesh:
-            for name, process in mesh.processes.items():
-                print(f"  {name:<20} {process.address:<18} SERVING")
-            asyncio.run(_demo_requests(mesh.router_address))
-            asyncio.run(_demo_agent(mesh.agent_address))
-        if receiver is not None:
-            # The services flush their spans on shutdown; the agent run is the last GenAI trace.
-            runs = [span for span in receiver.spans() if span.name.startswith("invoke_agent ")]
-            if runs:
-                print("\n$ llmmesh up --traces   (the agent run above, as one trace)")
-                print(format_trace(receiver.spans(runs[-1].trace_id)))
-    finally:
-        if receiver is not None:
-            receiver.stop()
-    print("mesh stopped.")
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
 
 
-async def _demo_agent(agent: str) -> None:
-    question = "What is the monthly total of 1234 over a year?"
-    print(f"\n$ llmmesh agent --model mock-agent '{question}'")
-    await agent_cmd.stream_task(agent, apb.AgentTask(input=question, model="mock-agent"), timeout=20)
-
-
-async def _demo_requests(router: str) -> None:
-    async with MeshClient(router, timeout=10) as client:
-        print("\n$ llmmesh chat --model mock-small --explain 'Hello, mesh!'")
-        started = time.perf_counter()
-        answer = await client.chat("mock-small", "Hello, mesh!")
-        _print_response(answer, time.perf_counter() - started, explain=True)
-        print("\n$ llmmesh chat --model mock-large --stream 'Stream this answer, please.'")
-        await _stream(client, "mock-large", [user("Stream this answer, please.")], None, explain=False)
-
-
-def _chat(args: argparse.Namespace) -> None:
-    messages = [system(args.system)] if args.system else []
-    messages.append(user(args.prompt))
-    settings = chat_pb2.GenerationSettings()
-    if args.max_tokens is not None:
-        settings.max_output_tokens = args.max_tokens
-    if args.temperature is not None:
-        settings.temperature = args.temperature
-    routing = rpb.RoutingPolicy(fallback_models=args.fallback)
-
-    async def run() -> None:
-        async with MeshClient(args.router, timeout=args.timeout) as client:
-            if args.stream:
-                await _stream(client, args.model, messages, settings, explain=args.explain, routing=routing)
-                return
-            started = time.perf_counter()
-            answer = await client.chat(args.model, messages, settings=settings, routing=routing)
-            _print_response(answer, time.perf_counter() - started, explain=args.explain)
-
-    _run_reporting_errors(run())
-
-
-def _models(args: argparse.Namespace) -> None:
-    async def run() -> None:
-        async with MeshClient(args.router, timeout=10) as client:
-            for model in await client.list_models():
-                state = "available" if model.available else "no instance"
-                aliases = f" (aliases: {', '.join(model.aliases)})" if model.aliases else ""
-                print(f"{model.name:<24} {model.provider:<10} {state:<12}{' MOCK' if model.mock else ''}{aliases}")
-
-    _run_reporting_errors(run())
-
-
-def _run_reporting_errors(coroutine: object) -> None:
-    try:
-        asyncio.run(coroutine)  # type: ignore[arg-type]
-    except MeshError as error:
-        print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
-        if error.retry_after is not None:
-            print(f"       retry after {error.retry_after:.1f}s", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-async def _stream(
-    client: MeshClient,
-    model: str,
-    messages: list[chat_pb2.Message],
-    settings: chat_pb2.GenerationSettings | None,
-    *,
-    explain: bool,
-    routing: rpb.RoutingPolicy | None = None,
-) -> None:
-    started = time.perf_counter()
-    first_chunk: float | None = None
-    async for event in client.stream_chat(model, messages, settings=settings, routing=routing):
-        kind = event.WhichOneof("event")
-        if kind == "delta":
-            first_chunk = first_chunk or time.perf_counter() - started
-            print(event.delta.text, end="", flush=True)
-            for call in event.delta.tool_calls:
-                if call.name:
-                    print(f"\n[tool call {call.name}] ", end="")
-                print(call.arguments_json_delta, end="", flush=True)
-        elif kind == "continuation":
-            print(f"\n[continued on {event.continuation.model}: {event.continuation.reason}] ", end="")
-        elif kind == "final":
-            final = event.final
-            print()
-            _print_answer(
-                None,
-                final.model,
-                final.provider,
-                final.usage,
-                final.finish_reason,
-                final.estimated_cost_usd,
-                time.perf_counter() - started,
-                final.attempts,
-                explain=explain,
-                first_chunk=first_chunk,
-            )
-
-
-def _print_response(answer: rpb.ChatResponse, seconds: float, *, explain: bool) -> None:
-    _print_answer(
-        text_of(answer.message),
-        answer.model,
-        answer.provider,
-        answer.usage,
-        answer.finish_reason,
-        answer.estimated_cost_usd,
-        seconds,
-        answer.attempts,
-        explain=explain,
-        tool_calls=answer.message.tool_calls,
-    )
-
-
-def _print_answer(
-    text: str | None,
-    model: str,
-    provider: str,
-    usage: chat_pb2.Usage,
-    finish_reason: int,
-    cost: float,
-    seconds: float,
-    attempts: Sequence[rpb.Attempt],
-    *,
-    explain: bool,
-    first_chunk: float | None = None,
-    tool_calls: Sequence[chat_pb2.ToolCall] = (),
-) -> None:
-    if text is not None:
-        print(text)
-    for call in tool_calls:
-        print(f"[tool call {call.name}] {call.arguments_json}")
-    finish = chat_pb2.FinishReason.Name(finish_reason).removeprefix("FINISH_REASON_").lower()  # type: ignore[arg-type]
-    timing = f"{seconds * 1000:.1f} ms" + (f" (first chunk {first_chunk * 1000:.1f} ms)" if first_chunk else "")
-    print(f"-- model {model} via {provider} · finish {finish} · {timing}")
-    print(
-        f"-- usage {usage.input_tokens} in / {usage.output_tokens} out"
-        f" ({usage.cached_input_tokens} cached) · est. ${cost:.6f}"
-    )
-    if explain:
-        for index, attempt in enumerate(attempts, 1):
-            outcome = rpb.AttemptOutcome.Name(attempt.outcome).removeprefix("ATTEMPT_OUTCOME_").lower()
-            code = code_from_number(attempt.code).name
-            latency = attempt.latency.ToNanoseconds() / 1e6
-            line = f"   attempt {index}: {attempt.model}@{attempt.provider} {attempt.instance or '-'} {outcome}"
-            line += f" {code}" if attempt.outcome == rpb.ATTEMPT_OUTCOME_FAILED else ""
-            line += f" {latency:.1f} ms" + (" (hedge)" if attempt.hedged else "")
-            if attempt.message:
-                line += f" — {attempt.message}"
-            if attempt.moved_on_because:
-                line += f" → moved on: {attempt.moved_on_because}"
-            print(line)
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535; 0 picks a free one)")
+    return int(text)

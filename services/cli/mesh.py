@@ -2,9 +2,9 @@
 
 The mock adapter, the router and the agent always run; a real adapter runs
 when its key variable is set. Adapters bind free ports; a static discovery
-file written for this run tells the router where they are, or, with
-discovery "consul", the adapters register in the Consul agent and the
-router watches it.
+file written for this run tells the router where they are (and the agent
+where the `tools` ToolServices are), or, with discovery "consul", the
+adapters register in the Consul agent and the router and agent watch it.
 """
 
 from __future__ import annotations
@@ -66,6 +66,10 @@ class LocalMesh:
     env: dict[str, str] = field(default_factory=dict)
     discovery: str = "static"
     consul_address: str = ""
+    #: The router's OpenAI-compatible HTTP port (0: a free one); None leaves LLMMESH_HTTP_PORT as it is.
+    http_port: int | None = None
+    #: ToolService addresses the agent offers (static discovery as `llmmesh-tool`).
+    tools: list[str] = field(default_factory=list)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @property
@@ -76,43 +80,34 @@ class LocalMesh:
     def agent_address(self) -> str:
         return self.processes["agent"].address
 
+    @property
+    def http_address(self) -> str | None:
+        """The HTTP door's host:port when the router opened one."""
+        port = self.processes["router"].ready.get("http_port")
+        return f"127.0.0.1:{port}" if port else None
+
+    def exited(self) -> ServiceProcess | None:
+        """The first process that is no longer running, if any."""
+        return next((p for p in self.processes.values() if p.process.poll() is not None), None)
+
     def start(self) -> None:
         try:
-            discovery_env = {"LLMMESH_DISCOVERY": self.discovery}
-            if self.discovery == "consul":
-                discovery_env |= _LOCAL_CONSUL_ENV
-                if self.consul_address:
-                    discovery_env["CONSUL_HTTP_ADDR"] = self.consul_address
-            endpoints: dict[str, list[str]] = {}
+            discovery_env = self._discovery_env()
             for kind in adapters_to_run():
-                name = f"provider-{kind}"
-                process = start_service(
-                    ["-m", f"services.providers.{kind}"],
-                    name=name,
-                    env={**discovery_env, **self.env},
-                    workdir=self.workdir,
-                )
-                self.processes[name] = process
-                endpoints[f"llmmesh-provider-{kind}"] = [process.address]
-            router_env = {**discovery_env, **self.env, "LLMMESH_PORT": str(self.router_port)}
+                self._start(f"provider-{kind}", f"services.providers.{kind}", discovery_env)
             if self.discovery == "static":
-                static_file = self.workdir / "static-discovery.yaml"
-                static_file.write_text(yaml.safe_dump({"services": endpoints}))
-                router_env["LLMMESH_STATIC_DISCOVERY_FILE"] = str(static_file)
-            self.processes["router"] = start_service(
-                ["-m", "services.router"], name="router", env=router_env, workdir=self.workdir
-            )
-            # The agent calls the router like any other caller.
-            self.processes["agent"] = start_service(
-                ["-m", "services.agent"],
-                name="agent",
-                env={
-                    **self.env,
-                    "LLMMESH_PORT": str(self.agent_port),
-                    "LLMMESH_ROUTER_ADDRESS": self.processes["router"].address,
-                },
-                workdir=self.workdir,
-            )
+                discovery_env["LLMMESH_STATIC_DISCOVERY_FILE"] = str(self._write_static_file())
+            router_env = {**discovery_env, "LLMMESH_PORT": str(self.router_port)}
+            if self.http_port is not None:
+                router_env["LLMMESH_HTTP_PORT"] = str(self.http_port)
+            router = self._start("router", "services.router", router_env)
+            # The agent calls the router like any other caller, and finds tools the way the router finds adapters.
+            agent_env = {
+                **discovery_env,
+                "LLMMESH_PORT": str(self.agent_port),
+                "LLMMESH_ROUTER_ADDRESS": router.address,
+            }
+            self._start("agent", "services.agent", agent_env)
             for process in self.processes.values():
                 wait_until_serving(process.address)
             if self.discovery == "consul":
@@ -121,6 +116,32 @@ class LocalMesh:
         except BaseException:
             self.stop()
             raise
+
+    def _discovery_env(self) -> dict[str, str]:
+        env = {"LLMMESH_DISCOVERY": self.discovery}
+        if self.discovery == "consul":
+            env |= _LOCAL_CONSUL_ENV
+            if self.consul_address:
+                env["CONSUL_HTTP_ADDR"] = self.consul_address
+        return env
+
+    def _start(self, name: str, module: str, env: dict[str, str]) -> ServiceProcess:
+        # Our settings win over the caller's environment (self.env): ports and discovery are the mesh's own.
+        process = start_service(["-m", module], name=name, env={**self.env, **env}, workdir=self.workdir)
+        self.processes[name] = process
+        return process
+
+    def _write_static_file(self) -> Path:
+        services = {
+            f"llmmesh-{name}": [process.address]
+            for name, process in self.processes.items()
+            if name.startswith("provider-")
+        }
+        if self.tools:
+            services["llmmesh-tool"] = list(self.tools)
+        path = self.workdir / "static-discovery.yaml"
+        path.write_text(yaml.safe_dump({"services": services}))
+        return path
 
     def stop(self) -> None:
         """SIGTERM everything, callers first: the agent, then the router, then the adapters."""

@@ -19,6 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class ServiceExitedError(RuntimeError):
+    """A service exited before it was serving; the message has its whole log, `reason` its last line."""
+
+    def __init__(self, name: str, returncode: int, log_path: Path) -> None:
+        log = log_path.read_text(errors="replace")
+        super().__init__(f"{name} exited with {returncode} before serving:\n{log}")
+        lines = [line for line in log.splitlines() if line.strip()]
+        self.name = name
+        self.returncode = returncode
+        self.log_path = log_path
+        self.reason = lines[-1] if lines else "(its log is empty)"
+
+
 @dataclass
 class ServiceProcess:
     """A running service and where to reach it."""
@@ -28,6 +41,8 @@ class ServiceProcess:
     port: int
     log_path: Path
     env: dict[str, str] = field(repr=False)
+    # Everything the ready file said (port, pid, and e.g. the router's http_port).
+    ready: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
     def address(self) -> str:
@@ -39,6 +54,11 @@ class ServiceProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def last_log_line(self) -> str:
+        """The last line of the log: where a process that refused to start says why."""
+        lines = [line for line in self.log().splitlines() if line.strip()]
+        return lines[-1] if lines else "(its log is empty)"
 
     def signal(self, signum: int) -> None:
         if self.process.poll() is None:
@@ -88,10 +108,10 @@ def start_service(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready_file.exists():
-            port = int(json.loads(ready_file.read_text())["port"])
-            return ServiceProcess(name, process, port, log_path, dict(full_env))
+            ready = json.loads(ready_file.read_text())
+            return ServiceProcess(name, process, int(ready["port"]), log_path, dict(full_env), ready)
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode} before serving:\n{log_path.read_text()}")
+            raise ServiceExitedError(name, process.returncode, log_path)
         time.sleep(0.02)
     process.kill()
     raise TimeoutError(f"{name} did not serve within {timeout}s:\n{log_path.read_text()}")

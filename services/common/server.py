@@ -2,7 +2,7 @@
 
 `MeshServer` wires a grpc.aio server with the library health servicer and
 reflection, binds (port 0 picks a free port and `start` returns it), and shuts
-down in the order DESIGN.md asks for: NOT_SERVING → shutdown hooks (e.g.
+down in the order docs/architecture.md describes: NOT_SERVING → shutdown hooks (e.g.
 deregister from discovery) → drain delay → stop accepting and let in-flight
 calls finish within the grace period → cleanup hooks (close channels, flush
 telemetry).
@@ -11,9 +11,12 @@ telemetry).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
+import socket
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import DecodeGuardInterceptor
-from services.common.settings import ServiceSettings
+from services.common.settings import ConfigError, ServiceSettings, listen_error
 from services.common.telemetry import setup_telemetry
 from services.common.telemetry_grpc import ServerTracingInterceptor
 from services.common.tls import is_loopback
@@ -80,6 +83,8 @@ class MeshServer:
         self._after_stop: list[Hook] = []
         self._stopping: asyncio.Task[None] | None = None
         self.port = 0
+        # Extra facts for the ready file (e.g. the router's HTTP port), set before `start`.
+        self.ready_details: dict[str, Any] = {}
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
 
     def add_service(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
@@ -103,19 +108,20 @@ class MeshServer:
         """Binds, starts and marks every service SERVING; returns the bound port."""
         reflection.enable_server_reflection((*self._service_names, reflection.SERVICE_NAME), self._server)
         address = f"{self.settings.host}:{self.settings.port}"
-        if self._credentials is not None:
-            self.port = self._server.add_secure_port(address, self._credentials)
-        elif not is_loopback(self.settings.host):
+        check_can_listen(self.settings.host, self.settings.port)
+        if self._credentials is None and not is_loopback(self.settings.host):
             log.warning(
                 "PLAINTEXT on a non-loopback address: anyone on the network can read and forge calls; "
                 "set LLMMESH_TLS_CERT_FILE and LLMMESH_TLS_KEY_FILE",
                 address=address,
             )
-            self.port = self._server.add_insecure_port(address)
-        else:
-            self.port = self._server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"could not bind {address}")
+        try:
+            if self._credentials is not None:
+                self.port = self._server.add_secure_port(address, self._credentials)
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind": the port was taken after the check above
+            raise listen_error(address, OSError(errno.EADDRINUSE, "in use")) from None
         await self._server.start()
         for service in ("", *self._service_names[1:]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -128,7 +134,8 @@ class MeshServer:
         for hook in self._after_start:
             await _run_hook(hook)
         if self.settings.ready_file:
-            _write_atomically(Path(self.settings.ready_file), {"port": self.port, "pid": os.getpid()})
+            ready = {**self.ready_details, "port": self.port, "pid": os.getpid()}
+            _write_atomically(Path(self.settings.ready_file), ready)
         return self.port
 
     async def stop(self) -> None:
@@ -175,11 +182,33 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
-def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Runs a service's async main on uvloop when available."""
+def check_can_listen(
+    host: str, port: int, port_setting: str = "LLMMESH_PORT", host_setting: str = "LLMMESH_HOST"
+) -> None:
+    """Raises ConfigError naming the settings when host:port cannot be listened on (port 0 always can).
+
+    Checked before grpc binds: grpc's own failure is a C-core log line plus a
+    RuntimeError that names neither the cause nor the setting.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, port), family=family).close()
+    except OSError as error:
+        raise listen_error(f"{host}:{port}", error, port_setting, host_setting) from None
+
+
+def run_service(main: Callable[[], Coroutine[Any, Any, None]], *, name: str = "") -> None:
+    """Runs a service's async main on uvloop when available; a ConfigError exits 2 with one line on stderr."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        asyncio.run(main())
+        runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
-        uvloop.run(main())
+        runner = uvloop.run
+    try:
+        runner(main())
+    except ConfigError as error:
+        print(f"{name}: {error}" if name else str(error), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from opentelemetry.sdk.metrics.export import MetricReader
 
-from services.common.settings import ConfigError
+from services.common.settings import ConfigError, listen_error
 
 
 def prometheus_reader(host: str, port: int) -> MetricReader:
@@ -16,5 +16,8 @@ def prometheus_reader(host: str, port: int) -> MetricReader:
         raise ConfigError(
             "LLMMESH_PROMETHEUS_PORT is set but opentelemetry-exporter-prometheus is not installed"
         ) from None
-    start_http_server(port, addr=host)
+    try:
+        start_http_server(port, addr=host)
+    except OSError as error:
+        raise listen_error(f"{host}:{port}", error, "LLMMESH_PROMETHEUS_PORT", "LLMMESH_PROMETHEUS_HOST") from None
     return PrometheusMetricReader()

@@ -160,6 +160,17 @@ def _validate_message(path: str, message: chat_pb2.Message, max_content_bytes: i
             raise invalid_argument(f"{path}.tool_calls[{call_index}].name", "is empty")
     if not message.content and not message.tool_calls:
         raise invalid_argument(f"{path}.content", "is empty; add a text part")
+    if message.role == chat_pb2.ROLE_USER and not any(_says_something(part) for part in message.content):
+        raise invalid_argument(
+            f"{path}.content",
+            "is blank: a user message needs text that is not only whitespace, or an image "
+            "(an empty prompt is usually a template that rendered nothing)",
+        )
+
+
+def _says_something(part: chat_pb2.ContentPart) -> bool:
+    """An image, or text that is not only whitespace: the one rule for a user message's content."""
+    return part.WhichOneof("kind") != "text" or bool(part.text.strip())
 
 
 def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens: int) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
-import inspect
 import json
 import pkgutil
 import re
@@ -49,6 +48,9 @@ class Variable:
     names: tuple[str, ...]
     source: str
     has_default: bool = True
+    # From the settings class, for people (docs/settings.md); empty for direct reads.
+    default: str = field(default="", compare=False)
+    description: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,16 @@ class CodeEnv:
         return {
             "workload": self.workload,
             "built": self.built,
-            "variables": [{"names": v.names, "source": v.source, "has_default": v.has_default} for v in self.variables],
+            "variables": [
+                {
+                    "names": v.names,
+                    "source": v.source,
+                    "has_default": v.has_default,
+                    "default": v.default,
+                    "description": v.description,
+                }
+                for v in self.variables
+            ],
             "library": sorted(self.library),
             "settings_classes": list(self.settings_classes),
         }
@@ -79,7 +90,10 @@ class CodeEnv:
         return cls(
             workload=data["workload"],
             built=data["built"],
-            variables=tuple(Variable(tuple(v["names"]), v["source"], v["has_default"]) for v in data["variables"]),
+            variables=tuple(
+                Variable(tuple(v["names"]), v["source"], v["has_default"], v["default"], v["description"])
+                for v in data["variables"]
+            ),
             library=frozenset(data["library"]),
             settings_classes=tuple(data["settings_classes"]),
         )
@@ -178,23 +192,14 @@ def _settings_classes(module: ModuleType) -> list[type]:
 
 
 def _settings_variables(cls: type) -> list[Variable]:
-    from pydantic import AliasChoices
+    from services.common.settings import setting_docs
 
-    prefix = str(cls.model_config.get("env_prefix", ""))  # type: ignore[attr-defined]
-    variables = []
-    own = inspect.get_annotations(cls)  # inherited fields belong to the base class
-    for name, info in cls.model_fields.items():  # type: ignore[attr-defined]
-        if name not in own:
-            continue
-        alias = info.validation_alias or info.alias
-        if isinstance(alias, str):
-            names: tuple[str, ...] = (alias.upper(),)
-        elif isinstance(alias, AliasChoices):
-            names = tuple(choice.upper() for choice in alias.choices if isinstance(choice, str))
-        else:
-            names = ((prefix + name).upper(),)
-        variables.append(Variable(names, f"{cls.__qualname__}.{name}", not info.is_required()))
-    return variables
+    # Inherited fields belong to the base class, which is collected on its own.
+    return [
+        Variable(doc.names, f"{cls.__qualname__}.{doc.field}", not doc.required, doc.default, doc.description)
+        for doc in setting_docs(cls)  # type: ignore[arg-type]
+        if doc.owner is cls
+    ]
 
 
 def _env_literals(module: ModuleType) -> set[str]:

@@ -12,7 +12,7 @@ from llmmesh.v1 import provider_service_pb2_grpc
 from services.common.auth import internal_interceptors
 from services.common.consul_discovery.registration import ConsulRegistration, RegistrationSettings
 from services.common.logs import configure_logging
-from services.common.server import MeshServer, run_service
+from services.common.server import MeshServer, check_can_listen, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
 from services.common.tls import TLSSettings, server_credentials
 from services.common.validation import InputLimits
@@ -20,11 +20,21 @@ from services.providers.base import ProviderAdapter
 from services.providers.servicer import ProviderServicer
 
 PROVIDER_SERVICE = "llmmesh.v1.ProviderService"
+# Each kind's port when LLMMESH_PORT is unset: where the router's embedded static
+# discovery (services/router/defaults/static.yaml) expects it on one machine.
+DEFAULT_PORTS = {"mock": 50061, "openai": 50062, "anthropic": 50063, "google": 50064}
 
 
 class ProviderSettings(ServiceSettings, TLSSettings, InputLimits):
     """Settings every adapter process reads."""
 
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="gRPC port; 0 picks a free one. Unset: the kind's port in the embedded static discovery.",
+        json_schema_extra={"default_shown": "mock 50061, openai 50062, anthropic 50063, google 50064"},
+    )
     max_in_flight: int = Field(256, ge=1, le=100_000, description="Calls past this get RESOURCE_EXHAUSTED.")
     provider_instance: str = Field(
         "", pattern=r"^[a-z0-9-]*$", description="Instance name (e.g. vllm-local); defaults to the kind."
@@ -52,7 +62,10 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
     """Runs one adapter process until SIGTERM/SIGINT; exits 2 on bad configuration."""
     try:
         settings = load_settings(ProviderSettings)
+        if "port" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"port": DEFAULT_PORTS.get(kind, 0)})
         configure_logging(service_name(settings, kind), settings.log_level, settings.log_format)
+        check_can_listen(settings.host, settings.port)
         credentials = server_credentials(settings)
         if settings.internal_allowed_clients and settings.tls_client_auth != "require":
             raise ConfigError(
@@ -89,4 +102,4 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
         await server.serve_until_signal()
 
     structlog.get_logger(__name__).debug("starting", kind=kind)
-    run_service(main)
+    run_service(main, name=service_name(settings, kind))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import grpc
 
 from llmmesh.v1 import router_service_pb2 as rpb
-from services.common.errors import REASON_CONTEXT_WINDOW_EXCEEDED, REASON_MODEL_NOT_FOUND, MeshError
+from services.common.errors import REASON_CONTEXT_WINDOW_EXCEEDED, REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
 from services.router.config import Candidate, RoutingTable
 
 _CHARS_PER_TOKEN = 4
@@ -53,10 +53,15 @@ def choose(
     """Candidates for an `auto` request, best first, following the policy above."""
     auto = table.routing.auto
     model: str = request.model
+    known = ", ".join(f"auto:{name}" for name in auto.tiers) or "none configured"
+    if model == "auto:":
+        # Not the default tier in disguise: a template that lost its tier name should say so.
+        raise invalid_argument(
+            "model", f"'auto:' names no tier; use 'auto' for the default tier ({auto.default_tier}) or one of: {known}"
+        )
     tier_name = model.partition(":")[2] or auto.default_tier
     tier = auto.tiers.get(tier_name)
     if tier is None:
-        known = ", ".join(f"auto:{name}" for name in auto.tiers) or "none configured"
         raise MeshError(
             grpc.StatusCode.NOT_FOUND,
             f"model: {model!r} names no auto tier in the routing file (tiers: {known})",

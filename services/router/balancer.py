@@ -208,6 +208,17 @@ class InstancePool:
         first, second = random.sample(choices, 2)
         return first if first.in_flight <= second.in_flight else second
 
+    async def reachable(self, settle_seconds: float = 1.0) -> bool:
+        """Whether some instance is not ejected and not failing to connect (ListModels' `available`).
+
+        Channels that never connected are asked to, and given `settle_seconds`
+        to succeed or fail, so an address nothing listens on is not reported
+        as available just because no call has tried it yet.
+        """
+        instances = [instance for instance in self._instances.values() if not instance.ejected]
+        states = await asyncio.gather(*(_settled_state(i.channel, settle_seconds) for i in instances))
+        return any(state != grpc.ChannelConnectivity.TRANSIENT_FAILURE for state in states)
+
     def _retire(self, instance: Instance) -> None:
         log.info("instance leaving", service=self.service, address=instance.address, in_flight=instance.in_flight)
         # grpc.aio rejects new calls on a closing channel and lets running ones finish.
@@ -221,6 +232,19 @@ class InstancePool:
         self._instances.clear()
         for task in list(self._draining):
             task.cancel()
+
+
+async def _settled_state(channel: grpc.aio.Channel, seconds: float) -> grpc.ChannelConnectivity:
+    """The channel's state once it has left IDLE and CONNECTING, or after `seconds`."""
+    state = channel.get_state(try_to_connect=True)
+    try:
+        async with asyncio.timeout(seconds):
+            while state in (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING):
+                await channel.wait_for_state_change(state)
+                state = channel.get_state(try_to_connect=True)
+    except TimeoutError:
+        pass  # still connecting: not known to be unreachable
+    return state
 
 
 class Balancer:

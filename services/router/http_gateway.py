@@ -44,6 +44,7 @@ from services.common.errors import (
     MeshError,
     invalid_argument,
 )
+from services.common.settings import listen_error
 from services.common.validation import MAX_REQUEST_BYTES, validate_chat_request
 from services.router import openai_response
 from services.router.balancer import Balancer
@@ -123,7 +124,10 @@ class HttpGateway:
     async def start(self, host: str, port: int) -> int:
         """Binds `host:port` (0: a free port) and serves in the running loop; returns the port."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=1024)
+        try:
+            sock = socket.create_server((host, port), family=family, backlog=1024)
+        except OSError as error:
+            raise listen_error(f"{host}:{port}", error, "LLMMESH_HTTP_PORT", "LLMMESH_HTTP_HOST") from None
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,

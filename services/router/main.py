@@ -18,7 +18,7 @@ from services.common.channels import aio_channel
 from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
-from services.common.server import MeshServer, run_service
+from services.common.server import MeshServer, check_can_listen, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
 from services.common.tenants import KeyStore
 from services.common.tls import TLSSettings, channel_security, server_credentials
@@ -38,6 +38,9 @@ ROUTER_SERVICE = "llmmesh.v1.RouterService"
 # Consul blip does not take every router out of its load balancer at once.
 DISCOVERY_HEALTH = "llmmesh.discovery"
 _DEFAULTS = "services.router.defaults"
+# Where `llmmesh chat`, MeshClient and the agent look for the router by default.
+DEFAULT_PORT = 50051
+_HTTP_SETTINGS = ("LLMMESH_HTTP_PORT", "LLMMESH_HTTP_HOST")
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +48,7 @@ log = structlog.get_logger(__name__)
 class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits):
     """Router process settings (LLMMESH_*)."""
 
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     routing_file: str = Field("", description="Routing YAML; empty: the embedded default.")
     auth_file: str = Field("", description="Tenants YAML (key hashes, allowed models, limits); empty: auth off.")
     internal_token: SecretStr = Field(
@@ -108,6 +112,10 @@ def main() -> None:
     try:
         settings = load_settings(RouterSettings)
         configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
+        # Before anything else starts or logs: a busy port is the most common first mistake.
+        check_can_listen(settings.host, settings.port)
+        if settings.http_port:
+            check_can_listen(settings.http_host or settings.host, settings.http_port, *_HTTP_SETTINGS)
         table = load_routing(settings)
         discovery = build_discovery(settings)
         keys = KeyStore.from_file(settings.auth_file) if settings.auth_file else None
@@ -156,6 +164,7 @@ def main() -> None:
                 authorize=_http_authorizer(keys, quotas),
             )
             await gateway.start(settings.http_host or settings.host, settings.http_port)
+            server.ready_details["http_port"] = gateway.port
             server.before_stop(gateway.begin_shutdown)
             # Before the balancer closes: in-flight HTTP requests still need their adapter channels.
             server.after_stop(gateway.wait_stopped)
@@ -174,7 +183,7 @@ def main() -> None:
         )
         await server.serve_until_signal()
 
-    run_service(serve)
+    run_service(serve, name=SERVICE_NAME)
 
 
 def _report_discovery_health(discovery: Discovery, server: MeshServer) -> None:

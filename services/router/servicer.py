@@ -94,7 +94,11 @@ class RouterServicer:
         self, request: rpb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> rpb.ListModelsResponse:
         response = rpb.ListModelsResponse()
-        for name, route, candidate in self._engine.table.models():
+        models = list(self._engine.table.models())
+        services = sorted({candidate.service for _, _, candidate in models})
+        reachable = await asyncio.gather(*(self._balancer.pool(service).reachable() for service in services))
+        available = dict(zip(services, reachable, strict=True))
+        for name, route, candidate in models:
             response.models.append(
                 chat_pb2.ModelInfo(
                     name=name,
@@ -104,7 +108,7 @@ class RouterServicer:
                     description=route.description,
                     mock=candidate.kind == "mock",
                     provider_instances=[candidate.provider],
-                    available=len(self._balancer.pool(candidate.service)) > 0,
+                    available=available[candidate.service],
                 )
             )
         return response
