@@ -30,7 +30,13 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 in containers.")
-    port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="gRPC port; 0 picks a free one. Each service sets its own default (below).",
+        json_schema_extra={"default_shown": "per service"},
+    )
     grace_seconds: float = Field(10.0, ge=0, le=3600, description="Time in-flight calls get to finish on shutdown.")
     drain_seconds: float = Field(
         0.0,

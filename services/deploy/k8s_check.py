@@ -6,8 +6,8 @@ For the base and each overlay: kustomize renders, every object validates
 against the Kubernetes JSON schemas (offline, strict), llmmesh's invariants
 hold (services.deploy.invariants), and each Deployment's environment matches
 what its code reads (services.deploy.env_check). Also: the routing ConfigMap's
-copy equals the embedded default, and the Dockerfile's sources and entrypoint
-exist. Exit 1 with every problem listed, else 0.
+copy equals the embedded default, the Dockerfile's sources and entrypoint
+exist, and docs/settings.md is what the settings classes generate. Exit 1 with every problem listed, else 0.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.deploy import settings_doc
 from services.deploy.code_env import CodeEnv, derive
 from services.deploy.dockerfile import dockerfile_problems
 from services.deploy.env_check import check_env, llmmesh_containers, workload_of
@@ -37,6 +38,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     builds: list[str] = field(default_factory=list)
     objects: int = 0
+    # What each workload's code reads, as derived (docs/settings.md is checked against it too).
+    code: dict[str, CodeEnv] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +69,7 @@ def check_tree(root: Path, repo: Path = REPO, code: Mapping[str, CodeEnv] | None
     missing = sorted(w for w in workloads if w is not None and w not in known)
     if missing:
         known.update(derive(missing))
+    report.code = known
     for label, objects in rendered.items():
         report.objects += len(objects)
         findings = check_env(objects, known)
@@ -124,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = check_tree(args.root, args.repo)
     report.problems += dockerfile_problems(args.repo)
+    report.problems += settings_doc.problems(args.repo, report.code)
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:
