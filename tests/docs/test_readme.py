@@ -46,8 +46,8 @@ class TestMarkers:
             if block.mode == "background":
                 assert block.ports, f"{where}: background needs ready=grpc:<port>[,http:<port>]"
             if block.mode == "output":
-                runs = [b for b in BLOCKS[:index] if b.mode in ("run", "background", "output") and b.is_code]
-                assert runs and runs[-1].mode == "run", f"{where}: an output block must follow a run block"
+                before = [b.mode for b in BLOCKS[:index] if b.mode in ("run", "background") and b.is_code]
+                assert before[-1:] == ["run"], f"{where}: an output block must follow a run block"
 
 
 class TestSettingsNamedInTheReadme:
