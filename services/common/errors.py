@@ -40,7 +40,7 @@ REASON_INTERNAL = "INTERNAL"
 
 
 class MeshError(Exception):
-    """An error with a gRPC code and the rich details DESIGN.md asks for."""
+    """An error with a gRPC code and the rich details of docs/errors.md."""
 
     def __init__(
         self,

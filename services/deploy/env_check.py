@@ -24,7 +24,7 @@ OPTIONAL_IN_MANIFESTS: Mapping[str, str] = {
 }
 # Set by the manifests for work landing in parallel; allowed before any code reads them.
 AHEAD_OF_CODE: Mapping[str, str] = {}
-# Required of every llmmesh Deployment by the naming contract (DESIGN.md).
+# Required of every llmmesh Deployment by the naming contract (docs/architecture.md).
 ALWAYS_REQUIRED = ("OTEL_SERVICE_NAME",)
 
 

@@ -2,7 +2,7 @@
 
 An adapter maps ProviderService requests to its vendor SDK and back. It
 raises `MeshError` (services.common.errors) for every upstream failure,
-mapped per DESIGN.md. Validation, the in-flight limit, deadlines and the
+mapped per docs/errors.md. Validation, the in-flight limit, deadlines and the
 stream-must-end-with-final rule live in `ProviderServicer`, not here.
 """
 

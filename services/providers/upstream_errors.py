@@ -1,7 +1,7 @@
 """Upstream HTTP facts → llmmesh errors and headroom, shared by the SDK adapters.
 
 Adapters identify the SDK exception, then call `error_for_status` with the
-HTTP status, the provider's message and headers; the DESIGN.md table lives
+HTTP status, the provider's message and headers; the docs/errors.md table lives
 here once instead of once per provider.
 """
 

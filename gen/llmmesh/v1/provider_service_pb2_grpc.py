@@ -28,7 +28,7 @@ if _version_not_supported:
 class ProviderServiceStub:
     """ProviderService is served by every provider adapter (openai, anthropic,
     google, mock). Only the router calls it. Errors follow the mapping in
-    DESIGN.md: standard codes with google.rpc.ErrorInfo (stable `reason`),
+    docs/errors.md: standard codes with google.rpc.ErrorInfo (stable `reason`),
     RetryInfo (from Retry-After) and BadRequest (field path) details.
     """
 
@@ -58,7 +58,7 @@ class ProviderServiceStub:
 class ProviderServiceServicer:
     """ProviderService is served by every provider adapter (openai, anthropic,
     google, mock). Only the router calls it. Errors follow the mapping in
-    DESIGN.md: standard codes with google.rpc.ErrorInfo (stable `reason`),
+    docs/errors.md: standard codes with google.rpc.ErrorInfo (stable `reason`),
     RetryInfo (from Retry-After) and BadRequest (field path) details.
     """
 
@@ -113,7 +113,7 @@ def add_ProviderServiceServicer_to_server(servicer, server):
 class ProviderService:
     """ProviderService is served by every provider adapter (openai, anthropic,
     google, mock). Only the router calls it. Errors follow the mapping in
-    DESIGN.md: standard codes with google.rpc.ErrorInfo (stable `reason`),
+    docs/errors.md: standard codes with google.rpc.ErrorInfo (stable `reason`),
     RetryInfo (from Retry-After) and BadRequest (field path) details.
     """
 

@@ -1,7 +1,7 @@
 """Anthropic SDK failures → MeshError, and rate-limit headers → headroom.
 
 Besides the SDK's own classes this knows the faults that escape them (see
-SDK-NOTES.md): an in-stream `error` event arrives as a plain APIStatusError
+docs/sdk-notes.md): an in-stream `error` event arrives as a plain APIStatusError
 with status 200 (mapped by its error type), and a connection cut mid-stream
 arrives as a raw httpx2 exception, not wrapped in an Anthropic error.
 """

@@ -148,7 +148,7 @@ class GoogleAdapter(ProviderAdapter):
                 yield pb.ProviderServiceStreamChatResponse(delta=delta)
         self._check_answered(reader)
         if reader.finish_reason is None:
-            # The SDK ends such a stream as if it were complete (SDK-NOTES).
+            # The SDK ends such a stream as if it were complete (docs/sdk-notes.md).
             raise MeshError(
                 grpc.StatusCode.UNAVAILABLE,
                 "google: upstream stream ended without a finish reason; the answer is truncated",

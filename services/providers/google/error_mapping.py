@@ -1,4 +1,4 @@
-"""google-genai failures → MeshError, per the DESIGN.md table.
+"""google-genai failures → MeshError, per the table in docs/errors.md.
 
 The SDK raises `errors.ClientError` / `errors.ServerError` with `.code` (the
 HTTP status, or the code of an in-stream error event) and the JSON error

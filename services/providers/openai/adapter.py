@@ -119,7 +119,7 @@ class OpenAIAdapter(ProviderAdapter):
             # Also runs on cancellation and GeneratorExit: closing the response aborts the HTTP request.
             await response.aclose()
         if state.raw_finish_reason is None:
-            # The SDK ends quietly on a body cut cleanly, with or without [DONE] (SDK-NOTES.md).
+            # The SDK ends quietly on a body cut cleanly, with or without [DONE] (docs/sdk-notes.md).
             raise MeshError(
                 grpc.StatusCode.UNAVAILABLE,
                 "openai: upstream stream ended without a finish reason; the answer is truncated",

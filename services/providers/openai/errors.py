@@ -1,6 +1,6 @@
-"""OpenAI SDK failures → MeshError, per the DESIGN.md table.
+"""OpenAI SDK failures → MeshError, per the table in docs/errors.md.
 
-Besides the SDK's own classes this covers what escapes them (SDK-NOTES.md):
+Besides the SDK's own classes this covers what escapes them (docs/sdk-notes.md):
 an in-stream error event is a bare `openai.APIError` without a status, and
 raw httpx2 / anyio / JSON errors can surface while a body is read or parsed.
 Messages are scrubbed of anything that looks like an API key: OpenAI echoes

@@ -507,7 +507,7 @@ class TestErrors:
         reason: str,
         retry_after: float | None,
     ) -> None:
-        """Each upstream status maps per DESIGN.md, with RetryInfo from Retry-After and exactly one upstream request."""
+        """Each upstream status maps per docs/errors.md, with RetryInfo from Retry-After and exactly one upstream request."""
         fake.script(error_reply(status, error_type, text, headers=headers))
         started = time.monotonic()
         error = _error(lambda: _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])))

@@ -471,7 +471,7 @@ class TestErrors:
         ],
     )
     def test_status_mapping(self, stub: Any, fake: FakeGemini, status: int, code: grpc.StatusCode, reason: str) -> None:
-        """Each upstream status maps per DESIGN.md, after exactly one upstream request (no hidden retry)."""
+        """Each upstream status maps per docs/errors.md, after exactly one upstream request (no hidden retry)."""
         fake.script(fg.error_reply(status))
         error = failure(stub.Chat, chat_request(user("hi")), timeout=10)
         assert (error.code, error.reason) == (code, reason)

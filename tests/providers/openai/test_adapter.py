@@ -567,7 +567,7 @@ ERROR_CASES = [
 class TestErrors:
     @pytest.mark.parametrize(("reply", "code", "reason", "retry_after"), ERROR_CASES)
     def test_status_mapping(self, stub, fake, reply, code, reason, retry_after):
-        """Each upstream status maps per DESIGN.md, with RetryInfo from Retry-After, after exactly one request."""
+        """Each upstream status maps per docs/errors.md, with RetryInfo from Retry-After, after exactly one request."""
         fake.script(reply, Reply.json(completion("a retry must not get this")))
         error = _chat_error(stub, chat_request(user("Hi")))
         assert error.code == grpc.StatusCode[code]
