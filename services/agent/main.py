@@ -62,12 +62,12 @@ def main() -> None:
     try:
         settings = load_settings(AgentSettings)
         configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
-        check_can_listen(settings.host, settings.port)
         profiles = load_profiles(settings.agent_profiles)
         discovery = build_discovery(settings)
         keys = KeyStore.from_file(settings.auth_file) if settings.auth_file else None
         credentials = server_credentials(settings)
         outbound = channel_security(settings)
+        check_can_listen(settings.host, settings.port)
     except ConfigError as error:
         print(f"{SERVICE_NAME}: {error}", file=sys.stderr)
         raise SystemExit(2) from None

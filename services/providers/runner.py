@@ -65,7 +65,6 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
         if "port" not in settings.model_fields_set:
             settings = settings.model_copy(update={"port": DEFAULT_PORTS.get(kind, 0)})
         configure_logging(service_name(settings, kind), settings.log_level, settings.log_format)
-        check_can_listen(settings.host, settings.port)
         credentials = server_credentials(settings)
         if settings.internal_allowed_clients and settings.tls_client_auth != "require":
             raise ConfigError(
@@ -84,6 +83,7 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
             if discovery.discovery == "consul"
             else None
         )
+        check_can_listen(settings.host, settings.port)
     except ConfigError as error:
         print(f"llmmesh-provider-{kind}: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -112,15 +112,15 @@ def main() -> None:
     try:
         settings = load_settings(RouterSettings)
         configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
-        # Before anything else starts or logs: a busy port is the most common first mistake.
-        check_can_listen(settings.host, settings.port)
-        if settings.http_port:
-            check_can_listen(settings.http_host or settings.host, settings.http_port, *_HTTP_SETTINGS)
         table = load_routing(settings)
         discovery = build_discovery(settings)
         keys = KeyStore.from_file(settings.auth_file) if settings.auth_file else None
         credentials = server_credentials(settings)
         upstream = channel_security(settings)
+        # Last of the checks, before anything starts or logs: a busy port is a common first mistake.
+        check_can_listen(settings.host, settings.port)
+        if settings.http_port:
+            check_can_listen(settings.http_host or settings.host, settings.http_port, *_HTTP_SETTINGS)
     except ConfigError as error:
         print(f"{SERVICE_NAME}: {error}", file=sys.stderr)
         raise SystemExit(2) from None

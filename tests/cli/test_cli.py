@@ -88,11 +88,6 @@ class TestUsageErrors:
         line = one_line_error(llmmesh("chat", "--router", "localhost", "hi"), 2)
         assert "not host:port" in line
 
-    def test_consul_flag_needs_consul_discovery(self) -> None:
-        """`up --consul` without `--discovery consul` is a usage error, before anything starts."""
-        line = one_line_error(llmmesh("up", "--consul", "127.0.0.1:8500"), 2)
-        assert "--discovery consul" in line
-
     def test_hash_of_no_key(self) -> None:
         """`auth hash` with nothing on stdin says how to give the key."""
         result = subprocess.run(

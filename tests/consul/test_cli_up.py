@@ -8,9 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from services.common.processes import start_service
 from tests.consul.helpers import ConsulBackend
 
 pytestmark = pytest.mark.consul
@@ -69,3 +71,53 @@ class TestUpWithConsul:
         )
         assert result.returncode == 2
         assert "--consul needs --discovery consul" in result.stderr
+
+
+class TestUpGivesTheAgentConsul:
+    def test_agent_under_up_finds_a_tool_service_registered_in_consul(
+        self, consul_backend: ConsulBackend, tmp_path: Path
+    ) -> None:
+        """`up --discovery consul` gives the agent Consul too: a ToolService registered there is offered and called."""
+        consul_env = {
+            "LLMMESH_DISCOVERY": "consul",
+            "CONSUL_HTTP_ADDR": consul_backend.address,
+            "LLMMESH_CONSUL_CHECK_INTERVAL_SECONDS": "1",
+        }
+        tools = start_service(["-m", "services.agent.example_tools"], name="tools", env=consul_env, workdir=tmp_path)
+        up = subprocess.Popen(
+            [*LLMMESH, "up", "--port", str(_free_port()), "--discovery", "consul", "--consul", consul_backend.address],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=NO_KEYS,
+        )
+        try:
+            agent = next(line.split()[1] for line in _lines_until_ready(up) if line.split()[:1] == ["agent"])
+            question = "Put this in upper case: hello from the mesh"
+            run = subprocess.run(
+                [*LLMMESH, "agent", "--agent", agent, "--profile", "researcher", "--model", "mock-agent", question],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=NO_KEYS,
+            )
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert "← uppercase" in run.stdout
+            assert "HELLO FROM THE MESH" in run.stdout
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(30) == 0
+        finally:
+            if up.poll() is None:
+                up.kill()
+            tools.terminate()
+
+
+def _lines_until_ready(up: subprocess.Popen[str]) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()  # type: ignore[union-attr]
+        lines.append(line)
+        if line.startswith("Ctrl-C") or not line:
+            break
+    assert lines[-1].startswith("Ctrl-C"), lines
+    return lines
