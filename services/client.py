@@ -83,7 +83,9 @@ class MeshClient:
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be a number of seconds above 0, not {timeout!r}")
-        self.target = target or os.environ.get("LLMMESH_ROUTER_ADDRESS") or DEFAULT_TARGET
+        self.target = target or os.environ.get("LLMMESH_ROUTER_ADDRESS", DEFAULT_TARGET)
+        if not self.target.strip():
+            raise ValueError("LLMMESH_ROUTER_ADDRESS is empty: set it to the router's host:port, or unset it")
         self.timeout = timeout
         self._metadata = (*bearer_metadata(api_key), *metadata)
         self._channel = aio_channel(self.target, security if security is not None else channel_security(TLSSettings()))
