@@ -84,7 +84,9 @@ def _start(mesh: LocalMesh) -> None:
     try:
         mesh.start()
     except ServiceExitedError as error:
-        raise CliError(f"{error.name} did not start: {error.reason} (its log: {error.log_path})") from None
+        # A child that refused its configuration exits 2: so does `up`.
+        code = EXIT_USAGE if error.returncode == EXIT_USAGE else 1
+        raise CliError(f"{error.name} did not start: {error.reason} (its log: {error.log_path})", code) from None
     except (RuntimeError, TimeoutError, ConfigError) as error:
         raise CliError(f"{str(error).splitlines()[0]} (logs in {mesh.workdir})") from None
 

@@ -53,10 +53,10 @@ class TestAgentCommand:
         assert "error: cannot evaluate '1/0': division by zero" in result.stdout
 
     def test_bad_profile_prints_the_code_and_field(self, agent_mesh: AgentMesh) -> None:
-        """A bad profile name exits 1 with INVALID_ARGUMENT naming task.profile."""
+        """A bad profile name is a usage error (exit 2): one line with INVALID_ARGUMENT naming task.profile."""
         result = _agent_cli(agent_mesh.address, "--profile", "nope", "hi")
-        assert result.returncode == 1
-        assert "error: INVALID_ARGUMENT: task.profile:" in result.stderr
+        assert result.returncode == 2
+        assert result.stderr.startswith("llmmesh agent: INVALID_ARGUMENT: task.profile:")
 
 
 class TestAgentServer:

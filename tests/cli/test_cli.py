@@ -356,7 +356,7 @@ class TestDemo:
         """When the mesh cannot start, `demo` names the process, its last log line and the log folder."""
         env = {"LLMMESH_MOCK_CONFIG": str(tmp_path / "missing.yaml"), "TMPDIR": str(tmp_path)}
         result = llmmesh("demo", "--no-traces", env=env)
-        line = one_line_error(result, 1)
+        line = one_line_error(result, 2)  # the mock refused its configuration
         assert line.startswith("llmmesh demo: provider-mock did not start:")
         assert "missing.yaml" in line
         logs = [path for path in tmp_path.iterdir() if path.name.startswith("llmmesh-")]
