@@ -271,6 +271,7 @@ class ConsulRegistration:
             try:
                 if not await self._known_to_agent():
                     log.warning("consul agent does not know this instance (restarted?); registering again")
+                    await self._remove_stale_entries()
                     await self._register()
             except Exception as error:  # noqa: BLE001 - Consul may be away for a while; keep trying
                 if not failing:
