@@ -182,8 +182,14 @@ class TestTlsHealthChecks:
     def test_a_check_that_does_not_match_the_transport_stays_critical(
         self, tls_consul: ConsulBackend, targets: TlsTargets
     ) -> None:
-        """Plaintext check on TLS, TLS check on plaintext, a wrong TLSServerName, mTLS without the agent's CA: critical."""
+        """Plaintext check on TLS, TLS check on plaintext, a wrong TLSServerName, mTLS without the agent's CA: critical.
+
+        TLSSkipVerify passes despite the wrong name: Go's InsecureSkipVerify checks neither chain nor name.
+        """
         _register_check(tls_consul, "control", targets.tls, GRPCUseTLS=True, TLSServerName=ADAPTER_NAME)
+        _register_check(
+            tls_consul, "skip-verify", targets.tls, GRPCUseTLS=True, TLSServerName="not-the-adapter", TLSSkipVerify=True
+        )
         _register_check(tls_consul, "plain-on-tls", targets.tls)
         _register_check(tls_consul, "tls-on-plain", targets.plain, GRPCUseTLS=True)
         _register_check(tls_consul, "wrong-name", targets.tls, GRPCUseTLS=True, TLSServerName="not-the-adapter")
@@ -193,13 +199,14 @@ class TestTlsHealthChecks:
 
             def settled() -> bool:
                 checks = _checks(tls_consul, "svc-tls-probe")
-                return checks["control"]["Status"] == "passing" and all(checks[i]["Output"] for i in mismatched)
+                passing = checks["control"]["Status"] == checks["skip-verify"]["Status"] == "passing"
+                return passing and all(checks[i]["Output"] for i in mismatched)
 
             wait_for(settled, what="the control check passing and every other check run")
             checks = _checks(tls_consul, "svc-tls-probe")
             assert {i: checks[i]["Status"] for i in mismatched} == dict.fromkeys(mismatched, "critical")
         finally:
-            for service_id in ("control", *mismatched):
+            for service_id in ("control", "skip-verify", *mismatched):
                 tls_consul.request("PUT", f"/v1/agent/service/deregister/{service_id}")
 
     def test_agent_ca_without_allowed_clients_is_refused(self, pki: Pki) -> None:

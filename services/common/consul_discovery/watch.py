@@ -53,7 +53,7 @@ _BACKOFF_BASE_SECONDS = 0.1
 # this pause keeps the loop from spinning on it.
 _SAME_INDEX_PAUSE_SECONDS = 0.05
 ACL_FILTERED_ERROR = (
-    "ACLs hid every instance: the Consul token (CONSUL_HTTP_TOKEN) lacks node:read on the nodes or "
+    "ACLs hid instances: the Consul token (CONSUL_HTTP_TOKEN) lacks node:read on their nodes or "
     'service:read on the service; give it `node_prefix "" { policy = "read" }` and '
     '`service_prefix "<name>" { policy = "read" }`'
 )
