@@ -40,7 +40,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 _MARKER = re.compile(r"^<!--\s*readme-test:\s*(?P<mode>[a-z]+)(?P<rest>.*?)\s*-->\s*$")
-_FENCE = re.compile(r"^```(?P<lang>[A-Za-z0-9_-]*)\s*$")
+# Fences may be indented (inside list items); the closing fence is the next line that starts with ```.
+_FENCE = re.compile(r"^\s*```(?P<lang>[A-Za-z0-9_-]*)\s*$")
 CODE_LANGUAGES = frozenset({"sh", "bash", "shell", "console", "python", "py"})
 MODES = frozenset({"run", "background", "skip", "output", "stop"})
 RUN_SECONDS = 120.0
@@ -86,7 +87,7 @@ def parse(text: str) -> list[Block]:
                 blocks.append(Block(index + 1, "stop"))
                 marker = None
         elif fence:
-            end = next((i for i in range(index + 1, len(lines)) if lines[i].startswith("```")), len(lines))
+            end = next((i for i in range(index + 1, len(lines)) if lines[i].lstrip().startswith("```")), len(lines))
             mode, rest = marker or ("", "")
             blocks.append(_block(index + 1, mode, rest, fence["lang"], "\n".join(lines[index + 1 : end])))
             marker = None
