@@ -42,7 +42,7 @@ lock: | $(BIN)/uv  ## Re-resolve requirements.lock from pyproject.toml
 run: setup  ## Start the local mesh, send a demo request through it, stop it
 	$(BIN)/llmmesh demo
 
-test: setup k8s-check  ## The whole test suite (after the deployment check); about 10 minutes on 2 cores
+test: setup k8s-check  ## The whole test suite (after the deployment check); about 25 minutes on a busy 2-core machine
 	$(BIN)/pytest
 
 # kubectl (kustomize), hadolint and the Kubernetes schemas are pinned wheels in
