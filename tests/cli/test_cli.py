@@ -30,6 +30,8 @@ from tests.security.helpers import KEY_ALPHA, KEY_UNKNOWN, write_tenants
 
 LLMMESH = [sys.executable, "-m", "services.cli"]
 NO_KEYS = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("LLMMESH_")}
+# `up` starts its processes one after the other; on a busy 2-core machine four SDK adapters take a while.
+_UP_SECONDS = 150
 
 
 def _free_port() -> int:
@@ -366,6 +368,7 @@ class TestDemo:
 
 
 class TestUp:
+    @pytest.mark.timeout(2 * _UP_SECONDS)
     def test_up_prints_the_http_door_and_stops_when_a_process_dies(self) -> None:
         """`up` shows every address (HTTP door included), serves chat, and when an adapter dies stops the rest
         and exits 1 naming it."""
@@ -406,7 +409,7 @@ class TestUp:
 def _read_until_ready(up: subprocess.Popen[str]) -> list[str]:
     assert up.stdout is not None
     lines = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + _UP_SECONDS
     while time.monotonic() < deadline:
         line = up.stdout.readline()
         lines.append(line)
@@ -427,6 +430,7 @@ def _alive(pid: int) -> bool:
 
 
 class TestUpStartsKeyedAdapters:
+    @pytest.mark.timeout(2 * _UP_SECONDS)
     def test_each_adapter_with_a_key_variable_is_started(self) -> None:
         """With OPENAI_API_KEY, ANTHROPIC_API_KEY and GEMINI_API_KEY set, `llmmesh up` runs all four adapters
         and the router discovers each provider's models; without keys only the mock runs (test above)."""
