@@ -4,7 +4,8 @@ One `Redactor` per process, given the secrets that process holds (a provider
 key, the agent's router key). It replaces those values wherever they appear,
 and anything shaped like a credential even when it is not ours: bearer
 tokens, `key=` / `api_key=` query parameters, `x-goog-api-key` /
-`x-api-key` / `authorization` header echoes, OpenAI (`sk-...`,
+`x-api-key` / `authorization` header echoes, `token=` / `password=` /
+`secret=` assignments, OpenAI (`sk-...`,
 `sk-proj-...`) and Anthropic (`sk-ant-...`) keys, Google API keys
 (`AIza...`). Upstreams echo such things back in error messages (a proxy
 repeating the request, a provider quoting the masked key), and an error
@@ -25,10 +26,12 @@ MIN_SECRET_CHARS = 6
 
 _VALUE = r"[^\s&,;'\"<>()\[\]{}]+"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Header echoes: "x-goog-api-key: AIza...", "x-api-key=...", "authorization: sk-..." ("Bearer" handled next).
+    # Header and assignment echoes: "x-goog-api-key: AIza...", "x-api-key=...", "password=...",
+    # "authorization: sk-..." ("Bearer ..." is handled next).
     (
         re.compile(
-            r"(?i)\b(x-goog-api-key|x-api-key|api[-_]?key|authorization|access[-_]?token)"
+            r"(?i)\b(x-goog-api-key|x-api-key|api[-_]?key|authorization|access[-_]?token|token|password|passwd"
+            r"|secret|client[-_]?secret)"
             rf"(\"?\s*[:=]\s*\"?)(?!bearer\b|basic\b|\[redacted\])({_VALUE})"
         ),
         rf"\1\2{REDACTED}",
