@@ -36,6 +36,7 @@ class StepEstimate:
 def next_step(previous: chat_pb2.Usage, previous_cost_usd: float, *, added_chars: int) -> StepEstimate:
     """The next step's known spend, from the previous step's usage and cost."""
     previous_tokens = previous.input_tokens + previous.output_tokens
-    tokens = previous_tokens + math.ceil(added_chars / CHARS_PER_TOKEN)
+    # At least one token: a step never sends nothing, so a spent budget always stops the run.
+    tokens = max(previous_tokens + math.ceil(added_chars / CHARS_PER_TOKEN), 1)
     rate = previous_cost_usd / previous_tokens if previous_tokens else 0.0
     return StepEstimate(input_tokens=tokens, cost_usd=tokens * rate)

@@ -277,12 +277,13 @@ class _Run:
             return None
         estimate = budget.next_step(self._last_usage, self._last_cost, added_chars=added_chars)
         used = self._usage.input_tokens + self._usage.output_tokens
-        if plan.max_total_tokens and max(used + estimate.input_tokens, used + 1) > plan.max_total_tokens:
+        if plan.max_total_tokens and used + estimate.input_tokens > plan.max_total_tokens:
             return self._end(
                 apb.RUN_END_REASON_TOKEN_BUDGET,
                 detail=f"{why}; {used} of {plan.max_total_tokens} tokens spent, and the next step would send "
                 f"about {estimate.input_tokens} more (the whole conversation goes again)",
             )
+        # `>=` as well: with an unpriced model the estimate is 0, and a spent budget still stops the run.
         if plan.max_cost_usd and (
             self._cost >= plan.max_cost_usd or self._cost + estimate.cost_usd > plan.max_cost_usd
         ):
