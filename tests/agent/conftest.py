@@ -67,7 +67,7 @@ SCRIPTS: list[dict[str, Any]] = [
     # A model (or a prompt injection) asking for the same remote tool 50 times in one turn.
     {
         "match": "fifty waits",
-        "turns": [_turn("", *[("wait", {"ms": 150})] * 50), _turn("After the waits: {tool_results}")],
+        "turns": [_turn("", *[("wait", {"ms": 300})] * 50), _turn("After the waits: {tool_results}")],
     },
     # Three calculator calls in every turn, for ever: only the run's tool call limit stops the calls.
     {"match": "three at a time", "turns": [_turn("More.", *[("calculator", {"expression": "2 + 2"})] * 3)]},
