@@ -51,9 +51,23 @@ def aio_channel(
     """
     options = (*CHANNEL_OPTIONS, *security.options)
     interceptors = metadata_interceptors(_outgoing_metadata(tuple(metadata)))
+    target = dns_target(target)
     if security.credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(target, security.credentials, options=options, interceptors=interceptors)
+
+
+def dns_target(target: str) -> str:
+    """`host:port` as `dns:///host:port`: resolved again whenever the channel reconnects.
+
+    Servers send GOAWAY after LLMMESH_MAX_CONNECTION_AGE_SECONDS; the channel
+    then resolves the name afresh (a headless Service lists the pods ready
+    now) and round_robin spreads calls over what it finds. Targets that name
+    a scheme (unix:, ipv4:, dns://authority/...) are left as they are.
+    """
+    if target.startswith(("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")) or "://" in target:
+        return target
+    return f"dns:///{target}"
 
 
 def metadata_interceptors(rewrite: MetadataRewrite) -> list[grpc.aio.ClientInterceptor]:

@@ -47,6 +47,22 @@ SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
 )
 
 
+def connection_age_options(settings: ServiceSettings) -> tuple[tuple[str, int], ...]:
+    """max_connection_age (+ grace): each client connection gets GOAWAY after the age and reconnects.
+
+    Callers' long-lived channels would otherwise stay on the server they first
+    reached forever, so servers the autoscaler adds get no traffic from them;
+    on reconnect, DNS and the Service pick again. Calls in flight on the old
+    connection get the grace period to finish; 0 turns the age off.
+    """
+    if not settings.max_connection_age_seconds:
+        return ()
+    return (
+        ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_seconds * 1000)),
+    )
+
+
 class MeshServer:
     """A grpc.aio server with health, reflection and graceful shutdown.
 
@@ -71,7 +87,7 @@ class MeshServer:
         # unauthenticated caller learns nothing about decoding.
         self.telemetry = setup_telemetry(name)
         self._server = grpc.aio.server(
-            options=SERVER_OPTIONS,
+            options=(*SERVER_OPTIONS, *connection_age_options(settings)),
             interceptors=(ServerTracingInterceptor(), *interceptors, DecodeGuardInterceptor()),
         )
         self._service_names: list[str] = [health.SERVICE_NAME]
@@ -81,6 +97,11 @@ class MeshServer:
         self._stopping: asyncio.Task[None] | None = None
         self.port = 0
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+
+    @property
+    def serves_tls(self) -> bool:
+        """Whether the port is served with TLS (discovery registers its health check to match)."""
+        return self._credentials is not None
 
     def add_service(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
         """Registers a servicer; `full_name` is its proto name, e.g. llmmesh.v1.RouterService."""

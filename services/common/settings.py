@@ -32,6 +32,18 @@ class ServiceSettings(BaseSettings):
         le=600,
         description="Time between NOT_SERVING (and deregistration) and refusing new calls.",
     )
+    max_connection_age_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Clients get GOAWAY after this (±10%) and reconnect, spreading over new replicas; 0: never.",
+    )
+    max_connection_age_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Time calls in flight on an aged connection get to finish before it closes.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     ready_file: str = Field("", description="If set, the bound port is written here as JSON once SERVING.")

@@ -61,8 +61,14 @@ class ChannelSecurity:
 PLAINTEXT = ChannelSecurity()
 
 
-def server_credentials(settings: TLSSettings) -> grpc.ServerCredentials | None:
-    """TLS server credentials, or None for plaintext; ConfigError naming the setting when files are wrong."""
+def server_credentials(
+    settings: TLSSettings, *, extra_client_ca: tuple[str, str] = ("", "")
+) -> grpc.ServerCredentials | None:
+    """TLS server credentials, or None for plaintext; ConfigError naming the setting when files are wrong.
+
+    `extra_client_ca` (setting name, PEM file) adds a CA whose client certificates
+    are accepted too (the Consul agents' own CA, for their health checks).
+    """
     if not settings.tls_cert_file and not settings.tls_key_file:
         if settings.tls_client_auth == "require":
             raise ConfigError(
@@ -80,6 +86,11 @@ def server_credentials(settings: TLSSettings) -> grpc.ServerCredentials | None:
         roots = _read("LLMMESH_TLS_CA_FILE", settings.tls_ca_file, b"CERTIFICATE")
     elif require_client:
         raise ConfigError("LLMMESH_TLS_CLIENT_AUTH=require needs LLMMESH_TLS_CA_FILE to check client certificates")
+    extra_setting, extra_file = extra_client_ca
+    if extra_file:
+        if not require_client:
+            raise ConfigError(f"{extra_setting} adds client certificates: it needs LLMMESH_TLS_CLIENT_AUTH=require")
+        roots = (roots or b"").rstrip(b"\n") + b"\n" + _read(extra_setting, extra_file, b"CERTIFICATE")
     return grpc.ssl_server_credentials(
         [(key, certificate)], root_certificates=roots, require_client_auth=require_client
     )

@@ -11,7 +11,7 @@ from unittest import mock
 from pydantic import ValidationError
 
 from services.deploy.code_env import CodeEnv, Variable
-from services.deploy.invariants import Obj, deployments, is_llmmesh, literal_env, ref
+from services.deploy.invariants import DEPENDENT_VARIABLE, Obj, deployments, is_llmmesh, literal_env, ref
 
 # Read by the code, but a Deployment need not set them. Keep this short.
 OPTIONAL_IN_MANIFESTS: Mapping[str, str] = {
@@ -75,7 +75,8 @@ def check_env(objects: list[Obj], code: Mapping[str, CodeEnv]) -> EnvFindings:
         missing_names += [name for name in ALWAYS_REQUIRED if name not in present]
         if missing_names:
             problems.append(f"{at}: the code reads these, add them to env: {', '.join(missing_names)}")
-        allowed = env.names() | env.library | set(OPTIONAL_IN_MANIFESTS) | set(AHEAD_OF_CODE)
+        # A variable other values expand, $(HOST_IP) in CONSUL_HTTP_ADDR, is used though no code reads it.
+        allowed = env.names() | env.library | set(OPTIONAL_IN_MANIFESTS) | set(AHEAD_OF_CODE) | expanded(container)
         unknown = sorted(present - allowed)
         if unknown and env.built:
             problems.append(f"{at}: no code of {workload} reads these, remove or fix them: {', '.join(unknown)}")
@@ -86,6 +87,11 @@ def check_env(objects: list[Obj], code: Mapping[str, CodeEnv]) -> EnvFindings:
                 ahead_read.setdefault(name, []).append(name in env.names() or name in env.library)
         problems += _check_values(at, env, literal_env(container))
     return EnvFindings(problems, notes, ahead_read)
+
+
+def expanded(container: Obj) -> set[str]:
+    """Names that the container's own env values reference as $(NAME) (Kubernetes dependent variables)."""
+    return {name for value in literal_env(container).values() for name in DEPENDENT_VARIABLE.findall(value)}
 
 
 def _optional(variable: Variable) -> bool:

@@ -6,6 +6,7 @@ problems as readable strings that name the object, the field and the fix.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,6 +20,8 @@ GRPC_PORT_NAME = "grpc"
 # after_stop hooks (close channels and SDK clients, flush telemetry) get this
 # much of terminationGracePeriodSeconds on top of preStop + drain + grace.
 CLEANUP_MARGIN_SECONDS = 5
+# $(NAME) in an env value: Kubernetes substitutes variables defined earlier in the same container.
+DEPENDENT_VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 def ref(obj: Obj) -> str:

@@ -5,7 +5,10 @@
 For the base and each overlay: kustomize renders, every object validates
 against the Kubernetes JSON schemas (offline, strict), llmmesh's invariants
 hold (services.deploy.invariants), and each Deployment's environment matches
-what its code reads (services.deploy.env_check). Also: the routing ConfigMap's
+what its code reads (services.deploy.env_check), processes reach Consul on
+their node, every Secret referenced is listed in README.md and created by
+deploy/k8s/create-secrets.sh, and the prod overlay keeps its promises (auth,
+TLS, no mock: services.deploy.production). Also: the routing ConfigMap's
 copy equals the embedded default, and the Dockerfile's sources and entrypoint
 exist. Exit 1 with every problem listed, else 0.
 """
@@ -24,11 +27,15 @@ from services.deploy.code_env import CodeEnv, derive
 from services.deploy.dockerfile import dockerfile_problems
 from services.deploy.env_check import check_env, llmmesh_containers, workload_of
 from services.deploy.invariants import Obj, check_objects
+from services.deploy.production import production_problems, read_text
 from services.deploy.render import RenderError, render, schema_problems
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTING_DEFAULT = Path("services/router/defaults/routing.yaml")
 ROUTING_COPY = Path("base/config/routing.yaml")
+SECRETS_SCRIPT = Path("create-secrets.sh")
+# Builds held to the production rules (auth on, TLS on every hop, no mock).
+PRODUCTION_BUILDS = frozenset({"overlays/prod"})
 
 
 @dataclass
@@ -66,10 +73,12 @@ def check_tree(root: Path, repo: Path = REPO, code: Mapping[str, CodeEnv] | None
     missing = sorted(w for w in workloads if w is not None and w not in known)
     if missing:
         known.update(derive(missing))
+    readme, script = read_text(repo / "README.md"), read_text(root / SECRETS_SCRIPT)
     for label, objects in rendered.items():
         report.objects += len(objects)
         findings = check_env(objects, known)
         problems = schema_problems(objects) + check_objects(objects) + findings.problems
+        problems += production_problems(objects, readme, script, production=label in PRODUCTION_BUILDS)
         problems += _command_problems(objects, known, report.notes)
         report.problems += [f"[{label}] {p}" for p in problems]
         report.notes += findings.notes

@@ -48,18 +48,32 @@ def service_name(settings: ProviderSettings, kind: str) -> str:
     return f"llmmesh-provider-{settings.provider_instance or kind}"
 
 
+def consul_agent_ca(settings: ProviderSettings, discovery: RegistrationSettings) -> tuple[str, str]:
+    """The Consul agents' CA, trusted for client certificates so their TLS health checks pass under mTLS.
+
+    Their certificates must reach health only: the router's name in
+    LLMMESH_INTERNAL_ALLOWED_CLIENTS is what keeps them off ProviderService.
+    """
+    if discovery.consul_agent_ca_file and not settings.internal_allowed_clients:
+        raise ConfigError(
+            "LLMMESH_CONSUL_AGENT_CA_FILE lets Consul agents' certificates through TLS: set "
+            "LLMMESH_INTERNAL_ALLOWED_CLIENTS (e.g. llmmesh-router) so they reach the health service only"
+        )
+    return "LLMMESH_CONSUL_AGENT_CA_FILE", discovery.consul_agent_ca_file
+
+
 def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], ProviderAdapter]) -> None:
     """Runs one adapter process until SIGTERM/SIGINT; exits 2 on bad configuration."""
     try:
         settings = load_settings(ProviderSettings)
         configure_logging(service_name(settings, kind), settings.log_level, settings.log_format)
-        credentials = server_credentials(settings)
         if settings.internal_allowed_clients and settings.tls_client_auth != "require":
             raise ConfigError(
                 "LLMMESH_INTERNAL_ALLOWED_CLIENTS checks client certificates: set LLMMESH_TLS_CLIENT_AUTH=require"
             )
-        adapter = build_adapter(settings)
         discovery = load_settings(RegistrationSettings)
+        credentials = server_credentials(settings, extra_client_ca=consul_agent_ca(settings, discovery))
+        adapter = build_adapter(settings)
         registration = (
             ConsulRegistration.for_provider(
                 service_name(settings, kind),

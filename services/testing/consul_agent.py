@@ -3,6 +3,9 @@
 Same controls as the double (`address`, `start`, `stop`, `restart`): a dev
 agent keeps its state in memory, so a restart forgets every service, as the
 double's does. Every port is a free loopback port; DNS and gRPC are off.
+`check_tls` (the double's AgentCheckTLS) becomes `enable_agent_tls_for_checks`
+with those files as the agent's internal-RPC TLS files, which is where Consul
+takes the CA and client certificate of its TLS health checks from.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from services.testing.fake_consul import AgentCheckTLS
 
 
 def consul_binary() -> str | None:
@@ -30,7 +35,9 @@ def _free_port() -> int:
 class ConsulAgentProcess:
     """`consul agent -dev` bound to 127.0.0.1; its HTTP port stays the same across restarts."""
 
-    def __init__(self, binary: str | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, workdir: Path | None = None, *, check_tls: AgentCheckTLS | None = None
+    ) -> None:
         found = binary or consul_binary()
         if found is None:
             raise FileNotFoundError("no `consul` binary on PATH")
@@ -38,6 +45,7 @@ class ConsulAgentProcess:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="consul-agent-"))
         self.ports = {name: _free_port() for name in ("http", "serf-lan", "serf-wan", "server")}
         self._process: subprocess.Popen[bytes] | None = None
+        self.check_tls = check_tls
 
     @property
     def address(self) -> str:
@@ -61,6 +69,8 @@ class ConsulAgentProcess:
             "-dns-port=-1",
             "-grpc-port=-1",
         ]
+        if self.check_tls is not None:
+            argv.append(f"-config-file={self._write_check_tls_config(self.check_tls)}")
         log = open(self.workdir / "consul.log", "ab")  # noqa: SIM115 - the child process owns it
         self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -72,6 +82,13 @@ class ConsulAgentProcess:
             time.sleep(0.1)
         self.stop()
         raise TimeoutError("consul agent -dev elected no leader in time")
+
+    def _write_check_tls_config(self, tls: AgentCheckTLS) -> Path:
+        files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
+        config = {"enable_agent_tls_for_checks": True, "tls": {"internal_rpc": {k: v for k, v in files.items() if v}}}
+        path = self.workdir / "check-tls.json"
+        path.write_text(json.dumps(config))
+        return path
 
     def _has_leader(self) -> bool:
         try:

@@ -5,9 +5,12 @@ default) answering the endpoints llmmesh uses the way a Consul agent does:
 
 - PUT /v1/agent/service/register: JSON keys in any case and in snake_case
   (py-consul sends `name`, `checks`, `grpc`, `grpc_use_tls`,
-  `DeregisterCriticalServiceAfter`); a missing name or a bad duration is a 400.
+  `DeregisterCriticalServiceAfter`); a missing name, a bad duration or Meta
+  past Consul's limits (64 pairs, keys of 1-128 `[A-Za-z0-9_-]` not starting
+  `consul-`, values of at most 512 bytes) is a 400.
 - PUT /v1/agent/service/deregister/<id>: 404 for an unknown ID.
 - GET /v1/agent/service/<id>: the agent's view of one instance, 404 when unknown.
+- GET /v1/agent/services: every instance this agent registered, by ID.
 - GET /v1/health/service/<name>[?passing][&tag=][&index=&wait=]: Node /
   Service / Checks entries; `passing` leaves out entries with any warning or
   critical check; blocking queries really block until the service's index
@@ -17,17 +20,31 @@ default) answering the endpoints llmmesh uses the way a Consul agent does:
 
 Checks are real: each GRPC check calls grpc.health.v1 Check on the address
 it was given, every `Interval` (first run after a random stagger, like
-Consul), with its `Timeout`; a check starts critical (or at its `Status`).
+Consul), on a new connection each time, with its `Timeout`; a check starts
+critical (or at its `Status`). `GRPCUseTLS` checks dial TLS like Consul's
+(agent/checks/grpc.go with tlsutil's OutgoingTLSConfigForCheck): without
+`check_tls` (Consul's `enable_agent_tls_for_checks` off) against the default
+roots and with no client certificate; with it, against its CA, presenting
+its certificate; `TLSServerName` replaces the dialled host in verification;
+`TLSSkipVerify` accepts whatever certificate the server presents.
 DeregisterCriticalServiceAfter is honoured by a reaper. Consul's own floors
 apply by default (check interval at least 1 s, deregister-after at least
 1 min, reaper every 30 s); tests lower them through the constructor
 (`min_check_interval`, `min_deregister_after`, `reap_interval`), the one
 deliberate difference from a real agent.
 
+ACLs (`acl_tokens`, token → `AclRules`; `required_token` is one token with
+every right): writes without `service:write` are a 403; reads drop what the
+token may not read, as Consul's aclFilter does (a health entry needs
+`node:read` and `service:read`), and say so only in the
+X-Consul-Results-Filtered-By-ACLs header, sent only to a request with a
+token; an unknown token is a 403 "ACL not found".
+
 Test controls: `stop()` / `start()` (a restart forgets every service and
 starts its indexes again, like a `consul agent -dev`), `fail_next(...)` for
 HTTP errors, garbage JSON or dropped connections, `inject_entry(...)` for a
-health entry a real agent would never return, `required_token` for ACLs.
+health entry a real agent would never return, `register_raw(...)` for an
+entry left by another process.
 
 Run it on its own for `llmmesh up --discovery consul` without a Consul binary:
 `python -m services.testing.fake_consul --port 8500`.
@@ -42,12 +59,14 @@ import random
 import re
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -60,6 +79,46 @@ _DEFAULT_WAIT_SECONDS = 300.0
 _DEFAULT_CHECK_TIMEOUT_SECONDS = 10.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# agent/structs: validateMetaPair and ValidateServiceMetadata (lengths are Go's len: bytes).
+_META_MAX_PAIRS = 64
+_META_KEY_MAX_LENGTH = 128
+_META_VALUE_MAX_LENGTH = 512
+_META_KEY_FORMAT = re.compile(r"^[a-zA-Z0-9_-]+$")
+_META_RESERVED_PREFIX = "consul-"
+ACL_FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
+
+
+@dataclass(frozen=True)
+class AgentCheckTLS:
+    """The agent's own TLS files used for checks: Consul's `enable_agent_tls_for_checks = true`."""
+
+    ca_file: str
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class AclRules:
+    """What one token may do: service prefixes it may read or write, and node:read on every node."""
+
+    service_read: tuple[str, ...] = ()
+    service_write: tuple[str, ...] = ()
+    node_read: bool = False
+
+    @classmethod
+    def everything(cls) -> AclRules:
+        return cls(service_read=("",), service_write=("",), node_read=True)
+
+    def may_read_service(self, name: str) -> bool:
+        # A write rule grants read too.
+        return any(name.startswith(prefix) for prefix in (*self.service_read, *self.service_write))
+
+    def may_write_service(self, name: str) -> bool:
+        return any(name.startswith(prefix) for prefix in self.service_write)
+
+
+class PermissionDeniedError(Exception):
+    """Becomes a 403, worded like Consul's."""
 
 
 class BadRequestError(Exception):
@@ -109,6 +168,9 @@ class _Check:
     interval: float
     timeout: float
     deregister_after: float
+    use_tls: bool = False
+    tls_server_name: str = ""
+    tls_skip_verify: bool = False
     status: str = CRITICAL
     output: str = ""
     critical_since: float = field(default_factory=time.monotonic)
@@ -197,12 +259,17 @@ class FakeConsul:
         min_deregister_after: float = 60.0,
         reap_interval: float = 30.0,
         required_token: str | None = None,
+        acl_tokens: dict[str, AclRules] | None = None,
+        check_tls: AgentCheckTLS | None = None,
     ) -> None:
         self.node_address = node_address
         self.min_check_interval = min_check_interval
         self.min_deregister_after = min_deregister_after
         self.reap_interval = reap_interval
-        self.required_token = required_token
+        self.acl_tokens: dict[str, AclRules] | None = dict(acl_tokens or {}) or None
+        if required_token is not None:
+            self.acl_tokens = {**(self.acl_tokens or {}), required_token: AclRules.everything()}
+        self.check_tls = check_tls
         self.requests: list[tuple[str, str, bool]] = []  # method, path, whether a token came with it
         self._port = port
         self._lock = threading.Condition()
@@ -343,11 +410,17 @@ class FakeConsul:
                     return fault
         return None
 
-    def _register(self, body: Any, replace_existing_checks: bool) -> None:
+    def register_raw(self, service_id: str, name: str, address: str, port: int) -> None:
+        """An entry as another process (a dead pod, an older ID scheme) left it, without checks."""
+        self._register({"ID": service_id, "Name": name, "Address": address, "Port": port}, True)
+
+    def _register(self, body: Any, replace_existing_checks: bool, rules: AclRules | None = None) -> None:
         fields = _fields(body, "service")
         name = fields.get("name")
         if not isinstance(name, str) or not name:
             raise BadRequestError("Missing service name")
+        if rules is not None and not rules.may_write_service(name):
+            raise PermissionDeniedError(f"Permission denied: token lacks permission 'service:write' on \"{name}\"")
         service_id = fields.get("id") or name
         port = fields.get("port", 0) or 0
         if isinstance(port, bool) or not isinstance(port, int):
@@ -359,6 +432,7 @@ class FakeConsul:
             raise BadRequestError("Request decode failed: Tags must be a list of strings")
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
             raise BadRequestError("Invalid Service Meta: values must be strings")
+        _validate_meta(meta)
         raw_checks = list(fields.get("checks") or [])
         if fields.get("check"):
             raw_checks.append(fields["check"])
@@ -384,8 +458,12 @@ class FakeConsul:
         target = fields.get("grpc")
         if not isinstance(target, str) or not target:
             raise BadRequestError("fake consul: only GRPC checks are supported")
-        if fields.get("grpcusetls"):
-            raise BadRequestError("fake consul: GRPCUseTLS is not supported")
+        use_tls, skip_verify = fields.get("grpcusetls", False), fields.get("tlsskipverify", False)
+        server_name = fields.get("tlsservername") or ""
+        if not isinstance(use_tls, bool) or not isinstance(skip_verify, bool) or not isinstance(server_name, str):
+            raise BadRequestError(
+                "Request decode failed: GRPCUseTLS and TLSSkipVerify are booleans, TLSServerName a string"
+            )
         interval = parse_duration(fields.get("interval", "0"), "Interval")
         if interval <= 0:
             raise BadRequestError("Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks")
@@ -406,31 +484,52 @@ class FakeConsul:
             interval=max(interval, self.min_check_interval),
             timeout=timeout,
             deregister_after=max(deregister_after, self.min_deregister_after) if deregister_after else 0.0,
+            use_tls=use_tls,
+            tls_server_name=server_name,
+            tls_skip_verify=skip_verify,
             status=status,
             create_index=index,
             modify_index=index,
         )
 
-    def _deregister(self, service_id: str) -> bool:
+    def _deregister(self, service_id: str, rules: AclRules | None = None) -> bool:
         with self._lock:
-            service = self._state.services.pop(service_id, None)
+            service = self._state.services.get(service_id)
             if service is None:
                 return False
+            if rules is not None and not rules.may_write_service(service.name):
+                raise PermissionDeniedError(
+                    f"Permission denied: token lacks permission 'service:write' on \"{service.name}\""
+                )
+            del self._state.services[service_id]
             self._state.bump(service.name)
             self._lock.notify_all()
             return True
 
-    def _agent_service(self, service_id: str) -> dict[str, Any] | None:
+    def _agent_service(self, service_id: str, rules: AclRules | None = None) -> dict[str, Any] | None:
         with self._lock:
             service = self._state.services.get(service_id)
             if service is None:
                 return None
+            if rules is not None and not rules.may_read_service(service.name):
+                raise PermissionDeniedError(
+                    f"Permission denied: token lacks permission 'service:read' on \"{service.name}\""
+                )
             answer = service.as_json(self.datacenter)
             answer["ContentHash"] = f"{service.modify_index:016x}"
             return answer
 
-    def _health(self, name: str, query: dict[str, list[str]]) -> tuple[int, list[dict[str, Any]]] | None:
-        """(index, entries); blocks for a blocking query. None when the agent stopped meanwhile."""
+    def _agent_services(self, rules: AclRules | None) -> tuple[dict[str, Any], bool]:
+        """Every instance of this agent by ID, less those the token may not read; and whether any were."""
+        with self._lock:
+            services = list(self._state.services.values())
+        visible = {s.service_id: s.as_json(self.datacenter) for s in services if _may_read(rules, s.name)}
+        return visible, len(visible) < len(services)
+
+    def _health(
+        self, name: str, query: dict[str, list[str]], rules: AclRules | None = None
+    ) -> tuple[int, list[dict[str, Any]], bool] | None:
+        """(index, entries, filtered by ACLs); blocks for a blocking query. None when the agent stopped meanwhile."""
         wanted_index = int(query.get("index", ["0"])[0] or 0)
         wait = min(parse_duration(query.get("wait", ["5m"])[0], "wait"), _MAX_WAIT_SECONDS)
         wait = wait or _DEFAULT_WAIT_SECONDS
@@ -455,7 +554,9 @@ class FakeConsul:
                     continue
                 entries.append(self._entry(service))
             entries.extend(json.loads(json.dumps(state.injected.get(name, []))))
-            return state.index_of(name), entries
+            # aclFilter.filterCheckServiceNodes: an entry needs node:read on its node and service:read.
+            visible = [e for e in entries if rules is None or (rules.node_read and rules.may_read_service(name))]
+            return state.index_of(name), visible, len(visible) < len(entries)
 
     def _entry(self, service: _Service) -> dict[str, Any]:
         serf = {
@@ -497,13 +598,16 @@ class FakeConsul:
         # Consul staggers a new check's first run randomly within its interval.
         if state.stopping.wait(random.uniform(0, check.interval)):
             return
-        with grpc.insecure_channel(check.grpc_target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while not state.stopping.is_set() and self._still_registered(state, check):
-                status, output = _grpc_health(stub, check)
-                self._set_status(state, check, status, output)
-                if state.stopping.wait(check.interval):
-                    return
+        while not state.stopping.is_set() and self._still_registered(state, check):
+            # Like Consul's GrpcHealthProbe: a new connection for every run.
+            try:
+                with _check_channel(check, self.check_tls) as channel:
+                    status, output = _grpc_health(health_pb2_grpc.HealthStub(channel), check)
+            except (OSError, ValueError) as error:  # TLS files unreadable, or the server's certificate not fetched
+                status, output = CRITICAL, f"gRPC {check.grpc_target}: TLS setup failed: {error}"
+            self._set_status(state, check, status, output)
+            if state.stopping.wait(check.interval):
+                return
 
     def _still_registered(self, state: _State, check: _Check) -> bool:
         with self._lock:
@@ -539,6 +643,75 @@ class FakeConsul:
                     self._deregister(service_id)
 
 
+def _validate_meta(meta: dict[str, str]) -> None:
+    """Consul's limits on service Meta; lengths in bytes, as Go counts them."""
+    if len(meta) > _META_MAX_PAIRS:
+        raise BadRequestError(
+            f"Invalid Service Meta: Node metadata cannot contain more than {_META_MAX_PAIRS} key/value pairs"
+        )
+    for key, value in meta.items():
+        problem = ""
+        if not key:
+            problem = "Key cannot be blank"
+        elif not _META_KEY_FORMAT.match(key):
+            problem = "Key contains invalid characters"
+        elif len(key.encode()) > _META_KEY_MAX_LENGTH:
+            problem = f"Key is too long (limit: {_META_KEY_MAX_LENGTH} characters)"
+        elif key.startswith(_META_RESERVED_PREFIX):
+            problem = f"Key prefix '{_META_RESERVED_PREFIX}' is reserved for internal use"
+        elif len(value.encode()) > _META_VALUE_MAX_LENGTH:
+            problem = f"Value is too long (limit: {_META_VALUE_MAX_LENGTH} characters)"
+        if problem:
+            raise BadRequestError(f"Invalid Service Meta: Couldn't load metadata pair ('{key}', '{value}'): {problem}")
+
+
+def _may_read(rules: AclRules | None, service_name: str) -> bool:
+    return rules is None or rules.may_read_service(service_name)
+
+
+def _check_channel(check: _Check, agent_tls: AgentCheckTLS | None) -> grpc.Channel:
+    """The channel one check run dials: plaintext, or TLS as tlsutil.OutgoingTLSConfigForCheck builds it."""
+    if not check.use_tls:
+        return grpc.insecure_channel(check.grpc_target)
+    roots = key = chain = None
+    if agent_tls is not None:
+        roots = Path(agent_tls.ca_file).read_bytes()
+        if agent_tls.cert_file and agent_tls.key_file:
+            chain, key = Path(agent_tls.cert_file).read_bytes(), Path(agent_tls.key_file).read_bytes()
+    server_name = check.tls_server_name
+    if check.tls_skip_verify:
+        # Go's InsecureSkipVerify: trust the certificate the server presents, under whatever name it has.
+        roots, presented_name = _presented_certificate(check.grpc_target)
+        server_name = presented_name
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=chain)
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(check.grpc_target, credentials, options=options)
+
+
+def _presented_certificate(target: str) -> tuple[bytes, str]:
+    """The server's leaf certificate (unverified) and a name it is issued for."""
+    from cryptography import x509  # dev dependency: only TLSSkipVerify checks need it
+    from cryptography.x509.oid import NameOID
+
+    host, _, port = target.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise ValueError("the server presented no certificate")
+    certificate = x509.load_der_x509_certificate(der)
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = names.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns_names = []
+    common = [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return ssl.DER_cert_to_PEM_cert(der).encode(), next(iter([*dns_names, *common]), host)
+
+
 def _grpc_health(stub: health_pb2_grpc.HealthStub, check: _Check) -> tuple[str, str]:
     try:
         response = stub.Check(health_pb2.HealthCheckRequest(service=check.grpc_service), timeout=check.timeout)
@@ -553,6 +726,7 @@ def _grpc_health(stub: health_pb2_grpc.HealthStub, check: _Check) -> tuple[str, 
 class _ConsulHandler(BaseHTTPRequestHandler):
     consul: FakeConsul
     protocol_version = "HTTP/1.1"
+    _token_sent = False
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: tests read the fake's state, not its access log."""
@@ -579,17 +753,23 @@ class _ConsulHandler(BaseHTTPRequestHandler):
                 return
             self._send(fault.status, fault.body, index=self.consul._state.index, content_type="application/json")
             return
-        if self.consul.required_token is not None and token != self.consul.required_token:
+        acl_tokens = self.consul.acl_tokens
+        if acl_tokens is not None and token and token not in acl_tokens:
             self._send(403, b"ACL not found")
             return
+        # ACLs on: an absent token is the anonymous token, which may do nothing here.
+        rules = None if acl_tokens is None else acl_tokens.get(token, AclRules())
+        self._token_sent = bool(token)
         try:
-            self._route(method, path, query, body)
+            self._route(method, path, query, body, rules)
         except BadRequestError as error:
             self._send(400, str(error).encode())
+        except PermissionDeniedError as error:
+            self._send(403, str(error).encode())
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> None:
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes, rules: AclRules | None) -> None:
         consul = self.consul
         if method == "PUT" and path == "/v1/agent/service/register":
             try:
@@ -597,28 +777,32 @@ class _ConsulHandler(BaseHTTPRequestHandler):
             except json.JSONDecodeError as error:
                 raise BadRequestError(f"Request decode failed: {error}") from None
             replace = query.get("replace-existing-checks", ["false"])[0].lower() in ("true", "1", "")
-            consul._register(payload, replace)
+            consul._register(payload, replace, rules)
             self._send(200, b"")
         elif method == "PUT" and path.startswith("/v1/agent/service/deregister/"):
             service_id = path.removeprefix("/v1/agent/service/deregister/")
-            if consul._deregister(service_id):
+            if consul._deregister(service_id, rules):
                 self._send(200, b"")
             else:
                 self._send(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed'.encode())
+        elif method == "GET" and path == "/v1/agent/services":
+            services, filtered = consul._agent_services(rules)
+            self._json(services, consul._state.index, filtered=filtered)
         elif method == "GET" and path.startswith("/v1/agent/service/"):
             service_id = path.removeprefix("/v1/agent/service/")
-            answer = consul._agent_service(service_id)
+            answer = consul._agent_service(service_id, rules)
             if answer is None:
                 self._send(404, f"unknown service ID: {service_id}".encode())
             else:
                 self._json(answer, consul._state.index)
         elif method == "GET" and path.startswith("/v1/health/service/"):
-            result = consul._health(path.removeprefix("/v1/health/service/"), query)
+            result = consul._health(path.removeprefix("/v1/health/service/"), query, rules)
             if result is None:  # the agent stopped while the query blocked: cut the connection
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            self._json(result[1], result[0])
+            index, entries, filtered = result
+            self._json(entries, index, filtered=filtered)
         elif method == "GET" and path == "/v1/status/leader":
             self._json("127.0.0.1:8300", consul._state.index)
         else:
@@ -626,13 +810,25 @@ class _ConsulHandler(BaseHTTPRequestHandler):
                 405 if path.startswith("/v1/") else 404, f"fake consul: {method} {path} is not supported".encode()
             )
 
-    def _json(self, payload: Any, index: int) -> None:
-        self._send(200, json.dumps(payload).encode(), index=index, content_type="application/json")
+    def _json(self, payload: Any, index: int, *, filtered: bool = False) -> None:
+        # Consul's maskResultsFilteredByACLs: the header only for a request that carried a token.
+        headers = {ACL_FILTERED_HEADER: "true"} if filtered and self._token_sent else {}
+        self._send(200, json.dumps(payload).encode(), index=index, content_type="application/json", headers=headers)
 
-    def _send(self, status: int, body: bytes, *, index: int | None = None, content_type: str = "text/plain") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        index: int | None = None,
+        content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if index is not None:
             self.send_header("X-Consul-Index", str(max(index, 1)))
             self.send_header("X-Consul-KnownLeader", "true")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -211,7 +212,8 @@ class TestRegistrationAndBalancing:
             assert instance["Tags"] == ["llmmesh-provider"]
             assert instance["Meta"]["provider"] == "mock"
             assert instance["Meta"]["models"] == "mock-small"
-            assert instance["ID"].startswith(f"{adapters.service}-127.0.0.1-{instance['Port']}-")
+            # Stable per pod (here the host name) and port.
+            assert instance["ID"] == f"{adapters.service}-{socket.gethostname()}-{instance['Port']}"
         answers = await _until_served_by(stub, adapters, {first.pid, second.pid})
         assert {a.attempts[-1].instance for a in answers} <= {first.address, second.address}
 

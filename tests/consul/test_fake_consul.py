@@ -6,9 +6,13 @@ Driven through py-consul on our httpx2 transport, the client the services use.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import consul.callback
 import pytest
@@ -16,7 +20,9 @@ from consul.check import Check
 from consul.exceptions import BadRequest
 
 from services.common.consul_discovery.client import AsyncConsul, consul_client
+from services.common.consul_discovery.registration import meta_list
 from services.common.processes import ServiceProcess, start_service
+from services.testing.fake_consul import ACL_FILTERED_HEADER, AclRules, FakeConsul
 from tests.consul.helpers import ConsulBackend, until
 
 pytestmark = pytest.mark.consul
@@ -165,3 +171,112 @@ class TestRestart:
         consul_backend.stop()
         consul_backend.start()
         assert await client.agent.service_definition("forget-1") is None
+
+
+class TestMetaLimits:
+    async def test_meta_values_are_limited_in_bytes(self, client: AsyncConsul) -> None:
+        """512 bytes of Meta value register, 513 do not, even when that is fewer than 512 characters."""
+        fits = "é" * 256  # 256 characters, 512 bytes
+        await client.agent.service.register("svc-meta", service_id="meta-1", port=1, meta={"models": fits})
+        try:
+            with pytest.raises(BadRequest, match="Value is too long"):
+                await client.agent.service.register(
+                    "svc-meta", service_id="meta-2", port=1, meta={"models": fits + "e"}
+                )
+        finally:
+            await client.agent.service.deregister("meta-1")
+
+    async def test_meta_list_cuts_the_models_to_what_consul_accepts(self, client: AsyncConsul) -> None:
+        """meta_list keeps whole names within 512 bytes, so a long list of non-ASCII names still registers."""
+        names = [f"modèle-{n:03d}-ü" for n in range(60)]  # ~13 characters, 15 bytes each
+        value = meta_list("models", names)
+        assert len(value.encode()) <= 512 < len(",".join(names).encode())
+        assert len(value) <= 512
+        assert value.split(",") == names[: len(value.split(","))]
+        await client.agent.service.register("svc-meta", service_id="meta-3", port=1, meta={"models": value})
+        await client.agent.service.deregister("meta-3")
+
+    async def test_meta_keys_follow_consuls_rules(self, client: AsyncConsul) -> None:
+        """A reserved `consul-` prefix, a bad character and a 65th pair are each refused with Consul's words."""
+        for meta, words in (
+            ({"consul-x": "1"}, "reserved for internal use"),
+            ({"a.b": "1"}, "Key contains invalid characters"),
+            ({f"k{n}": "v" for n in range(65)}, "cannot contain more than 64"),
+        ):
+            with pytest.raises(BadRequest, match=words):
+                await client.agent.service.register("svc-meta", service_id="meta-4", port=1, meta=meta)
+
+
+READER, NODELESS, WRITER = "reader-token", "no-node-read-token", "writer-token"
+
+
+@pytest.fixture(scope="module")
+def acl_consul() -> Iterator[FakeConsul]:
+    """The double with ACLs on: a full reader, a reader without node:read, a writer of svc-acl."""
+    fake = FakeConsul(
+        min_check_interval=0.1,
+        acl_tokens={
+            READER: AclRules(service_read=("svc-acl",), node_read=True),
+            NODELESS: AclRules(service_read=("svc-acl",)),
+            WRITER: AclRules(service_write=("svc-acl",)),
+        },
+    ).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+class TestAclEmulation:
+    """ACL filtering as Consul's aclFilter does it; the double only (a dev agent runs without ACLs)."""
+
+    def _get(self, fake: FakeConsul, path: str, token: str | None) -> tuple[int, dict[str, str], Any]:
+        request = urllib.request.Request(f"http://{fake.address}{path}", headers={"X-Consul-Token": token or ""})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers), json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+    def _put(self, fake: FakeConsul, path: str, body: Any, token: str) -> int:
+        request = urllib.request.Request(
+            f"http://{fake.address}{path}",
+            data=json.dumps(body).encode(),
+            method="PUT",
+            headers={"X-Consul-Token": token},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    def test_writes_need_service_write(self, acl_consul: FakeConsul) -> None:
+        """Registering needs service:write on the name: a reader gets 403, the writer 200; unknown tokens 403."""
+        body = {"Name": "svc-acl", "ID": "acl-1", "Port": 4000}
+        assert self._put(acl_consul, "/v1/agent/service/register", body, READER) == 403
+        assert self._put(acl_consul, "/v1/agent/service/register", {**body, "Name": "other"}, WRITER) == 403
+        assert self._put(acl_consul, "/v1/agent/service/register", body, "no-such-token") == 403
+        assert self._put(acl_consul, "/v1/agent/service/register", body, WRITER) == 200
+        assert "acl-1" in acl_consul.service_ids("svc-acl")
+
+    def test_health_without_node_read_is_an_empty_filtered_answer(self, acl_consul: FakeConsul) -> None:
+        """node:read missing: 200 [] with X-Consul-Results-Filtered-By-ACLs; with it, the entry; no token: no header."""
+        acl_consul.register_raw("acl-2", "svc-acl", "127.0.0.1", 4001)
+        status, headers, entries = self._get(acl_consul, "/v1/health/service/svc-acl", READER)
+        assert status == 200
+        assert "acl-2" in [e["Service"]["ID"] for e in entries]
+        assert ACL_FILTERED_HEADER not in headers
+        status, headers, entries = self._get(acl_consul, "/v1/health/service/svc-acl", NODELESS)
+        assert (status, entries, headers.get(ACL_FILTERED_HEADER)) == (200, [], "true")
+        status, headers, entries = self._get(acl_consul, "/v1/health/service/svc-acl", None)
+        assert (status, entries) == (200, [])
+        assert ACL_FILTERED_HEADER not in headers
+
+    def test_agent_services_lists_only_what_the_token_may_read(self, acl_consul: FakeConsul) -> None:
+        """GET /v1/agent/services leaves out services the token cannot read, and says so."""
+        acl_consul.register_raw("hidden-1", "private", "127.0.0.1", 4002)
+        _, headers, services = self._get(acl_consul, "/v1/agent/services", WRITER)
+        assert "hidden-1" not in services
+        assert services
+        assert headers.get(ACL_FILTERED_HEADER) == "true"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -36,7 +37,10 @@ class TestRegistration:
             adapter.terminate()
             fake.stop()
         assert fake.requests[-1][0] == "PUT"
-        assert fake.requests[-1][1].startswith("/v1/agent/service/deregister/llmmesh-provider-mock-127.0.0.1-")
+        assert (
+            fake.requests[-1][1]
+            == f"/v1/agent/service/deregister/llmmesh-provider-mock-{socket.gethostname()}-{adapter.port}"
+        )
         assert SECRET not in adapter.log()
 
     def test_registers_once_consul_appears(self, tmp_path: Path) -> None:

@@ -329,3 +329,151 @@ class TestDockerfile:
         """An ENTRYPOINT that is not a [project.scripts] command is named."""
         edit(repo / "Dockerfile", 'ENTRYPOINT ["llmmesh"]', 'ENTRYPOINT ["llm-mesh"]')
         assert any("ENTRYPOINT 'llm-mesh' is not a [project.scripts] command" in p for p in dockerfile_problems(repo))
+
+
+class TestSecretsListed:
+    def test_a_secret_the_readme_does_not_list_is_named(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A manifest referencing a Secret missing from README's table and from create-secrets.sh fails, naming it."""
+        edit(
+            tree / "base/router/deployment.yaml",
+            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "2"}\n',
+            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "2"}\n'
+            "            - name: LLMMESH_QUOTA_REDIS_URL\n"
+            "              valueFrom:\n"
+            "                secretKeyRef: {name: llmmesh-redis-url, key: url, optional: false}\n",
+        )
+        edit(tree / "base/router/deployment.yaml", '            - {name: LLMMESH_QUOTA_REDIS_URL, value: ""}\n', "")
+        found = problems_of(tree, code)
+        for build in ("base", "overlays/dev"):
+            assert (
+                f"[{build}] Deployment/llmmesh-router: references Secret 'llmmesh-redis-url', which README.md's"
+                " Secrets table does not list" in found
+            )
+            assert (
+                f"[{build}] Deployment/llmmesh-router: references Secret 'llmmesh-redis-url', which"
+                " deploy/k8s/create-secrets.sh does not create" in found
+            )
+
+    def test_the_script_creates_what_each_overlay_references(self, tmp_path: Path) -> None:
+        """create-secrets.sh prod (and dev) creates exactly the Secrets the rendered overlay references."""
+        from services.deploy.production import secret_references
+        from services.deploy.render import render
+
+        for overlay, inputs in (("prod", _PROD_INPUTS), ("dev", {})):
+            created = _run_create_secrets(tmp_path / overlay, overlay, inputs)
+            referenced = set(secret_references(render(K8S / "overlays" / overlay)))
+            if overlay == "dev":  # the real adapters start at 0 replicas: their keys come when set
+                referenced -= {"llmmesh-provider-openai", "llmmesh-provider-anthropic", "llmmesh-provider-google"}
+            assert created == referenced
+
+
+_PROD_INPUTS = {
+    "OPENAI_API_KEY": "sk-test",
+    "ANTHROPIC_API_KEY": "sk-ant-test",
+    "GEMINI_API_KEY": "g-test",
+    "LLMMESH_TENANTS_FILE": "/dev/null",
+    "LLMMESH_TLS_DIR": "/tls",
+    "CONSUL_CA_FILE": "/dev/null",
+    **{
+        f"LLMMESH_CONSUL_TOKEN_{name}": "t"
+        for name in ("ROUTER", "AGENT", "PROVIDER_OPENAI", "PROVIDER_ANTHROPIC", "PROVIDER_GOOGLE")
+    },
+}
+
+# Stands in for kubectl (there is no cluster here): logs `create secret` calls, has no Secret yet.
+_FAKE_KUBECTL = """#!/usr/bin/env bash
+case "$*" in
+  *"create secret"*) echo "$*" >> "$KUBECTL_LOG"; echo "kind: Secret" ;;
+  *"get secret"*) exit 1 ;;
+  *apply*) cat > /dev/null ;;
+esac
+"""
+
+
+def _run_create_secrets(workdir: Path, overlay: str, inputs: Mapping[str, str]) -> set[str]:
+    import os
+    import re
+
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "kubectl").write_text(_FAKE_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    log = workdir / "kubectl.log"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "KUBECTL_LOG": str(log), **inputs}
+    done = subprocess.run(
+        ["bash", str(K8S / "create-secrets.sh"), overlay], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    # `-n llmmesh create secret <type> [flags] <name> --dry-run=client ...`: the name precedes --dry-run.
+    return {re.search(r" (\S+) --dry-run=client", line).group(1) for line in log.read_text().splitlines()}  # type: ignore[union-attr]
+
+
+class TestConsulNodeLocal:
+    def test_consul_through_a_server_or_an_undefined_variable_is_refused(
+        self, tree: Path, code: Mapping[str, CodeEnv]
+    ) -> None:
+        """dev: CONSUL_HTTP_ADDR at a server Service; prod: $(HOST_IP) defined after its use. Both named."""
+        edit(
+            tree / "overlays/dev/patch-consul.yaml",
+            '"http://$(HOST_IP):8500"',
+            '"http://consul-server.llmmesh-consul.svc:8500"',
+        )
+        path = tree / "overlays/prod/patch-consul.yaml"
+        host_ip = "            - name: HOST_IP\n              valueFrom:\n                fieldRef: {fieldPath: status.hostIP}\n"
+        edit(path, host_ip, "")
+        with path.open("a") as handle:
+            handle.write(host_ip)  # now after CONSUL_HTTP_ADDR, which uses it
+        found = problems_of(tree, code)
+        for name in ("llmmesh-router", "llmmesh-agent", "llmmesh-provider-mock"):
+            assert (
+                f"[overlays/dev] Deployment/{name} container llmmesh: CONSUL_HTTP_ADDR="
+                "'http://consul-server.llmmesh-consul.svc:8500' is not the node-local Consul agent" in found
+            )
+        assert (
+            "[overlays/prod] Deployment/llmmesh-router container llmmesh: CONSUL_HTTP_ADDR uses $(HOST_IP),"
+            " which no env entry before it defines" in found
+        )
+
+
+class TestProductionPromises:
+    def test_auth_off_and_plaintext_adapters_are_refused(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Prod without caller keys, without client-certificate checks or without TLS files fails, saying which."""
+        edit(
+            tree / "overlays/prod/patch-router.yaml",
+            "{name: LLMMESH_AUTH_FILE, value: /etc/llmmesh-auth/tenants.yaml}",
+            '{name: LLMMESH_AUTH_FILE, value: ""}',
+        )
+        path = tree / "overlays/prod/patch-adapters.yaml"
+        edit(path, "{name: LLMMESH_TLS_CLIENT_AUTH, value: require}", "{name: LLMMESH_TLS_CLIENT_AUTH, value: none}")
+        edit(
+            path,
+            "{name: LLMMESH_TLS_CERT_FILE, value: /etc/llmmesh-tls/tls.crt}",
+            "{name: LLMMESH_TLS_CERT_FILE, value: /tmp/tls.crt}",
+        )
+        found = problems_of(tree, code)
+        router, adapter = (
+            "[overlays/prod] Deployment/llmmesh-router",
+            "[overlays/prod] Deployment/llmmesh-provider-openai",
+        )
+        assert f"{router} container llmmesh: LLMMESH_AUTH_FILE is empty: production requires caller keys" in found
+        assert f"{adapter} container llmmesh: LLMMESH_TLS_CLIENT_AUTH must be require" in found
+        assert (
+            f"{adapter} container llmmesh: LLMMESH_TLS_CERT_FILE=/tmp/tls.crt is not in a volume mounted from a Secret"
+            in found
+        )
+
+    def test_the_mock_is_refused_anywhere_in_prod(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """The mock Deployment kept, or a mock model in an auto tier, fails the prod build (and only it)."""
+        edit(tree / "overlays/prod/kustomization.yaml", "  - path: delete-mock.yaml\n", "")
+        edit(
+            tree / "overlays/prod/routing.yaml",
+            "cheap: {models: [gpt-4o-mini, gemini-2.5-flash, claude-haiku-4-5]}",
+            "cheap: {models: [gpt-4o-mini, gemini-2.5-flash, claude-haiku-4-5, mock-small]}",
+        )
+        found = problems_of(tree, code)
+        assert "[overlays/prod] Deployment/llmmesh-provider-mock: production deploys no mock" in found
+        assert "routing.yaml line" in found
+        assert (
+            "'cheap: {models: [gpt-4o-mini, gemini-2.5-flash, claude-haiku-4-5, mock-small]}' names the mock" in found
+        )
+        assert "[overlays/dev] Deployment/llmmesh-provider-mock: production" not in found

@@ -14,10 +14,12 @@ The agent address and token come from CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import consul.base
 import httpx2
+from consul.callback import CB
 
 from services.common.settings import ConfigError
 
@@ -94,6 +96,36 @@ class AsyncConsul(consul.base.Consul):
 
     async def aclose(self) -> None:
         await self.http.close()
+
+
+# Consul sets it (only for requests that carry a token) when ACLs removed entries from the answer.
+ACL_FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
+
+
+@dataclass(frozen=True)
+class HealthAnswer:
+    """One /v1/health/service answer: the index, the entries, and whether ACLs hid some of them."""
+
+    index: str
+    entries: Any
+    filtered_by_acls: bool
+
+
+async def passing_instances(consul: AsyncConsul, service: str, *, index: int, wait: str) -> HealthAnswer:
+    """GET /v1/health/service/<service>?passing, as py-consul's health.service, keeping the ACL header."""
+    params: list[tuple[str, str]] = [("passing", "1")]
+    if index:
+        params += [("index", str(index)), ("wait", wait)]
+    entries_of = CB.json(index=True)
+
+    def answer(response: Any) -> HealthAnswer:  # consul.base.Response, a namedtuple mypy cannot see
+        index_header, entries = entries_of(response)
+        filtered = str(response.headers.get(ACL_FILTERED_HEADER, "")).lower() == "true"
+        return HealthAnswer(index_header, entries, filtered)
+
+    return await consul.http.get(  # type: ignore[no-any-return]
+        answer, f"/v1/health/service/{service}", params=params, headers=consul.prepare_headers()
+    )
 
 
 def consul_client(read_timeout: float, connect_timeout: float = 2.0) -> AsyncConsul:

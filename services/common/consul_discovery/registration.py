@@ -6,6 +6,21 @@ tag `llmmesh-provider`, Meta `provider` and `models`) or tool service (tag
 grpc.health.v1 endpoint. Consul starts every check critical, so an instance
 receives traffic only once Consul has seen it SERVING.
 
+Service IDs are stable per pod and port: `<service>-<pod>-<port>`, the pod
+from LLMMESH_POD_NAME (Kubernetes downward API, metadata.name), else the
+host name. A container restarted in place registers the same ID again and so
+replaces its old entry; on start, any other entry of this agent for the same
+service, address and port (a dead pod whose IP and port this one reuses, or
+an ID from an older scheme) is deregistered first, because Consul's check
+would find this process serving there and keep the stale entry passing.
+
+When the process serves TLS, the check does too (GRPCUseTLS), with
+TLSServerName from LLMMESH_CONSUL_CHECK_TLS_SERVER_NAME (Consul dials the
+registered IP, which certificates rarely carry). Consul verifies the
+certificate and presents its own client certificate only with
+`enable_agent_tls_for_checks = true` in the agent's configuration: see the
+README, "Consul in production".
+
 Lifecycle (hooked into MeshServer): register once serving; every
 `consul_anti_entropy_seconds` ask the agent whether it still knows this
 instance and register again on 404 (an agent restarted without persistent
@@ -18,9 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import socket
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import structlog
 from consul.callback import CB
@@ -36,7 +51,7 @@ log = structlog.get_logger(__name__)
 
 PROVIDER_TAG = "llmmesh-provider"
 TOOL_TAG = "llmmesh-tool"
-# Consul refuses Meta values longer than this.
+# Consul refuses Meta values longer than this many bytes (Go's len of the UTF-8 string).
 META_VALUE_LIMIT = 512
 
 
@@ -58,6 +73,19 @@ class RegistrationSettings(BaseSettings):
         10.0, gt=0, le=3600, description="How often an instance checks that the agent still knows it."
     )
     consul_timeout_seconds: float = Field(5.0, gt=0, le=600, description="Timeout of each registration call.")
+    pod_name: str = Field(
+        "", description="Stable name of this instance (Kubernetes: metadata.name); default: the host name."
+    )
+    consul_check_tls_server_name: str = Field(
+        "", description="TLSServerName of the gRPC check when serving TLS: a DNS name in this process's certificate."
+    )
+    consul_check_tls_skip_verify: bool = Field(
+        False, description="TLSSkipVerify of the gRPC check: Consul does not verify this process's certificate."
+    )
+    consul_agent_ca_file: str = Field(
+        "",
+        description="CA of the Consul agents' own certificates, accepted (for health checks) under mTLS.",
+    )
 
 
 def advertise_address(settings: RegistrationSettings, bind_host: str) -> str:
@@ -69,16 +97,16 @@ def advertise_address(settings: RegistrationSettings, bind_host: str) -> str:
     return bind_host
 
 
-def instance_id(service: str, address: str, port: int) -> str:
-    """Unique per process: `<service>-<address>-<port>-<random>` (a restart on the same port is a new instance)."""
-    return re.sub(r"[^A-Za-z0-9.-]", "-", f"{service}-{address}-{port}-{secrets.token_hex(3)}")
+def instance_id(service: str, pod: str, port: int) -> str:
+    """Stable per pod and port: `<service>-<pod>-<port>` (a restart in place replaces its own entry)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", f"{service}-{pod or socket.gethostname()}-{port}")
 
 
 def meta_list(key: str, names: Sequence[str]) -> str:
-    """A comma list that fits Consul's Meta value limit; names that do not fit are dropped with a warning."""
+    """A comma list that fits Consul's Meta value limit in bytes; names that do not fit are dropped with a warning."""
     kept: list[str] = []
     for name in names:
-        if len(",".join([*kept, name])) > META_VALUE_LIMIT:
+        if len(",".join([*kept, name]).encode()) > META_VALUE_LIMIT:
             log.warning("consul meta value too long; list truncated", key=key, kept=len(kept), total=len(names))
             break
         kept.append(name)
@@ -110,6 +138,8 @@ class ConsulRegistration:
         self.instance_id = ""
         self.address = ""
         self.port = 0
+        #: The process serves TLS, so Consul's check must too (GRPCUseTLS).
+        self.serves_tls = False
         self._consul = consul or consul_client(settings.consul_timeout_seconds)
         self._keeper: asyncio.Task[None] | None = None
 
@@ -141,6 +171,7 @@ class ConsulRegistration:
         """Registers once `server` serves and deregisters when it starts shutting down."""
 
         async def register_server() -> None:
+            self.serves_tls = server.serves_tls
             await self.start(advertise_address(self.settings, server.settings.host), server.port)
 
         server.after_start(register_server)
@@ -149,8 +180,9 @@ class ConsulRegistration:
     async def start(self, address: str, port: int) -> None:
         """Registers (a failure is logged and retried by the anti-entropy loop) and starts that loop."""
         self.address, self.port = address, port
-        self.instance_id = instance_id(self.service, address, port)
+        self.instance_id = instance_id(self.service, self.settings.pod_name, port)
         try:
+            await self._remove_stale_entries()
             await self._register()
         except Exception as error:  # noqa: BLE001 - serving goes on; the anti-entropy loop retries
             log.warning("consul registration failed; will retry", consul=self._consul.address, error=_describe(error))
@@ -170,9 +202,10 @@ class ConsulRegistration:
         finally:
             await self._consul.aclose()
 
-    async def _register(self) -> None:
+    def _check(self) -> dict[str, Any]:
+        """The gRPC health check, over TLS when this process serves TLS."""
         settings = self.settings
-        check = Check.grpc(
+        check: dict[str, Any] = Check.grpc(
             f"{_host_port(self.address, self.port)}/{self.health_service}",
             go_duration(settings.consul_check_interval_seconds),
             timeout=go_duration(settings.consul_check_timeout_seconds),
@@ -181,6 +214,16 @@ class ConsulRegistration:
             else None,
         )
         check["name"] = f"{self.service} gRPC health"
+        if self.serves_tls:
+            # Consul's own field names (py-consul's snake_case spellings rely on Consul translating them).
+            check["GRPCUseTLS"] = True
+            check["TLSSkipVerify"] = settings.consul_check_tls_skip_verify
+            if settings.consul_check_tls_server_name:
+                check["TLSServerName"] = settings.consul_check_tls_server_name
+        return check
+
+    async def _register(self) -> None:
+        check = self._check()
         await self._consul.agent.service.register(
             self.service,
             service_id=self.instance_id,
@@ -197,7 +240,22 @@ class ConsulRegistration:
             address=_host_port(self.address, self.port),
             consul=self._consul.address,
             check_interval=check["interval"],
+            check_tls=self.serves_tls,
         )
+
+    async def _remove_stale_entries(self) -> None:
+        """Deregisters this agent's other entries of this service at our address and port."""
+        known = await self._consul.agent.services() or {}
+        for service_id, entry in known.items():
+            if service_id == self.instance_id or not isinstance(entry, Mapping):
+                continue
+            if (entry.get("Service"), entry.get("Address"), entry.get("Port")) == (
+                self.service,
+                self.address,
+                self.port,
+            ):
+                await self._consul.agent.service.deregister(service_id)
+                log.info("consul stale entry at our address removed", stale_id=service_id, instance_id=self.instance_id)
 
     async def _known_to_agent(self) -> bool:
         # agent.service_definition() sends no ACL token; this is the same GET with one.
@@ -213,6 +271,7 @@ class ConsulRegistration:
             try:
                 if not await self._known_to_agent():
                     log.warning("consul agent does not know this instance (restarted?); registering again")
+                    await self._remove_stale_entries()
                     await self._register()
             except Exception as error:  # noqa: BLE001 - Consul may be away for a while; keep trying
                 if not failing:

@@ -14,6 +14,12 @@ anti-entropy registers them again, and its first answers are incomplete;
 once the window closes the latest answer applies as it is.
 Entries Consul returns that cannot be used (no address, bad port) are logged
 and skipped, one by one.
+With ACLs on, Consul drops the entries a token may not read from the answer
+without an error, and says so only in the X-Consul-Results-Filtered-By-ACLs
+header: a token without `node:read` gets `200 []` for a service whose
+instances are all passing. Such an answer is a misconfiguration, not an
+empty service: the watch logs an ERROR naming the missing permissions and
+keeps its last table (and turns not fresh) until Consul answers unfiltered.
 """
 
 from __future__ import annotations
@@ -28,7 +34,14 @@ import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.consul_discovery.client import AsyncConsul, blocking_read_timeout, consul_client, go_duration
+from services.common.consul_discovery.client import (
+    AsyncConsul,
+    HealthAnswer,
+    blocking_read_timeout,
+    consul_client,
+    go_duration,
+    passing_instances,
+)
 from services.common.discovery import Discovery, Endpoint
 from services.common.settings import ENV_PREFIX
 
@@ -39,6 +52,11 @@ _BACKOFF_BASE_SECONDS = 0.1
 # answering at once with the same index, something in between is broken:
 # this pause keeps the loop from spinning on it.
 _SAME_INDEX_PAUSE_SECONDS = 0.05
+ACL_FILTERED_ERROR = (
+    "ACLs hid instances: the Consul token (CONSUL_HTTP_TOKEN) lacks node:read on their nodes or "
+    'service:read on the service; give it `node_prefix "" { policy = "read" }` and '
+    '`service_prefix "<name>" { policy = "read" }`'
+)
 
 
 class WatchSettings(BaseSettings):
@@ -97,6 +115,7 @@ class ConsulDiscovery(Discovery):
         self._stale: dict[str, tuple[float, str]] = {}  # service → (since, last error)
         self._settling: dict[str, asyncio.TimerHandle] = {}  # service → end of its settle window
         self._latest: dict[str, tuple[Endpoint, ...]] = {}  # service → Consul's last answer
+        self._acl_filtered: dict[str, bool] = {}  # service → ACLs hid every instance (else some)
 
     async def watch(self, services: Iterable[str]) -> None:
         """Starts a watch per new service; waits (bounded) for Consul's first answer about each."""
@@ -139,11 +158,9 @@ class ConsulDiscovery(Discovery):
         wait = go_duration(self._settings.consul_wait_seconds)
         while True:
             try:
-                header, entries = await self._consul.health.service(
-                    service, index=str(index) if index else None, wait=wait, passing=True
-                )
-                new_index = _parse_index(header)
-                endpoints = self._usable(service, entries)
+                answer = await passing_instances(self._consul, service, index=index, wait=wait)
+                new_index = _parse_index(answer.index)
+                endpoints = self._usable(service, answer.entries)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any Consul failure: keep the table, back off, retry
@@ -159,9 +176,36 @@ class ConsulDiscovery(Discovery):
             elif new_index == index:
                 await asyncio.sleep(_SAME_INDEX_PAUSE_SECONDS)
             index = new_index
+            if self._hidden_by_acls(service, answer, endpoints):
+                continue
             self._came_back(service)
             self._apply(service, endpoints)
             self._answered[service].set()
+
+    def _hidden_by_acls(self, service: str, answer: HealthAnswer, endpoints: tuple[Endpoint, ...]) -> bool:
+        """True (table kept, ERROR logged once) when ACLs filtered the answer down to nothing."""
+        if not answer.filtered_by_acls:
+            self._acl_filtered.pop(service, None)
+            return False
+        hidden_all = not endpoints
+        if self._acl_filtered.get(service) != hidden_all:
+            log.error(
+                "consul answer filtered by ACLs to nothing; keeping the last good table"
+                if hidden_all
+                else "consul answer partly filtered by ACLs; serving the instances the token can see",
+                service=service,
+                consul=self._consul.address,
+                instances=len(self.endpoints(service)) if hidden_all else len(endpoints),
+                fix=ACL_FILTERED_ERROR,
+            )
+        self._acl_filtered[service] = hidden_all
+        if not hidden_all:
+            return False
+        since = self._stale.get(service, (time.monotonic(), ""))[0]
+        self._stale[service] = (since, "filtered by ACLs")
+        self._set_fresh(False)
+        self._answered[service].set()
+        return True
 
     def _apply(self, service: str, endpoints: tuple[Endpoint, ...]) -> None:
         self._latest[service] = endpoints
