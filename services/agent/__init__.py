@@ -21,9 +21,15 @@ they serve (all values are strings):
     traceparent, tracestate           the W3C context of this step's `chat` span (set by the channel)
 
 The router call's gRPC deadline is the run's time left (the caller's deadline
-less a margin for the RunEnd), so the router's attempts fit inside the run.
+less a margin for the RunEnd), so the router's attempts fit inside the run,
+and it waits for a router that is not reachable yet (wait_for_ready).
 
-Modules: plan (task + profile → RunPlan), loop (the loop), tools/ (registry,
-built-ins, remote ToolServices), profiles (the profiles file), servicer,
-main (the process), example_tools (a ToolService for tests and demos).
+Metadata on every remote tool call: llmmesh-agent-run-id, and llmmesh-tenant
+(the caller's tenant, when caller auth is on).
+
+Modules: plan (task + profile → RunPlan), loop (the loop), acting (one run's
+tool calls), tool_limits (per-turn, per-run and concurrency limits), budget
+(the next step's known spend), tools/ (registry, built-ins, remote
+ToolServices), profiles (the profiles file), servicer, main (the process),
+example_tools (a ToolService for tests and demos).
 """

@@ -3,8 +3,11 @@
 A run ends with exactly one RunEnd whose reason says why: a final answer
 (an assistant turn without tool calls), the iteration limit, the token or
 cost budget, the caller's deadline, or an error. A limit is never reported
-as an answer. See services/agent/__init__.py for the metadata sent to the
-router with every step.
+as an answer, and a step whose known spend would cross a budget is not
+started (services/agent/budget.py). Router calls wait for the router within
+the run's deadline (wait_for_ready), so a router restart costs a pause, not
+the run. See services/agent/__init__.py for the metadata sent to the router
+with every step; tool calls are in services/agent/acting.py.
 """
 
 from __future__ import annotations
@@ -17,21 +20,23 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import grpc
 import structlog
 from google.protobuf import duration_pb2
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.agent import budget
+from services.agent.acting import RunTools
 from services.agent.plan import RunPlan
-from services.agent.tools import execute
+from services.agent.tools import META_RUN_ID, ToolContext
 from services.common import telemetry_genai as genai
 from services.common import telemetry_names as names
 from services.common.errors import MeshError
+from services.common.redaction import Redactor
 from services.common.telemetry import telemetry
 
-# gRPC metadata on every router call (documented in services/agent/__init__.py).
-META_RUN_ID = "llmmesh-agent-run-id"
+# gRPC metadata on every router call (documented in services/agent/__init__.py);
+# META_RUN_ID also goes on every tool call.
 META_PROFILE = "llmmesh-agent-profile"
 META_STEP = "llmmesh-agent-step"
 META_MAX_STEPS = "llmmesh-agent-max-steps"
@@ -55,13 +60,21 @@ class AgentLoop:
         *,
         tool_timeout_seconds: float,
         min_step_seconds: float,
+        redactor: Redactor | None = None,
     ) -> None:
         self.router = router
         self.tool_timeout_seconds = tool_timeout_seconds
         self.min_step_seconds = min_step_seconds
+        #: Knows the agent's own router key; each run adds its caller's key.
+        self.redactor = redactor or Redactor()
 
     async def stream(
-        self, plan: RunPlan, deadline: float, caller_metadata: Sequence[tuple[str, str]] = ()
+        self,
+        plan: RunPlan,
+        deadline: float,
+        caller_metadata: Sequence[tuple[str, str]] = (),
+        *,
+        tenant: str = "",
     ) -> AsyncIterator[apb.RunEvent]:
         """The run's events as they happen, ending with the RunEnd.
 
@@ -71,7 +84,7 @@ class AgentLoop:
         """
         queue: asyncio.Queue[apb.RunEvent] = asyncio.Queue()
         worker = asyncio.get_running_loop().create_task(
-            _Run(self, plan, deadline, queue.put_nowait, caller_metadata).run()
+            _Run(self, plan, deadline, queue.put_nowait, caller_metadata, tenant).run()
         )
         try:
             while True:
@@ -96,17 +109,31 @@ class _Run:
         deadline: float,
         emit: Emit,
         caller_metadata: Sequence[tuple[str, str]],
+        tenant: str,
     ) -> None:
         self._loop = loop
         self._plan = plan
         self._deadline = deadline
         self._emit = emit
         self._forwarded = tuple((k, v) for k, v in caller_metadata if k in _PASS_THROUGH)
+        self._redact = loop.redactor.with_secrets(_credentials(self._forwarded))
+        self._tools = RunTools(
+            plan.tools,
+            plan.tool_limits,
+            ToolContext(plan.run_id, tenant, self._redact),
+            emit,
+            timeout_seconds=loop.tool_timeout_seconds,
+            time_left=self._time_left,
+        )
         self._started = time.monotonic()
         self._usage = chat_pb2.Usage()
         self._cost = 0.0
         self._steps = 0
         self._slowest_model_call = 0.0
+        # The last step's usage and cost, and the tool result text added since: the next step's known spend.
+        self._last_usage: chat_pb2.Usage | None = None
+        self._last_cost = 0.0
+        self._added_chars = 0
         self._messages: list[chat_pb2.Message] = []
         if plan.system_prompt:
             self._messages.append(_text_message(chat_pb2.ROLE_SYSTEM, plan.system_prompt))
@@ -144,6 +171,9 @@ class _Run:
                     apb.RUN_END_REASON_DEADLINE,
                     detail=f"{max(left, 0):.2f}s left before the caller's deadline; a step needs about {needed:.2f}s",
                 )
+            refused = self._budget_refusal(f"step {self._steps + 1} was about to start", self._added_chars)
+            if refused is not None:
+                return refused
             self._steps += 1
             step = self._steps
             self._emit(apb.RunEvent(step_started=apb.StepStarted(step=step, model=plan.model)))
@@ -181,11 +211,12 @@ class _Run:
                 if current.capture_content:
                     genai.record_input(span, self._messages)
             try:
+                # wait_for_ready: a router that is restarting is waited for, within the run's deadline.
                 response: rpb.ChatResponse = await self._loop.router.Chat(
-                    request, timeout=left, metadata=self._metadata(step)
+                    request, timeout=left, metadata=self._metadata(step), wait_for_ready=True
                 )
             except grpc.aio.AioRpcError as rpc_error:
-                genai.record_error(span, rpc_error.code(), rpc_error.details() or "")
+                genai.record_error(span, rpc_error.code(), self._redact(rpc_error.details() or ""))
                 return self._model_call_failed(step, rpc_error)
             if span.is_recording():
                 genai.record_answer(
@@ -201,6 +232,7 @@ class _Run:
         self._slowest_model_call = max(self._slowest_model_call, time.monotonic() - started)
         _add_usage(self._usage, response.usage)
         self._cost += response.estimated_cost_usd
+        self._last_usage, self._last_cost, self._added_chars = response.usage, response.estimated_cost_usd, 0
         self._emit(
             apb.RunEvent(
                 model_output=apb.ModelOutput(
@@ -225,7 +257,7 @@ class _Run:
         reason = f" [{error.reason}]" if error.reason else ""
         return self._end(
             apb.RUN_END_REASON_ERROR,
-            detail=f"step {step}: the model call failed: {error.code.name}{reason}: {error.message}",
+            detail=f"step {step}: the model call failed: {error.code.name}{reason}: {self._redact(error.message)}",
         )
 
     def _limit_reached(self, calls: list[chat_pb2.ToolCall]) -> apb.RunEnd | None:
@@ -236,56 +268,38 @@ class _Run:
             return self._end(
                 apb.RUN_END_REASON_ITERATION_LIMIT, detail=f"{wanted} after {self._steps} steps, the limit"
             )
+        return self._budget_refusal(wanted, added_chars=0)
+
+    def _budget_refusal(self, why: str, added_chars: int) -> apb.RunEnd | None:
+        """A budget reason when the next step's known spend would cross a budget (none before step 1)."""
+        plan = self._plan
+        if self._last_usage is None:
+            return None
+        estimate = budget.next_step(self._last_usage, self._last_cost, added_chars=added_chars)
         used = self._usage.input_tokens + self._usage.output_tokens
-        if plan.max_total_tokens and used >= plan.max_total_tokens:
+        if plan.max_total_tokens and used + estimate.input_tokens > plan.max_total_tokens:
             return self._end(
-                apb.RUN_END_REASON_TOKEN_BUDGET, detail=f"{wanted}; {used} of {plan.max_total_tokens} tokens spent"
+                apb.RUN_END_REASON_TOKEN_BUDGET,
+                detail=f"{why}; {used} of {plan.max_total_tokens} tokens spent, and the next step would send "
+                f"about {estimate.input_tokens} more (the whole conversation goes again)",
             )
-        if plan.max_cost_usd and self._cost >= plan.max_cost_usd:
+        # `>=` as well: with an unpriced model the estimate is 0, and a spent budget still stops the run.
+        if plan.max_cost_usd and (
+            self._cost >= plan.max_cost_usd or self._cost + estimate.cost_usd > plan.max_cost_usd
+        ):
             return self._end(
                 apb.RUN_END_REASON_COST_BUDGET,
-                detail=f"{wanted}; ${self._cost:.6f} of ${plan.max_cost_usd:.6f} spent",
+                detail=f"{why}; ${self._cost:.6f} of ${plan.max_cost_usd:.6f} spent, and the next step would "
+                f"cost about ${estimate.cost_usd:.6f} more at the last step's rate",
             )
         return None
 
     async def _act(self, step: int, calls: list[chat_pb2.ToolCall]) -> None:
-        """Runs the step's tool calls concurrently and appends their results in call order."""
-        for call in calls:
-            self._emit(apb.RunEvent(tool_call_requested=apb.ToolCallRequested(step=step, call=call)))
-        timeout = max(0.01, min(self._loop.tool_timeout_seconds, self._time_left()))
-        results = await asyncio.gather(*(self._run_tool(step, call, timeout) for call in calls))
+        """Runs the step's tool calls (within the run's tool limits) and appends their results in call order."""
+        results = await self._tools.act(step, calls)
         for result in results:
             self._messages.append(chat_pb2.Message(role=chat_pb2.ROLE_TOOL, tool_result=result))
-
-    async def _run_tool(self, step: int, call: chat_pb2.ToolCall, timeout: float) -> chat_pb2.ToolResult:
-        started = time.monotonic()
-        current = telemetry()
-        with current.tracer.start_as_current_span(
-            names.SPAN_EXECUTE_TOOL.format(name=call.name), record_exception=False
-        ) as span:
-            if span.is_recording():
-                span.set_attributes(
-                    {
-                        names.GEN_AI_OPERATION_NAME: names.OPERATION_EXECUTE_TOOL,
-                        names.GEN_AI_TOOL_NAME: call.name,
-                        names.GEN_AI_TOOL_CALL_ID: call.id,
-                        names.GEN_AI_TOOL_TYPE: "function",
-                        names.AGENT_STEP: step,
-                    }
-                )
-                if current.capture_content:
-                    span.set_attribute(names.GEN_AI_TOOL_CALL_ARGUMENTS, call.arguments_json)
-            result = await execute(self._plan.tools, call, timeout=timeout)
-            if span.is_recording():
-                if result.is_error:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, result.content[:300]))
-                    span.set_attribute(names.ERROR_TYPE, "tool_error")
-                if current.capture_content:
-                    span.set_attribute(names.GEN_AI_TOOL_CALL_RESULT, result.content)
-        duration = duration_pb2.Duration()
-        duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
-        self._emit(apb.RunEvent(tool_call_finished=apb.ToolCallFinished(step=step, result=result, duration=duration)))
-        return result
+        self._added_chars = sum(len(result.content) for result in results)
 
     def _metadata(self, step: int) -> tuple[tuple[str, str], ...]:
         plan = self._plan
@@ -313,9 +327,20 @@ class _Run:
             answer=answer,
             detail=detail,
             totals=apb.RunTotals(
-                usage=self._usage, estimated_cost_usd=self._cost, iterations=self._steps, duration=duration
+                usage=self._usage,
+                estimated_cost_usd=self._cost,
+                iterations=self._steps,
+                duration=duration,
+                tool_calls=self._tools.ran,
+                tool_calls_refused=self._tools.refused,
             ),
         )
+
+
+def _credentials(metadata: Sequence[tuple[str, str]]) -> list[str]:
+    """The caller's key from the forwarded authorization, so no error of this run repeats it."""
+    values = [value for key, value in metadata if key == "authorization"]
+    return [*values, *(value.split(" ", 1)[1] for value in values if " " in value)]
 
 
 def _text_message(role: chat_pb2.Role.ValueType, text: str) -> chat_pb2.Message:

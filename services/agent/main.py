@@ -11,12 +11,14 @@ from llmmesh.v1 import agent_service_pb2_grpc, router_service_pb2_grpc
 from services.agent.loop import AgentLoop
 from services.agent.profiles import load_profiles
 from services.agent.servicer import AgentServicer
+from services.agent.tool_limits import DEFAULT_CONCURRENT, DEFAULT_PER_RUN, DEFAULT_PER_TURN, ToolLimits
 from services.agent.tools import RemoteToolCatalog, ToolRegistry, builtin_tools
 from services.common.auth import caller_interceptors
 from services.common.channels import aio_channel
 from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
+from services.common.redaction import Redactor
 from services.common.server import MeshServer, check_can_listen, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
 from services.common.tenants import KeyStore
@@ -48,6 +50,23 @@ class AgentSettings(ServiceSettings, TLSSettings):
     )
     agent_default_deadline_seconds: float = Field(300.0, gt=0, le=86400, description="For callers without one.")
     agent_tool_refresh_seconds: float = Field(30.0, gt=0, le=86400, description="How often remote tools are listed.")
+    agent_max_tool_calls_per_turn: int = Field(
+        DEFAULT_PER_TURN, ge=1, le=1000, description="Default and ceiling: tool calls run from one model turn."
+    )
+    agent_max_tool_calls_per_run: int = Field(
+        DEFAULT_PER_RUN, ge=1, le=100_000, description="Default and ceiling: tool calls run over one run."
+    )
+    agent_max_concurrent_tool_calls: int = Field(
+        DEFAULT_CONCURRENT, ge=1, le=256, description="Default and ceiling: a run's tool calls running at once."
+    )
+
+    @property
+    def tool_limits(self) -> ToolLimits:
+        return ToolLimits(
+            per_turn=self.agent_max_tool_calls_per_turn,
+            per_run=self.agent_max_tool_calls_per_run,
+            concurrent=self.agent_max_concurrent_tool_calls,
+        )
 
 
 def build_discovery(settings: AgentSettings) -> Discovery:
@@ -80,6 +99,7 @@ def main() -> None:
             router_service_pb2_grpc.RouterServiceStub(router_channel),
             tool_timeout_seconds=settings.agent_tool_timeout_seconds,
             min_step_seconds=settings.agent_min_step_seconds,
+            redactor=Redactor([settings.agent_router_key.get_secret_value()]),
         )
         servicer = AgentServicer(
             loop,
@@ -87,6 +107,7 @@ def main() -> None:
             ToolRegistry(builtin_tools(), remote),
             default_deadline_seconds=settings.agent_default_deadline_seconds,
             router_key=settings.agent_router_key.get_secret_value(),
+            tool_limits=settings.tool_limits,
         )
         server = MeshServer(
             SERVICE_NAME,

@@ -15,6 +15,7 @@ from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.agent.profiles import MAX_ITERATIONS, ProfilesFile
+from services.agent.tool_limits import DEFAULT_LIMITS, ToolLimits
 from services.agent.tools import Tool
 from services.common.errors import invalid_argument
 
@@ -38,11 +39,17 @@ class RunPlan:
     max_total_tokens: int
     #: 0: no cost budget.
     max_cost_usd: float
+    tool_limits: ToolLimits = DEFAULT_LIMITS
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def plan_run(task: apb.AgentTask, profiles: ProfilesFile, available: Mapping[str, Tool]) -> RunPlan:
-    """The plan for `task`, or MeshError(INVALID_ARGUMENT) naming the bad field."""
+def plan_run(
+    task: apb.AgentTask,
+    profiles: ProfilesFile,
+    available: Mapping[str, Tool],
+    ceilings: ToolLimits = DEFAULT_LIMITS,
+) -> RunPlan:
+    """The plan for `task`, or INVALID_ARGUMENT naming the bad field; `ceilings` bound the tool limits."""
     if not task.input.strip():
         raise invalid_argument("task.input", "is blank; give the agent a question or an instruction")
     if len(task.input) > MAX_INPUT_CHARS:
@@ -84,6 +91,7 @@ def plan_run(task: apb.AgentTask, profiles: ProfilesFile, available: Mapping[str
         max_iterations=task.max_iterations or profile.max_iterations,
         max_total_tokens=task.max_total_tokens or profile.max_total_tokens,
         max_cost_usd=task.max_cost_usd or profile.max_cost_usd,
+        tool_limits=ceilings.for_profile(profile),
     )
 
 

@@ -38,6 +38,12 @@ class Profile(_Strict):
     max_total_tokens: int = Field(0, ge=0)
     #: Estimated US dollars over a run (router price table); 0: no cost budget.
     max_cost_usd: float = Field(0.0, ge=0)
+    #: Tool calls run from one model turn; the rest get an error result. None: the process setting.
+    max_tool_calls_per_turn: int | None = Field(None, ge=1, le=1000)
+    #: Tool calls run over the whole run. None: the process setting.
+    max_tool_calls_per_run: int | None = Field(None, ge=1, le=100_000)
+    #: Tool calls running at the same time. None: the process setting.
+    max_concurrent_tool_calls: int | None = Field(None, ge=1, le=256)
     temperature: float | None = Field(None, ge=0, le=2)
     max_output_tokens: int | None = Field(None, ge=1, le=1_000_000)
 

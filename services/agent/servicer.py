@@ -12,8 +12,10 @@ from llmmesh.v1 import agent_service_pb2 as apb
 from services.agent.loop import AgentLoop
 from services.agent.plan import RunPlan, plan_run
 from services.agent.profiles import ProfilesFile
+from services.agent.tool_limits import DEFAULT_LIMITS, ToolLimits
 from services.agent.tools import ToolRegistry
 from services.common import telemetry_names as names
+from services.common.auth import current_tenant
 from services.common.errors import handle_errors
 
 # Kept back from the caller's deadline so the RunEnd reaches the caller in time.
@@ -31,9 +33,11 @@ class AgentServicer:
         *,
         default_deadline_seconds: float,
         router_key: str = "",
+        tool_limits: ToolLimits = DEFAULT_LIMITS,
     ) -> None:
         self._loop = loop
         self._router_key = router_key
+        self._tool_limits = tool_limits
         self._profiles = profiles
         self._tools = tools
         self._default_deadline = default_deadline_seconds
@@ -42,19 +46,19 @@ class AgentServicer:
     async def StreamRun(  # noqa: N802 - gRPC method name
         self, request: apb.StreamRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[apb.StreamRunResponse]:
-        plan = plan_run(request.task, self._profiles, self._tools.available())
+        plan = plan_run(request.task, self._profiles, self._tools.available(), self._tool_limits)
         span = _name_run_span(plan)
-        async for event in self._loop.stream(plan, self._deadline(context), _metadata(context, self._router_key)):
+        async for event in self._events(plan, context):
             if event.HasField("end"):
                 _record_end(span, event.end)
             yield apb.StreamRunResponse(event=event)
 
     @handle_errors
     async def Run(self, request: apb.RunRequest, context: grpc.aio.ServicerContext) -> apb.RunResponse:  # noqa: N802
-        plan = plan_run(request.task, self._profiles, self._tools.available())
+        plan = plan_run(request.task, self._profiles, self._tools.available(), self._tool_limits)
         span = _name_run_span(plan)
         response = apb.RunResponse()
-        async for event in self._loop.stream(plan, self._deadline(context), _metadata(context, self._router_key)):
+        async for event in self._events(plan, context):
             response.events.append(event)
             if event.HasField("end"):
                 response.end.CopyFrom(event.end)
@@ -79,6 +83,16 @@ class AgentServicer:
                 )
             )
         return response
+
+    def _events(self, plan: RunPlan, context: grpc.aio.ServicerContext) -> AsyncIterator[apb.RunEvent]:
+        """The loop's events for `plan`, run for this call's caller (key, tenant) and deadline."""
+        tenant = current_tenant.get()
+        return self._loop.stream(
+            plan,
+            self._deadline(context),
+            _metadata(context, self._router_key),
+            tenant=tenant.name if tenant is not None else "",
+        )
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """The run's deadline on the loop clock: the caller's, less the margin for the RunEnd."""

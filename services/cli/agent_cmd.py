@@ -110,6 +110,13 @@ class _RunView:
             mark = "✗" if result.is_error else "←"
             label = " error:" if result.is_error else ""
             self._out(f"{mark} {result.name} ({took:.1f} ms){label} {_preview(result.content)}")
+        elif kind == "tool_calls_limited":
+            limited = event.tool_calls_limited
+            which = apb.ToolCallLimit.Name(limited.limit).removeprefix("TOOL_CALL_LIMIT_").lower().replace("_", " ")
+            self._out(
+                f"! {len(limited.refused_call_ids)} of {limited.requested} tool call(s) not run: "
+                f"limit of {limited.max} {which}"
+            )
         elif kind == "end":
             self._show_end(event.end)
 

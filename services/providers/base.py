@@ -2,8 +2,10 @@
 
 An adapter maps ProviderService requests to its vendor SDK and back. It
 raises `MeshError` (services.common.errors) for every upstream failure,
-mapped per docs/errors.md. Validation, the in-flight limit, deadlines and the
-stream-must-end-with-final rule live in `ProviderServicer`, not here.
+mapped per docs/errors.md, and sets `redactor` to know its provider key.
+Validation, the in-flight limit, deadlines, redaction of every error that
+leaves the adapter and the stream-must-end-with-final rule live in
+`ProviderServicer`, not here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import ClassVar
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.redaction import Redactor
 
 
 class ProviderAdapter(abc.ABC):
@@ -21,6 +24,9 @@ class ProviderAdapter(abc.ABC):
 
     #: Provider kind; also the key of this provider in `extensions` fields.
     provider: ClassVar[str]
+    #: Applied by ProviderServicer to every error leaving the adapter; SDK adapters
+    #: replace it with one that knows their key (`Redactor([api_key])`).
+    redactor: Redactor = Redactor()
 
     @abc.abstractmethod
     async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:

@@ -1,4 +1,9 @@
-"""ProviderService on top of any ProviderAdapter: the rules every adapter keeps."""
+"""ProviderService on top of any ProviderAdapter: the rules every adapter keeps.
+
+Every MeshError leaving an adapter passes the adapter's `redactor` before
+anything reads it (the span status, the gRPC status, the ErrorInfo): an
+upstream may echo the provider key back in its error text.
+"""
 
 from __future__ import annotations
 
@@ -63,7 +68,7 @@ class ProviderServicer:
                 genai.record_output(upstream.span, response.message, response.finish_reason)
             return response
         except BaseException as error:
-            upstream.failed(error)
+            upstream.failed(self._redacted(error))
             raise
         finally:
             self.in_flight -= 1
@@ -109,11 +114,17 @@ class ProviderServicer:
                     reason=REASON_STREAM_TRUNCATED,
                 )
         except BaseException as error:
-            upstream.failed(error)
+            upstream.failed(self._redacted(error))
             raise
         finally:
             self.in_flight -= 1
             upstream.done()
+
+    def _redacted(self, error: BaseException) -> BaseException:
+        """The same error, its upstream text (message, ErrorInfo values) redacted in place."""
+        if isinstance(error, MeshError):
+            self._adapter.redactor.error(error)
+        return error
 
     @handle_errors
     async def ListModels(  # noqa: N802 - gRPC method name

@@ -2,18 +2,28 @@
 
 Adapters identify the SDK exception, then call `error_for_status` with the
 HTTP status, the provider's message and headers; the docs/errors.md table lives
-here once instead of once per provider.
+here once instead of once per provider. A 200 whose body cannot be used
+(broken JSON, a foreign content type, the wrong shape) is `malformed_response`:
+UNAVAILABLE, so the router retries or falls back. `reading_body` wraps the
+code that maps a body, because the SDKs build response objects without
+validating them and a field of the wrong type fails only when it is read.
+Redaction of the text is not done here: ProviderServicer applies the
+adapter's Redactor to every error that leaves the adapter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import re
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterator, Mapping
 from datetime import datetime
+from pathlib import Path
 
 import grpc
+import structlog
 
 from llmmesh.v1 import chat_pb2
 from services.common.errors import (
@@ -23,10 +33,17 @@ from services.common.errors import (
     REASON_MODEL_NOT_FOUND,
     REASON_PROVIDER_AUTH,
     REASON_RATE_LIMITED,
+    REASON_UPSTREAM_MALFORMED,
     REASON_UPSTREAM_TIMEOUT,
     REASON_UPSTREAM_UNAVAILABLE,
     MeshError,
 )
+
+log = structlog.get_logger(__name__)
+
+#: What reading a body of the wrong shape raises in mapping code (a list where an
+#: object was promised, a number for a string, a missing key).
+SHAPE_ERRORS: tuple[type[Exception], ...] = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
 _CONTEXT_WINDOW_HINTS = re.compile(
     r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long|"
@@ -76,6 +93,45 @@ def error_for_status(
             grpc.StatusCode.UNAVAILABLE, text, reason=reason or REASON_UPSTREAM_UNAVAILABLE, retry_after=retry_after
         )
     return MeshError(grpc.StatusCode.INVALID_ARGUMENT, text, reason=reason or REASON_INVALID_REQUEST)
+
+
+def malformed_response(provider: str, what: str) -> MeshError:
+    """A 200 we cannot use: the upstream (or a proxy before it) is broken; another candidate may answer."""
+    return MeshError(grpc.StatusCode.UNAVAILABLE, f"{provider}: {what}", reason=REASON_UPSTREAM_MALFORMED)
+
+
+@contextlib.contextmanager
+def reading_body(provider: str) -> Iterator[None]:
+    """Turns a shape error raised while mapping a 200 body into `malformed_response`.
+
+    Wrap only the mapping of upstream data, never a `yield` to the caller.
+    The log names the exception type and where it was raised (our bugs stay
+    findable), never the body.
+    """
+    try:
+        yield
+    except MeshError:
+        raise
+    except SHAPE_ERRORS as error:
+        log.warning(
+            "upstream body of the wrong shape", provider=provider, error_type=type(error).__name__, at=_raised_at(error)
+        )
+        raise malformed_response(
+            provider, f"upstream sent a response of the wrong shape ({type(error).__name__})"
+        ) from None
+
+
+def check_event_stream(provider: str, headers: Mapping[str, str]) -> None:
+    """A streaming request answered 200 with something other than SSE (a proxy's page, a JSON body)."""
+    content_type = next((value for key, value in headers.items() if key.lower() == "content-type"), "")
+    if content_type and "event-stream" not in content_type.lower():
+        kind = content_type.split(";")[0].strip()[:64]
+        raise malformed_response(provider, f"upstream answered a streaming request with {kind}, not an event stream")
+
+
+def _raised_at(error: BaseException) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

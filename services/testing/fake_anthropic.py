@@ -9,7 +9,10 @@ anthropic-ratelimit-* headers. Bodies are built from the SDK's own types.
 Each request takes the next scripted `Reply` (an unscripted request gets a
 500). Every request is recorded (path, headers without credentials, JSON
 body, which auth scheme carried the key) and the fake notices when the
-client goes away before the answer is complete.
+client goes away before the answer is complete. `raw_reply` sends any bytes
+with any content type (broken or foreign bodies); with
+`echo_credentials=True` every error body repeats the credentials the request
+carried, to test redaction.
 
     fake = FakeAnthropic(api_key="test-key").start()
     fake.script(json_reply(message(text="hi")))
@@ -46,19 +49,22 @@ _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 class Reply:
     """One scripted answer.
 
-    `events` set: an SSE stream; else a JSON body; `status=0` closes the
-    connection without answering. `delay` passes before the status line;
-    `event_delay` between events. `end="abort"` drops the
-    connection after the events without ending the chunked body.
+    `events` set: an SSE stream; else `raw_body` as-is with `content_type`,
+    else a JSON body; `status=0` closes the connection without answering.
+    `delay` passes before the status line; `event_delay` between events.
+    `end="abort"` drops the connection after the events without ending the
+    chunked body.
     """
 
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
-    events: list[tuple[str, dict[str, Any]]] | None = None
+    events: list[tuple[str, Any]] | None = None
     delay: float = 0.0
     event_delay: float = 0.0
     end: Literal["clean", "abort"] = "clean"
+    raw_body: bytes | None = None
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -78,8 +84,10 @@ class RecordedRequest:
 class FakeAnthropic:
     """The server; `start()` binds 127.0.0.1 on a free port."""
 
-    def __init__(self, *, api_key: str = "") -> None:
+    def __init__(self, *, api_key: str = "", echo_credentials: bool = False) -> None:
         self.api_key = api_key
+        #: Error bodies repeat the request's credentials in their message.
+        self.echo_credentials = echo_credentials
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -140,6 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw.decode(errors="replace")
         request = self._record(body)
         reply = self.fake._take(request)
+        if self.fake.echo_credentials and reply.status >= 400 and isinstance(reply.body, dict):
+            reply = self._echoing(reply)
         if reply.delay and not self._wait(reply.delay, request):
             return
         if reply.status == 0:
@@ -180,10 +190,21 @@ class _Handler(BaseHTTPRequestHandler):
             key_matches=bool(key) and key == self.fake.api_key,
         )
 
+    def _echoing(self, reply: Reply) -> Reply:
+        authorization = self.headers.get("authorization", "")
+        api_key = self.headers.get("x-api-key", "") or authorization.removeprefix("Bearer ")
+        body = json.loads(json.dumps(reply.body))
+        error = body.setdefault("error", {"type": "api_error", "message": ""})
+        error["message"] = (
+            f"{error.get('message') or 'error'} (authorization: {authorization}; x-api-key: {api_key}; "
+            f"{self.path}?key={api_key}; key {api_key})"
+        )
+        return Reply(status=reply.status, body=body, headers=reply.headers, delay=reply.delay)
+
     def _send_json(self, reply: Reply) -> None:
-        payload = json.dumps(reply.body).encode()
+        payload = reply.raw_body if reply.raw_body is not None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", reply.content_type)
         self.send_header("content-length", str(len(payload)))
         self.send_header("request-id", "req_fake_json")
         for name, value in reply.headers.items():
@@ -204,7 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
         for number, (name, data) in enumerate(reply.events or []):
             if number and reply.event_delay and not self._wait(reply.event_delay, request):
                 return
-            chunk = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+            text = data if isinstance(data, str) else json.dumps(data)  # a str is sent as-is (broken events)
+            chunk = f"event: {name}\ndata: {text}\n\n".encode()
             self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             self.wfile.flush()
         if reply.end == "abort":
@@ -369,8 +391,13 @@ def json_reply(body: dict[str, Any], *, headers: dict[str, str] | None = None, d
     return Reply(status=200, body=body, headers=headers or {}, delay=delay)
 
 
+def raw_reply(data: bytes, *, content_type: str, status: int = 200) -> Reply:
+    """`data` as the body, as-is: a proxy's HTML page, broken JSON, a foreign shape."""
+    return Reply(status=status, raw_body=data, content_type=content_type)
+
+
 def sse_reply(
-    events: list[tuple[str, dict[str, Any]]],
+    events: list[tuple[str, Any]],
     *,
     headers: dict[str, str] | None = None,
     event_delay: float = 0.0,

@@ -17,6 +17,9 @@ and then reads `requests` (path, headers without the key, JSON body) and
 bodies are built from google-genai's own types so they match what the SDK
 parses. With `api_key` set, a request carrying another key gets Gemini's real
 answer to a bad key: 400 INVALID_ARGUMENT with ErrorInfo API_KEY_INVALID.
+A reply's `raw_body` is sent as-is with its `content_type` (broken or
+foreign bodies; a str event is sent as-is too); with `echo_credentials=True`
+every error body repeats the key the request carried, to test redaction.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class Reply:
     status: int = 200
     #: JSON body of a unary answer or of any error answer.
     body: Any = None
-    #: SSE `data:` payloads of a streaming answer, in order.
+    #: SSE `data:` payloads of a streaming answer, in order (a str is sent as-is).
     events: list[Any] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     #: Seconds to wait before the status line (a slow upstream).
@@ -68,6 +71,9 @@ class Reply:
     #: Seconds between SSE events.
     event_delay: float = 0.0
     ending: Ending = "complete"
+    #: Sent as-is (with `content_type`) instead of JSON or SSE.
+    raw_body: bytes | None = None
+    content_type: str = "application/json; charset=UTF-8"
 
 
 @dataclass
@@ -187,14 +193,24 @@ def bad_key_body() -> dict[str, Any]:
     return error_body(400, "API key not valid. Please pass a valid API key.", details=[error_info("API_KEY_INVALID")])
 
 
+def _echoing(reply: Reply, key: str, path: str) -> Reply:
+    """The reply with the request's key written into its error message, as header and as query parameter."""
+    body = json.loads(json.dumps(reply.body)) if isinstance(reply.body, dict) else error_body(reply.status, "")
+    error = body.setdefault("error", {"code": reply.status, "status": "UNKNOWN"})
+    error["message"] = f"{error.get('message') or 'error'} (x-goog-api-key: {key}; {path}?key={key}; key {key})"
+    return Reply(status=reply.status, body=body, headers=reply.headers, delay=reply.delay)
+
+
 # -------------------------------------------------------------------- server
 
 
 class FakeGemini:
     """The fake server; use as a context manager or call start()/stop()."""
 
-    def __init__(self, *, api_key: str | None = None) -> None:
+    def __init__(self, *, api_key: str | None = None, echo_credentials: bool = False) -> None:
         self.api_key = api_key
+        #: Error bodies repeat the request's key in their message.
+        self.echo_credentials = echo_credentials
         self.requests: list[RecordedRequest] = []
         self.disconnects: list[str] = []
         self._replies: list[Reply] = []
@@ -271,21 +287,25 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
             reply = fake._record(recorded)
             if fake.api_key is not None and key != fake.api_key:
                 reply = Reply(status=400, body=bad_key_body())
+            if fake.echo_credentials and reply.status >= 400:
+                reply = _echoing(reply, key or "", self.path)
             if reply.delay:
                 time.sleep(reply.delay)
             if reply.ending == "no_response":
                 self._drop()
                 return
-            streaming = ":streamGenerateContent" in self.path and reply.status == 200
+            streaming = ":streamGenerateContent" in self.path and reply.status == 200 and reply.raw_body is None
             if streaming:
                 self._stream(reply)
             else:
                 self._json(reply)
 
         def _json(self, reply: Reply) -> None:
-            data = json.dumps(reply.body if reply.body is not None else {}).encode()
+            data = reply.raw_body
+            if data is None:
+                data = json.dumps(reply.body if reply.body is not None else {}).encode()
             self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Type", reply.content_type)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             if reply.ending == "abrupt":
@@ -312,7 +332,8 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
                     if index and reply.event_delay and self._client_gone(reply.event_delay):
                         fake._note_disconnect(self.path)
                         return
-                    self._chunk(f"data: {json.dumps(event)}\r\n\r\n".encode())
+                    text = event if isinstance(event, str) else json.dumps(event)
+                    self._chunk(f"data: {text}\r\n\r\n".encode())
                 if reply.ending == "abrupt":
                     self._drop()
                 elif reply.ending == "hold":

@@ -8,7 +8,9 @@ bodies. Bodies are built from the SDK's own types (`ChatCompletion`,
 
 Each test scripts the replies (a FIFO queue of `Reply`); the fake records
 every request it receives (path, headers without credentials, JSON body) and
-notices when a client goes away in the middle of a stream.
+notices when a client goes away in the middle of a stream. With
+`echo_credentials=True` every error body repeats the credentials the request
+carried (as a careless proxy or a verbose upstream does), to test redaction.
 
     fake = FakeOpenAI().start()
     fake.script(Reply.json(completion("hi")))
@@ -240,6 +242,18 @@ RATE_LIMIT_HEADERS = {
 }
 
 
+def _echoing(reply: Reply, authorization: str, path: str) -> Reply:
+    """The reply with the request's credentials written into its error message and `param`."""
+    body = json.loads(json.dumps(reply.body)) if isinstance(reply.body, dict) else {}
+    error = body.setdefault("error", {"type": "server_error", "code": None})
+    key = authorization.removeprefix("Bearer ")
+    error["message"] = (
+        f"{error.get('message') or 'error'} (Authorization: {authorization}; key {key}; {path}?key={key})"
+    )
+    error["param"] = key
+    return Reply.json(body, status=reply.status, headers=reply.headers, delay=reply.delay)
+
+
 # -------------------------------------------------------------------- server
 
 
@@ -247,9 +261,16 @@ class FakeOpenAI:
     """The fake upstream. `url` is what OPENAI_BASE_URL should be."""
 
     def __init__(
-        self, *, expected_key: str | None = None, default_reply: Reply | None = None, keep_requests: bool = True
+        self,
+        *,
+        expected_key: str | None = None,
+        default_reply: Reply | None = None,
+        keep_requests: bool = True,
+        echo_credentials: bool = False,
     ) -> None:
         self.expected_key = expected_key
+        #: Error bodies repeat the request's credentials (message and `param`).
+        self.echo_credentials = echo_credentials
         #: Sent when the scripted queue is empty (None: a 500 saying nothing is scripted).
         #: Benchmarks use it to answer every request the same way.
         self.default_reply = default_reply
@@ -371,6 +392,8 @@ class _FakeHandler(BaseHTTPRequestHandler):
         reply = self.owner._next_reply()
         if reply is None:
             reply = Reply.error(500, "fake-openai: no scripted reply left", type="server_error")
+        if self.owner.echo_credentials and reply.status >= 400:
+            reply = _echoing(reply, authorization or "", self.path)
         if not self.owner._sleep(reply.delay):
             return
         if reply.drop:

@@ -64,6 +64,15 @@ SCRIPTS: list[dict[str, Any]] = [
         "turns": [_turn("", ("uppercase", {"text": "hello mesh"})), _turn("Remote said: {tool_results}")],
     },
     {"match": "slow tool", "turns": [_turn("", ("wait", {"ms": 8000})), _turn("The tool said: {tool_results}")]},
+    # A model (or a prompt injection) asking for the same remote tool 50 times in one turn.
+    {
+        "match": "fifty waits",
+        "turns": [_turn("", *[("wait", {"ms": 300})] * 50), _turn("After the waits: {tool_results}")],
+    },
+    # Three calculator calls in every turn, for ever: only the run's tool call limit stops the calls.
+    {"match": "three at a time", "turns": [_turn("More.", *[("calculator", {"expression": "2 + 2"})] * 3)]},
+    {"match": "leaky tool", "turns": [_turn("", ("leaky", {})), _turn("The tool said: {tool_results}")]},
+    {"match": "picky tool", "turns": [_turn("", ("picky", {})), _turn("The tool said: {tool_results}")]},
     # The last turn repeats: this model never stops calling tools.
     {"match": "forever", "turns": [_turn("Again.", ("calculator", {"expression": "1 + 1"}))]},
     {"match": "", "turns": [_turn("Scripted answer to: {question}")]},
@@ -101,8 +110,21 @@ def _routing() -> dict[str, Any]:
 class AgentMesh:
     """Mock adapter + router (MockMesh), an example ToolService, and the agent under test."""
 
-    def __init__(self, workdir: Path, *, profiles: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        profiles: dict[str, Any] | None = None,
+        agent_env: dict[str, str] | None = None,
+        tools_env: dict[str, str] | None = None,
+        extra_tool_addresses: tuple[str, ...] = (),
+    ) -> None:
+        """`agent_env` / `tools_env` are added to the agent's and the ToolService's environment;
+        `extra_tool_addresses` are more `llmmesh-tool` instances for the agent to discover."""
         self.workdir = workdir
+        self.agent_env = dict(agent_env or {})
+        self.tools_env = dict(tools_env or {})
+        self.extra_tool_addresses = extra_tool_addresses
         self.mesh = MockMesh(
             mock_config={"models": MOCK_MODELS, "scripts": SCRIPTS}, routing=_routing(), workdir=workdir
         )
@@ -118,10 +140,11 @@ class AgentMesh:
                 ["-m", "services.agent.example_tools"],
                 name="tools",
                 workdir=self.workdir,
-                env={"LLMMESH_TOOL_EVENTS_FILE": str(self.tool_events_file)},
+                env={"LLMMESH_TOOL_EVENTS_FILE": str(self.tool_events_file), **self.tools_env},
             )
             static_file = self.workdir / "agent-static.yaml"
-            static_file.write_text(yaml.safe_dump({"services": {"llmmesh-tool": [self.tools.address]}}))
+            tools = [self.tools.address, *self.extra_tool_addresses]
+            static_file.write_text(yaml.safe_dump({"services": {"llmmesh-tool": tools}}))
             profiles_file = self.workdir / "profiles.yaml"
             profiles_file.write_text(yaml.safe_dump(self.profiles))
             self.agent = start_service(
@@ -133,6 +156,7 @@ class AgentMesh:
                     "LLMMESH_AGENT_PROFILES": str(profiles_file),
                     "LLMMESH_STATIC_DISCOVERY_FILE": str(static_file),
                     "LLMMESH_AGENT_TOOL_TIMEOUT_SECONDS": str(TOOL_TIMEOUT_SECONDS),
+                    **self.agent_env,
                 },
             )
         except BaseException:

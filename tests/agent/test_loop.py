@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from llmmesh.v1 import agent_service_pb2 as apb
 from tests.agent.conftest import AgentMesh, kinds, task, wait_for
@@ -102,13 +103,24 @@ class TestEndings:
         # The last step's tool calls are not run: nobody would read their results.
         assert kinds(list(response.events)).count("tool_call_finished") == 2
 
-    async def test_token_budget_ends_the_run(self, agent_stub) -> None:
-        """Past max_total_tokens the run ends with TOKEN_BUDGET instead of acting again."""
-        response = await _run(agent_stub, "Loop forever", max_total_tokens=30)
+    @pytest.mark.parametrize("budget", [30, 60])
+    async def test_token_budget_refuses_a_step_that_would_cross_it(self, agent_stub, budget: int) -> None:
+        """A step whose known input (the conversation so far) would cross max_total_tokens is not started: TOKEN_BUDGET within budget."""
+        response = await _run(agent_stub, "Loop forever", max_total_tokens=budget)
         assert response.end.reason == apb.RUN_END_REASON_TOKEN_BUDGET
         used = response.end.totals.usage.input_tokens + response.end.totals.usage.output_tokens
-        assert used >= 30
-        assert response.end.totals.iterations < 8
+        assert 0 < used <= budget
+        assert "the next step would send about" in response.end.detail
+        # 30 stops after the first step (its resend alone would cross); 60 leaves room for a second.
+        assert response.end.totals.iterations == (1 if budget == 30 else 2)
+
+    async def test_cost_budget_refuses_a_step_that_would_cross_it(self, agent_stub) -> None:
+        """At $1 a token, a first step of $18 leaves $12 of $30: the second step's known input costs more, so it is never sent."""
+        response = await _run(agent_stub, "Loop forever", model="mock-priced", max_cost_usd=30.0)
+        assert response.end.reason == apb.RUN_END_REASON_COST_BUDGET
+        assert 0 < response.end.totals.estimated_cost_usd <= 30.0
+        assert response.end.totals.iterations == 1
+        assert "at the last step's rate" in response.end.detail
 
     async def test_cost_budget_ends_the_run(self, agent_stub) -> None:
         """The router's estimated cost counts against max_cost_usd; spending it ends the run with COST_BUDGET."""

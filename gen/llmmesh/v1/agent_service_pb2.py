@@ -27,45 +27,49 @@ from llmmesh.v1 import chat_pb2 as llmmesh_dot_v1_dot_chat__pb2
 from llmmesh.v1 import router_service_pb2 as llmmesh_dot_v1_dot_router__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmmesh/v1/agent_service.proto\x12\nllmmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x15llmmesh/v1/chat.proto\x1a\x1fllmmesh/v1/router_service.proto\"\xfa\x01\n\tAgentTask\x12\r\n\x05input\x18\x01 \x01(\t\x12$\n\x07history\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x07routing\x18\x05 \x01(\x0b\x32\x19.llmmesh.v1.RoutingPolicy\x12\r\n\x05tools\x18\x06 \x03(\t\x12\x16\n\x0emax_iterations\x18\x07 \x01(\x05\x12\x18\n\x10max_total_tokens\x18\x08 \x01(\x03\x12\x14\n\x0cmax_cost_usd\x18\t \x01(\x01\x12\x15\n\rsystem_prompt\x18\n \x01(\t\"1\n\nRunRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.llmmesh.v1.AgentTask\"\x8a\x01\n\tRunTotals\x12 \n\x05usage\x18\x01 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x1a\n\x12\x65stimated_cost_usd\x18\x02 \x01(\x01\x12\x12\n\niterations\x18\x03 \x01(\x05\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"y\n\x06RunEnd\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.llmmesh.v1.RunEndReason\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12%\n\x06totals\x18\x04 \x01(\x0b\x32\x15.llmmesh.v1.RunTotals\"*\n\x0bStepStarted\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05model\x18\x02 \x01(\t\"\xaf\x01\n\x0bModelOutput\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x1a\n\x12\x65stimated_cost_usd\x18\x06 \x01(\x01\x12%\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x13.llmmesh.v1.Attempt\"E\n\x11ToolCallRequested\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\"\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x14.llmmesh.v1.ToolCall\"u\n\x10ToolCallFinished\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12&\n\x06result\x18\x02 \x01(\x0b\x32\x16.llmmesh.v1.ToolResult\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x92\x02\n\x08RunEvent\x12/\n\x0cstep_started\x18\x01 \x01(\x0b\x32\x17.llmmesh.v1.StepStartedH\x00\x12/\n\x0cmodel_output\x18\x02 \x01(\x0b\x32\x17.llmmesh.v1.ModelOutputH\x00\x12<\n\x13tool_call_requested\x18\x03 \x01(\x0b\x32\x1d.llmmesh.v1.ToolCallRequestedH\x00\x12:\n\x12tool_call_finished\x18\x04 \x01(\x0b\x32\x1c.llmmesh.v1.ToolCallFinishedH\x00\x12!\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x12.llmmesh.v1.RunEndH\x00\x42\x07\n\x05\x65vent\"T\n\x0bRunResponse\x12\x1f\n\x03\x65nd\x18\x01 \x01(\x0b\x32\x12.llmmesh.v1.RunEnd\x12$\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x14.llmmesh.v1.RunEvent\"7\n\x10StreamRunRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.llmmesh.v1.AgentTask\"8\n\x11StreamRunResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.llmmesh.v1.RunEvent\"\x15\n\x13ListProfilesRequest\"g\n\x0c\x41gentProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05tools\x18\x04 \x03(\t\x12\x16\n\x0emax_iterations\x18\x05 \x01(\x05\"B\n\x14ListProfilesResponse\x12*\n\x08profiles\x18\x01 \x03(\x0b\x32\x18.llmmesh.v1.AgentProfile*\xe5\x01\n\x0cRunEndReason\x12\x1e\n\x1aRUN_END_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15RUN_END_REASON_ANSWER\x10\x01\x12\"\n\x1eRUN_END_REASON_ITERATION_LIMIT\x10\x02\x12\x1f\n\x1bRUN_END_REASON_TOKEN_BUDGET\x10\x03\x12\x1e\n\x1aRUN_END_REASON_COST_BUDGET\x10\x04\x12\x1b\n\x17RUN_END_REASON_DEADLINE\x10\x05\x12\x18\n\x14RUN_END_REASON_ERROR\x10\x06\x32\xe5\x01\n\x0c\x41gentService\x12\x36\n\x03Run\x12\x16.llmmesh.v1.RunRequest\x1a\x17.llmmesh.v1.RunResponse\x12J\n\tStreamRun\x12\x1c.llmmesh.v1.StreamRunRequest\x1a\x1d.llmmesh.v1.StreamRunResponse0\x01\x12Q\n\x0cListProfiles\x12\x1f.llmmesh.v1.ListProfilesRequest\x1a .llmmesh.v1.ListProfilesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmmesh/v1/agent_service.proto\x12\nllmmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x15llmmesh/v1/chat.proto\x1a\x1fllmmesh/v1/router_service.proto\"\xfa\x01\n\tAgentTask\x12\r\n\x05input\x18\x01 \x01(\t\x12$\n\x07history\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x07routing\x18\x05 \x01(\x0b\x32\x19.llmmesh.v1.RoutingPolicy\x12\r\n\x05tools\x18\x06 \x03(\t\x12\x16\n\x0emax_iterations\x18\x07 \x01(\x05\x12\x18\n\x10max_total_tokens\x18\x08 \x01(\x03\x12\x14\n\x0cmax_cost_usd\x18\t \x01(\x01\x12\x15\n\rsystem_prompt\x18\n \x01(\t\"1\n\nRunRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.llmmesh.v1.AgentTask\"\xba\x01\n\tRunTotals\x12 \n\x05usage\x18\x01 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x1a\n\x12\x65stimated_cost_usd\x18\x02 \x01(\x01\x12\x12\n\niterations\x18\x03 \x01(\x05\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\ntool_calls\x18\x05 \x01(\x05\x12\x1a\n\x12tool_calls_refused\x18\x06 \x01(\x05\"y\n\x06RunEnd\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.llmmesh.v1.RunEndReason\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12%\n\x06totals\x18\x04 \x01(\x0b\x32\x15.llmmesh.v1.RunTotals\"*\n\x0bStepStarted\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05model\x18\x02 \x01(\t\"\xaf\x01\n\x0bModelOutput\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x1a\n\x12\x65stimated_cost_usd\x18\x06 \x01(\x01\x12%\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x13.llmmesh.v1.Attempt\"E\n\x11ToolCallRequested\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\"\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x14.llmmesh.v1.ToolCall\"u\n\x10ToolCallFinished\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12&\n\x06result\x18\x02 \x01(\x0b\x32\x16.llmmesh.v1.ToolResult\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x84\x01\n\x10ToolCallsLimited\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12(\n\x05limit\x18\x02 \x01(\x0e\x32\x19.llmmesh.v1.ToolCallLimit\x12\x0b\n\x03max\x18\x03 \x01(\x05\x12\x11\n\trequested\x18\x04 \x01(\x05\x12\x18\n\x10refused_call_ids\x18\x05 \x03(\t\"\xce\x02\n\x08RunEvent\x12/\n\x0cstep_started\x18\x01 \x01(\x0b\x32\x17.llmmesh.v1.StepStartedH\x00\x12/\n\x0cmodel_output\x18\x02 \x01(\x0b\x32\x17.llmmesh.v1.ModelOutputH\x00\x12<\n\x13tool_call_requested\x18\x03 \x01(\x0b\x32\x1d.llmmesh.v1.ToolCallRequestedH\x00\x12:\n\x12tool_call_finished\x18\x04 \x01(\x0b\x32\x1c.llmmesh.v1.ToolCallFinishedH\x00\x12!\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x12.llmmesh.v1.RunEndH\x00\x12:\n\x12tool_calls_limited\x18\x06 \x01(\x0b\x32\x1c.llmmesh.v1.ToolCallsLimitedH\x00\x42\x07\n\x05\x65vent\"T\n\x0bRunResponse\x12\x1f\n\x03\x65nd\x18\x01 \x01(\x0b\x32\x12.llmmesh.v1.RunEnd\x12$\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x14.llmmesh.v1.RunEvent\"7\n\x10StreamRunRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.llmmesh.v1.AgentTask\"8\n\x11StreamRunResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.llmmesh.v1.RunEvent\"\x15\n\x13ListProfilesRequest\"g\n\x0c\x41gentProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05tools\x18\x04 \x03(\t\x12\x16\n\x0emax_iterations\x18\x05 \x01(\x05\"B\n\x14ListProfilesResponse\x12*\n\x08profiles\x18\x01 \x03(\x0b\x32\x18.llmmesh.v1.AgentProfile*\xe5\x01\n\x0cRunEndReason\x12\x1e\n\x1aRUN_END_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15RUN_END_REASON_ANSWER\x10\x01\x12\"\n\x1eRUN_END_REASON_ITERATION_LIMIT\x10\x02\x12\x1f\n\x1bRUN_END_REASON_TOKEN_BUDGET\x10\x03\x12\x1e\n\x1aRUN_END_REASON_COST_BUDGET\x10\x04\x12\x1b\n\x17RUN_END_REASON_DEADLINE\x10\x05\x12\x18\n\x14RUN_END_REASON_ERROR\x10\x06*k\n\rToolCallLimit\x12\x1f\n\x1bTOOL_CALL_LIMIT_UNSPECIFIED\x10\x00\x12\x1c\n\x18TOOL_CALL_LIMIT_PER_TURN\x10\x01\x12\x1b\n\x17TOOL_CALL_LIMIT_PER_RUN\x10\x02\x32\xe5\x01\n\x0c\x41gentService\x12\x36\n\x03Run\x12\x16.llmmesh.v1.RunRequest\x1a\x17.llmmesh.v1.RunResponse\x12J\n\tStreamRun\x12\x1c.llmmesh.v1.StreamRunRequest\x1a\x1d.llmmesh.v1.StreamRunResponse0\x01\x12Q\n\x0cListProfiles\x12\x1f.llmmesh.v1.ListProfilesRequest\x1a .llmmesh.v1.ListProfilesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.v1.agent_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNENDREASON']._serialized_start=1789
-  _globals['_RUNENDREASON']._serialized_end=2018
+  _globals['_RUNENDREASON']._serialized_start=2032
+  _globals['_RUNENDREASON']._serialized_end=2261
+  _globals['_TOOLCALLLIMIT']._serialized_start=2263
+  _globals['_TOOLCALLLIMIT']._serialized_end=2370
   _globals['_AGENTTASK']._serialized_start=135
   _globals['_AGENTTASK']._serialized_end=385
   _globals['_RUNREQUEST']._serialized_start=387
   _globals['_RUNREQUEST']._serialized_end=436
   _globals['_RUNTOTALS']._serialized_start=439
-  _globals['_RUNTOTALS']._serialized_end=577
-  _globals['_RUNEND']._serialized_start=579
-  _globals['_RUNEND']._serialized_end=700
-  _globals['_STEPSTARTED']._serialized_start=702
-  _globals['_STEPSTARTED']._serialized_end=744
-  _globals['_MODELOUTPUT']._serialized_start=747
-  _globals['_MODELOUTPUT']._serialized_end=922
-  _globals['_TOOLCALLREQUESTED']._serialized_start=924
-  _globals['_TOOLCALLREQUESTED']._serialized_end=993
-  _globals['_TOOLCALLFINISHED']._serialized_start=995
-  _globals['_TOOLCALLFINISHED']._serialized_end=1112
-  _globals['_RUNEVENT']._serialized_start=1115
-  _globals['_RUNEVENT']._serialized_end=1389
-  _globals['_RUNRESPONSE']._serialized_start=1391
-  _globals['_RUNRESPONSE']._serialized_end=1475
-  _globals['_STREAMRUNREQUEST']._serialized_start=1477
-  _globals['_STREAMRUNREQUEST']._serialized_end=1532
-  _globals['_STREAMRUNRESPONSE']._serialized_start=1534
-  _globals['_STREAMRUNRESPONSE']._serialized_end=1590
-  _globals['_LISTPROFILESREQUEST']._serialized_start=1592
-  _globals['_LISTPROFILESREQUEST']._serialized_end=1613
-  _globals['_AGENTPROFILE']._serialized_start=1615
-  _globals['_AGENTPROFILE']._serialized_end=1718
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=1720
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=1786
-  _globals['_AGENTSERVICE']._serialized_start=2021
-  _globals['_AGENTSERVICE']._serialized_end=2250
+  _globals['_RUNTOTALS']._serialized_end=625
+  _globals['_RUNEND']._serialized_start=627
+  _globals['_RUNEND']._serialized_end=748
+  _globals['_STEPSTARTED']._serialized_start=750
+  _globals['_STEPSTARTED']._serialized_end=792
+  _globals['_MODELOUTPUT']._serialized_start=795
+  _globals['_MODELOUTPUT']._serialized_end=970
+  _globals['_TOOLCALLREQUESTED']._serialized_start=972
+  _globals['_TOOLCALLREQUESTED']._serialized_end=1041
+  _globals['_TOOLCALLFINISHED']._serialized_start=1043
+  _globals['_TOOLCALLFINISHED']._serialized_end=1160
+  _globals['_TOOLCALLSLIMITED']._serialized_start=1163
+  _globals['_TOOLCALLSLIMITED']._serialized_end=1295
+  _globals['_RUNEVENT']._serialized_start=1298
+  _globals['_RUNEVENT']._serialized_end=1632
+  _globals['_RUNRESPONSE']._serialized_start=1634
+  _globals['_RUNRESPONSE']._serialized_end=1718
+  _globals['_STREAMRUNREQUEST']._serialized_start=1720
+  _globals['_STREAMRUNREQUEST']._serialized_end=1775
+  _globals['_STREAMRUNRESPONSE']._serialized_start=1777
+  _globals['_STREAMRUNRESPONSE']._serialized_end=1833
+  _globals['_LISTPROFILESREQUEST']._serialized_start=1835
+  _globals['_LISTPROFILESREQUEST']._serialized_end=1856
+  _globals['_AGENTPROFILE']._serialized_start=1858
+  _globals['_AGENTPROFILE']._serialized_end=1961
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=1963
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=2029
+  _globals['_AGENTSERVICE']._serialized_start=2373
+  _globals['_AGENTSERVICE']._serialized_end=2602
 # @@protoc_insertion_point(module_scope)

@@ -21,6 +21,12 @@ class RunEndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_END_REASON_COST_BUDGET: _ClassVar[RunEndReason]
     RUN_END_REASON_DEADLINE: _ClassVar[RunEndReason]
     RUN_END_REASON_ERROR: _ClassVar[RunEndReason]
+
+class ToolCallLimit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOOL_CALL_LIMIT_UNSPECIFIED: _ClassVar[ToolCallLimit]
+    TOOL_CALL_LIMIT_PER_TURN: _ClassVar[ToolCallLimit]
+    TOOL_CALL_LIMIT_PER_RUN: _ClassVar[ToolCallLimit]
 RUN_END_REASON_UNSPECIFIED: RunEndReason
 RUN_END_REASON_ANSWER: RunEndReason
 RUN_END_REASON_ITERATION_LIMIT: RunEndReason
@@ -28,6 +34,9 @@ RUN_END_REASON_TOKEN_BUDGET: RunEndReason
 RUN_END_REASON_COST_BUDGET: RunEndReason
 RUN_END_REASON_DEADLINE: RunEndReason
 RUN_END_REASON_ERROR: RunEndReason
+TOOL_CALL_LIMIT_UNSPECIFIED: ToolCallLimit
+TOOL_CALL_LIMIT_PER_TURN: ToolCallLimit
+TOOL_CALL_LIMIT_PER_RUN: ToolCallLimit
 
 class AgentTask(_message.Message):
     __slots__ = ("input", "history", "profile", "model", "routing", "tools", "max_iterations", "max_total_tokens", "max_cost_usd", "system_prompt")
@@ -60,16 +69,20 @@ class RunRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[AgentTask, _Mapping]] = ...) -> None: ...
 
 class RunTotals(_message.Message):
-    __slots__ = ("usage", "estimated_cost_usd", "iterations", "duration")
+    __slots__ = ("usage", "estimated_cost_usd", "iterations", "duration", "tool_calls", "tool_calls_refused")
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_REFUSED_FIELD_NUMBER: _ClassVar[int]
     usage: _chat_pb2.Usage
     estimated_cost_usd: float
     iterations: int
     duration: _duration_pb2.Duration
-    def __init__(self, usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., estimated_cost_usd: _Optional[float] = ..., iterations: _Optional[int] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    tool_calls: int
+    tool_calls_refused: int
+    def __init__(self, usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., estimated_cost_usd: _Optional[float] = ..., iterations: _Optional[int] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tool_calls: _Optional[int] = ..., tool_calls_refused: _Optional[int] = ...) -> None: ...
 
 class RunEnd(_message.Message):
     __slots__ = ("reason", "answer", "detail", "totals")
@@ -127,19 +140,35 @@ class ToolCallFinished(_message.Message):
     duration: _duration_pb2.Duration
     def __init__(self, step: _Optional[int] = ..., result: _Optional[_Union[_chat_pb2.ToolResult, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
+class ToolCallsLimited(_message.Message):
+    __slots__ = ("step", "limit", "max", "requested", "refused_call_ids")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_CALL_IDS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    limit: ToolCallLimit
+    max: int
+    requested: int
+    refused_call_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, step: _Optional[int] = ..., limit: _Optional[_Union[ToolCallLimit, str]] = ..., max: _Optional[int] = ..., requested: _Optional[int] = ..., refused_call_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class RunEvent(_message.Message):
-    __slots__ = ("step_started", "model_output", "tool_call_requested", "tool_call_finished", "end")
+    __slots__ = ("step_started", "model_output", "tool_call_requested", "tool_call_finished", "end", "tool_calls_limited")
     STEP_STARTED_FIELD_NUMBER: _ClassVar[int]
     MODEL_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FINISHED_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_LIMITED_FIELD_NUMBER: _ClassVar[int]
     step_started: StepStarted
     model_output: ModelOutput
     tool_call_requested: ToolCallRequested
     tool_call_finished: ToolCallFinished
     end: RunEnd
-    def __init__(self, step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., model_output: _Optional[_Union[ModelOutput, _Mapping]] = ..., tool_call_requested: _Optional[_Union[ToolCallRequested, _Mapping]] = ..., tool_call_finished: _Optional[_Union[ToolCallFinished, _Mapping]] = ..., end: _Optional[_Union[RunEnd, _Mapping]] = ...) -> None: ...
+    tool_calls_limited: ToolCallsLimited
+    def __init__(self, step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., model_output: _Optional[_Union[ModelOutput, _Mapping]] = ..., tool_call_requested: _Optional[_Union[ToolCallRequested, _Mapping]] = ..., tool_call_finished: _Optional[_Union[ToolCallFinished, _Mapping]] = ..., end: _Optional[_Union[RunEnd, _Mapping]] = ..., tool_calls_limited: _Optional[_Union[ToolCallsLimited, _Mapping]] = ...) -> None: ...
 
 class RunResponse(_message.Message):
     __slots__ = ("end", "events")

@@ -65,7 +65,12 @@ class ToolServiceServicer:
     def CallTool(self, request, context):
         """Runs one tool call. A tool that runs and fails answers OK with
         `is_error`; bad arguments are INVALID_ARGUMENT; an unknown tool is
-        NOT_FOUND.
+        NOT_FOUND. The agent sends who the call is for as gRPC metadata:
+        `llmmesh-agent-run-id` (always) and `llmmesh-tenant` (the caller's
+        tenant, when the agent authenticates its callers), so a multi-tenant
+        service can authorise each call; trust them only from the agent
+        (mTLS). The agent shows the model INVALID_ARGUMENT details and nothing
+        else of an error status: put what the model should read in `content`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -24,6 +24,16 @@ class ExampleToolSettings(ServiceSettings):
 
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     tool_events_file: str = Field("", description="Append a JSON line per call event here (tests).")
+    tool_require_caller: bool = Field(
+        False, description="Refuse calls without llmmesh-tenant and llmmesh-agent-run-id metadata."
+    )
+    tool_allowed_tenants: str = Field(
+        "", description="Comma-separated tenants that may call; empty: any (a set list implies require_caller)."
+    )
+
+    @property
+    def allowed_tenants(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.tool_allowed_tenants.split(",") if name.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -43,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     async def serve() -> None:
         server = MeshServer(SERVICE_NAME, settings)
-        servicer = ExampleToolServicer(events_file=settings.tool_events_file)
+        servicer = ExampleToolServicer(
+            events_file=settings.tool_events_file,
+            require_caller=settings.tool_require_caller,
+            allowed_tenants=settings.allowed_tenants,
+        )
         server.add_service(tool_service_pb2_grpc.add_ToolServiceServicer_to_server, servicer, TOOL_SERVICE)
         if registration_settings.discovery == "consul":
             # Agents find tool services they were not configured with: service llmmesh-tool, Meta tools.

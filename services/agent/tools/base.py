@@ -1,9 +1,9 @@
-"""What a tool is to the agent: a name, a JSON Schema, and an async run."""
+"""What a tool is to the agent: a name, a JSON Schema, and an async run for one caller."""
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -11,6 +11,11 @@ from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
 from llmmesh.v1 import chat_pb2
+from services.common.redaction import Redactor
+
+#: gRPC metadata on every agent → ToolService call (documented in tool_service.proto).
+META_RUN_ID = "llmmesh-agent-run-id"
+META_TENANT = "llmmesh-tenant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +24,21 @@ class ToolOutput:
 
     content: str
     is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """Who a tool call is for, and the secrets its errors must never carry on."""
+
+    run_id: str
+    #: The caller's tenant; empty when the agent runs without caller auth.
+    tenant: str = ""
+    #: Knows the agent's router key and this caller's key.
+    redactor: Redactor = field(default_factory=Redactor)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What a remote tool call carries so a multi-tenant ToolService can authorise it."""
+        return ((META_RUN_ID, self.run_id), *(((META_TENANT, self.tenant),) if self.tenant else ()))
 
 
 class ToolFailure(Exception):  # noqa: N818 - reads as "raise ToolFailure(...)"
@@ -42,7 +62,7 @@ class Tool(abc.ABC):
         """Where the tool runs, for people: "builtin" or "remote 10.0.0.7:50070"."""
 
     @abc.abstractmethod
-    async def run(self, arguments: dict[str, Any], *, call_id: str, timeout: float) -> ToolOutput:
+    async def run(self, arguments: dict[str, Any], *, call_id: str, timeout: float, context: ToolContext) -> ToolOutput:
         """Runs the call within `timeout` seconds; raises ToolFailure for failures the model should see."""
 
     def definition(self) -> chat_pb2.ToolDefinition:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.agent.tools.base import Tool, ToolFailure, ToolOutput
+from services.agent.tools.base import Tool, ToolContext, ToolFailure, ToolOutput
 from services.agent.tools.calculator import MAX_EXPRESSION_CHARS, CalculatorError, evaluate, format_number
 
 MAX_TEXT_CHARS = 200_000
@@ -26,7 +26,7 @@ class FunctionTool(Tool):
     def source(self) -> str:
         return "builtin"
 
-    async def run(self, arguments: dict[str, Any], *, call_id: str, timeout: float) -> ToolOutput:
+    async def run(self, arguments: dict[str, Any], *, call_id: str, timeout: float, context: ToolContext) -> ToolOutput:
         return ToolOutput(self._function(**arguments))
 
 

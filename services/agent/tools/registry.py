@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import structlog
 
 from llmmesh.v1 import chat_pb2
-from services.agent.tools.base import Tool, ToolFailure
+from services.agent.tools.base import Tool, ToolContext, ToolFailure
 from services.agent.tools.remote import RemoteToolCatalog
 
 MAX_RESULT_CHARS = 32_000
@@ -36,8 +36,10 @@ class ToolRegistry:
         return dict(sorted(tools.items()))
 
 
-async def execute(tools: Mapping[str, Tool], call: chat_pb2.ToolCall, *, timeout: float) -> chat_pb2.ToolResult:
-    """Runs one tool call; every failure becomes an error result the model can read."""
+async def execute(
+    tools: Mapping[str, Tool], call: chat_pb2.ToolCall, *, timeout: float, context: ToolContext
+) -> chat_pb2.ToolResult:
+    """Runs one tool call for `context`'s caller; every failure becomes an error result the model can read."""
     result = chat_pb2.ToolResult(tool_call_id=call.id, name=call.name)
     tool = tools.get(call.name)
     if tool is None:
@@ -57,13 +59,15 @@ async def execute(tools: Mapping[str, Tool], call: chat_pb2.ToolCall, *, timeout
         return result
     try:
         async with asyncio.timeout(timeout):
-            output = await tool.run(arguments, call_id=call.id, timeout=timeout)
+            output = await tool.run(arguments, call_id=call.id, timeout=timeout, context=context)
     except TimeoutError:
         result.content, result.is_error = f"{tool.name} timed out after {timeout:.1f}s", True
     except ToolFailure as failure:
         result.content, result.is_error = str(failure), True
     except Exception as error:  # a broken tool is an observation, not a crashed run
-        log.warning("tool raised", tool=tool.name, error_type=type(error).__name__, exc_info=error)
+        log.warning(
+            "tool raised", tool=tool.name, error_type=type(error).__name__, run_id=context.run_id, exc_info=error
+        )
         result.content, result.is_error = f"{tool.name} failed unexpectedly ({type(error).__name__})", True
     else:
         result.content, result.is_error = output.content, output.is_error

@@ -4,6 +4,13 @@ The catalog lists each instance's tools at start, whenever discovery reports
 a change, and every `refresh_seconds` (instances that were down come back).
 Instances offering the same tool name share its calls round-robin. A call is
 never retried on another instance: tools need not be idempotent.
+
+Every call carries the run id and the caller's tenant as metadata. A failed
+call reaches the model as a short summary: the code, and for INVALID_ARGUMENT
+the first line of the details (so it can fix its arguments), redacted and
+with file paths removed. The full details go to the log, redacted: a tool
+service's raw exception text (paths, internal hosts, secrets) must not
+become part of the next prompt or the answer.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 from typing import Any
 
 import grpc
@@ -20,12 +28,17 @@ from google.protobuf import json_format
 
 from llmmesh.v1 import tool_service_pb2 as tpb
 from llmmesh.v1 import tool_service_pb2_grpc
-from services.agent.tools.base import Tool, ToolFailure, ToolOutput
+from services.agent.tools.base import Tool, ToolContext, ToolFailure, ToolOutput
 from services.common.channels import aio_channel
 from services.common.discovery import Discovery, Endpoint
+from services.common.redaction import Redactor, summary
 from services.common.tls import PLAINTEXT, ChannelSecurity
 
 TOOL_SERVICE = "llmmesh-tool"
+#: What the log keeps of a failed call's details.
+LOGGED_DETAIL_CHARS = 2000
+# Absolute file paths (POSIX and Windows), as tracebacks and OS errors print them.
+_PATH = re.compile(r"(?<![\w:/.$])(?:/[\w.@+-]+){2,}/?|\b[A-Za-z]:\\[^\s'\"]+")
 
 log = structlog.get_logger(__name__)
 
@@ -43,25 +56,41 @@ class RemoteTool(Tool):
     def source(self) -> str:
         return "remote " + ",".join(address for address, _ in self._instances)
 
-    async def run(self, arguments: dict[str, Any], *, call_id: str, timeout: float) -> ToolOutput:
+    async def run(self, arguments: dict[str, Any], *, call_id: str, timeout: float, context: ToolContext) -> ToolOutput:
         address, stub = self._instances[next(self._turn) % len(self._instances)]
         request = tpb.CallToolRequest(name=self.name, arguments_json=json.dumps(arguments), call_id=call_id)
         try:
-            response = await stub.CallTool(request, timeout=timeout)
+            response = await stub.CallTool(request, timeout=timeout, metadata=context.metadata())
         except grpc.aio.AioRpcError as error:
-            raise ToolFailure(_describe_failure(error, address, timeout)) from None
+            details = context.redactor(error.details() or "")
+            log.warning(
+                "remote tool call failed",
+                tool=self.name,
+                address=address,
+                run_id=context.run_id,
+                call_id=call_id,
+                code=error.code().name,
+                details=details[:LOGGED_DETAIL_CHARS],
+            )
+            raise ToolFailure(describe_failure(error.code(), details, timeout)) from None
         return ToolOutput(response.content, response.is_error)
 
 
-def _describe_failure(error: grpc.aio.AioRpcError, address: str, timeout: float) -> str:
-    code = error.code()
+def describe_failure(code: grpc.StatusCode, details: str, timeout: float) -> str:
+    """What the model reads about a failed remote call: short, without paths, addresses or raw exception text."""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"timed out after {timeout:.1f}s"
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return f"the tool rejected the arguments: {error.details()}"
+        return f"the tool rejected the arguments: {sanitised(details)}"
     if code == grpc.StatusCode.NOT_FOUND:
-        return f"the tool is no longer offered by {address}"
-    return f"the tool service at {address} failed: {code.name}: {error.details()}"
+        return "the tool is no longer offered by its service"
+    return f"the tool service failed ({code.name}); the agent's log has the details"
+
+
+def sanitised(details: str, redactor: Redactor | None = None) -> str:
+    """One short line of `details`, with file paths replaced (and secrets, given a redactor)."""
+    text = redactor(details) if redactor is not None else details
+    return summary(_PATH.sub("[path]", text), limit=200)
 
 
 class RemoteToolCatalog:

@@ -13,6 +13,7 @@ import httpx2
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import REASON_UPSTREAM_TIMEOUT, MeshError
+from services.common.redaction import Redactor
 from services.providers.anthropic.mapping import PROVIDER, build_create_kwargs, ignored_settings
 from services.providers.anthropic.responses import (
     assistant_message,
@@ -24,6 +25,7 @@ from services.providers.anthropic.responses import (
 from services.providers.anthropic.streaming import StreamAssembler
 from services.providers.anthropic.upstream import headroom, map_error
 from services.providers.base import ProviderAdapter
+from services.providers.upstream_errors import check_event_stream, reading_body
 
 # Current models (anthropic 2.10 ModelParam) served when LLMMESH_MODELS is empty.
 DEFAULT_MODELS = (
@@ -54,6 +56,7 @@ class AnthropicAdapter(ProviderAdapter):
         instance: str = PROVIDER,
     ) -> None:
         self._client = client
+        self.redactor = Redactor([client.api_key or "", client.auth_token or ""])
         self._models = models or list(DEFAULT_MODELS)
         self._default_max_tokens = default_max_tokens
         self._instance = instance
@@ -73,23 +76,24 @@ class AnthropicAdapter(ProviderAdapter):
                 message = await raw.parse()
         except _UPSTREAM_ERRORS as error:
             raise map_error(error) from None
-        response = pb.ProviderServiceChatResponse(
-            message=assistant_message(message),
-            finish_reason=finish_reason(message.stop_reason),
-            usage=message_usage(message),
-            response_model=message.model,
-            response_id=message.id,
-            headroom=headroom(raw.headers),
-        )
-        set_extension(
-            response.extensions,
-            response_extension(
-                stop_reason=message.stop_reason,
-                stop_sequence=message.stop_sequence,
-                stop_details=message.stop_details,
-                ignored=ignored_settings(request),
-            ),
-        )
+        with reading_body(PROVIDER):
+            response = pb.ProviderServiceChatResponse(
+                message=assistant_message(message),
+                finish_reason=finish_reason(message.stop_reason),
+                usage=message_usage(message),
+                response_model=message.model,
+                response_id=message.id,
+                headroom=headroom(raw.headers),
+            )
+            set_extension(
+                response.extensions,
+                response_extension(
+                    stop_reason=message.stop_reason,
+                    stop_sequence=message.stop_sequence,
+                    stop_details=message.stop_details,
+                    ignored=ignored_settings(request),
+                ),
+            )
         return response
 
     async def stream_chat(
@@ -107,6 +111,7 @@ class AnthropicAdapter(ProviderAdapter):
         # `async with` closes the HTTP response on every exit, cancellation included:
         # a cancelled gRPC call aborts the upstream request.
         async with stream:
+            check_event_stream(PROVIDER, stream.response.headers)
             events = stream.__aiter__()
             while True:
                 try:
@@ -118,24 +123,28 @@ class AnthropicAdapter(ProviderAdapter):
                     raise map_error(error) from None
                 if event is None:
                     break
-                for delta in assembler.feed(event):
+                with reading_body(PROVIDER):
+                    deltas = assembler.feed(event)
+                for delta in deltas:
                     yield pb.ProviderServiceStreamChatResponse(delta=delta)
-            final = pb.ProviderStreamFinal(
-                finish_reason=finish_reason(assembler.stop_reason),
-                usage=assembler.usage(),
-                response_model=assembler.model,
-                response_id=assembler.message_id,
-                headroom=headroom(stream.response.headers),
+            with reading_body(PROVIDER):
+                final = pb.ProviderStreamFinal(
+                    finish_reason=finish_reason(assembler.stop_reason),
+                    usage=assembler.usage(),
+                    response_model=assembler.model,
+                    response_id=assembler.message_id,
+                    headroom=headroom(stream.response.headers),
+                )
+        with reading_body(PROVIDER):
+            extension: dict[str, Any] = response_extension(
+                stop_reason=assembler.stop_reason,
+                stop_sequence=assembler.stop_sequence,
+                stop_details=assembler.stop_details,
+                ignored=ignored_settings(request),
             )
-        extension: dict[str, Any] = response_extension(
-            stop_reason=assembler.stop_reason,
-            stop_sequence=assembler.stop_sequence,
-            stop_details=assembler.stop_details,
-            ignored=ignored_settings(request),
-        )
-        if assembler.thinking:
-            extension["thinking"] = assembler.thinking
-        set_extension(final.extensions, extension)
+            if assembler.thinking:
+                extension["thinking"] = assembler.thinking
+            set_extension(final.extensions, extension)
         yield pb.ProviderServiceStreamChatResponse(final=final)
 
     async def aclose(self) -> None:

@@ -23,7 +23,7 @@ from services.common.errors import (
     MeshError,
 )
 from services.providers.anthropic.mapping import PROVIDER
-from services.providers.upstream_errors import error_for_status, headroom_from_headers
+from services.providers.upstream_errors import error_for_status, headroom_from_headers, malformed_response
 
 # Anthropic error types (types/shared/error_type.py) → the HTTP status they come with,
 # for errors that arrive inside a 200 stream.
@@ -59,11 +59,7 @@ def map_error(error: BaseException) -> MeshError:
             reason=REASON_UPSTREAM_UNAVAILABLE,
         )
     # APIResponseValidationError, undecodable stream events: the upstream sent garbage.
-    return MeshError(
-        grpc.StatusCode.UNAVAILABLE,
-        f"anthropic: upstream sent a response the SDK could not read ({type(error).__name__})",
-        reason=REASON_UPSTREAM_UNAVAILABLE,
-    )
+    return malformed_response(PROVIDER, f"upstream sent a response the SDK could not read ({type(error).__name__})")
 
 
 def _status_error(error: anthropic.APIStatusError) -> MeshError:

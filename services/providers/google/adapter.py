@@ -42,11 +42,11 @@ from services.common.errors import (
     REASON_UPSTREAM_UNAVAILABLE,
     MeshError,
 )
+from services.common.redaction import Redactor
 from services.providers.base import ProviderAdapter
 from services.providers.google.error_mapping import (
     UPSTREAM_ERRORS,
-    codeless_stream_error,
-    is_codeless_stream_error,
+    escaped_sdk_error,
     map_sdk_error,
     prompt_blocked,
 )
@@ -57,6 +57,7 @@ from services.providers.google.mapping import (
     assistant_turn,
     build_request,
 )
+from services.providers.upstream_errors import SHAPE_ERRORS, reading_body
 
 log = structlog.get_logger(__name__)
 _END = object()  # marks the end of the SDK stream in the pump queue
@@ -86,6 +87,7 @@ class GoogleAdapter(ProviderAdapter):
     ) -> None:
         self._models = list(models) or list(DEFAULT_MODELS)
         self._instance = instance
+        self.redactor = Redactor([api_key])
         self._http = httpx2.AsyncClient(
             timeout=None,  # every request carries its own timeout (the gRPC time left)
             follow_redirects=True,  # as the SDK's own client does
@@ -124,17 +126,23 @@ class GoogleAdapter(ProviderAdapter):
             raise _deadline_spent() from None
         except UPSTREAM_ERRORS as error:
             raise self._mapped(error, request.model) from None
+        except SHAPE_ERRORS as error:
+            mapped_error = escaped_sdk_error(error)
+            if mapped_error is error:
+                raise
+            raise mapped_error from None
         reader = ResponseReader(turn=assistant_turn(request))
-        reader.feed(response)
-        self._check_answered(reader)
-        return pb.ProviderServiceChatResponse(
-            message=reader.message(),
-            finish_reason=reader.unified_finish_reason(),
-            usage=reader.unified_usage(),
-            response_model=reader.model_version or request.model,
-            response_id=reader.response_id,
-            extensions=reader.response_extensions(streaming=False),
-        )
+        with reading_body(self.provider):
+            reader.feed(response)
+            self._check_answered(reader)
+            return pb.ProviderServiceChatResponse(
+                message=reader.message(),
+                finish_reason=reader.unified_finish_reason(),
+                usage=reader.unified_usage(),
+                response_model=reader.model_version or request.model,
+                response_id=reader.response_id,
+                extensions=reader.response_extensions(streaming=False),
+            )
 
     async def stream_chat(
         self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
@@ -143,7 +151,8 @@ class GoogleAdapter(ProviderAdapter):
         config = _with_timeout(mapped, timeout)
         reader = ResponseReader(turn=assistant_turn(request))
         async for chunk in self._chunks(mapped, config, request):
-            delta = reader.feed(chunk)
+            with reading_body(self.provider):
+                delta = reader.feed(chunk)
             if delta.text or delta.tool_calls:
                 yield pb.ProviderServiceStreamChatResponse(delta=delta)
         self._check_answered(reader)
@@ -154,15 +163,15 @@ class GoogleAdapter(ProviderAdapter):
                 "google: upstream stream ended without a finish reason; the answer is truncated",
                 reason=REASON_STREAM_TRUNCATED,
             )
-        yield pb.ProviderServiceStreamChatResponse(
-            final=pb.ProviderStreamFinal(
+        with reading_body(self.provider):
+            final = pb.ProviderStreamFinal(
                 finish_reason=reader.unified_finish_reason(),
                 usage=reader.unified_usage(),
                 response_model=reader.model_version or request.model,
                 response_id=reader.response_id,
                 extensions=reader.response_extensions(streaming=True),
             )
-        )
+        yield pb.ProviderServiceStreamChatResponse(final=final)
 
     async def _chunks(
         self, mapped: GeminiRequest, config: types.GenerateContentConfig, request: Request
@@ -212,7 +221,7 @@ class GoogleAdapter(ProviderAdapter):
         except UPSTREAM_ERRORS as error:
             await queue.put(self._mapped(error, model))
         except Exception as error:  # noqa: BLE001 - not swallowed: the consumer re-raises it
-            await queue.put(codeless_stream_error() if is_codeless_stream_error(error) else error)
+            await queue.put(escaped_sdk_error(error))
         finally:
             if stream is not None:
                 await stream.aclose()  # type: ignore[attr-defined]

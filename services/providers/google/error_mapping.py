@@ -28,7 +28,7 @@ from services.common.errors import (
     REASON_UPSTREAM_UNAVAILABLE,
     MeshError,
 )
-from services.providers.upstream_errors import error_for_status
+from services.providers.upstream_errors import SHAPE_ERRORS, error_for_status, malformed_response
 
 PROVIDER = "google"
 #: What the SDK call may raise for an upstream fault; anything else is our bug.
@@ -44,6 +44,8 @@ _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 # Gemini answers a bad key with 400 INVALID_ARGUMENT and one of these ErrorInfo reasons.
 _BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED"})
+# google-genai's converters of response bodies (models.py, _common.py).
+_CONVERTS_RESPONSE = re.compile(r"_from_mldev$|_from_vertex$|^_from_response$")
 
 
 def map_sdk_error(error: Exception, *, served_models: Sequence[str] = (), model: str = "") -> MeshError:
@@ -63,11 +65,7 @@ def map_sdk_error(error: Exception, *, served_models: Sequence[str] = (), model:
             reason=REASON_UPSTREAM_UNAVAILABLE,
         )
     # A body the SDK could not parse (UnknownApiResponseError, JSON or pydantic errors).
-    return MeshError(
-        grpc.StatusCode.UNAVAILABLE,
-        f"{PROVIDER}: upstream sent a response the SDK could not read ({type(error).__name__})",
-        reason=REASON_UPSTREAM_UNAVAILABLE,
-    )
+    return malformed_response(PROVIDER, f"upstream sent a response the SDK could not read ({type(error).__name__})")
 
 
 def is_codeless_stream_error(error: Exception) -> bool:
@@ -80,6 +78,32 @@ def is_codeless_stream_error(error: Exception) -> bool:
         return False
     frames = traceback.extract_tb(error.__traceback__)
     return bool(frames) and frames[-1].filename.replace("\\", "/").endswith("google/genai/errors.py")
+
+
+def is_response_shape_error(error: Exception) -> bool:
+    """A shape error the SDK raised while converting a response body (`*_from_mldev`, `_from_response`).
+
+    google-genai walks the JSON before validating it, so a body of the wrong
+    shape (`"candidates": 5`) fails there with a TypeError or AttributeError,
+    not with a pydantic error. Raised in those converters, it is the
+    upstream's fault; anywhere else (our request mapping) it stays a bug.
+    """
+    if not isinstance(error, SHAPE_ERRORS):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(
+        "/google/genai/" in frame.filename.replace("\\", "/") and _CONVERTS_RESPONSE.search(frame.name)
+        for frame in frames
+    )
+
+
+def escaped_sdk_error(error: Exception) -> Exception:
+    """For an exception outside UPSTREAM_ERRORS: the MeshError when it is still the upstream's fault, else itself."""
+    if is_codeless_stream_error(error):
+        return codeless_stream_error()
+    if is_response_shape_error(error):
+        return malformed_response(PROVIDER, f"upstream sent a response of the wrong shape ({type(error).__name__})")
+    return error
 
 
 def codeless_stream_error() -> MeshError:

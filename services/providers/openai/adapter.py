@@ -21,10 +21,11 @@ from openai.types.chat import ChatCompletion
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
+from services.common.redaction import Redactor
 from services.providers.base import ProviderAdapter
 from services.providers.openai import mapping
-from services.providers.openai.errors import UPSTREAM_ERRORS, Redactor, malformed, mesh_error
-from services.providers.upstream_errors import headroom_from_headers
+from services.providers.openai.errors import UPSTREAM_ERRORS, malformed, mesh_error
+from services.providers.upstream_errors import check_event_stream, headroom_from_headers, reading_body
 
 log = structlog.get_logger(__name__)
 
@@ -52,14 +53,13 @@ class OpenAIAdapter(ProviderAdapter):
         models: Sequence[str] = (),
         max_tokens_field: mapping.MaxTokensField = "max_completion_tokens",
         stream_usage: bool = True,
-        redact: Redactor | None = None,
     ) -> None:
         self._client = client
         self._instance = instance
         self._configured_models = list(models)
         self._max_tokens_field: mapping.MaxTokensField = max_tokens_field
         self._stream_usage = stream_usage
-        self._redact = redact or Redactor("")
+        self.redactor = Redactor([client.api_key] if isinstance(client.api_key, str) else [])
 
     def list_models(self) -> list[chat_pb2.ModelInfo]:
         known = dict(DEFAULT_MODELS)
@@ -90,7 +90,8 @@ class OpenAIAdapter(ProviderAdapter):
             # A non-JSON 200 comes back from the SDK as plain text, not as an error.
             unusable = malformed("the upstream returned no choices (is the base URL an OpenAI-compatible API?)")
             raise self._upstream_failure(unusable, request.model, started)
-        response = mapping.response_from_completion(completion)
+        with reading_body(self.provider):
+            response = mapping.response_from_completion(completion)
         response.headroom.CopyFrom(_headroom(headers))
         return response
 
@@ -108,9 +109,11 @@ class OpenAIAdapter(ProviderAdapter):
         headroom = _headroom(dict(raw.headers))
         response = raw.http_response
         try:
+            check_event_stream(self.provider, raw.headers)
             stream = raw.parse()
             async for chunk in stream:
-                delta = state.delta_from(chunk)
+                with reading_body(self.provider):
+                    delta = state.delta_from(chunk)
                 if delta is not None:
                     yield pb.ProviderServiceStreamChatResponse(delta=delta)
         except UPSTREAM_ERRORS as error:
@@ -125,7 +128,9 @@ class OpenAIAdapter(ProviderAdapter):
                 "openai: upstream stream ended without a finish reason; the answer is truncated",
                 reason=REASON_STREAM_TRUNCATED,
             )
-        yield pb.ProviderServiceStreamChatResponse(final=state.final(headroom))
+        with reading_body(self.provider):
+            final = state.final(headroom)
+        yield pb.ProviderServiceStreamChatResponse(final=final)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -136,7 +141,7 @@ class OpenAIAdapter(ProviderAdapter):
         )
 
     def _upstream_failure(self, error: BaseException, model: str, started: float) -> MeshError:
-        result = mesh_error(error, redact=self._redact, model=model, served_models=self._configured_models)
+        result = mesh_error(error, model=model, served_models=self._configured_models)
         # Never the request, headers or message text: they may hold prompts or keys.
         log.warning(
             "upstream call failed",

@@ -3,15 +3,15 @@
 Besides the SDK's own classes this covers what escapes them (docs/sdk-notes.md):
 an in-stream error event is a bare `openai.APIError` without a status, and
 raw httpx2 / anyio / JSON errors can surface while a body is read or parsed.
-Messages are scrubbed of anything that looks like an API key: OpenAI echoes
-a masked key in its 401 text.
+Upstream text is kept as the upstream sent it here; ProviderServicer redacts
+every error with the adapter's Redactor (OpenAI echoes a masked key in its
+401 text).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import re
 import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,7 +30,7 @@ from services.common.errors import (
     REASON_UPSTREAM_UNAVAILABLE,
     MeshError,
 )
-from services.providers.upstream_errors import error_for_status
+from services.providers.upstream_errors import error_for_status, malformed_response
 
 PROVIDER = "openai"
 
@@ -38,7 +38,6 @@ _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"
 _CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation"})
 _RATE_LIMIT_CODES = frozenset({"rate_limit_exceeded", "insufficient_quota", "rate_limit_error"})
 _RATE_LIMIT_TYPES = frozenset({"rate_limit_error", "requests", "tokens", "insufficient_quota"})
-_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{4,}|Bearer\s+\S+)")
 
 #: Exceptions that can escape the SDK's own classes while a body is read or parsed.
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -57,21 +56,7 @@ MALFORMED_ERRORS: tuple[type[Exception], ...] = (json.JSONDecodeError, pydantic.
 UPSTREAM_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *TRANSPORT_ERRORS, *MALFORMED_ERRORS)
 
 
-class Redactor:
-    """Removes the configured key, and anything shaped like one, from text."""
-
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
-
-    def __call__(self, text: str) -> str:
-        if self._secret and len(self._secret) >= 4:
-            text = text.replace(self._secret, "[redacted]")
-        return _KEY_PATTERN.sub("[redacted]", text)
-
-
-def mesh_error(
-    error: BaseException, *, redact: Redactor, model: str = "", served_models: Iterable[str] = ()
-) -> MeshError:
+def mesh_error(error: BaseException, *, model: str = "", served_models: Iterable[str] = ()) -> MeshError:
     """The MeshError for any failure raised while talking to the upstream."""
     if isinstance(error, MeshError):
         return error
@@ -80,7 +65,7 @@ def mesh_error(
             grpc.StatusCode.DEADLINE_EXCEEDED, f"{PROVIDER}: upstream timed out", reason=REASON_UPSTREAM_TIMEOUT
         )
     if isinstance(error, openai.APIStatusError):
-        return _status_error(error, redact=redact, model=model, served_models=served_models)
+        return _status_error(error, model=model, served_models=served_models)
     if isinstance(error, openai.APIConnectionError):
         cause = type(error.__cause__).__name__ if error.__cause__ else "connection error"
         return MeshError(
@@ -90,7 +75,7 @@ def mesh_error(
         )
     if isinstance(error, openai.APIError):
         # An error event inside a 200 stream: no status, only the body.
-        return _stream_error(error, redact=redact)
+        return _stream_error(error)
     if isinstance(error, TRANSPORT_ERRORS):
         return MeshError(
             grpc.StatusCode.UNAVAILABLE,
@@ -100,22 +85,18 @@ def mesh_error(
     if isinstance(error, MALFORMED_ERRORS):
         return malformed(f"unreadable upstream response ({type(error).__name__})")
     if isinstance(error, openai.OpenAIError):
-        return MeshError(
-            grpc.StatusCode.UNAVAILABLE, f"{PROVIDER}: {redact(str(error))}", reason=REASON_UPSTREAM_UNAVAILABLE
-        )
+        return MeshError(grpc.StatusCode.UNAVAILABLE, f"{PROVIDER}: {error}", reason=REASON_UPSTREAM_UNAVAILABLE)
     raise TypeError(f"not an upstream error: {type(error).__name__}") from error
 
 
 def malformed(what: str) -> MeshError:
     """A 200 we cannot use: the upstream is broken, which a retry elsewhere may fix."""
-    return MeshError(grpc.StatusCode.UNAVAILABLE, f"{PROVIDER}: {what}", reason=REASON_UPSTREAM_UNAVAILABLE)
+    return malformed_response(PROVIDER, what)
 
 
-def _status_error(
-    error: openai.APIStatusError, *, redact: Redactor, model: str, served_models: Iterable[str]
-) -> MeshError:
+def _status_error(error: openai.APIStatusError, *, model: str, served_models: Iterable[str]) -> MeshError:
     body = error.body if isinstance(error.body, Mapping) else {}
-    message = redact(_body_message(body) or error.message)
+    message = _body_message(body) or error.message
     code = (error.code or "").lower()
     result = error_for_status(
         error.status_code,
@@ -130,9 +111,9 @@ def _status_error(
     return result
 
 
-def _stream_error(error: openai.APIError, *, redact: Redactor) -> MeshError:
+def _stream_error(error: openai.APIError) -> MeshError:
     body = error.body if isinstance(error.body, Mapping) else {}
-    message = redact(_body_message(body) or error.message)
+    message = _body_message(body) or error.message
     code = (error.code or "").lower()
     reason = _reason_for(code, str(body.get("type") or ""))
     # Status 0 means "no HTTP status": UNAVAILABLE unless the body says better.

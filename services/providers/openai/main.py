@@ -30,7 +30,6 @@ from pydantic import Field
 
 from services.common.settings import ConfigError, load_settings
 from services.providers.openai.adapter import OpenAIAdapter
-from services.providers.openai.errors import Redactor
 from services.providers.runner import ProviderSettings, run_provider
 
 KEY_VARIABLE = "OPENAI_API_KEY"
@@ -83,7 +82,6 @@ def build_openai_adapter(_: ProviderSettings) -> OpenAIAdapter:
         models=settings.model_names,
         max_tokens_field=settings.openai_max_tokens_field,
         stream_usage=settings.openai_stream_usage,
-        redact=Redactor(key if key != NO_KEY_PLACEHOLDER else ""),
     )
 
 
