@@ -24,6 +24,8 @@ from llmmesh.v1 import router_service_pb2, router_service_pb2_grpc
 from services.common.otlp_receiver import OtlpReceiver
 from services.common.processes import ServiceProcess, start_service
 
+# An upper bound for one process to import and bind: generous, since a busy 2-core machine is slow to import.
+_START_SECONDS = 90.0
 # Short checks locally so `up` is usable within a second or two of starting.
 _LOCAL_CONSUL_ENV = {"LLMMESH_CONSUL_CHECK_INTERVAL_SECONDS": "1", "LLMMESH_CONSUL_CHECK_TIMEOUT_SECONDS": "1"}
 
@@ -127,7 +129,9 @@ class LocalMesh:
 
     def _start(self, name: str, module: str, env: dict[str, str]) -> ServiceProcess:
         # Our settings win over the caller's environment (self.env): ports and discovery are the mesh's own.
-        process = start_service(["-m", module], name=name, env={**self.env, **env}, workdir=self.workdir)
+        process = start_service(
+            ["-m", module], name=name, env={**self.env, **env}, workdir=self.workdir, timeout=_START_SECONDS
+        )
         self.processes[name] = process
         return process
 
