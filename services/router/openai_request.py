@@ -193,7 +193,7 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
     try:
         body = ChatCompletionBody.model_validate(payload)
     except ValidationError as error:
-        raise _first_problem(error) from None
+        raise validation_problem(error) from None
     if body.n not in (None, 1):
         raise invalid_argument("n", f"{body.n} is not supported; the mesh returns one choice (omit n or send 1)")
     fields = BodyFields(
@@ -224,7 +224,7 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
     if not request.settings.ListFields():
         request.ClearField("settings")
     options = body.llmmesh or MeshOptions.model_validate({})
-    _routing(request.routing, options, fallback_header, fields)
+    apply_routing(request.routing, options, fallback_header, fields)
     if not request.routing.ListFields():
         request.ClearField("routing")
     if options.extensions:
@@ -304,7 +304,9 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
                 response_format.json_schema.update(schema.schema_)
 
 
-def _routing(routing: rpb.RoutingPolicy, options: MeshOptions, fallback_header: str | None, fields: BodyFields) -> None:
+def apply_routing(
+    routing: rpb.RoutingPolicy, options: MeshOptions, fallback_header: str | None, fields: BodyFields
+) -> None:
     fallbacks = options.fallback_models
     if not fallbacks and fallback_header:
         fallbacks = [name.strip() for name in fallback_header.split(",") if name.strip()]
@@ -326,7 +328,7 @@ def _routing(routing: rpb.RoutingPolicy, options: MeshOptions, fallback_header: 
 _NOT_FIELDS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
-def _first_problem(error: ValidationError) -> MeshError:
+def validation_problem(error: ValidationError) -> MeshError:
     """The most specific problem (longest field path) as INVALID_ARGUMENT."""
     best: tuple[str, str] | None = None
     best_depth = -1
