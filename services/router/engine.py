@@ -46,6 +46,7 @@ from services.common.errors import (
 )
 from services.common.telemetry import telemetry
 from services.router import access, auto
+from services.router.answers import answer_fields
 from services.router.balancer import Balancer, Instance, never_sent
 from services.router.breakers import BreakerRegistry, CircuitBreaker
 from services.router.budgets import SlidingBudget
@@ -219,18 +220,7 @@ class RouterEngine:
     def _response(
         candidate: Candidate, answer: ppb.ProviderServiceChatResponse, attempts: list[rpb.Attempt]
     ) -> rpb.ChatResponse:
-        usage = answer.usage
-        return rpb.ChatResponse(
-            message=answer.message,
-            finish_reason=answer.finish_reason,
-            usage=usage,
-            model=candidate.name,
-            provider=candidate.provider,
-            response_model=answer.response_model,
-            attempts=attempts,
-            estimated_cost_usd=candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens),
-            extensions=answer.extensions if answer.HasField("extensions") else None,
-        )
+        return rpb.ChatResponse(message=answer.message, **answer_fields(candidate, answer, attempts))
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -270,20 +260,8 @@ class RouterEngine:
                         race.succeeded(flight)
                         self.headroom.record(candidate.provider, final.headroom)
                         _add_usage(usage, final.usage)
-                        yield rpb.StreamChatResponse(
-                            final=rpb.StreamChatFinal(
-                                finish_reason=final.finish_reason,
-                                usage=usage,
-                                model=candidate.name,
-                                provider=candidate.provider,
-                                response_model=final.response_model,
-                                attempts=race.attempts,
-                                estimated_cost_usd=candidate.cost(
-                                    usage.input_tokens, usage.output_tokens, usage.cached_input_tokens
-                                ),
-                                continued=continued,
-                            )
-                        )
+                        fields = answer_fields(candidate, final, race.attempts, usage=usage)
+                        yield rpb.StreamChatResponse(final=rpb.StreamChatFinal(**fields, continued=continued))
                         return
                 error = MeshError(
                     grpc.StatusCode.UNAVAILABLE,

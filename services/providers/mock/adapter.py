@@ -7,6 +7,8 @@ MockConfig per model, and per request from `extensions["mock"]`:
     delay_ms, fail_code, fail_message, fail_reason, retry_after_s,
     text (answer to give), finish_reason ("stop", "length", ...),
     stream_cut_after (end the stream after N deltas without a final message),
+    response_extensions (an object returned as the answer's extensions["mock"],
+    unary and stream alike),
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
 
@@ -25,7 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
@@ -93,6 +95,7 @@ class MockAdapter(ProviderAdapter):
                 usage=_usage(request, turn),
                 response_model=model.name,
                 response_id=f"mock-{call_id}",
+                extensions=_response_extensions(overrides),
             )
         except BaseException as error:
             self._record_failure(call_id, model.name, error)
@@ -121,6 +124,7 @@ class MockAdapter(ProviderAdapter):
                     usage=_usage(request, turn),
                     response_model=model.name,
                     response_id=f"mock-{call_id}",
+                    extensions=_response_extensions(overrides),
                 )
             )
         except BaseException as error:
@@ -226,6 +230,17 @@ class MockAdapter(ProviderAdapter):
         # One short O_APPEND write per line keeps lines whole across processes.
         with open(self._events_file, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+
+
+def _response_extensions(overrides: dict[str, Any]) -> struct_pb2.Struct | None:
+    extra = overrides.get("response_extensions")
+    if extra is None:
+        return None
+    if not isinstance(extra, dict):
+        raise invalid_argument("extensions.mock.response_extensions", "must be an object")
+    extensions = struct_pb2.Struct()
+    extensions.update({"mock": extra})
+    return extensions
 
 
 def _text_of(message: chat_pb2.Message) -> str:
