@@ -12,7 +12,7 @@ import httpx2
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
-from services.common.errors import REASON_UPSTREAM_TIMEOUT, MeshError
+from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
 from services.common.redaction import Redactor
 from services.providers.anthropic.mapping import PROVIDER, build_create_kwargs, ignored_settings
 from services.providers.anthropic.responses import (
@@ -127,6 +127,7 @@ class AnthropicAdapter(ProviderAdapter):
                     deltas = assembler.feed(event)
                 for delta in deltas:
                     yield pb.ProviderServiceStreamChatResponse(delta=delta)
+            _check_usage(assembler)
             with reading_body(PROVIDER):
                 final = pb.ProviderStreamFinal(
                     finish_reason=finish_reason(assembler.stop_reason),
@@ -149,6 +150,16 @@ class AnthropicAdapter(ProviderAdapter):
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _check_usage(assembler: StreamAssembler) -> None:
+    """The stop reason came without the usage message_delta carries: cost and quotas would undercount."""
+    if assembler.stop_reason is not None and not assembler.final_usage_seen:
+        raise MeshError(
+            grpc.StatusCode.UNAVAILABLE,
+            "anthropic: upstream stream ended without the final usage (message_delta.usage); the answer is incomplete",
+            reason=REASON_STREAM_TRUNCATED,
+        )
 
 
 def _check_time_left(timeout: float) -> None:

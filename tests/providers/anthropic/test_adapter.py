@@ -394,6 +394,17 @@ class TestStreaming:
         assert received
         assert not any(event.HasField("final") for event in received)
 
+    def test_stream_without_final_usage_is_truncated(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A message_delta with a stop reason but no output count: UNAVAILABLE STREAM_TRUNCATED, not usage from message_start."""
+        events = stream_events(message(text="All of it"))
+        for name, data in events:
+            if name == "message_delta":
+                data["usage"] = {}
+        fake.script(sse_reply(events))
+        error = _error(lambda: _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")])))
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
+        assert "usage" in error.message
+
     def test_connection_cut_mid_stream(self, stub: Any, fake: FakeAnthropic) -> None:
         """A raw httpx2 RemoteProtocolError mid-stream (not an SDK error) is UNAVAILABLE."""
         fake.script(sse_reply(stream_events(message(text="Hello world"))[:5], end="abort"))

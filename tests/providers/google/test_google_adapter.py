@@ -401,6 +401,13 @@ class TestStreaming:
         error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
 
+    def test_stream_without_usage_is_truncated(self, stub: Any, fake: FakeGemini) -> None:
+        """A finish reason but no usageMetadata at all: UNAVAILABLE STREAM_TRUNCATED, never OK with usage 0."""
+        fake.script(Reply(events=fg.text_stream(["All of ", "it"], usage_metadata=None)))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
+        assert "usage" in error.message
+
     def test_connection_cut_mid_stream(self, stub: Any, fake: FakeGemini) -> None:
         """An abrupt close mid-stream (raw httpx2 error) is UNAVAILABLE, with no second request."""
         fake.script(Reply(events=fg.text_stream(["Half"], finish_reason=None), ending="abrupt"))
