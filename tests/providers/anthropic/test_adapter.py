@@ -192,11 +192,12 @@ class TestChat:
         assert fake.requests == []
 
     def test_json_object_refused(self, stub: Any, fake: FakeAnthropic) -> None:
-        """Schema-less JSON mode is refused naming settings.response_format.type."""
+        """Schema-less JSON mode is UNSUPPORTED_FEATURE naming settings.response_format.type (another candidate may serve it)."""
         request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])
         request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
         error = _error(lambda: _chat(stub, request))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "settings.response_format.type")
+        assert error.reason == "UNSUPPORTED_FEATURE"
         assert fake.requests == []
 
 
@@ -320,6 +321,7 @@ class TestImages:
         )
         error = _error(lambda: _chat(stub, request))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "messages[0].content[1].image.mime_type")
+        assert error.reason == "UNSUPPORTED_FEATURE"
         assert fake.requests == []
 
     def test_image_in_system_refused(self, stub: Any, fake: FakeAnthropic) -> None:
@@ -329,6 +331,7 @@ class TestImages:
         )
         error = _error(lambda: _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[system, user("Hi")])))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "messages[0].content[0]")
+        assert error.reason == "UNSUPPORTED_FEATURE"
 
 
 class TestStreaming:

@@ -215,7 +215,7 @@ class TestChat:
         assert_golden("images", fake.requests[0].body)
 
     def test_http_image_url_refused(self, stub: Any, fake: FakeGemini) -> None:
-        """A plain http:// image URL is refused with INVALID_ARGUMENT naming the field; nothing goes upstream."""
+        """A plain http:// image URL is INVALID_ARGUMENT UNSUPPORTED_FEATURE naming the field; nothing goes upstream."""
         request = chat_request(
             chat_pb2.Message(
                 role=chat_pb2.ROLE_USER,
@@ -225,6 +225,7 @@ class TestChat:
         error = failure(stub.Chat, request, timeout=10)
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT
         assert error.field == "messages[0].content[1].image.url"
+        assert error.reason == "UNSUPPORTED_FEATURE"
         assert fake.requests == []
 
     def test_unknown_request_option_refused(self, stub: Any, fake: FakeGemini) -> None:

@@ -265,6 +265,7 @@ class TestChat:
         error = _chat_error(stub, chat_request(message, user("Hi")))
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT
         assert error.field == "messages[0].content[0].image"
+        assert error.reason == "UNSUPPORTED_FEATURE"
         assert "only in user messages" in error.message
         assert fake.chat_requests == []
 
