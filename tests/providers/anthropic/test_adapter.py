@@ -397,6 +397,14 @@ class TestStreaming:
         assert received
         assert not any(event.HasField("final") for event in received)
 
+    def test_streamed_refusal_is_content_filter(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A stream ending in stop_reason "refusal" has a final with FINISH_REASON_CONTENT_FILTER and the raw reason."""
+        fake.script(sse_reply(stream_events(message(text="I can't", stop_reason="refusal"))))
+        events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
+        assert _extension(events[-1].final)["stop_reason"] == "refusal"
+        assert events[-1].final.response_id == "msg_fake_01"
+
     def test_stream_without_final_usage_is_truncated(self, stub: Any, fake: FakeAnthropic) -> None:
         """A message_delta with a stop reason but no output count: UNAVAILABLE STREAM_TRUNCATED, not usage from message_start."""
         events = stream_events(message(text="All of it"))

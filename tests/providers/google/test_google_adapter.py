@@ -402,6 +402,13 @@ class TestStreaming:
         error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
 
+    def test_streamed_safety_stop_is_content_filter(self, stub: Any, fake: FakeGemini) -> None:
+        """A stream Gemini ends with SAFETY has a final with FINISH_REASON_CONTENT_FILTER and the raw reason."""
+        fake.script(Reply(events=fg.text_stream(["Well, ", "no"], finish_reason="SAFETY")))
+        _, final = collect(stub, stream_request(user("hi")))
+        assert final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
+        assert ext(final.extensions)["google"]["finish_reason"] == "SAFETY"
+
     def test_stream_without_usage_is_truncated(self, stub: Any, fake: FakeGemini) -> None:
         """A finish reason but no usageMetadata at all: UNAVAILABLE STREAM_TRUNCATED, never OK with usage 0."""
         fake.script(Reply(events=fg.text_stream(["All of ", "it"], usage_metadata=None)))
