@@ -22,7 +22,7 @@ from services.providers.anthropic.responses import (
     response_extension,
     set_extension,
 )
-from services.providers.anthropic.streaming import StreamAssembler
+from services.providers.anthropic.streaming import PrefixSeam, StreamAssembler
 from services.providers.anthropic.upstream import headroom, map_error
 from services.providers.base import ProviderAdapter
 from services.providers.upstream_errors import check_event_stream, reading_body
@@ -103,6 +103,7 @@ class AnthropicAdapter(ProviderAdapter):
         _check_time_left(timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         assembler = StreamAssembler()
+        seam = PrefixSeam(request.assistant_prefix)
         try:
             async with asyncio.timeout_at(deadline):
                 stream = await self._client.messages.create(**kwargs, stream=True, timeout=timeout)
@@ -126,7 +127,9 @@ class AnthropicAdapter(ProviderAdapter):
                 with reading_body(PROVIDER):
                     deltas = assembler.feed(event)
                 for delta in deltas:
-                    yield pb.ProviderServiceStreamChatResponse(delta=delta)
+                    joined = seam.join(delta)
+                    if joined is not None:
+                        yield pb.ProviderServiceStreamChatResponse(delta=joined)
             _check_usage(assembler)
             with reading_body(PROVIDER):
                 final = pb.ProviderStreamFinal(

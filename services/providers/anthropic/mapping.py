@@ -68,6 +68,8 @@ def build_create_kwargs(request: Request, *, default_max_tokens: int) -> dict[st
                 f"extensions.anthropic.{key}", f"is not a supported option; use one of {', '.join(ALLOWED_OPTIONS)}"
             )
     system, messages = _map_messages(request.messages)
+    if request.assistant_prefix:
+        _prefill(messages, request.assistant_prefix, thinking=_thinking_on(options.get("thinking")))
     settings = request.settings
     kwargs: dict[str, Any] = {
         "model": request.model,
@@ -120,6 +122,29 @@ def _map_messages(messages: Any) -> tuple[str, list[dict[str, Any]]]:
     if not turns:
         raise invalid_argument("messages", "has no user or assistant message; Anthropic needs at least one")
     return "\n\n".join(part for part in system_parts if part), turns
+
+
+def prefill_text(prefix: str) -> str:
+    """The prefix as Anthropic takes it: a final assistant turn may not end in whitespace."""
+    return prefix.rstrip()
+
+
+def _prefill(turns: list[dict[str, Any]], prefix: str, *, thinking: bool) -> None:
+    """Ends the conversation with the prefix as the assistant's turn, which the model then continues."""
+    if thinking:
+        raise unsupported_feature("assistant_prefix", "Anthropic takes no assistant prefill with thinking on")
+    text = prefill_text(prefix)
+    if not text:
+        return  # only whitespace was streamed: nothing to continue from
+    if turns[-1]["role"] == "assistant":
+        raise unsupported_feature(
+            "assistant_prefix", "cannot continue when the conversation already ends with the assistant"
+        )
+    turns.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+
+
+def _thinking_on(thinking: Any) -> bool:
+    return isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
 
 
 def _system_text(path: str, message: chat_pb2.Message) -> str:

@@ -117,3 +117,24 @@ class StreamAssembler:
                 )
             ]
         return []
+
+
+class PrefixSeam:
+    """Joins a continuation to the prefix it continues.
+
+    Anthropic takes the prefix without its trailing whitespace, which the
+    caller already has; the model then starts with whitespace of its own, so
+    the continuation's leading whitespace is dropped once.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._pending = bool(prefix.strip()) and prefix != prefix.rstrip()
+
+    def join(self, delta: chat_pb2.ChatDelta) -> chat_pb2.ChatDelta | None:
+        """The delta to send, or None when nothing is left of it."""
+        if not self._pending or not delta.text:
+            return delta
+        delta.text = delta.text.lstrip()
+        if delta.text:
+            self._pending = False
+        return delta if delta.text or delta.tool_calls else None

@@ -98,6 +98,9 @@ class GeminiRequest:
 
 def build_request(request: Request) -> GeminiRequest:
     """Maps a validated ProviderService request; raises INVALID_ARGUMENT naming the field it cannot map."""
+    if request.assistant_prefix:
+        # A trailing model turn is not a prefill to Gemini: it would start the answer over.
+        raise unsupported_feature("assistant_prefix", "Gemini cannot continue an assistant prefix")
     system_parts: list[types.Part] = []
     contents: list[types.Content] = []
     calls_by_id = _tool_calls_by_id(request)

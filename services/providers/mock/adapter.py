@@ -12,6 +12,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
 
+An `assistant_prefix` the answer starts with is left out of it: the mock
+continues a prefix, as the routing file may say with `continues_prefix`.
+
 With LLMMESH_MOCK_EVENTS_FILE set, every call appends JSON lines (start,
 end, failed, cancelled) so tests can see what reached the provider.
 """
@@ -156,6 +159,7 @@ class MockAdapter(ProviderAdapter):
             messages=len(request.messages),
             last_role=chat_pb2.Role.Name(last.role) if last is not None else "",
             last_text=_text_of(last) if last is not None else "",
+            assistant_prefix=request.assistant_prefix,
         )
         return model, overrides, call_id
 
@@ -191,10 +195,12 @@ class MockAdapter(ProviderAdapter):
                 metadata={"context_window": str(model.context_window), "prompt_tokens": str(tokens)},
             )
         if "text" in overrides:
-            return ScriptTurn(text=str(overrides["text"]))
-        if model.scripted:
-            return _play_script(self._scripts, request)
-        return ScriptTurn(text=f"[mock {model.name}] {_last_user_text(request)}")
+            turn = ScriptTurn(text=str(overrides["text"]))
+        elif model.scripted:
+            turn = _play_script(self._scripts, request)
+        else:
+            turn = ScriptTurn(text=f"[mock {model.name}] {_last_user_text(request)}")
+        return _continued(turn, request.assistant_prefix)
 
     @staticmethod
     def _finish_reason(turn: ScriptTurn, overrides: dict[str, Any]) -> chat_pb2.FinishReason.ValueType:
@@ -230,6 +236,16 @@ class MockAdapter(ProviderAdapter):
         # One short O_APPEND write per line keeps lines whole across processes.
         with open(self._events_file, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+
+
+def _continued(turn: ScriptTurn, prefix: str) -> ScriptTurn:
+    """With an assistant prefix, only what follows it (the mock can continue any prefix of its answer)."""
+    if not prefix or not turn.text.startswith(prefix):
+        return turn
+    rest = turn.text[len(prefix) :]
+    if not rest and not turn.tool_calls:
+        rest = " "  # a turn needs text: the prefix was the whole answer
+    return ScriptTurn(text=rest, tool_calls=turn.tool_calls)
 
 
 def _response_extensions(overrides: dict[str, Any]) -> struct_pb2.Struct | None:

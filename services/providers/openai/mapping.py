@@ -98,6 +98,9 @@ def request_kwargs(
     request: Request, *, stream: bool, max_tokens_field: MaxTokensField, stream_usage: bool
 ) -> dict[str, Any]:
     """Keyword arguments for `chat.completions.create` (without timeout)."""
+    if request.assistant_prefix:
+        # A trailing assistant message is history to Chat Completions: the answer would start over.
+        raise unsupported_feature("assistant_prefix", "OpenAI Chat Completions cannot continue an assistant prefix")
     options = _request_options(request)
     kwargs: dict[str, Any] = {
         "model": request.model,

@@ -584,3 +584,29 @@ class TestProcess:
         assert log, "the adapter wrote no log at all"
         assert api_key not in log
         assert "unhandled error" not in log
+
+
+class TestContinuation:
+    def test_assistant_prefix_is_a_trimmed_prefill(self, stub: Any, fake: FakeAnthropic) -> None:
+        """assistant_prefix ends the conversation as an assistant turn without trailing whitespace; the seam has one space."""
+        fake.script(sse_reply(stream_events(message(text=" forty-two."))))
+        request = pb.ProviderServiceStreamChatRequest(
+            model=MODEL, messages=[user("The answer?")], assistant_prefix="The answer is \n"
+        )
+        events = _stream(stub, request)
+        assert "".join(event.delta.text for event in events[:-1]) == "forty-two."
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_STOP
+        sent = fake.requests[0].body["messages"]
+        assert sent[-1] == {"role": "assistant", "content": [{"type": "text", "text": "The answer is"}]}
+
+    def test_assistant_prefix_with_thinking_is_unsupported(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Prefill with thinking on (which Anthropic rejects) is UNSUPPORTED_FEATURE naming assistant_prefix."""
+        request = pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")], assistant_prefix="So")
+        request.extensions.update({"anthropic": {"thinking": {"type": "enabled", "budget_tokens": 2048}}})
+        error = _error(lambda: _stream(stub, request))
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "assistant_prefix",
+        )
+        assert fake.requests == []

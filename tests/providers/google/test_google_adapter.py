@@ -416,6 +416,16 @@ class TestStreaming:
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
         assert "usage" in error.message
 
+    def test_assistant_prefix_is_unsupported(self, stub: Any, fake: FakeGemini) -> None:
+        """Gemini cannot continue an assistant prefix: UNSUPPORTED_FEATURE naming it, nothing sent upstream."""
+        error = failure(stub.StreamChat, stream_request(user("hi"), assistant_prefix="Once upon"), timeout=10)
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "assistant_prefix",
+        )
+        assert fake.requests == []
+
     def test_connection_cut_mid_stream(self, stub: Any, fake: FakeGemini) -> None:
         """An abrupt close mid-stream (raw httpx2 error) is UNAVAILABLE, with no second request."""
         fake.script(Reply(events=fg.text_stream(["Half"], finish_reason=None), ending="abrupt"))

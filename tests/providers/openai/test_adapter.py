@@ -444,6 +444,17 @@ class TestStreaming:
         assert unary.finish_reason == final.finish_reason
         assert unary.message.content[0].text == "I can't help with that."
 
+    def test_assistant_prefix_is_unsupported(self, stub, fake):
+        """Chat Completions cannot continue an assistant prefix: UNSUPPORTED_FEATURE naming it, nothing sent upstream."""
+        received, error = _stream_error(stub, stream_request(user("Hi"), assistant_prefix="Once upon"))
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "assistant_prefix",
+        )
+        assert received == []
+        assert fake.chat_requests == []
+
     def test_connection_cut_mid_stream(self, stub, fake):
         """An abrupt close mid-stream is UNAVAILABLE, never a final."""
         fake.script(Reply.stream(text_stream(["partial"], finish_reason=None), ending="cut"))
