@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -20,6 +21,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "llmmesh.dev"
+# Far below google.protobuf.Duration's limit; a day is more than any caller waits.
+_MAX_RETRY_DELAY_SECONDS = 86400.0
 _DETAILS_KEY = "grpc-status-details-bin"
 
 log = structlog.get_logger(__name__)
@@ -70,9 +73,10 @@ class MeshError(Exception):
         details: list[Any] = []
         if self.reason:
             details.append(error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata))
-        if self.retry_after is not None:
+        # A delay that is not a finite number of seconds is no delay at all (it must not crash the status).
+        if self.retry_after is not None and math.isfinite(self.retry_after):
             delay = duration_pb2.Duration()
-            delay.FromNanoseconds(int(max(self.retry_after, 0.0) * 1e9))
+            delay.FromNanoseconds(int(min(max(self.retry_after, 0.0), _MAX_RETRY_DELAY_SECONDS) * 1e9))
             details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         if self.field is not None:
             details.append(

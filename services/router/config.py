@@ -104,6 +104,11 @@ class Defaults(_Strict):
     """Values for every model that does not set its own."""
 
     per_attempt_timeout_s: float = Field(60.0, gt=0, le=3600)
+    #: Streams: the longest wait for an attempt's first chunk (a request's
+    #: `first_token_timeout`, else its `per_attempt_timeout`, comes first).
+    first_token_timeout_s: float = Field(60.0, gt=0, le=3600)
+    #: Streams: the longest gap between two chunks once the answer flows.
+    stream_idle_timeout_s: float = Field(30.0, gt=0, le=3600)
     strategy: Strategy = "fallback"
     hedge_delay_ms: HedgeDelay = 500.0
     max_retries: int = Field(0, ge=0, le=10)

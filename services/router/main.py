@@ -146,6 +146,8 @@ def main() -> None:
 
         quotas = QuotaGate.from_settings(settings, on_store_change) if keys is not None else None
         engine = RouterEngine(table, balancer)
+        engine.margin.start()
+        server.after_stop(engine.margin.stop)
         servicer = RouterServicer(
             engine,
             balancer,

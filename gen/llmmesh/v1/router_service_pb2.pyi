@@ -39,7 +39,7 @@ ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome
 ATTEMPT_OUTCOME_SKIPPED: AttemptOutcome
 
 class RoutingPolicy(_message.Message):
-    __slots__ = ("fallback_models", "strategy", "hedge_delay", "per_attempt_timeout", "max_retries", "allow_mid_stream_continuation", "fallback_on_content_filter")
+    __slots__ = ("fallback_models", "strategy", "hedge_delay", "per_attempt_timeout", "max_retries", "allow_mid_stream_continuation", "fallback_on_content_filter", "first_token_timeout", "stream_idle_timeout")
     FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     HEDGE_DELAY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,8 @@ class RoutingPolicy(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     ALLOW_MID_STREAM_CONTINUATION_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_ON_CONTENT_FILTER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TOKEN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     fallback_models: _containers.RepeatedScalarFieldContainer[str]
     strategy: RoutingStrategy
     hedge_delay: _duration_pb2.Duration
@@ -54,7 +56,9 @@ class RoutingPolicy(_message.Message):
     max_retries: int
     allow_mid_stream_continuation: bool
     fallback_on_content_filter: bool
-    def __init__(self, fallback_models: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., hedge_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_attempt_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., allow_mid_stream_continuation: _Optional[bool] = ..., fallback_on_content_filter: _Optional[bool] = ...) -> None: ...
+    first_token_timeout: _duration_pb2.Duration
+    stream_idle_timeout: _duration_pb2.Duration
+    def __init__(self, fallback_models: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., hedge_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_attempt_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., allow_mid_stream_continuation: _Optional[bool] = ..., fallback_on_content_filter: _Optional[bool] = ..., first_token_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stream_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "routing")
