@@ -30,7 +30,12 @@ import grpc
 
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.auth import REASON_NOT_ROUTER
-from services.common.errors import REASON_CONTENT_FILTERED, REASON_CONTEXT_WINDOW_EXCEEDED, MeshError
+from services.common.errors import (
+    REASON_CONTENT_FILTERED,
+    REASON_CONTEXT_WINDOW_EXCEEDED,
+    REASON_UNSUPPORTED_FEATURE,
+    MeshError,
+)
 from services.router.config import Candidate
 
 
@@ -236,6 +241,8 @@ def move_on_reason(
         return None
     if error.reason == REASON_CONTENT_FILTERED and fallback_on_content_filter:
         return "content filtered; policy allows fallback"
+    if error.reason == REASON_UNSUPPORTED_FEATURE:
+        return f"{failed.provider} cannot serve {error.field or 'a requested feature'}"
     if error.code in AUTH_CODES and candidate.provider != failed.provider:
         return f"{failed.provider} rejected its credentials"
     return None

@@ -4,8 +4,8 @@ It is labelled a mock everywhere it shows (ListModels, README). Tests,
 benchmarks, chaos runs and the key-less demo use it. Behaviour comes from
 MockConfig per model, and per request from `extensions["mock"]`:
 
-    delay_ms, fail_code, fail_message, fail_reason, retry_after_s,
-    text (answer to give), finish_reason ("stop", "length", ...),
+    delay_ms, fail_code, fail_message, fail_reason, fail_field (BadRequest
+    field), retry_after_s, text (answer to give; "" for none), finish_reason ("stop", "length", ...),
     stream_cut_after (end the stream after N deltas without a final message),
     response_extensions (an object returned as the answer's extensions["mock"],
     unary and stream alike),
@@ -183,6 +183,7 @@ class MockAdapter(ProviderAdapter):
                 failure.message or f"mock: injected {failure.code}",
                 reason=failure.reason or f"MOCK_{failure.code}",
                 retry_after=failure.retry_after_s,
+                field=overrides.get("fail_field") if "fail_code" in overrides else None,
             )
 
     def _answer(self, model: MockModel, request: Request, overrides: dict[str, Any]) -> ScriptTurn:
@@ -195,7 +196,8 @@ class MockAdapter(ProviderAdapter):
                 metadata={"context_window": str(model.context_window), "prompt_tokens": str(tokens)},
             )
         if "text" in overrides:
-            turn = ScriptTurn(text=str(overrides["text"]))
+            # An empty text is an answer without content (a withheld answer streams no delta).
+            turn = ScriptTurn.model_construct(text=str(overrides["text"]), tool_calls=[])
         elif model.scripted:
             turn = _play_script(self._scripts, request)
         else:

@@ -1,0 +1,102 @@
+"""Which answers and refusals move a request on to the next candidate (router → mock adapters, real processes).
+
+Capability refusals (UNSUPPORTED_FEATURE) always move on; answers that end
+in a content filter move on when the request's policy says so (unary, and
+streams before the first delta). Each model's behaviour is scripted per
+request through `extensions.mock.by_model`.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.errors import MeshError
+from services.testing.mesh import MockMesh
+
+PRICE_A = {"input_per_mtok": 1_000_000.0, "output_per_mtok": 0.0}  # $1 per input token
+PRICE_B = {"input_per_mtok": 0.0, "output_per_mtok": 1_000_000.0}  # $1 per output token
+ROUTING = {
+    "providers": {
+        "mock": {"kind": "mock"},
+        "other": {"kind": "mock", "service": "llmmesh-provider-mock"},
+    },
+    "models": {
+        "first": {"provider": "mock", "fallbacks": ["second"], "price": PRICE_A},
+        "second": {"provider": "other", "price": PRICE_B},
+    },
+}
+MOCK_CONFIG = {"models": [{"name": "first"}, {"name": "second"}]}
+UNSUPPORTED = {
+    "fail_code": "INVALID_ARGUMENT",
+    "fail_reason": "UNSUPPORTED_FEATURE",
+    "fail_field": "settings.response_format.type",
+    "fail_message": "settings.response_format.type: no schema-less JSON mode here",
+}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    with MockMesh(mock_config=MOCK_CONFIG, routing=ROUTING, workdir=tmp_path_factory.mktemp("move-on")) as started:
+        yield started
+
+
+@pytest.fixture
+async def stub(mesh):
+    async with grpc.aio.insecure_channel(mesh.router_address) as channel:
+        yield router_service_pb2_grpc.RouterServiceStub(channel)
+
+
+def _by_model(**models: dict[str, object]) -> struct_pb2.Struct:
+    extensions = struct_pb2.Struct()
+    extensions.update({"mock": {"by_model": models}})
+    return extensions
+
+
+def _request(cls: type, scripts: struct_pb2.Struct, **routing: object) -> rpb.ChatRequest:
+    return cls(
+        model="first",
+        messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, content=[chat_pb2.ContentPart(text="a b c")])],
+        extensions=scripts,
+        routing=rpb.RoutingPolicy(**routing),
+    )
+
+
+async def _stream(stub, request: rpb.StreamChatRequest) -> list[rpb.StreamChatResponse]:
+    return [event async for event in stub.StreamChat(request, timeout=10)]
+
+
+def _outcomes(attempts) -> list[tuple[str, int, str]]:
+    return [(a.model, a.outcome, a.reason) for a in attempts]
+
+
+class TestUnsupportedFeature:
+    async def test_unary_moves_on_to_a_candidate_that_can_serve(self, stub) -> None:
+        """UNSUPPORTED_FEATURE from the primary is not the end: the fallback answers, the attempt says why."""
+        response = await stub.Chat(_request(rpb.ChatRequest, _by_model(first=UNSUPPORTED)), timeout=10)
+        assert response.model == "second"
+        assert _outcomes(response.attempts) == [
+            ("first", rpb.ATTEMPT_OUTCOME_FAILED, "UNSUPPORTED_FEATURE"),
+            ("second", rpb.ATTEMPT_OUTCOME_SUCCEEDED, ""),
+        ]
+        assert response.attempts[0].moved_on_because == "mock cannot serve settings.response_format.type"
+
+    async def test_stream_moves_on_before_the_first_delta(self, stub) -> None:
+        """A stream refused for a feature falls back like any refusal before output."""
+        events = await _stream(stub, _request(rpb.StreamChatRequest, _by_model(first=UNSUPPORTED)))
+        final = events[-1].final
+        assert final.model == "second"
+        assert not final.continued
+        assert _outcomes(final.attempts)[0] == ("first", rpb.ATTEMPT_OUTCOME_FAILED, "UNSUPPORTED_FEATURE")
+
+    async def test_caller_sees_it_only_when_no_candidate_can_serve(self, stub) -> None:
+        """When every candidate lacks the feature, the caller gets INVALID_ARGUMENT UNSUPPORTED_FEATURE naming the field."""
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Chat(_request(rpb.ChatRequest, _by_model(first=UNSUPPORTED, second=UNSUPPORTED)), timeout=10)
+        error = MeshError.from_rpc_error(caught.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert (error.reason, error.field) == ("UNSUPPORTED_FEATURE", "settings.response_format.type")
+        assert error.metadata["attempts"] == "2"
