@@ -195,19 +195,28 @@ class RouterEngine:
     # -- unary -----------------------------------------------------------------------------
 
     async def chat(self, request: rpb.ChatRequest, deadline: float) -> rpb.ChatResponse:
-        race = Race(self, self.plan(request), deadline)
+        plan = self.plan(request)
+        race = Race(self, plan, deadline)
+        filtered: list[tuple[Candidate, ppb.ProviderServiceChatResponse]] = []
 
         async def call(flight: Flight) -> ppb.ProviderServiceChatResponse:
             answer: ppb.ProviderServiceChatResponse = await flight.instance.stub.Chat(
                 provider_request(request, flight.candidate, ppb.ProviderServiceChatRequest), timeout=flight.budget
             )
             self.headroom.record(flight.candidate.provider, answer.headroom)
-            refusal = judge_answer(answer.finish_reason)
+            refusal = judge_answer(answer.finish_reason, fallback_on_content_filter=plan.fallback_on_content_filter)
             if refusal is not None:
+                filtered.append((flight.candidate, answer))
                 raise refusal
             return answer
 
-        winners = await Executor(race, call).run()
+        try:
+            winners = await Executor(race, call).run()
+        except MeshError:
+            if not filtered:
+                raise
+            # No candidate did better than the content filter: that answer is still the answer.
+            return _response(*filtered[0], race.attempts)
         responses = [_response(flight.candidate, flight.answer, race.attempts) for flight in winners]
         responses[0].alternatives.extend(responses[1:])
         return responses[0]

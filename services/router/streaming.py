@@ -26,6 +26,7 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
 from services.router.answers import answer_fields
 from services.router.attempts import WON, Event, judge_answer
+from services.router.config import Candidate
 from services.router.race import Flight, Race
 from services.router.race_errors import caller_error
 
@@ -42,8 +43,11 @@ class StreamRun:
         self._request = request
         self._current: RouterRequest = request
         self._partial: list[str] = []
+        # Summed over every attempt that reported usage, each at its own model's price.
         self._usage = chat_pb2.Usage()
+        self._cost = 0.0
         self._continued = False
+        self._filtered: tuple[Candidate, ppb.ProviderStreamFinal] | None = None
 
     async def events(self) -> AsyncGenerator[rpb.StreamChatResponse, None]:
         while (flight := await self._next_flight()) is not None:
@@ -59,6 +63,10 @@ class StreamRun:
                 continue  # nothing reached the caller yet: fall back freely
             error = verdict.error or MeshError(verdict.code, verdict.message)
             yield self._continue_or_fail(flight, error)
+        if self._filtered is not None:
+            # No candidate did better than the content filter: that answer is still the answer.
+            yield rpb.StreamChatResponse(final=self._final(*self._filtered))
+            return
         raise self.race.error()
 
     async def _next_flight(self) -> Flight | None:
@@ -101,11 +109,11 @@ class StreamRun:
                     self._partial.append(event.delta.text)
                     yield rpb.StreamChatResponse(delta=event.delta)
                     continue
-                refusal = judge_answer(event.final.finish_reason)
-                if refusal is not None:
-                    raise refusal
+                self._count(flight.candidate, event.final)
+                if not self._partial:  # a filtered answer falls back only before the first delta
+                    self._judge_final(flight.candidate, event.final)
                 self.race.settle(flight, WON)
-                yield rpb.StreamChatResponse(final=self._final(flight, event.final))
+                yield rpb.StreamChatResponse(final=self._final(flight.candidate, event.final))
                 return
         finally:
             call.cancel()
@@ -139,11 +147,21 @@ class StreamRun:
             )
         return event  # type: ignore[no-any-return]
 
-    def _final(self, flight: Flight, final: ppb.ProviderStreamFinal) -> rpb.StreamChatFinal:
-        candidate, usage = flight.candidate, self._usage
+    def _count(self, candidate: Candidate, final: ppb.ProviderStreamFinal) -> None:
         self.engine.headroom.record(candidate.provider, final.headroom)
-        _add_usage(usage, final.usage)
-        fields = answer_fields(candidate, final, self.race.attempts, usage=usage)
+        _add_usage(self._usage, final.usage)
+        usage = final.usage
+        self._cost += candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+
+    def _judge_final(self, candidate: Candidate, final: ppb.ProviderStreamFinal) -> None:
+        policy = self.race.plan.fallback_on_content_filter
+        refusal = judge_answer(final.finish_reason, fallback_on_content_filter=policy)
+        if refusal is not None:
+            self._filtered = self._filtered or (candidate, final)
+            raise refusal
+
+    def _final(self, candidate: Candidate, final: ppb.ProviderStreamFinal) -> rpb.StreamChatFinal:
+        fields = answer_fields(candidate, final, self.race.attempts, usage=self._usage, cost_usd=self._cost)
         return rpb.StreamChatFinal(**fields, continued=self._continued)
 
 

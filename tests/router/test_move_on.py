@@ -100,3 +100,57 @@ class TestUnsupportedFeature:
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT
         assert (error.reason, error.field) == ("UNSUPPORTED_FEATURE", "settings.response_format.type")
         assert error.metadata["attempts"] == "2"
+
+
+FILTERED = {"finish_reason": "content_filter", "text": ""}
+
+
+class TestContentFilteredAnswers:
+    async def test_unary_falls_back_when_the_policy_allows(self, stub) -> None:
+        """A 200 ending in content filter moves on under fallback_on_content_filter; the breakers do not count it."""
+        request = _request(rpb.ChatRequest, _by_model(first=FILTERED), fallback_on_content_filter=True)
+        response = await stub.Chat(request, timeout=10)
+        assert (response.model, response.finish_reason) == ("second", chat_pb2.FINISH_REASON_STOP)
+        assert _outcomes(response.attempts) == [
+            ("first", rpb.ATTEMPT_OUTCOME_FAILED, "CONTENT_FILTERED"),
+            ("second", rpb.ATTEMPT_OUTCOME_SUCCEEDED, ""),
+        ]
+        assert response.attempts[0].moved_on_because == "content filtered; policy allows fallback"
+        for _ in range(5):  # more than the breaker's consecutive_failures
+            await stub.Chat(request, timeout=10)
+        plain = await stub.Chat(_request(rpb.ChatRequest, _by_model()), timeout=10)
+        assert _outcomes(plain.attempts) == [("first", rpb.ATTEMPT_OUTCOME_SUCCEEDED, "")]
+
+    async def test_unary_keeps_the_filtered_answer_without_the_policy(self, stub) -> None:
+        """Without the policy the filtered answer is the answer: one attempt, FINISH_REASON_CONTENT_FILTER."""
+        response = await stub.Chat(_request(rpb.ChatRequest, _by_model(first=FILTERED)), timeout=10)
+        assert (response.model, response.finish_reason) == ("first", chat_pb2.FINISH_REASON_CONTENT_FILTER)
+        assert len(response.attempts) == 1
+
+    async def test_unary_returns_the_filtered_answer_when_no_one_does_better(self, stub) -> None:
+        """With the policy and every candidate filtered, the caller gets the primary's filtered answer, not an error."""
+        scripts = _by_model(first=FILTERED, second=FILTERED)
+        response = await stub.Chat(_request(rpb.ChatRequest, scripts, fallback_on_content_filter=True), timeout=10)
+        assert (response.model, response.finish_reason) == ("first", chat_pb2.FINISH_REASON_CONTENT_FILTER)
+        assert [a.model for a in response.attempts] == ["first", "second"]
+
+    async def test_stream_falls_back_before_the_first_delta(self, stub) -> None:
+        """A stream whose final is filtered before any delta falls back; usage and cost count both attempts at their own price."""
+        request = _request(rpb.StreamChatRequest, _by_model(first=FILTERED), fallback_on_content_filter=True)
+        events = await _stream(stub, request)
+        final = events[-1].final
+        assert (final.model, final.finish_reason) == ("second", chat_pb2.FINISH_REASON_STOP)
+        assert _outcomes(final.attempts)[0] == ("first", rpb.ATTEMPT_OUTCOME_FAILED, "CONTENT_FILTERED")
+        # The mock counts 7 input tokens for this prompt, 1 output token for an empty answer,
+        # 5 for "[mock second] a b c".
+        assert (final.usage.input_tokens, final.usage.output_tokens) == (7 + 7, 1 + 5)
+        # first: 7 input tokens at $1 each; second: 5 output tokens at $1 each.
+        assert final.estimated_cost_usd == pytest.approx(7 + 5)
+
+    async def test_stream_after_output_keeps_the_filtered_final(self, stub) -> None:
+        """After deltas a filtered final is the answer: no fallback even with the policy."""
+        scripts = _by_model(first={"finish_reason": "content_filter", "text": "partial words"})
+        events = await _stream(stub, _request(rpb.StreamChatRequest, scripts, fallback_on_content_filter=True))
+        final = events[-1].final
+        assert (final.model, final.finish_reason) == ("first", chat_pb2.FINISH_REASON_CONTENT_FILTER)
+        assert len(final.attempts) == 1
