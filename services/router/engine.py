@@ -300,6 +300,8 @@ def provider_request(
     request: RouterRequest,
     candidate: Candidate,
     cls: type[ppb.ProviderServiceChatRequest] | type[ppb.ProviderServiceStreamChatRequest],
+    *,
+    assistant_prefix: str = "",
 ) -> Any:
     built = cls(
         model=candidate.upstream_model,
@@ -307,6 +309,7 @@ def provider_request(
         tools=request.tools,
         tool_choice=request.tool_choice,
         settings=request.settings,
+        assistant_prefix=assistant_prefix,
     )
     # Provider-only options reach adapters of that provider only.
     own = request.extensions.fields.get(candidate.kind)
