@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import httpx2 as httpx
 import pytest
 
-from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
+from llmmesh.v1 import agent_service_pb2 as apb
+from llmmesh.v1 import agent_service_pb2_grpc, chat_pb2, router_service_pb2_grpc
 from services.testing.production import ProductionMesh
 from tests.production.helpers import (
     MODELS,
@@ -82,3 +84,66 @@ def _upstream_body(mesh: ProductionMesh, kind: str) -> object:
     }
     [request] = requests[kind]
     return request.body
+
+
+class TestAgent:
+    def test_run_with_a_remote_tool(self, mesh: ProductionMesh) -> None:
+        """The prod researcher profile (all tools, on Anthropic) calls the ToolService found in Consul over mTLS."""
+        script_tool_call(mesh, "anthropic", "uppercase", {"text": "hello mesh"})
+        script_text(mesh, "anthropic", "It says HELLO MESH")
+        task = apb.AgentTask(input="Shout hello mesh", profile="researcher", tools=["uppercase"])
+        with mesh.channel(mesh.agent_address) as channel:
+            response = agent_service_pb2_grpc.AgentServiceStub(channel).Run(
+                apb.RunRequest(task=task), timeout=60, metadata=mesh.caller("team-b")
+            )
+        assert response.end.reason == apb.RUN_END_REASON_ANSWER, response.end
+        assert response.end.answer == "It says HELLO MESH"
+        [finished] = [e.tool_call_finished.result for e in response.events if e.HasField("tool_call_finished")]
+        assert not finished.is_error, finished.content
+        assert "HELLO MESH" in finished.content
+        assert "HELLO MESH" in json.dumps(mesh.anthropic.requests[1].body)  # the observation went back to the model
+
+
+class TestHttpDoor:
+    def test_chat(self, mesh: ProductionMesh) -> None:
+        """OpenAI-compatible chat on the HTTP door, with a tenant key, reaches the provider through the same engine."""
+        script_text(mesh, "google", "door answer")
+        response = httpx.post(
+            f"{mesh.http_url(1)}/v1/chat/completions",
+            json={"model": MODELS["google"], "messages": [{"role": "user", "content": "hi door"}]},
+            headers=_bearer(mesh, "team-a"),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["choices"][0]["message"]["content"].strip() == "door answer"
+        assert body["model"] == MODELS["google"]
+
+    def test_stream(self, mesh: ProductionMesh) -> None:
+        """A streamed HTTP answer arrives as SSE chunks ending in [DONE]."""
+        script_text(mesh, "openai", "door stream answer", stream=True)
+        chunks: list[dict[str, object]] = []
+        request = {"model": MODELS["openai"], "stream": True, "messages": [{"role": "user", "content": "hi door"}]}
+        with httpx.stream(
+            "POST", f"{mesh.http_url(0)}/v1/chat/completions", json=request, headers=_bearer(mesh, "team-b"), timeout=30
+        ) as response:
+            assert response.status_code == 200, response.read()
+            lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "[DONE]"
+        chunks = [json.loads(line) for line in lines[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        assert text.strip() == "door stream answer"
+
+    def test_without_a_key_is_refused(self, mesh: ProductionMesh) -> None:
+        """Caller auth is on at the HTTP door too: no key, 401 and nothing reaches a provider."""
+        response = httpx.post(
+            f"{mesh.http_url(0)}/v1/chat/completions",
+            json={"model": MODELS["openai"], "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert response.status_code == 401
+        assert mesh.openai.chat_requests == []
+
+
+def _bearer(mesh: ProductionMesh, tenant: str) -> dict[str, str]:
+    return dict(mesh.caller(tenant))
