@@ -6,9 +6,12 @@ import json
 
 import httpx2 as httpx
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import agent_service_pb2_grpc, chat_pb2, router_service_pb2_grpc
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.testing import fake_openai
 from services.testing.production import ProductionMesh
 from tests.production.helpers import (
     MODELS,
@@ -147,3 +150,47 @@ class TestHttpDoor:
 
 def _bearer(mesh: ProductionMesh, tenant: str) -> dict[str, str]:
     return dict(mesh.caller(tenant))
+
+
+class TestResilience:
+    def test_fallback_across_providers(self, mesh: ProductionMesh) -> None:
+        """OpenAI answering 503 (and its retry too): the prod routing falls back to claude-haiku-4-5."""
+        overloaded = fake_openai.Reply.error(503, "overloaded", type="server_error")
+        mesh.openai.script(overloaded, overloaded)
+        script_text(mesh, "anthropic", "the fallback answered")
+        with mesh.channel() as channel:
+            response = router_service_pb2_grpc.RouterServiceStub(channel).Chat(
+                chat(MODELS["openai"]), timeout=30, metadata=mesh.caller()
+            )
+        assert response.model == MODELS["anthropic"]
+        assert response.message.content[0].text == "the fallback answered"
+        providers = [(a.provider, a.outcome) for a in response.attempts]
+        assert providers[0] == ("openai", rpb.ATTEMPT_OUTCOME_FAILED)
+        assert providers[-1] == ("anthropic", rpb.ATTEMPT_OUTCOME_SUCCEEDED)
+
+    def test_hedged_call(self, mesh: ProductionMesh) -> None:
+        """A slow OpenAI answer is hedged after 200 ms onto the fallback, which wins; the slow attempt is cancelled."""
+        mesh.openai.script(fake_openai.Reply.json(fake_openai.completion("too late"), delay=3.0))
+        script_text(mesh, "anthropic", "the hedge won")
+        policy = rpb.RoutingPolicy(strategy=rpb.ROUTING_STRATEGY_HEDGE, hedge_delay=Duration(nanos=200_000_000))
+        with mesh.channel() as channel:
+            response = router_service_pb2_grpc.RouterServiceStub(channel).Chat(
+                chat(MODELS["openai"], routing=policy), timeout=30, metadata=mesh.caller("team-b")
+            )
+        assert response.message.content[0].text == "the hedge won"
+        outcomes = {a.provider: (a.outcome, a.hedged) for a in response.attempts}
+        assert outcomes["anthropic"] == (rpb.ATTEMPT_OUTCOME_SUCCEEDED, True)
+        assert outcomes["openai"][0] == rpb.ATTEMPT_OUTCOME_CANCELLED
+
+    def test_caller_cancels_a_stream_midway(self, mesh: ProductionMesh) -> None:
+        """A caller leaving after two chunks cancels the router's call, the adapter's, and the SDK's HTTP stream."""
+        words = [f"w{i} " for i in range(100)]
+        mesh.openai.script(fake_openai.Reply.stream(fake_openai.text_stream(words), event_delay=0.1))
+        with mesh.channel() as channel:
+            stream = router_service_pb2_grpc.RouterServiceStub(channel).StreamChat(
+                stream_chat(MODELS["openai"]), timeout=60, metadata=mesh.caller()
+            )
+            received = [next(stream), next(stream)]
+            stream.cancel()
+        assert all(event.HasField("delta") for event in received)
+        assert mesh.openai.wait_disconnected(15), "the upstream stream ran on after the caller left"
