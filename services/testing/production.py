@@ -351,12 +351,15 @@ class ProductionMesh:
         self.processes[name] = process
         self.stopped.discard(name)
         if name.startswith("router-"):
-            self.balancer.set_backends(self.router_addresses())
+            self.balancer.set_backends([a for r, a in self._router_items() if r not in self.stopped])
         return process
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
         """Signals `name` and marks it stopped on purpose; SIGKILL waits for it to be gone."""
         self.stopped.add(name)
+        if name.startswith("router-"):
+            # Kubernetes takes a terminating pod out of the Service's endpoints: new connections go elsewhere.
+            self.balancer.set_backends([a for r, a in self._router_items() if r not in self.stopped])
         process = self.processes[name]
         process.signal(signum)
         if signum == signal.SIGKILL:
@@ -526,7 +529,10 @@ class ProductionMesh:
                 time.sleep(0.2)
 
     def router_addresses(self) -> list[str]:
-        return [self.processes[f"router-{i}"].address for i in range(ROUTERS)]
+        return [address for _, address in self._router_items()]
+
+    def _router_items(self) -> list[tuple[str, str]]:
+        return [(f"router-{i}", self.processes[f"router-{i}"].address) for i in range(ROUTERS)]
 
     @property
     def router_address(self) -> str:
