@@ -32,7 +32,7 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -49,6 +49,7 @@ from services.common.validation import MAX_REQUEST_BYTES, validate_chat_request
 from services.router import openai_response
 from services.router.balancer import Balancer
 from services.router.engine import RouterEngine
+from services.router.http_limits import HttpDoorLimits, LimitedHttpToolsProtocol
 from services.router.openai_errors import error_body, http_error
 from services.router.openai_request import FALLBACK_HEADER, BodyFields, ParsedChat, parse_chat_body
 
@@ -97,8 +98,10 @@ class HttpGateway:
         grace_seconds: float = 10.0,
         drain_seconds: float = 0.0,
         authorize: Authorize | None = None,
+        limits: HttpDoorLimits | None = None,
     ) -> None:
         self._engine = engine
+        self._limits = limits or HttpDoorLimits.model_construct()
         self._balancer = balancer
         self._default_deadline = default_deadline_seconds
         self._grace = grace_seconds
@@ -129,9 +132,15 @@ class HttpGateway:
         except OSError as error:
             raise listen_error(f"{host}:{port}", error, "LLMMESH_HTTP_PORT", "LLMMESH_HTTP_HOST") from None
         self.port = sock.getsockname()[1]
+        limits = self._limits
+        # uvicorn's own limits where it has them; the rest in LimitedHttpToolsProtocol (http_limits.py).
+        protocol = type("GatewayHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
         config = uvicorn.Config(
             self.app,
-            http="httptools",
+            http=protocol,
+            # Counts this connection too: the same cap as the protocol's connection limit.
+            limit_concurrency=limits.http_max_connections + 1,
+            timeout_keep_alive=limits.http_keep_alive_seconds,
             ws="none",
             loop="none",
             lifespan="off",
@@ -201,7 +210,7 @@ class HttpGateway:
             answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
         except MeshError as error:
             return _error_response(error, fields)
-        except _ClientGoneError:
+        except (_ClientGoneError, ClientDisconnect):
             return Response(status_code=499)
         except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
             return _error_response(_internal(error), fields)

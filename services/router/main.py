@@ -28,6 +28,7 @@ from services.router.balancer import Balancer, EjectionPolicy
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
 from services.router.http_gateway import Authorize, HttpGateway
+from services.router.http_limits import HttpDoorLimits
 from services.router.quotas import STORE_HEALTH_SERVICE, QuotaGate, QuotaSettings
 from services.router.servicer import RouterServicer
 
@@ -45,7 +46,7 @@ _HTTP_SETTINGS = ("LLMMESH_HTTP_PORT", "LLMMESH_HTTP_HOST")
 log = structlog.get_logger(__name__)
 
 
-class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits):
+class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits, HttpDoorLimits):
     """Router process settings (LLMMESH_*)."""
 
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
@@ -162,6 +163,7 @@ def main() -> None:
                 grace_seconds=settings.grace_seconds,
                 drain_seconds=settings.drain_seconds,
                 authorize=_http_authorizer(keys, quotas),
+                limits=settings,
             )
             await gateway.start(settings.http_host or settings.host, settings.http_port)
             server.ready_details["http_port"] = gateway.port
