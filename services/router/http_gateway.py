@@ -44,6 +44,7 @@ from services.common.errors import (
     MeshError,
     invalid_argument,
 )
+from services.common.json_depth import too_deep
 from services.common.settings import listen_error
 from services.common.tenants import Tenant
 from services.common.validation import MAX_REQUEST_BYTES
@@ -53,7 +54,7 @@ from services.router.balancer import Balancer
 from services.router.engine import RouterEngine
 from services.router.http_limits import HttpDoorLimits, LimitedHttpToolsProtocol
 from services.router.openai_errors import error_body, http_error
-from services.router.openai_request import FALLBACK_HEADER, BodyFields, ParsedChat, parse_chat_body
+from services.router.openai_request import FALLBACK_HEADER, MAX_BODY_DEPTH, BodyFields, ParsedChat, parse_chat_body
 
 log = structlog.get_logger(__name__)
 
@@ -351,6 +352,9 @@ async def _read_json(request: Request) -> object:
         return json.loads(body)
     except ValueError as error:
         raise invalid_argument("body", f"is not valid JSON ({error}); send a chat-completions JSON object") from None
+    except RecursionError:
+        # The C decoder stops at Python's recursion limit, long before the body runs out.
+        raise too_deep("body", MAX_BODY_DEPTH, "a request body") from None
 
 
 def _attempts_header(attempts: list[dict[str, Any]]) -> str:
