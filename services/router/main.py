@@ -145,13 +145,10 @@ def main() -> None:
 
         quotas = QuotaGate.from_settings(settings, on_store_change) if keys is not None else None
         engine = RouterEngine(table, balancer)
-<<<<<<< HEAD
         engine.margin.start()
         server.after_stop(engine.margin.stop)
-=======
         # One admission path for both doors: the same limits, quotas and usage records.
         admission = Admission(table, limits=settings, quotas=quotas)
->>>>>>> door21
         servicer = RouterServicer(
             engine, balancer, default_deadline_seconds=settings.default_deadline_seconds, admission=admission
         )
