@@ -169,7 +169,7 @@ class TestRetries:
             )
         error = MeshError.from_rpc_error(caught.value)
         assert error.code == grpc.StatusCode.UNAVAILABLE
-        assert len(mesh.events("start")) == 2
+        assert len(mesh.events("start")) == 2, error.message
         assert "retrying after" in error.message
 
     async def test_retry_after_that_does_not_fit_moves_on(self, stub) -> None:
