@@ -571,6 +571,15 @@ class ProductionMesh:
             found += [f"{name}: {secret}" for secret, value in self.secret_values().items() if value in log]
         return found
 
+    def error_lines(self) -> list[str]:
+        """`<process>: <line>` for every log line at level error or critical (the processes log JSON)."""
+        return [
+            f"{name}: {line}"
+            for name, log in self.logs()
+            for line in log.splitlines()
+            if '"level": "error"' in line or '"level": "critical"' in line
+        ]
+
     def unexpected_exits(self) -> list[str]:
         return [
             f"{name} exited with {process.process.returncode}: {process.last_log_line()}"

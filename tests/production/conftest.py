@@ -23,8 +23,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionMesh]:
 
 @pytest.fixture(autouse=True)
 def checked(mesh: ProductionMesh) -> Iterator[ProductionMesh]:
-    """Each case starts with empty upstream scripts; after it, no process died unplanned and no log holds a secret."""
+    """Each case starts with empty upstream scripts; after it, no process died unplanned, logged an error or a secret."""
     reset_upstreams(mesh)
     yield mesh
     assert mesh.unexpected_exits() == []
     assert mesh.leaked_secrets() == []
+    assert mesh.error_lines() == []
