@@ -206,7 +206,8 @@ class RouterEngine:
                 raise refusal
             return answer
 
-        winners = await Executor(race, call).run()
+        with self.margin.request():
+            winners = await Executor(race, call).run()
         responses = [_response(flight.candidate, flight.answer, race.attempts) for flight in winners]
         responses[0].alternatives.extend(responses[1:])
         return responses[0]

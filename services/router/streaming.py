@@ -45,6 +45,11 @@ class StreamRun:
         self._continued = False
 
     async def events(self) -> AsyncGenerator[rpb.StreamChatResponse, None]:
+        with self.engine.margin.request():
+            async for event in self._attempts():
+                yield event
+
+    async def _attempts(self) -> AsyncGenerator[rpb.StreamChatResponse, None]:
         while (flight := await self._next_flight()) is not None:
             with self.race.attempt(flight):
                 async with contextlib.aclosing(self._relay(flight)) as relayed:
