@@ -164,37 +164,40 @@ _PROVIDER_FAULTS = frozenset(
 )
 
 
-def judge_error(error: MeshError, *, capped_by_caller: bool, pool_size: int) -> Verdict:
+def judge_error(error: MeshError, *, caller_time_spent: bool, pool_size: int) -> Verdict:
     """The verdict on a failed attempt.
 
-    `capped_by_caller`: the attempt's budget was the caller's time left, not
-    its own timeout, so a DEADLINE_EXCEEDED is the caller's impatience.
+    `caller_time_spent`: the attempt's budget was the caller's time left, not
+    its own timeout, and that time is (about) used up, so a
+    DEADLINE_EXCEEDED is the caller's impatience.
     A transport failure (no ErrorInfo: no adapter answered) on a pool of
     several instances is that instance's trouble, for the balancer to eject;
     counting it on the model's or provider's breaker would shut out the
     healthy instances too.
     """
     return Verdict(
-        Event.FAIL, rpb.ATTEMPT_OUTCOME_FAILED, error.code, _blame(error, capped_by_caller, pool_size), error
+        Event.FAIL, rpb.ATTEMPT_OUTCOME_FAILED, error.code, _blame(error, caller_time_spent, pool_size), error
     )
 
 
-def _blame(error: MeshError, capped_by_caller: bool, pool_size: int) -> Blame:
+def _blame(error: MeshError, caller_time_spent: bool, pool_size: int) -> Blame:
     if error.reason == REASON_NOT_ROUTER:
         return Blame.MESH
-    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and capped_by_caller:
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and caller_time_spent:
         return Blame.CALLER
     if error.code == grpc.StatusCode.UNAVAILABLE and not error.reason and pool_size > 1:
         return Blame.INSTANCE
     return Blame.PROVIDER if error.code in _PROVIDER_FAULTS else Blame.CALLER
 
 
-def judge_exception(exception: BaseException, *, capped_by_caller: bool, pool_size: int) -> Verdict:
+def judge_exception(exception: BaseException, *, caller_time_spent: bool, pool_size: int) -> Verdict:
     """The verdict for whatever ended an attempt's await: an RPC error, a MeshError, or a cancellation."""
     if isinstance(exception, grpc.aio.AioRpcError):
-        return judge_error(MeshError.from_rpc_error(exception), capped_by_caller=capped_by_caller, pool_size=pool_size)
+        return judge_error(
+            MeshError.from_rpc_error(exception), caller_time_spent=caller_time_spent, pool_size=pool_size
+        )
     if isinstance(exception, MeshError):
-        return judge_error(exception, capped_by_caller=capped_by_caller, pool_size=pool_size)
+        return judge_error(exception, caller_time_spent=caller_time_spent, pool_size=pool_size)
     if isinstance(exception, (asyncio.CancelledError, GeneratorExit)):
         return CALLER_GONE
     # A bug of ours (or an unexpected library error): not the provider's fault, and the caller sees INTERNAL.

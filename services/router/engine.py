@@ -211,7 +211,8 @@ class RouterEngine:
             return answer
 
         try:
-            winners = await Executor(race, call).run()
+            with self.margin.request():
+                winners = await Executor(race, call).run()
         except MeshError:
             if not filtered:
                 raise

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from services.router.engine import Plan, RouterEngine
 
 REASON_CIRCUIT_OPEN = "CIRCUIT_OPEN"
+# A timeout this close to the caller's deadline (seconds, or share of the attempt's budget) is the caller's.
+_SPENT_SLACK_SECONDS = 0.05
+_SPENT_SLACK_SHARE = 0.1
 
 
 @dataclass(slots=True)
@@ -266,7 +269,16 @@ class Race:
         if flight.cancel_as is not None:
             return flight.cancel_as
         pool_size = len(self.engine.balancer.pool(flight.candidate.service))
-        return judge_exception(exception, capped_by_caller=flight.capped_by_caller, pool_size=pool_size)
+        return judge_exception(exception, caller_time_spent=self._caller_time_spent(flight), pool_size=pool_size)
+
+    def _caller_time_spent(self, flight: Flight) -> bool:
+        """The caller's deadline bounded the attempt and is (about) used up: a timeout now is the caller's.
+
+        An adapter's DEADLINE_EXCEEDED well before that (a provider's 504)
+        stays the provider's.
+        """
+        slack = max(_SPENT_SLACK_SECONDS, _SPENT_SLACK_SHARE * flight.budget)
+        return flight.capped_by_caller and self.stop_at - self.now() <= slack
 
     def _start(self, flight: Flight) -> None:
         flight.machine.process(Event.START)

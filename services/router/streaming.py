@@ -54,6 +54,11 @@ class StreamRun:
         self._filtered: tuple[Candidate, ppb.ProviderStreamFinal] | None = None
 
     async def events(self) -> AsyncGenerator[rpb.StreamChatResponse, None]:
+        with self.engine.margin.request():
+            async for event in self._attempts():
+                yield event
+
+    async def _attempts(self) -> AsyncGenerator[rpb.StreamChatResponse, None]:
         flight = await self._next_flight()
         while flight is not None:
             with self.race.attempt(flight):
