@@ -261,6 +261,10 @@ class RoutingTable:
     def close_matches(self, name: str, limit: int = 3) -> list[str]:
         return difflib.get_close_matches(name, [*self._candidates, *self._aliases], n=limit, cutoff=0.4)
 
+    def aliases(self) -> Iterable[tuple[str, str]]:
+        """(alias, model name) pairs."""
+        return self._aliases.items()
+
     def models(self) -> Iterable[tuple[str, ModelRoute, Candidate]]:
         for name, route in self.routing.models.items():
             yield name, route, self._candidates[name]
