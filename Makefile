@@ -42,8 +42,11 @@ lock: | $(BIN)/uv  ## Re-resolve requirements.lock from pyproject.toml
 run: setup  ## Start the local mesh, send a demo request through it, stop it
 	$(BIN)/llmmesh demo
 
-test: setup k8s-check  ## The whole test suite (after the deployment check); about 25 minutes on a busy 2-core machine
-	$(BIN)/pytest
+# Two workers, one test file each at a time: module fixtures (a started mesh) stay shared within a file.
+TEST_WORKERS ?= 2
+
+test: setup k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # kubectl (kustomize), hadolint and the Kubernetes schemas are pinned wheels in
 # .venv (make setup), so this needs no cluster, no Docker and no network.

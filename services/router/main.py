@@ -145,6 +145,8 @@ def main() -> None:
 
         quotas = QuotaGate.from_settings(settings, on_store_change) if keys is not None else None
         engine = RouterEngine(table, balancer)
+        engine.margin.start()
+        server.after_stop(engine.margin.stop)
         # One admission path for both doors: the same limits, quotas and usage records.
         admission = Admission(table, limits=settings, quotas=quotas)
         servicer = RouterServicer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -63,12 +64,14 @@ class RouterServicer:
         tenant = await self._admission.admit(request)
         span = trace.get_current_span()
         genai.start_chat(span, request.model, stream=True, settings=request.settings)
+        # aclosing: a caller that goes away closes the engine's stream now, which releases its attempt.
         with _Served(span) as served:
-            async for event in self._engine.stream_chat(request, self._deadline(context)):
-                if event.HasField("final"):
-                    served.answered(event.final, event.final.finish_reason, event.final.usage)
-                    await self._admission.record(tenant, [event.final])
-                yield event
+            async with contextlib.aclosing(self._engine.stream_chat(request, self._deadline(context))) as events:
+                async for event in events:
+                    if event.HasField("final"):
+                        served.answered(event.final, event.final.finish_reason, event.final.usage)
+                        await self._admission.record(tenant, [event.final])
+                    yield event
 
     @handle_errors
     async def ListModels(  # noqa: N802
