@@ -173,8 +173,8 @@ def main() -> None:
         server.after_stop(balancer.close)
         if quotas is not None:
             server.after_stop(quotas.close)
-            if quotas.mode == "shared":
-                await server.health.set(STORE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            # First heartbeat now (health SERVING or NOT_SERVING), then a timer: no request needed.
+            await quotas.start()
         log.info(
             "router security",
             callers="tenant keys" if keys is not None else "open (auth off)",
