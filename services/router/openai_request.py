@@ -186,7 +186,8 @@ class ChatCompletionBody(_Lenient):
     stop: str | list[str] | None = None
     seed: StrictInt | None = Field(None, ge=-_INT64, lt=_INT64)
     n: StrictInt | None = None
-    stream: StrictBool = False
+    # Nullable in OpenAI's schema: null is the default, no stream.
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     llmmesh: MeshOptions | None = None
 
@@ -237,7 +238,7 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
     cls: type[rpb.ChatRequest] | type[rpb.StreamChatRequest] = rpb.StreamChatRequest if body.stream else rpb.ChatRequest
     request = _build(cls(), body, fallback_header, fields)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return ParsedChat(request=request, stream=body.stream, include_usage=include_usage, fields=fields)
+    return ParsedChat(request=request, stream=bool(body.stream), include_usage=include_usage, fields=fields)
 
 
 def _free_form(payload: dict[str, Any]) -> Iterator[tuple[str, object]]:

@@ -177,3 +177,19 @@ async def _wait_until(check: Any, timeout: float = 15.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+class TestWireConformance:
+    async def test_no_null_system_fingerprint_in_answers_or_chunks(self, raw: httpx2.AsyncClient) -> None:
+        """OpenAI's schema types system_fingerprint as a string: the mock has none, so the field is absent."""
+        reply = await raw.post("/v1/chat/completions", json=CHAT)
+        assert reply.status_code == 200
+        assert "system_fingerprint" not in reply.json()
+        streamed = await raw.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert "system_fingerprint" not in streamed.text
+
+    async def test_stream_null_is_the_default(self, raw: httpx2.AsyncClient) -> None:
+        """`stream: null` (nullable in the spec) is a unary answer, not a 400."""
+        reply = await raw.post("/v1/chat/completions", json={**CHAT, "stream": None})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["object"] == "chat.completion"
