@@ -336,8 +336,8 @@ class TestSecretsListed:
         """A manifest referencing a Secret missing from README's table and from create-secrets.sh fails, naming it."""
         edit(
             tree / "base/router/deployment.yaml",
-            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "2"}\n',
-            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "2"}\n'
+            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "10"}\n',
+            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "10"}\n'
             "            - name: LLMMESH_QUOTA_REDIS_URL\n"
             "              valueFrom:\n"
             "                secretKeyRef: {name: llmmesh-redis-url, key: url, optional: false}\n",
