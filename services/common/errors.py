@@ -34,6 +34,8 @@ REASON_RATE_LIMITED = "RATE_LIMITED"
 REASON_PROVIDER_AUTH = "PROVIDER_AUTH_FAILED"
 REASON_MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
 REASON_INVALID_REQUEST = "INVALID_REQUEST"
+# The candidate cannot serve a feature the request uses; another candidate may.
+REASON_UNSUPPORTED_FEATURE = "UNSUPPORTED_FEATURE"
 REASON_UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
 REASON_UPSTREAM_MALFORMED = "UPSTREAM_MALFORMED_RESPONSE"
 REASON_UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
@@ -126,6 +128,20 @@ def invalid_argument(field: str, message: str) -> MeshError:
         grpc.StatusCode.INVALID_ARGUMENT,
         f"{field}: {message}",
         reason=REASON_INVALID_REQUEST,
+        field=field,
+    )
+
+
+def unsupported_feature(field: str, message: str) -> MeshError:
+    """INVALID_ARGUMENT (UNSUPPORTED_FEATURE) naming `field`: this provider lacks it, another may have it.
+
+    The router moves on to the next candidate; the caller sees it only when
+    no candidate could serve the request.
+    """
+    return MeshError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{field}: {message}",
+        reason=REASON_UNSUPPORTED_FEATURE,
         field=field,
     )
 

@@ -28,9 +28,15 @@ from dataclasses import dataclass
 
 import grpc
 
+from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.auth import REASON_NOT_ROUTER
-from services.common.errors import REASON_CONTENT_FILTERED, REASON_CONTEXT_WINDOW_EXCEEDED, MeshError
+from services.common.errors import (
+    REASON_CONTENT_FILTERED,
+    REASON_CONTEXT_WINDOW_EXCEEDED,
+    REASON_UNSUPPORTED_FEATURE,
+    MeshError,
+)
 from services.router.config import Candidate
 
 
@@ -204,14 +210,21 @@ def judge_exception(exception: BaseException, *, caller_time_spent: bool, pool_s
     )
 
 
-def judge_answer(finish_reason: int) -> MeshError | None:
+def judge_answer(finish_reason: int, *, fallback_on_content_filter: bool) -> MeshError | None:
     """An answer the router must treat as a failed attempt, as an error; None to accept it.
 
-    The one place where an answer (unary, or a stream's final) may be turned
-    into a failure, e.g. a 200 that ends in content filter; today every
-    answer is accepted.
+    The one place where an answer (unary, or a stream's final before any
+    delta) is turned into a failure: a 200 that ends in content filter, when
+    the request's policy asks to fall back on content filters, fails as
+    FAILED_PRECONDITION CONTENT_FILTERED, like a refused prompt. The caller's
+    policy, not the provider's fault: the breakers do not count it.
     """
-    del finish_reason
+    if finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER and fallback_on_content_filter:
+        return MeshError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the answer ended in the provider's content filter",
+            reason=REASON_CONTENT_FILTERED,
+        )
     return None
 
 
@@ -239,6 +252,8 @@ def move_on_reason(
         return None
     if error.reason == REASON_CONTENT_FILTERED and fallback_on_content_filter:
         return "content filtered; policy allows fallback"
+    if error.reason == REASON_UNSUPPORTED_FEATURE:
+        return f"{failed.provider} cannot serve {error.field or 'a requested feature'}"
     if error.code in AUTH_CODES and candidate.provider != failed.provider:
         return f"{failed.provider} rejected its credentials"
     return None

@@ -30,6 +30,7 @@ from services.common.auth import current_tenant
 from services.common.errors import REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
 from services.common.telemetry import telemetry
 from services.router import access, auto
+from services.router.answers import answer_fields
 from services.router.attempts import judge_answer
 from services.router.balancer import Balancer
 from services.router.breakers import BreakerRegistry, CircuitBreaker
@@ -194,20 +195,29 @@ class RouterEngine:
     # -- unary -----------------------------------------------------------------------------
 
     async def chat(self, request: rpb.ChatRequest, deadline: float) -> rpb.ChatResponse:
-        race = Race(self, self.plan(request), deadline)
+        plan = self.plan(request)
+        race = Race(self, plan, deadline)
+        filtered: list[tuple[Candidate, ppb.ProviderServiceChatResponse]] = []
 
         async def call(flight: Flight) -> ppb.ProviderServiceChatResponse:
             answer: ppb.ProviderServiceChatResponse = await flight.instance.stub.Chat(
                 provider_request(request, flight.candidate, ppb.ProviderServiceChatRequest), timeout=flight.budget
             )
             self.headroom.record(flight.candidate.provider, answer.headroom)
-            refusal = judge_answer(answer.finish_reason)
+            refusal = judge_answer(answer.finish_reason, fallback_on_content_filter=plan.fallback_on_content_filter)
             if refusal is not None:
+                filtered.append((flight.candidate, answer))
                 raise refusal
             return answer
 
-        with self.margin.request():
-            winners = await Executor(race, call).run()
+        try:
+            with self.margin.request():
+                winners = await Executor(race, call).run()
+        except MeshError:
+            if not filtered:
+                raise
+            # No candidate did better than the content filter: that answer is still the answer.
+            return _response(*filtered[0], race.attempts)
         responses = [_response(flight.candidate, flight.answer, race.attempts) for flight in winners]
         responses[0].alternatives.extend(responses[1:])
         return responses[0]
@@ -248,18 +258,7 @@ class RouterEngine:
 def _response(
     candidate: Candidate, answer: ppb.ProviderServiceChatResponse, attempts: list[rpb.Attempt]
 ) -> rpb.ChatResponse:
-    usage = answer.usage
-    return rpb.ChatResponse(
-        message=answer.message,
-        finish_reason=answer.finish_reason,
-        usage=usage,
-        model=candidate.name,
-        provider=candidate.provider,
-        response_model=answer.response_model,
-        attempts=attempts,
-        estimated_cost_usd=candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens),
-        extensions=answer.extensions if answer.HasField("extensions") else None,
-    )
+    return rpb.ChatResponse(message=answer.message, **answer_fields(candidate, answer, attempts))
 
 
 _BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
@@ -302,6 +301,8 @@ def provider_request(
     request: RouterRequest,
     candidate: Candidate,
     cls: type[ppb.ProviderServiceChatRequest] | type[ppb.ProviderServiceStreamChatRequest],
+    *,
+    assistant_prefix: str = "",
 ) -> Any:
     built = cls(
         model=candidate.upstream_model,
@@ -309,6 +310,7 @@ def provider_request(
         tools=request.tools,
         tool_choice=request.tool_choice,
         settings=request.settings,
+        assistant_prefix=assistant_prefix,
     )
     # Provider-only options reach adapters of that provider only.
     own = request.extensions.fields.get(candidate.kind)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -223,6 +223,12 @@ class Race:
         self.attempts.append(skipped)
         self._telemetry.skipped(candidate, skipped, len(self.attempts), reason)
         return skipped
+
+    def keep_only(self, eligible: Callable[[Candidate], bool], why: str) -> None:
+        """Drops the waiting candidates that are not `eligible`, each listed as skipped with `why`."""
+        for pending in [pending for pending in self._pending if not eligible(pending.candidate)]:
+            self._pending.remove(pending)
+            self._record_skipped(pending.candidate, why)
 
     # -- hedges -----------------------------------------------------------------------------
 

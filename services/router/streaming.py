@@ -1,8 +1,10 @@
 """The streaming path: attempts one after another, relayed chunk by chunk.
 
-Before the first delta the stream falls back (and retries) freely; after it
-the stream fails, or continues on the next candidate when the request allows
-it. Each attempt runs inside `Race.attempt()`, so a reader that closes the
+Before the first delta the stream falls back (and retries) freely, a
+content-filtered final included when the policy says so; after it the
+stream fails, or, when the request allows it, continues on the next
+candidate that can continue an assistant prefix (routing file:
+`continues_prefix`), never after tool-call deltas. Each attempt runs inside `Race.attempt()`, so a reader that closes the
 stream (GeneratorExit), a cancelled caller or an upstream error all settle
 and release it. Streams are timed by time to first token and by the idle gap
 between chunks, both inside the caller's deadline; no per-attempt timeout
@@ -17,19 +19,22 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import json_format
 from opentelemetry import trace
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
+from services.router.answers import answer_fields
 from services.router.attempts import WON, Event, judge_answer
+from services.router.config import Candidate
 from services.router.race import Flight, Race
 from services.router.race_errors import caller_error
 
 if TYPE_CHECKING:
-    from services.router.engine import Plan, RouterEngine, RouterRequest
+    from services.router.engine import Plan, RouterEngine
+
+_CANNOT_CONTINUE = "cannot continue an assistant prefix (its provider is not marked continues_prefix)"
 
 
 class StreamRun:
@@ -39,10 +44,14 @@ class StreamRun:
         self.engine = engine
         self.race = Race(engine, plan, deadline, streaming=True)
         self._request = request
-        self._current: RouterRequest = request
-        self._partial: list[str] = []
+        self._prefix = ""  # the text the caller has: what a continuation continues
+        self._sent = False  # some delta reached the caller
+        self._sent_tool_calls = False
+        # Summed over every attempt that reported usage, each at its own model's price.
         self._usage = chat_pb2.Usage()
+        self._cost = 0.0
         self._continued = False
+        self._filtered: tuple[Candidate, ppb.ProviderStreamFinal] | None = None
 
     async def events(self) -> AsyncGenerator[rpb.StreamChatResponse, None]:
         with self.engine.margin.request():
@@ -50,7 +59,8 @@ class StreamRun:
                 yield event
 
     async def _attempts(self) -> AsyncGenerator[rpb.StreamChatResponse, None]:
-        while (flight := await self._next_flight()) is not None:
+        flight = await self._next_flight()
+        while flight is not None:
             with self.race.attempt(flight):
                 async with contextlib.aclosing(self._relay(flight)) as relayed:
                     async for event in relayed:
@@ -59,10 +69,16 @@ class StreamRun:
             assert verdict is not None  # the attempt context always settles
             if verdict.event is Event.SUCCEED:
                 return
-            if not flight.machine.streamed:
-                continue  # nothing reached the caller yet: fall back freely
+            if not self._sent:
+                flight = await self._next_flight()  # nothing reached the caller yet: fall back freely
+                continue
             error = verdict.error or MeshError(verdict.code, verdict.message)
-            yield self._continue_or_fail(flight, error)
+            flight = await self._successor(flight, error)
+            yield self._notice(flight, error)
+        if self._filtered is not None:
+            # No candidate did better than the content filter: that answer is still the answer.
+            yield rpb.StreamChatResponse(final=self._final(*self._filtered))
+            return
         raise self.race.error()
 
     async def _next_flight(self) -> Flight | None:
@@ -77,19 +93,31 @@ class StreamRun:
             self.engine.margin.observe_lateness(race.now() - wake_at)
         return flight
 
-    def _continue_or_fail(self, flight: Flight, error: MeshError) -> rpb.StreamChatResponse:
-        """After partial output: a continuation notice for the next candidate, or the stream's error."""
-        successor = self.race.peek_next()
-        if not self.race.plan.allow_continuation or successor is None:
-            # Part of the answer is already with the caller: a silent switch
-            # would splice two answers, so the stream fails instead.
-            message = f"stream failed after partial output from {flight.candidate.name}: {error.message}"
+    async def _successor(self, failed: Flight, error: MeshError) -> Flight:
+        """After partial output: the admitted attempt that continues the answer, or the stream's error.
+
+        Only candidates that can continue an assistant prefix qualify, and the
+        successor is admitted before the notice names it. Without one (or when
+        tool-call deltas were sent: they are never spliced) the stream fails,
+        since a silent switch would splice two answers.
+        """
+        message = f"stream failed after partial output from {failed.candidate.name}: {error.message}"
+        if not self.race.plan.allow_continuation:
             raise caller_error(error, message)
+        if self._sent_tool_calls:
+            raise caller_error(error, f"{message} (not continued: tool-call deltas were sent)")
+        self.race.keep_only(lambda candidate: candidate.continues_prefix, _CANNOT_CONTINUE)
+        successor = await self._next_flight()
+        if successor is None:
+            raise caller_error(error, f"{message} (no candidate able to continue it is left)")
+        return successor
+
+    def _notice(self, successor: Flight, error: MeshError) -> rpb.StreamChatResponse:
         self._continued = True
-        self._current = _with_assistant_prefix(self._request, "".join(self._partial))
+        candidate = successor.candidate
         return rpb.StreamChatResponse(
             continuation=rpb.StreamContinuation(
-                model=successor.name, provider=successor.provider, reason=f"{error.code.name}: {error.message}"
+                model=candidate.name, provider=candidate.provider, reason=f"{error.code.name}: {error.message}"
             )
         )
 
@@ -102,17 +130,35 @@ class StreamRun:
                 if event.HasField("delta"):
                     if not flight.machine.streamed:
                         self.race.first_chunk(flight)
-                    self._partial.append(event.delta.text)
+                    self._record_sent(event.delta)
                     yield rpb.StreamChatResponse(delta=event.delta)
                     continue
-                refusal = judge_answer(event.final.finish_reason)
-                if refusal is not None:
-                    raise refusal
+                self._count(flight.candidate, event.final)
+                if not self._sent:  # a filtered answer falls back only before the first delta
+                    self._judge_final(flight.candidate, event.final)
                 self.race.settle(flight, WON)
-                yield rpb.StreamChatResponse(final=self._final(flight, event.final))
+                yield rpb.StreamChatResponse(final=self._final(flight.candidate, event.final))
                 return
         finally:
             call.cancel()
+
+    def _record_sent(self, delta: chat_pb2.ChatDelta) -> None:
+        self._sent = True
+        self._prefix += delta.text
+        self._sent_tool_calls = self._sent_tool_calls or bool(delta.tool_calls)
+
+    def _count(self, candidate: Candidate, final: ppb.ProviderStreamFinal) -> None:
+        self.engine.headroom.record(candidate.provider, final.headroom)
+        _add_usage(self._usage, final.usage)
+        usage = final.usage
+        self._cost += candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+
+    def _judge_final(self, candidate: Candidate, final: ppb.ProviderStreamFinal) -> None:
+        policy = self.race.plan.fallback_on_content_filter
+        refusal = judge_answer(final.finish_reason, fallback_on_content_filter=policy)
+        if refusal is not None:
+            self._filtered = self._filtered or (candidate, final)
+            raise refusal
 
     def _open(self, flight: Flight) -> Any:
         from services.router.engine import provider_request
@@ -120,7 +166,12 @@ class StreamRun:
         # The attempt's span is current while the call starts: the adapter's span becomes its child.
         with trace.use_span(flight.span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
             return flight.instance.stub.StreamChat(
-                provider_request(self._current, flight.candidate, ppb.ProviderServiceStreamChatRequest),
+                provider_request(
+                    self._request,
+                    flight.candidate,
+                    ppb.ProviderServiceStreamChatRequest,
+                    assistant_prefix=self._prefix,
+                ),
                 timeout=flight.budget,
             )
 
@@ -143,20 +194,9 @@ class StreamRun:
             )
         return event  # type: ignore[no-any-return]
 
-    def _final(self, flight: Flight, final: ppb.ProviderStreamFinal) -> rpb.StreamChatFinal:
-        candidate, usage = flight.candidate, self._usage
-        self.engine.headroom.record(candidate.provider, final.headroom)
-        _add_usage(usage, final.usage)
-        return rpb.StreamChatFinal(
-            finish_reason=final.finish_reason,
-            usage=usage,
-            model=candidate.name,
-            provider=candidate.provider,
-            response_model=final.response_model,
-            attempts=self.race.attempts,
-            estimated_cost_usd=candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens),
-            continued=self._continued,
-        )
+    def _final(self, candidate: Candidate, final: ppb.ProviderStreamFinal) -> rpb.StreamChatFinal:
+        fields = answer_fields(candidate, final, self.race.attempts, usage=self._usage, cost_usd=self._cost)
+        return rpb.StreamChatFinal(**fields, continued=self._continued)
 
 
 def _stream_timeout(flight: Flight, limit: float, *, first: bool) -> MeshError:
@@ -174,13 +214,3 @@ def _add_usage(total: chat_pb2.Usage, more: chat_pb2.Usage) -> None:
     total.output_tokens += more.output_tokens
     total.cached_input_tokens += more.cached_input_tokens
     total.reasoning_tokens += more.reasoning_tokens
-
-
-def _with_assistant_prefix(request: RouterRequest, prefix: str) -> RouterRequest:
-    """The request plus the partial answer as an assistant prefix, marked as such."""
-    continued = type(request)()
-    continued.CopyFrom(request)
-    message = continued.messages.add(role=chat_pb2.ROLE_ASSISTANT)
-    message.content.add(text=prefix)
-    json_format.ParseDict({"llmmesh": {"continuation_prefix": True}}, message.extensions)
-    return continued

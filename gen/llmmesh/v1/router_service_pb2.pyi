@@ -103,7 +103,7 @@ class Attempt(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., instance: _Optional[str] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., hedged: _Optional[bool] = ..., moved_on_because: _Optional[str] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
-    __slots__ = ("message", "finish_reason", "usage", "model", "provider", "response_model", "attempts", "estimated_cost_usd", "alternatives", "extensions")
+    __slots__ = ("message", "finish_reason", "usage", "model", "provider", "response_model", "attempts", "estimated_cost_usd", "alternatives", "extensions", "response_id")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class ChatResponse(_message.Message):
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     message: _chat_pb2.Message
     finish_reason: _chat_pb2.FinishReason
     usage: _chat_pb2.Usage
@@ -124,7 +125,8 @@ class ChatResponse(_message.Message):
     estimated_cost_usd: float
     alternatives: _containers.RepeatedCompositeFieldContainer[ChatResponse]
     extensions: _struct_pb2.Struct
-    def __init__(self, message: _Optional[_Union[_chat_pb2.Message, _Mapping]] = ..., finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[ChatResponse, _Mapping]]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    response_id: str
+    def __init__(self, message: _Optional[_Union[_chat_pb2.Message, _Mapping]] = ..., finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[ChatResponse, _Mapping]]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., response_id: _Optional[str] = ...) -> None: ...
 
 class StreamChatRequest(_message.Message):
     __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "routing")
@@ -155,7 +157,7 @@ class StreamContinuation(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StreamChatFinal(_message.Message):
-    __slots__ = ("finish_reason", "usage", "model", "provider", "response_model", "attempts", "estimated_cost_usd", "continued")
+    __slots__ = ("finish_reason", "usage", "model", "provider", "response_model", "attempts", "estimated_cost_usd", "continued", "extensions", "response_id")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +166,8 @@ class StreamChatFinal(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     CONTINUED_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     finish_reason: _chat_pb2.FinishReason
     usage: _chat_pb2.Usage
     model: str
@@ -172,7 +176,9 @@ class StreamChatFinal(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     estimated_cost_usd: float
     continued: bool
-    def __init__(self, finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., continued: _Optional[bool] = ...) -> None: ...
+    extensions: _struct_pb2.Struct
+    response_id: str
+    def __init__(self, finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., continued: _Optional[bool] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., response_id: _Optional[str] = ...) -> None: ...
 
 class StreamChatResponse(_message.Message):
     __slots__ = ("delta", "continuation", "final")
