@@ -107,7 +107,6 @@ class RouterEngine:
         self.hedge_budget = SlidingBudget(defaults.hedge_budget)
         self.latency = LatencyTracker()
         self.headroom = HeadroomTracker()
-        _observe_breakers(self.breakers)
 
     # -- planning --------------------------------------------------------------------------
 
@@ -756,37 +755,12 @@ class _Race:
         return _caller_error(error, f"no candidate answered; attempts: {summary}")
 
 
-_BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
-
-
 def _attempt_key(outcome: str, code: str, candidate: Candidate) -> tuple[tuple[str, str], ...]:
     return (
         (names.ATTEMPT_OUTCOME, outcome),
         (names.ATTEMPT_CODE, code),
         (names.ATTEMPT_MODEL, candidate.name),
         (names.ATTEMPT_PROVIDER, candidate.provider),
-    )
-
-
-def _observe_breakers(registry: BreakerRegistry) -> None:
-    """Breaker state as a gauge: 0 closed, 1 half-open, 2 open (the registry is held weakly)."""
-    from weakref import ref
-
-    from opentelemetry.metrics import CallbackOptions, Observation
-
-    held = ref(registry)
-
-    def observe(_: CallbackOptions) -> list[Observation]:
-        current = held()
-        if current is None:
-            return []
-        return [Observation(_BREAKER_LEVELS[state], {names.BREAKER: name}) for name, state in current.states().items()]
-
-    telemetry().meter.create_observable_gauge(
-        names.METRIC_ROUTER_BREAKER_STATE,
-        callbacks=[observe],
-        unit="{state}",
-        description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
     )
 
 

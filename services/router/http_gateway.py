@@ -49,6 +49,7 @@ from services.common.validation import MAX_REQUEST_BYTES, validate_chat_request
 from services.router import openai_response
 from services.router.balancer import Balancer
 from services.router.engine import RouterEngine
+from services.router.metrics import Served, served
 from services.router.openai_errors import error_body, http_error
 from services.router.openai_request import FALLBACK_HEADER, BodyFields, ParsedChat, parse_chat_body
 
@@ -75,6 +76,8 @@ _T = TypeVar("_T")
 
 class _ClientGoneError(Exception):
     """The HTTP client disconnected before the answer was ready."""
+
+    code = grpc.StatusCode.CANCELLED  # how the request metrics count it
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -193,12 +196,15 @@ class HttpGateway:
                 await self._authorize(request)
             parsed = parse_chat_body(await _read_json(request), fallback_header=request.headers.get(FALLBACK_HEADER))
             fields = parsed.fields
-            validate_chat_request(parsed.request)
-            deadline = self._deadline(request, stream=parsed.stream)
+            request_telemetry = served(self._engine.table, parsed.request.model, door="http", stream=parsed.stream)
             if parsed.stream:
-                return await self._stream(request, parsed, deadline)
+                return await self._stream(request, parsed, request_telemetry.__enter__())
             assert isinstance(parsed.request, rpb.ChatRequest)
-            answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
+            with request_telemetry:
+                validate_chat_request(parsed.request)
+                deadline = self._deadline(request, stream=False)
+                answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
+                request_telemetry.answered(answer)
         except MeshError as error:
             return _error_response(error, fields)
         except _ClientGoneError:
@@ -214,16 +220,27 @@ class HttpGateway:
         }
         return JSONResponse(body, headers=headers)
 
-    async def _stream(self, request: Request, parsed: ParsedChat, deadline: float) -> Response:
-        """Waits for the first event so that failures before any output get a real HTTP status."""
+    async def _stream(self, request: Request, parsed: ParsedChat, request_telemetry: Served) -> Response:
+        """Waits for the first event so that failures before any output get a real HTTP status.
+
+        `request_telemetry` is entered; the stream's end (or a failure before it) finishes it.
+        """
         assert isinstance(parsed.request, rpb.StreamChatRequest)
+        try:
+            validate_chat_request(parsed.request)
+            deadline = self._deadline(request, stream=True)
+        except BaseException as error:
+            request_telemetry.finish(error)
+            raise
         # stream_chat is an async generator; its annotation says AsyncIterator.
         events = cast(AsyncGenerator[rpb.StreamChatResponse, None], self._engine.stream_chat(parsed.request, deadline))
         try:
             first = await _unless_disconnected(request, anext(events))
         except StopAsyncIteration:
+            request_telemetry.finish(_truncated())
             raise _truncated() from None
-        except BaseException:
+        except BaseException as error:
+            request_telemetry.finish(error)
             await events.aclose()
             raise
         identifier = openai_response.completion_id()
@@ -232,7 +249,7 @@ class HttpGateway:
         model = routed.name if routed is not None else parsed.request.model
         chunks = openai_response.ChunkStream(identifier, model, include_usage=parsed.include_usage)
         return StreamingResponse(
-            _sse(first, events, chunks, parsed.fields),
+            _sse(first, events, chunks, parsed.fields, request_telemetry),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": identifier},
         )
@@ -296,28 +313,40 @@ async def _sse(
     events: AsyncGenerator[rpb.StreamChatResponse, None],
     chunks: openai_response.ChunkStream,
     fields: BodyFields,
+    request_telemetry: Served,
 ) -> AsyncIterator[bytes]:
     """The SSE body: chunks, then `[DONE]` after the router's final message, or an error event."""
-    async with contextlib.aclosing(events):
-        yield openai_response.sse(chunks.opening())
-        event = first
-        try:
-            while True:
-                for chunk in chunks.event(event):
-                    yield openai_response.sse(chunk)
-                if event.WhichOneof("event") == "final":
-                    break
-                event = await anext(events)
-        except StopAsyncIteration:
-            yield openai_response.sse(error_body(_truncated(), fields))
-            return
-        except MeshError as error:
-            yield openai_response.sse(error_body(error, fields))
-            return
-        except Exception as error:  # noqa: BLE001 - the stream must end with an error event, never silently
-            yield openai_response.sse(error_body(_internal(error), fields))
-            return
-    yield openai_response.sse("[DONE]")
+    ended: BaseException | None = None
+    try:
+        async with contextlib.aclosing(events):
+            yield openai_response.sse(chunks.opening())
+            event = first
+            try:
+                while True:
+                    request_telemetry.event(event)
+                    for chunk in chunks.event(event):
+                        yield openai_response.sse(chunk)
+                    if event.WhichOneof("event") == "final":
+                        break
+                    event = await anext(events)
+            except StopAsyncIteration:
+                ended = _truncated()
+                yield openai_response.sse(error_body(ended, fields))
+                return
+            except MeshError as error:
+                ended = error
+                yield openai_response.sse(error_body(error, fields))
+                return
+            except Exception as error:  # noqa: BLE001 - the stream must end with an error event, never silently
+                ended = _internal(error)
+                yield openai_response.sse(error_body(ended, fields))
+                return
+        yield openai_response.sse("[DONE]")
+    except BaseException as error:  # the client went away: the generator is closed or cancelled
+        ended = error
+        raise
+    finally:
+        request_telemetry.finish(ended)
 
 
 async def _read_json(request: Request) -> object:
