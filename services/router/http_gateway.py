@@ -32,26 +32,29 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.auth import current_tenant
 from services.common.errors import (
     REASON_INTERNAL,
-    REASON_MODEL_NOT_FOUND,
     REASON_STREAM_TRUNCATED,
     MeshError,
     invalid_argument,
 )
+from services.common.json_depth import too_deep
 from services.common.settings import listen_error
-from services.common.validation import MAX_REQUEST_BYTES, validate_chat_request
+from services.common.tenants import Tenant
+from services.common.validation import MAX_REQUEST_BYTES
 from services.router import openai_response
+from services.router.admission import Admission
 from services.router.balancer import Balancer
 from services.router.engine import RouterEngine
-from services.router.metrics import Served, served
+from services.router.http_limits import HttpDoorLimits, LimitedHttpToolsProtocol
 from services.router.openai_errors import error_body, http_error
-from services.router.openai_request import FALLBACK_HEADER, BodyFields, ParsedChat, parse_chat_body
+from services.router.openai_request import FALLBACK_HEADER, MAX_BODY_DEPTH, BodyFields, ParsedChat, parse_chat_body
 
 log = structlog.get_logger(__name__)
 
@@ -77,8 +80,6 @@ _T = TypeVar("_T")
 class _ClientGoneError(Exception):
     """The HTTP client disconnected before the answer was ready."""
 
-    code = grpc.StatusCode.CANCELLED  # how the request metrics count it
-
 
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn inside the router's loop: the router owns SIGTERM and SIGINT."""
@@ -100,8 +101,13 @@ class HttpGateway:
         grace_seconds: float = 10.0,
         drain_seconds: float = 0.0,
         authorize: Authorize | None = None,
+        limits: HttpDoorLimits | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._engine = engine
+        # The same admission as RouterService: input limits, policy checks, model names, quotas, usage.
+        self._admission = admission or Admission(engine.table)
+        self._limits = limits or HttpDoorLimits.model_construct()
         self._balancer = balancer
         self._default_deadline = default_deadline_seconds
         self._grace = grace_seconds
@@ -132,9 +138,15 @@ class HttpGateway:
         except OSError as error:
             raise listen_error(f"{host}:{port}", error, "LLMMESH_HTTP_PORT", "LLMMESH_HTTP_HOST") from None
         self.port = sock.getsockname()[1]
+        limits = self._limits
+        # uvicorn's own limits where it has them; the rest in LimitedHttpToolsProtocol (http_limits.py).
+        protocol = type("GatewayHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
         config = uvicorn.Config(
             self.app,
-            http="httptools",
+            http=protocol,
+            # Counts this connection too: the same cap as the protocol's connection limit.
+            limit_concurrency=limits.http_max_connections + 1,
+            timeout_keep_alive=limits.http_keep_alive_seconds,
             ws="none",
             loop="none",
             lifespan="off",
@@ -196,18 +208,17 @@ class HttpGateway:
                 await self._authorize(request)
             parsed = parse_chat_body(await _read_json(request), fallback_header=request.headers.get(FALLBACK_HEADER))
             fields = parsed.fields
-            request_telemetry = served(self._engine.table, parsed.request.model, door="http", stream=parsed.stream)
+            deadline = self._deadline(request, stream=parsed.stream)
+            tenant = await self._admission.admit(parsed.request)
             if parsed.stream:
-                return await self._stream(request, parsed, request_telemetry.__enter__())
+                return await self._stream(request, parsed, deadline, tenant)
             assert isinstance(parsed.request, rpb.ChatRequest)
-            with request_telemetry:
-                validate_chat_request(parsed.request)
-                deadline = self._deadline(request, stream=False)
-                answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
-                request_telemetry.answered(answer)
+            answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
+            # Fan-out answers all cost money, not only the one returned first.
+            await self._admission.record(tenant, [answer, *answer.alternatives])
         except MeshError as error:
             return _error_response(error, fields)
-        except _ClientGoneError:
+        except (_ClientGoneError, ClientDisconnect):
             return Response(status_code=499)
         except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
             return _error_response(_internal(error), fields)
@@ -220,27 +231,16 @@ class HttpGateway:
         }
         return JSONResponse(body, headers=headers)
 
-    async def _stream(self, request: Request, parsed: ParsedChat, request_telemetry: Served) -> Response:
-        """Waits for the first event so that failures before any output get a real HTTP status.
-
-        `request_telemetry` is entered; the stream's end (or a failure before it) finishes it.
-        """
+    async def _stream(self, request: Request, parsed: ParsedChat, deadline: float, tenant: Tenant | None) -> Response:
+        """Waits for the first event so that failures before any output get a real HTTP status."""
         assert isinstance(parsed.request, rpb.StreamChatRequest)
-        try:
-            validate_chat_request(parsed.request)
-            deadline = self._deadline(request, stream=True)
-        except BaseException as error:
-            request_telemetry.finish(error)
-            raise
         # stream_chat is an async generator; its annotation says AsyncIterator.
         events = cast(AsyncGenerator[rpb.StreamChatResponse, None], self._engine.stream_chat(parsed.request, deadline))
         try:
             first = await _unless_disconnected(request, anext(events))
         except StopAsyncIteration:
-            request_telemetry.finish(_truncated())
             raise _truncated() from None
-        except BaseException as error:
-            request_telemetry.finish(error)
+        except BaseException:
             await events.aclose()
             raise
         identifier = openai_response.completion_id()
@@ -248,8 +248,12 @@ class HttpGateway:
         routed = self._engine.table.lookup(parsed.request.model)
         model = routed.name if routed is not None else parsed.request.model
         chunks = openai_response.ChunkStream(identifier, model, include_usage=parsed.include_usage)
+
+        async def on_final(final: rpb.StreamChatFinal) -> None:
+            await self._admission.record(tenant, [final])
+
         return StreamingResponse(
-            _sse(first, events, chunks, parsed.fields, request_telemetry),
+            _sse(first, events, chunks, parsed.fields, on_final),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": identifier},
         )
@@ -262,7 +266,7 @@ class HttpGateway:
             return _error_response(error)
         data = [
             openai_response.model_entry(name, route, candidate, self._balancer)
-            for name, route, candidate in self._engine.table.models()
+            for name, route, candidate in self._admission.visible_models(current_tenant.get())
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -271,21 +275,16 @@ class HttpGateway:
         try:
             if self._authorize is not None:
                 await self._authorize(request)
+            tenant = current_tenant.get()
             candidate = self._engine.table.lookup(name)
-            if candidate is None:
-                matches = self._engine.table.close_matches(name)
-                hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else "; see GET /v1/models"
-                raise MeshError(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"model: {name!r} is not a known model or alias{hint}",
-                    reason=REASON_MODEL_NOT_FOUND,
-                )
+            visible = {model: (route, routed) for model, route, routed in self._admission.visible_models(tenant)}
+            # A model the tenant may not use is as unknown to it as one that does not exist.
+            if candidate is None or candidate.name not in visible:
+                raise self._admission.not_found(name, tenant, "GET /v1/models")
         except MeshError as error:
             return _error_response(error)
-        for model, route, routed in self._engine.table.models():
-            if model == candidate.name:
-                return JSONResponse(openai_response.model_entry(model, route, routed, self._balancer))
-        raise AssertionError("a looked-up candidate is always in the table")
+        route, routed = visible[candidate.name]
+        return JSONResponse(openai_response.model_entry(candidate.name, route, routed, self._balancer))
 
     async def _health(self, request: Request) -> Response:
         if self._draining:
@@ -313,40 +312,31 @@ async def _sse(
     events: AsyncGenerator[rpb.StreamChatResponse, None],
     chunks: openai_response.ChunkStream,
     fields: BodyFields,
-    request_telemetry: Served,
+    on_final: Callable[[rpb.StreamChatFinal], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     """The SSE body: chunks, then `[DONE]` after the router's final message, or an error event."""
-    ended: BaseException | None = None
-    try:
-        async with contextlib.aclosing(events):
-            yield openai_response.sse(chunks.opening())
-            event = first
-            try:
-                while True:
-                    request_telemetry.event(event)
-                    for chunk in chunks.event(event):
-                        yield openai_response.sse(chunk)
-                    if event.WhichOneof("event") == "final":
-                        break
-                    event = await anext(events)
-            except StopAsyncIteration:
-                ended = _truncated()
-                yield openai_response.sse(error_body(ended, fields))
-                return
-            except MeshError as error:
-                ended = error
-                yield openai_response.sse(error_body(error, fields))
-                return
-            except Exception as error:  # noqa: BLE001 - the stream must end with an error event, never silently
-                ended = _internal(error)
-                yield openai_response.sse(error_body(ended, fields))
-                return
-        yield openai_response.sse("[DONE]")
-    except BaseException as error:  # the client went away: the generator is closed or cancelled
-        ended = error
-        raise
-    finally:
-        request_telemetry.finish(ended)
+    async with contextlib.aclosing(events):
+        yield openai_response.sse(chunks.opening())
+        event = first
+        try:
+            while True:
+                if event.WhichOneof("event") == "final":
+                    await on_final(event.final)  # counted before the client sees the end, as on gRPC
+                for chunk in chunks.event(event):
+                    yield openai_response.sse(chunk)
+                if event.WhichOneof("event") == "final":
+                    break
+                event = await anext(events)
+        except StopAsyncIteration:
+            yield openai_response.sse(error_body(_truncated(), fields))
+            return
+        except MeshError as error:
+            yield openai_response.sse(error_body(error, fields))
+            return
+        except Exception as error:  # noqa: BLE001 - the stream must end with an error event, never silently
+            yield openai_response.sse(error_body(_internal(error), fields))
+            return
+    yield openai_response.sse("[DONE]")
 
 
 async def _read_json(request: Request) -> object:
@@ -362,6 +352,9 @@ async def _read_json(request: Request) -> object:
         return json.loads(body)
     except ValueError as error:
         raise invalid_argument("body", f"is not valid JSON ({error}); send a chat-completions JSON object") from None
+    except RecursionError:
+        # The C decoder stops at Python's recursion limit, long before the body runs out.
+        raise too_deep("body", MAX_BODY_DEPTH, "a request body") from None
 
 
 def _attempts_header(attempts: list[dict[str, Any]]) -> str:

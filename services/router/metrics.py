@@ -1,6 +1,6 @@
-"""The router's request-level metrics and access log, recorded at its two doors (gRPC and HTTP).
+"""The router's request-level metrics and access log, recorded at its doors.
 
-Both doors wrap each chat request in `served(...)`: in-flight by door and
+A door (the gRPC servicer today; the HTTP door's handler next) wraps each chat request in `served(...)`: in-flight by door and
 call shape, duration, time to first token, outcome by requested model,
 answering model, provider and gRPC code (failed requests included), tokens
 and cost per tenant, and, when LLMMESH_ACCESS_LOG is on, one log line per

@@ -44,6 +44,11 @@ class TestRoutingFile:
             ),
             ("providers:\n  mock: {kind: mock\nmodels: {}\n", 3, "not valid YAML"),
             (GOOD_ROUTING + "  mock-small:\n    provider: mock\n", 6, "key 'mock-small' appears twice"),
+            (
+                GOOD_ROUTING.replace("providers:\n", "providers:\n  openai: {kind: openai, continues_prefix: true}\n"),
+                2,
+                "only anthropic and mock adapters can continue an assistant prefix",
+            ),
         ],
         ids=[
             "unknown-provider",
@@ -53,6 +58,7 @@ class TestRoutingFile:
             "alias-clash",
             "yaml-syntax",
             "duplicate-key",
+            "prefix-on-openai",
         ],
     )
     def test_router_refuses_to_start(self, tmp_path: Path, routing: str, line: int, problem: str) -> None:

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from llmmesh.v1 import router_service_pb2_grpc
-from services.testing.scraped_mesh import Sample, ScrapedMesh, http_chat, stream_request, wait_for
+from services.testing.scraped_mesh import Sample, ScrapedMesh, chat_request, stream_request, wait_for
 
 ROUNDS = 2
 
@@ -59,21 +59,23 @@ class TestRouterRequests:
             == ROUNDS
         )
 
-    def test_unknown_models_share_one_label_value(self, loaded: ScrapedMesh) -> None:
+    async def test_unknown_models_share_one_label_value(self, loaded: ScrapedMesh) -> None:
         """A request for a model not in the routing table counts as `unknown`, NOT_FOUND (bounded cardinality)."""
-        with pytest.raises(Exception, match="404"):
-            http_chat(loaded.http_url, "no-such-model-xyz")
-        samples = loaded.scrape("router")
+        async with grpc.aio.insecure_channel(loaded.mesh.router_address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await router_service_pb2_grpc.RouterServiceStub(channel).Chat(
+                    chat_request("no-such-model-xyz"), timeout=10
+                )
+        samples = await asyncio.to_thread(loaded.scrape, "router")
         assert not any("no-such-model-xyz" in str(s.labels) for s in samples)
-        assert (
-            _value(samples, "llmmesh_router_requests_total", gen_ai_request_model="unknown", llmmesh_code="NOT_FOUND")
-            >= 1
+        unknown = _value(
+            samples, "llmmesh_router_requests_total", gen_ai_request_model="unknown", llmmesh_code="NOT_FOUND"
         )
+        assert unknown >= 1
 
-    def test_both_doors_are_counted_with_tenant_tokens_and_cost(self, loaded: ScrapedMesh) -> None:
-        """The HTTP door counts like gRPC; tokens and cost are counted per tenant under Prometheus names."""
+    def test_tokens_and_cost_per_tenant(self, loaded: ScrapedMesh) -> None:
+        """Tokens and cost are counted per tenant under Prometheus names (no `_USD_`)."""
         samples = loaded.scrape("router")
-        assert _value(samples, "llmmesh_router_requests_total", llmmesh_door="http", llmmesh_code="OK") >= 1
         assert _value(samples, "llmmesh_router_tokens_total", gen_ai_token_type="output", llmmesh_tenant="") > 0
         assert _value(samples, "llmmesh_router_estimated_cost_usd_total", gen_ai_request_model="mock-fast") > 0
         assert not [name for name in _names(samples) if "USD" in name]
@@ -180,7 +182,6 @@ def test_access_log_is_off_by_default(tmp_path: Path) -> None:
     from services.testing.mesh import MockMesh
 
     with MockMesh(workdir=tmp_path) as mesh:
-        from services.testing.scraped_mesh import chat_request
 
         async def one() -> None:
             async with grpc.aio.insecure_channel(mesh.router_address) as channel:
