@@ -31,6 +31,8 @@ from services.router.cors import CorsSettings
 from services.router.engine import RouterEngine
 from services.router.http_gateway import Authorize, HttpGateway
 from services.router.http_limits import HttpDoorLimits
+from services.router.metrics import register as register_metrics
+from services.router.metrics import router_metrics
 from services.router.quotas import STORE_HEALTH_SERVICE, QuotaGate, QuotaSettings
 from services.router.servicer import RouterServicer
 from services.router.sse_keepalive import StreamKeepaliveSettings
@@ -71,6 +73,10 @@ class RouterSettings(
         None, ge=0, le=65535, description="OpenAI-compatible HTTP port; unset or empty: off; 0 picks a free one."
     )
     http_host: str = Field("", description="HTTP bind address; empty: LLMMESH_HOST.")
+    access_log: bool = Field(
+        False,
+        description="One structured log line per chat request (tenant, models, provider, code, latency, tokens; no content).",
+    )
 
     @field_validator("http_port", mode="before")
     @classmethod
@@ -144,11 +150,19 @@ def main() -> None:
         await discovery.watch(table.services())
 
         def on_store_change(up: bool) -> None:
+            router_metrics().quota_store_up = up
             status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
             asyncio.get_running_loop().create_task(server.health.set(STORE_HEALTH_SERVICE, status))
 
         quotas = QuotaGate.from_settings(settings, on_store_change) if keys is not None else None
         engine = RouterEngine(table, balancer)
+        register_metrics(
+            breakers=engine.breakers,
+            discovery=discovery,
+            services=table.services(),
+            access_log=settings.access_log,
+            quota_store_up=True if quotas is not None and quotas.mode == "shared" else None,
+        )
         engine.margin.start()
         server.after_stop(engine.margin.stop)
         # One admission path for both doors: the same limits, quotas and usage records.
