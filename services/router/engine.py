@@ -232,6 +232,14 @@ class RouterEngine:
             extensions=answer.extensions if answer.HasField("extensions") else None,
         )
 
+    async def run_attempts(
+        self, plan: _Plan, deadline: float, call: Callable[[Candidate, Instance, float], Awaitable[_T]]
+    ) -> tuple[list[tuple[Candidate, _T]], list[rpb.Attempt]]:
+        """Runs `call` over the plan's candidates on the chat executor (deadlines, retries, hedges,
+        breakers, balancer); returns the winner(s) and every attempt. Other RPCs (Embed) use it."""
+        race = _Race(self, plan, deadline)
+        return await race.run(call), race.attempts
+
     # -- streaming -------------------------------------------------------------------------
 
     async def stream_chat(

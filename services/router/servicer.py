@@ -14,10 +14,11 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import telemetry_genai as genai
 from services.common import telemetry_names as names
 from services.common.auth import current_tenant
-from services.common.errors import MeshError, handle_errors
+from services.common.errors import MeshError, handle_errors, invalid_argument
 from services.common.telemetry import telemetry
-from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request
+from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request, validate_embed_request
 from services.router.balancer import Balancer
+from services.router.embeddings import EmbeddingRouter
 from services.router.engine import RouterEngine
 from services.router.quotas import QuotaGate
 
@@ -39,6 +40,12 @@ class RouterServicer:
         self._default_deadline = default_deadline_seconds
         self._limits = limits
         self._quotas = quotas
+        self._embeddings = EmbeddingRouter(engine)
+
+    def _refuse_embedding_model(self, model: str) -> None:
+        candidate = self._engine.table.lookup(model)
+        if candidate is not None and candidate.dimensions:
+            raise invalid_argument("model", f"{model!r} is an embedding model; call Embed, or name a chat model")
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """The caller's deadline on the loop clock; callers without one get the default."""
@@ -50,6 +57,7 @@ class RouterServicer:
     @handle_errors
     async def Chat(self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext) -> rpb.ChatResponse:  # noqa: N802
         validate_chat_request(request, limits=self._limits)
+        self._refuse_embedding_model(request.model)
         tenant = current_tenant.get()
         if self._quotas is not None:
             await self._quotas.admit(tenant)
@@ -73,6 +81,7 @@ class RouterServicer:
         self, request: rpb.StreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.StreamChatResponse]:
         validate_chat_request(request, limits=self._limits)
+        self._refuse_embedding_model(request.model)
         tenant = current_tenant.get()
         if self._quotas is not None:
             await self._quotas.admit(tenant)
@@ -88,6 +97,23 @@ class RouterServicer:
                             tenant, usage.input_tokens + usage.output_tokens, event.final.estimated_cost_usd
                         )
                 yield event
+
+    @handle_errors
+    async def Embed(self, request: rpb.EmbedRequest, context: grpc.aio.ServicerContext) -> rpb.EmbedResponse:  # noqa: N802
+        validate_embed_request(request, limits=self._limits)
+        tenant = current_tenant.get()
+        if self._quotas is not None:
+            await self._quotas.admit(tenant)
+        span = trace.get_current_span()
+        genai.start_embeddings(
+            span, request.model, dimensions=request.dimensions if request.HasField("dimensions") else None
+        )
+        with _Served(span, names.OPERATION_EMBEDDINGS) as served:
+            response, paid = await self._embeddings.embed(request, self._deadline(context))
+            served.embedded(response)
+        if self._quotas is not None:
+            await self._quotas.record(tenant, response.usage.input_tokens, paid)
+        return response
 
     @handle_errors
     async def ListModels(  # noqa: N802
@@ -119,19 +145,17 @@ class _Served:
 
     __slots__ = ("_attributes", "_instruments", "_span", "_started")
 
-    def __init__(self, span: trace.Span) -> None:
+    def __init__(self, span: trace.Span, operation: str = names.OPERATION_CHAT) -> None:
         self._span = span
         self._instruments = telemetry().instruments
-        self._attributes: dict[str, str] = {names.GEN_AI_OPERATION_NAME: names.OPERATION_CHAT}
+        self._attributes: dict[str, str] = {names.GEN_AI_OPERATION_NAME: operation}
 
     def __enter__(self) -> _Served:
         self._started = time.perf_counter()
         self._instruments.router_in_flight.value += 1
         return self
 
-    def answered(
-        self, answer: rpb.ChatResponse | rpb.StreamChatFinal, finish_reason: int, usage: chat_pb2.Usage
-    ) -> None:
+    def _count(self, answer: rpb.ChatResponse | rpb.StreamChatFinal | rpb.EmbedResponse) -> None:
         # The routing table's model name, not the caller's string: bounded metric cardinality.
         self._attributes[names.GEN_AI_REQUEST_MODEL] = answer.model
         self._attributes[names.GEN_AI_PROVIDER_NAME] = answer.provider
@@ -140,6 +164,26 @@ class _Served:
                 answer.estimated_cost_usd,
                 ((names.GEN_AI_REQUEST_MODEL, answer.model), (names.GEN_AI_PROVIDER_NAME, answer.provider)),
             )
+
+    def embedded(self, answer: rpb.EmbedResponse) -> None:
+        self._count(answer)
+        genai.record_embeddings(
+            self._span,
+            input_tokens=answer.usage.input_tokens,
+            dimensions=answer.dimensions,
+            response_model=answer.response_model,
+            extra={
+                names.GEN_AI_PROVIDER_NAME: answer.provider,
+                names.ROUTER_MODEL: answer.model,
+                names.ROUTER_ATTEMPTS: len(answer.attempts),
+                names.ROUTER_ESTIMATED_COST: answer.estimated_cost_usd,
+            },
+        )
+
+    def answered(
+        self, answer: rpb.ChatResponse | rpb.StreamChatFinal, finish_reason: int, usage: chat_pb2.Usage
+    ) -> None:
+        self._count(answer)
         span = self._span
         if span.is_recording():
             genai.record_answer(
