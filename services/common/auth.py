@@ -129,6 +129,30 @@ class InternalAuthInterceptor(_GateInterceptor):
                 )
 
 
+class AllowedClientsInterceptor(_GateInterceptor):
+    """Only callers whose verified client certificate names one of `allowed` (mTLS); `setting` lists them."""
+
+    def __init__(self, allowed: frozenset[str], *, setting: str, service: str) -> None:
+        self._allowed = allowed
+        self._setting = setting
+        self._service = service
+
+    async def _gate(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        identities = _peer_identities(context)
+        if identities & self._allowed:
+            return
+        log.info("caller refused", method=method, why="certificate", peer=context.peer())
+        raise MeshError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{self._service} accepts calls from {', '.join(sorted(self._allowed))} only: "
+            + (
+                f"the client certificate names none of {self._setting}"
+                if identities
+                else "no client certificate; connect with mTLS"
+            ),
+        )
+
+
 def _metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, name: str) -> str | None:
     for key, value in metadata or ():
         if key == name:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -20,6 +21,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "llmmesh.dev"
+# Far below google.protobuf.Duration's limit; a day is more than any caller waits.
+_MAX_RETRY_DELAY_SECONDS = 86400.0
 _DETAILS_KEY = "grpc-status-details-bin"
 
 log = structlog.get_logger(__name__)
@@ -31,6 +34,8 @@ REASON_RATE_LIMITED = "RATE_LIMITED"
 REASON_PROVIDER_AUTH = "PROVIDER_AUTH_FAILED"
 REASON_MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
 REASON_INVALID_REQUEST = "INVALID_REQUEST"
+# The candidate cannot serve a feature the request uses; another candidate may.
+REASON_UNSUPPORTED_FEATURE = "UNSUPPORTED_FEATURE"
 REASON_UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
 REASON_UPSTREAM_MALFORMED = "UPSTREAM_MALFORMED_RESPONSE"
 REASON_UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
@@ -70,9 +75,10 @@ class MeshError(Exception):
         details: list[Any] = []
         if self.reason:
             details.append(error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata))
-        if self.retry_after is not None:
+        # A delay that is not a finite number of seconds is no delay at all (it must not crash the status).
+        if self.retry_after is not None and math.isfinite(self.retry_after):
             delay = duration_pb2.Duration()
-            delay.FromNanoseconds(int(max(self.retry_after, 0.0) * 1e9))
+            delay.FromNanoseconds(int(min(max(self.retry_after, 0.0), _MAX_RETRY_DELAY_SECONDS) * 1e9))
             details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         if self.field is not None:
             details.append(
@@ -124,6 +130,20 @@ def invalid_argument(field: str, message: str) -> MeshError:
         grpc.StatusCode.INVALID_ARGUMENT,
         f"{field}: {message}",
         reason=REASON_INVALID_REQUEST,
+        field=field,
+    )
+
+
+def unsupported_feature(field: str, message: str) -> MeshError:
+    """INVALID_ARGUMENT (UNSUPPORTED_FEATURE) naming `field`: this provider lacks it, another may have it.
+
+    The router moves on to the next candidate; the caller sees it only when
+    no candidate could serve the request.
+    """
+    return MeshError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{field}: {message}",
+        reason=REASON_UNSUPPORTED_FEATURE,
         field=field,
     )
 

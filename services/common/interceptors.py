@@ -12,14 +12,17 @@ protobuf exception, which callers cannot act on.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from services.common.errors import REASON_INVALID_REQUEST, MeshError
+from services.common.json_depth import MAX_JSON_DEPTH
+from services.common.undecodable import locate
 
 #: Runs before the handler; raises MeshError to refuse the call.
 Gate = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
@@ -61,31 +64,50 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
         deserialize = handler.request_deserializer
         method = handler_call_details.method
 
+        message_class = getattr(deserialize, "__self__", None)
+
         def tolerant(data: bytes) -> Any:
             try:
                 return deserialize(data)
             except (DecodeError, ValueError, TypeError) as error:
-                return _Undecodable(type(error).__name__)
+                field = None
+                if isinstance(message_class, type) and issubclass(message_class, Message):
+                    with contextlib.suppress(Exception):  # best effort: never worse than `request`
+                        field = locate(message_class, data)
+                return _Undecodable(type(error).__name__, field, "MaxDepth" in str(error))
 
         async def refuse_undecodable(context: grpc.aio.ServicerContext, request: Any) -> None:
             if isinstance(request, _Undecodable):
-                status = MeshError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"request: the bytes sent to {method} are not a valid request message ({request.why}); "
-                    "send the message type the .proto names for this method",
-                    reason=REASON_INVALID_REQUEST,
-                    field="request",
-                ).to_status()
-                await context.abort_with_status(status)
+                await context.abort_with_status(_undecodable_error(method, request).to_status())
 
         return _rewrap(handler, None, tolerant, request_check=refuse_undecodable)
 
 
 class _Undecodable:
-    __slots__ = ("why",)
+    __slots__ = ("field", "too_deep", "why")
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, field: str | None = None, too_deep: bool = False) -> None:
         self.why = why
+        self.field = field
+        self.too_deep = too_deep
+
+
+def _undecodable_error(method: str, request: _Undecodable) -> MeshError:
+    if request.field is None:
+        message = (
+            f"request: the bytes sent to {method} are not a valid request message ({request.why}); "
+            "send the message type the .proto names for this method"
+        )
+    elif request.too_deep:
+        message = (
+            f"{request.field}: nests deeper than protobuf decodes (100 message levels); JSON in schemas and "
+            f"extensions may nest at most {MAX_JSON_DEPTH} levels"
+        )
+    else:
+        message = f"{request.field}: is not valid UTF-8 text (a lone surrogate?); send Unicode text"
+    return MeshError(
+        grpc.StatusCode.INVALID_ARGUMENT, message, reason=REASON_INVALID_REQUEST, field=request.field or "request"
+    )
 
 
 def _rewrap(

@@ -65,6 +65,8 @@ class MetricPoint:
     sum: float = 0.0
     bucket_counts: tuple[int, ...] = ()
     time_ns: int = 0
+    #: The exporting process's service.instance.id (tells replicas of one service apart).
+    instance: str = ""
 
 
 def _value(any_value: common_pb2.AnyValue) -> Any:
@@ -130,10 +132,12 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
     def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
         received = []
         for resource_metrics in request.resource_metrics:
-            service = str(_attributes(resource_metrics.resource.attributes).get("service.name", ""))
+            resource = _attributes(resource_metrics.resource.attributes)
+            service = str(resource.get("service.name", ""))
+            instance = str(resource.get("service.instance.id", ""))
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
-                    received.extend(_points(service, metric))
+                    received.extend(_points(service, metric, instance))
         with self._store.changed:
             self._store.points.extend(received)
             self._store.changed.notify_all()
@@ -149,7 +153,7 @@ class _Discard(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
-def _points(service: str, metric: Any) -> list[MetricPoint]:
+def _points(service: str, metric: Any, instance: str = "") -> list[MetricPoint]:
     kind = metric.WhichOneof("data")
     if kind in ("sum", "gauge"):
         return [
@@ -160,6 +164,7 @@ def _points(service: str, metric: Any) -> list[MetricPoint]:
                 _attributes(point.attributes),
                 value=point.as_double if point.WhichOneof("value") == "as_double" else point.as_int,
                 time_ns=point.time_unix_nano,
+                instance=instance,
             )
             for point in getattr(metric, kind).data_points
         ]
@@ -174,6 +179,7 @@ def _points(service: str, metric: Any) -> list[MetricPoint]:
                 sum=point.sum,
                 bucket_counts=tuple(point.bucket_counts),
                 time_ns=point.time_unix_nano,
+                instance=instance,
             )
             for point in metric.histogram.data_points
         ]

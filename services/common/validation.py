@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmmesh.v1 import chat_pb2
 from services.common.errors import invalid_argument
+from services.common.json_depth import struct_depth_exceeds, too_deep
 from services.common.settings import ENV_PREFIX
 
 MAX_MESSAGES = 2048
@@ -71,6 +72,8 @@ def validate_chat_request(request: ChatLike, *, limits: InputLimits = DEFAULT_LI
     """Raises MeshError(INVALID_ARGUMENT) for the first problem found; each limit message names the setting."""
     if not request.model.strip():
         raise invalid_argument("model", "is empty; name a model from ListModels, an alias, or 'auto'")
+    # First: the checks below and everything after them may walk these recursively.
+    _validate_json_depth(request)
     size = request.ByteSize()
     max_bytes = limits.max_request_bytes
     if size > max_bytes:
@@ -98,6 +101,17 @@ def validate_chat_request(request: ChatLike, *, limits: InputLimits = DEFAULT_LI
             )
     if request.HasField("settings"):
         _validate_settings(request.settings, limits.max_output_tokens)
+
+
+def _validate_json_depth(request: ChatLike) -> None:
+    """Tool schemas, the response schema and extensions within MAX_JSON_DEPTH (checked without recursion)."""
+    for index, tool in enumerate(request.tools):
+        if struct_depth_exceeds(tool.parameters):
+            raise too_deep(f"tools[{index}].parameters")
+    if request.HasField("settings") and struct_depth_exceeds(request.settings.response_format.json_schema):
+        raise too_deep("settings.response_format.json_schema")
+    if struct_depth_exceeds(request.extensions):
+        raise too_deep("extensions")
 
 
 def _validate_tools(tools: list[chat_pb2.ToolDefinition], max_tools: int) -> set[str]:

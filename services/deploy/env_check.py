@@ -20,6 +20,7 @@ OPTIONAL_IN_MANIFESTS: Mapping[str, str] = {
     "LLMMESH_TOOL_EVENTS_FILE": "test hook: the example ToolService appends one line per call",
     "LLMMESH_TOOL_REQUIRE_CALLER": "the example ToolService's setting (shipped in the agent's package, not run by it)",
     "LLMMESH_TOOL_ALLOWED_TENANTS": "the example ToolService's setting (shipped in the agent's package, not run by it)",
+    "LLMMESH_TOOL_ALLOWED_CLIENTS": "the example ToolService's setting (shipped in the agent's package, not run by it)",
     "GOOGLE_API_KEY": "the other spelling of GEMINI_API_KEY, which the manifests set",
     "OPENAI_BASE_URL": "the SDK's spelling; the manifests set LLMMESH_OPENAI_BASE_URL",
     "ANTHROPIC_BASE_URL": "the SDK's spelling; the manifests set LLMMESH_ANTHROPIC_BASE_URL",

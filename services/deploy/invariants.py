@@ -334,6 +334,29 @@ def check_secrets(objects: list[Obj]) -> Iterator[str]:
                     yield f"{ref(deployment)}: {entry['name']} secretKeyRef must say optional: false (fail fast without the key)"
 
 
+def check_configmap_references(objects: list[Obj]) -> Iterator[str]:
+    """A ConfigMap volume must name a ConfigMap of the build in the pod's namespace (kustomize's hashed name).
+
+    A generator in an overlay without `namespace` makes the ConfigMap in no
+    namespace, and kustomize then leaves the pod's reference unhashed: the pod
+    waits in ContainerCreating for a ConfigMap that does not exist.
+    """
+    made = {
+        (obj.get("metadata", {}).get("namespace"), obj["metadata"]["name"])
+        for obj in objects
+        if obj.get("kind") == "ConfigMap"
+    }
+    for deployment in deployments(objects):
+        namespace = deployment.get("metadata", {}).get("namespace")
+        for volume in deployment["spec"]["template"]["spec"].get("volumes") or []:
+            name = (volume.get("configMap") or {}).get("name")
+            if name and (namespace, name) not in made:
+                yield (
+                    f"{ref(deployment)}: volume {volume.get('name')} mounts ConfigMap {name!r}, which this build "
+                    f"does not make in namespace {namespace!r} (a generator without `namespace`?)"
+                )
+
+
 ALL_CHECKS = (
     check_pods,
     check_llmmesh_pods,
@@ -341,6 +364,7 @@ ALL_CHECKS = (
     check_disruption_and_scaling,
     check_network_policies,
     check_secrets,
+    check_configmap_references,
 )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import math
 import re
 import time
 import traceback
@@ -134,23 +135,53 @@ def _raised_at(error: BaseException) -> str:
     return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
 
 
+#: A longer Retry-After is clamped: nobody waits a day inside one request, and
+#: a huge value must not overflow the RetryInfo duration.
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (delta seconds or HTTP date)."""
+    """Seconds from `retry-after-ms` or `retry-after` (delta seconds or HTTP date); None when unreadable.
+
+    Providers and proxies send garbage (`30s`, prose, `inf`, `nan`, dates that
+    are not dates): an unreadable value is ignored, a negative one is 0 and a
+    huge one is clamped, so the error keeps its own code and never becomes
+    INTERNAL.
+    """
     lowered = {key.lower(): value for key, value in headers.items()}
-    raw_ms = lowered.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(float(raw_ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    raw = lowered.get("retry-after")
+    from_ms = _delay_seconds(lowered.get("retry-after-ms", ""), scale=0.001)
+    if from_ms is not None:
+        return from_ms
+    raw = lowered.get("retry-after", "").strip()
     if not raw:
         return None
+    seconds = _delay_seconds(raw, scale=1.0)
+    if seconds is None:
+        seconds = _http_date_delay(raw)
+    return seconds
+
+
+def _delay_seconds(raw: str, *, scale: float) -> float | None:
     try:
-        return max(float(raw), 0.0)
+        value = float(raw) * scale
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+        return None
+    return _clamped(value)
+
+
+def _http_date_delay(raw: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+        seconds = parsed.timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return _clamped(seconds)
+
+
+def _clamped(seconds: float) -> float | None:
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

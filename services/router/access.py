@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 import grpc
@@ -53,6 +54,22 @@ def permitted(
             tiers,
         )
     return allowed
+
+
+def nameable(tenant: Tenant | None, table: RoutingTable) -> set[str] | None:
+    """Canonical names of the models `tenant` may call by name; None: every model."""
+    if tenant is None or tenant.allows_all:
+        return None
+    return _allowed(tenant, table)[0]
+
+
+def close_matches(tenant: Tenant | None, table: RoutingTable, name: str, limit: int = 3) -> list[str]:
+    """Model names and aliases close to `name`, among those `tenant` may call (never another tenant's)."""
+    names = nameable(tenant, table)
+    if names is None:
+        return table.close_matches(name, limit)
+    spellings = [*names, *(alias for alias, model in table.aliases() if model in names)]
+    return difflib.get_close_matches(name, spellings, n=limit, cutoff=0.4)
 
 
 def _allowed(tenant: Tenant, table: RoutingTable) -> tuple[set[str], set[str]]:

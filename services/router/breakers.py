@@ -3,10 +3,13 @@
 closed ──(N consecutive failures, or failure rate over the window)──▶ open
 open ──(open time passed)──▶ half-open: exactly one probe goes through
 half-open ──probe succeeds──▶ closed;  probe fails ──▶ open, open time doubled
+half-open, probe out past its budget ──▶ the probe is lost: the next call probes
 
 A credential error (UNAUTHENTICATED / PERMISSION_DENIED) opens at once: no
 call with that key can succeed until an operator fixes it. Callers' own
-mistakes (INVALID_ARGUMENT, NOT_FOUND, content filters) never count.
+mistakes (INVALID_ARGUMENT, NOT_FOUND, content filters) never count; the
+engine decides blame (services/router/attempts.py) and calls `release()`
+for whatever was not the provider's doing.
 Individual adapter pods are not tracked here: the balancer ejects those.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
+from collections.abc import Callable
 
 import grpc
 import structlog
@@ -35,6 +39,8 @@ _FAILURE_CODES = frozenset(
     }
 )
 _OPEN_AT_ONCE = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+# A probe may stay out this long past its own budget (its deadline) before it is taken for lost.
+PROBE_GRACE_SECONDS = 1.0
 
 
 class State(enum.Enum):
@@ -46,8 +52,9 @@ class State(enum.Enum):
 class CircuitBreaker:
     """One breaker; `allow()` before a call, `record()` after it."""
 
-    def __init__(self, name: str, settings: Breaker) -> None:
+    def __init__(self, name: str, settings: Breaker, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        self._clock = clock
         self._settings = settings
         self.state = State.CLOSED
         self._consecutive = 0
@@ -55,23 +62,34 @@ class CircuitBreaker:
         self._open_for = settings.open_s
         self._opened_at = 0.0
         self._probe_out = False
+        self._probe_due_back = 0.0
 
-    def allow(self) -> bool:
-        """True when a call may go out now (in half-open: only the one probe)."""
+    def allow(self, budget_s: float) -> bool:
+        """True when a call with `budget_s` to run may go out now (in half-open: only the one probe)."""
         if self.state is State.CLOSED:
             return True
+        now = self._clock()
         if self.state is State.OPEN:
-            if time.monotonic() - self._opened_at < self._open_for:
+            if now - self._opened_at < self._open_for:
                 return False
             self._move(State.HALF_OPEN)
-        if self._probe_out:
+        if self._probe_out and now < self._probe_due_back:
             return False
+        if self._probe_out:
+            # Its attempt should have ended long ago; whatever kept it, it must not shut the way for good.
+            log.warning("circuit breaker probe lost", breaker=self.name)
         self._probe_out = True
+        self._probe_due_back = now + budget_s + PROBE_GRACE_SECONDS
         return True
+
+    @property
+    def probe_out(self) -> bool:
+        """A half-open probe is out and not yet taken for lost."""
+        return self._probe_out and self._clock() < self._probe_due_back
 
     def is_rejecting(self) -> bool:
         """Open and still within its open time; past it, the next allow() lets a probe through."""
-        return self.state is State.OPEN and time.monotonic() - self._opened_at < self._open_for
+        return self.state is State.OPEN and self._clock() - self._opened_at < self._open_for
 
     def release(self) -> None:
         """The allowed call never happened (e.g. its twin breaker said no)."""
@@ -113,7 +131,7 @@ class CircuitBreaker:
             self._open()
 
     def _open(self) -> None:
-        self._opened_at = time.monotonic()
+        self._opened_at = self._clock()
         self._move(State.OPEN)
 
     def _move(self, state: State) -> None:

@@ -19,6 +19,8 @@ from services.common.yamlconfig import ConfigProblem
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 Strategy = Literal["fallback", "hedge", "fanout_first", "fanout_all"]
+#: Adapter kinds that read `assistant_prefix` (Anthropic prefill, the mock); the others refuse it.
+PREFIX_KINDS = ("anthropic", "mock")
 
 
 class _Strict(BaseModel):
@@ -31,6 +33,9 @@ class ProviderInstance(_Strict):
     kind: Literal["openai", "anthropic", "google", "mock"] | None = None
     #: Discovery service name; defaults to llmmesh-provider-<instance name>.
     service: str = ""
+    #: Its adapter can continue an assistant prefix (ProviderService `assistant_prefix`):
+    #: only such providers take over a stream that failed mid-answer.
+    continues_prefix: bool = False
 
 
 class Price(_Strict):
@@ -102,6 +107,11 @@ class Defaults(_Strict):
     """Values for every model that does not set its own."""
 
     per_attempt_timeout_s: float = Field(60.0, gt=0, le=3600)
+    #: Streams: the longest wait for an attempt's first chunk (a request's
+    #: `first_token_timeout`, else its `per_attempt_timeout`, comes first).
+    first_token_timeout_s: float = Field(60.0, gt=0, le=3600)
+    #: Streams: the longest gap between two chunks once the answer flows.
+    stream_idle_timeout_s: float = Field(30.0, gt=0, le=3600)
     strategy: Strategy = "fallback"
     hedge_delay_ms: HedgeDelay = 500.0
     max_retries: int = Field(0, ge=0, le=10)
@@ -150,6 +160,11 @@ class RoutingFile(_Strict):
         for name, provider in self.providers.items():
             if provider.kind is None and name not in ("openai", "anthropic", "google", "mock"):
                 raise ConfigProblem(("providers", name), "needs `kind` (openai, anthropic, google or mock)")
+            if provider.continues_prefix and (provider.kind or name) not in PREFIX_KINDS:
+                raise ConfigProblem(
+                    ("providers", name, "continues_prefix"),
+                    f"only {' and '.join(PREFIX_KINDS)} adapters can continue an assistant prefix",
+                )
         seen: dict[str, str] = {name: name for name in self.models}
         for name, model in self.models.items():
             if model.provider not in self.providers:
@@ -227,6 +242,8 @@ class Candidate:
     supports_tools: bool
     #: Vector length of an embedding model; 0 for chat models.
     dimensions: int = 0
+    #: May take over a stream mid-answer (its provider is marked `continues_prefix`).
+    continues_prefix: bool = False
 
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int) -> float:
         cached_rate = self.price.cached_input_per_mtok
@@ -266,6 +283,7 @@ class RoutingTable:
             max_retries=route.max_retries if route.max_retries is not None else defaults.max_retries,
             supports_tools=route.supports_tools,
             dimensions=route.dimensions,
+            continues_prefix=provider.continues_prefix,
         )
 
     def lookup(self, name: str) -> Candidate | None:
@@ -277,6 +295,10 @@ class RoutingTable:
 
     def close_matches(self, name: str, limit: int = 3) -> list[str]:
         return difflib.get_close_matches(name, [*self._candidates, *self._aliases], n=limit, cutoff=0.4)
+
+    def aliases(self) -> Iterable[tuple[str, str]]:
+        """(alias, model name) pairs."""
+        return self._aliases.items()
 
     def models(self) -> Iterable[tuple[str, ModelRoute, Candidate]]:
         for name, route in self.routing.models.items():

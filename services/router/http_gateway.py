@@ -32,25 +32,29 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.auth import current_tenant
 from services.common.errors import (
     REASON_INTERNAL,
-    REASON_MODEL_NOT_FOUND,
     REASON_STREAM_TRUNCATED,
     MeshError,
     invalid_argument,
 )
+from services.common.json_depth import too_deep
 from services.common.settings import listen_error
-from services.common.validation import MAX_REQUEST_BYTES, validate_chat_request
+from services.common.tenants import Tenant
+from services.common.validation import MAX_REQUEST_BYTES
 from services.router import openai_response
+from services.router.admission import Admission
 from services.router.balancer import Balancer
 from services.router.engine import RouterEngine
+from services.router.http_limits import HttpDoorLimits, LimitedHttpToolsProtocol
 from services.router.openai_errors import error_body, http_error
-from services.router.openai_request import FALLBACK_HEADER, BodyFields, ParsedChat, parse_chat_body
+from services.router.openai_request import FALLBACK_HEADER, MAX_BODY_DEPTH, BodyFields, ParsedChat, parse_chat_body
 
 log = structlog.get_logger(__name__)
 
@@ -97,8 +101,13 @@ class HttpGateway:
         grace_seconds: float = 10.0,
         drain_seconds: float = 0.0,
         authorize: Authorize | None = None,
+        limits: HttpDoorLimits | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._engine = engine
+        # The same admission as RouterService: input limits, policy checks, model names, quotas, usage.
+        self._admission = admission or Admission(engine.table)
+        self._limits = limits or HttpDoorLimits.model_construct()
         self._balancer = balancer
         self._default_deadline = default_deadline_seconds
         self._grace = grace_seconds
@@ -129,9 +138,15 @@ class HttpGateway:
         except OSError as error:
             raise listen_error(f"{host}:{port}", error, "LLMMESH_HTTP_PORT", "LLMMESH_HTTP_HOST") from None
         self.port = sock.getsockname()[1]
+        limits = self._limits
+        # uvicorn's own limits where it has them; the rest in LimitedHttpToolsProtocol (http_limits.py).
+        protocol = type("GatewayHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
         config = uvicorn.Config(
             self.app,
-            http="httptools",
+            http=protocol,
+            # Counts this connection too: the same cap as the protocol's connection limit.
+            limit_concurrency=limits.http_max_connections + 1,
+            timeout_keep_alive=limits.http_keep_alive_seconds,
             ws="none",
             loop="none",
             lifespan="off",
@@ -193,15 +208,17 @@ class HttpGateway:
                 await self._authorize(request)
             parsed = parse_chat_body(await _read_json(request), fallback_header=request.headers.get(FALLBACK_HEADER))
             fields = parsed.fields
-            validate_chat_request(parsed.request)
             deadline = self._deadline(request, stream=parsed.stream)
+            tenant = await self._admission.admit(parsed.request)
             if parsed.stream:
-                return await self._stream(request, parsed, deadline)
+                return await self._stream(request, parsed, deadline, tenant)
             assert isinstance(parsed.request, rpb.ChatRequest)
             answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
+            # Fan-out answers all cost money, not only the one returned first.
+            await self._admission.record(tenant, [answer, *answer.alternatives])
         except MeshError as error:
             return _error_response(error, fields)
-        except _ClientGoneError:
+        except (_ClientGoneError, ClientDisconnect):
             return Response(status_code=499)
         except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
             return _error_response(_internal(error), fields)
@@ -214,7 +231,7 @@ class HttpGateway:
         }
         return JSONResponse(body, headers=headers)
 
-    async def _stream(self, request: Request, parsed: ParsedChat, deadline: float) -> Response:
+    async def _stream(self, request: Request, parsed: ParsedChat, deadline: float, tenant: Tenant | None) -> Response:
         """Waits for the first event so that failures before any output get a real HTTP status."""
         assert isinstance(parsed.request, rpb.StreamChatRequest)
         # stream_chat is an async generator; its annotation says AsyncIterator.
@@ -231,8 +248,12 @@ class HttpGateway:
         routed = self._engine.table.lookup(parsed.request.model)
         model = routed.name if routed is not None else parsed.request.model
         chunks = openai_response.ChunkStream(identifier, model, include_usage=parsed.include_usage)
+
+        async def on_final(final: rpb.StreamChatFinal) -> None:
+            await self._admission.record(tenant, [final])
+
         return StreamingResponse(
-            _sse(first, events, chunks, parsed.fields),
+            _sse(first, events, chunks, parsed.fields, on_final),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": identifier},
         )
@@ -245,7 +266,7 @@ class HttpGateway:
             return _error_response(error)
         data = [
             openai_response.model_entry(name, route, candidate, self._balancer)
-            for name, route, candidate in self._engine.table.models()
+            for name, route, candidate in self._admission.visible_models(current_tenant.get())
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -254,21 +275,16 @@ class HttpGateway:
         try:
             if self._authorize is not None:
                 await self._authorize(request)
+            tenant = current_tenant.get()
             candidate = self._engine.table.lookup(name)
-            if candidate is None:
-                matches = self._engine.table.close_matches(name)
-                hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else "; see GET /v1/models"
-                raise MeshError(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"model: {name!r} is not a known model or alias{hint}",
-                    reason=REASON_MODEL_NOT_FOUND,
-                )
+            visible = {model: (route, routed) for model, route, routed in self._admission.visible_models(tenant)}
+            # A model the tenant may not use is as unknown to it as one that does not exist.
+            if candidate is None or candidate.name not in visible:
+                raise self._admission.not_found(name, tenant, "GET /v1/models")
         except MeshError as error:
             return _error_response(error)
-        for model, route, routed in self._engine.table.models():
-            if model == candidate.name:
-                return JSONResponse(openai_response.model_entry(model, route, routed, self._balancer))
-        raise AssertionError("a looked-up candidate is always in the table")
+        route, routed = visible[candidate.name]
+        return JSONResponse(openai_response.model_entry(candidate.name, route, routed, self._balancer))
 
     async def _health(self, request: Request) -> Response:
         if self._draining:
@@ -296,6 +312,7 @@ async def _sse(
     events: AsyncGenerator[rpb.StreamChatResponse, None],
     chunks: openai_response.ChunkStream,
     fields: BodyFields,
+    on_final: Callable[[rpb.StreamChatFinal], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     """The SSE body: chunks, then `[DONE]` after the router's final message, or an error event."""
     async with contextlib.aclosing(events):
@@ -303,6 +320,8 @@ async def _sse(
         event = first
         try:
             while True:
+                if event.WhichOneof("event") == "final":
+                    await on_final(event.final)  # counted before the client sees the end, as on gRPC
                 for chunk in chunks.event(event):
                     yield openai_response.sse(chunk)
                 if event.WhichOneof("event") == "final":
@@ -333,6 +352,9 @@ async def _read_json(request: Request) -> object:
         return json.loads(body)
     except ValueError as error:
         raise invalid_argument("body", f"is not valid JSON ({error}); send a chat-completions JSON object") from None
+    except RecursionError:
+        # The C decoder stops at Python's recursion limit, long before the body runs out.
+        raise too_deep("body", MAX_BODY_DEPTH, "a request body") from None
 
 
 def _attempts_header(attempts: list[dict[str, Any]]) -> str:

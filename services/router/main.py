@@ -24,10 +24,12 @@ from services.common.tenants import KeyStore
 from services.common.tls import TLSSettings, channel_security, server_credentials
 from services.common.validation import InputLimits
 from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
+from services.router.admission import Admission
 from services.router.balancer import Balancer, EjectionPolicy
 from services.router.config import RoutingFile, RoutingTable
 from services.router.engine import RouterEngine
 from services.router.http_gateway import Authorize, HttpGateway
+from services.router.http_limits import HttpDoorLimits
 from services.router.quotas import STORE_HEALTH_SERVICE, QuotaGate, QuotaSettings
 from services.router.servicer import RouterServicer
 
@@ -45,7 +47,7 @@ _HTTP_SETTINGS = ("LLMMESH_HTTP_PORT", "LLMMESH_HTTP_HOST")
 log = structlog.get_logger(__name__)
 
 
-class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits):
+class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits, HttpDoorLimits):
     """Router process settings (LLMMESH_*)."""
 
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
@@ -94,16 +96,13 @@ def build_discovery(settings: RouterSettings) -> Discovery:
     return StaticDiscovery(load_packaged_yaml_model(StaticFile, _DEFAULTS, "static.yaml"))
 
 
-def _http_authorizer(keys: KeyStore | None, quotas: QuotaGate | None) -> Authorize | None:
-    """The HTTP door checks the same tenant keys (Authorization: Bearer) and counts requests per minute."""
+def _http_authorizer(keys: KeyStore | None) -> Authorize | None:
+    """The HTTP door checks the same tenant keys (Authorization: Bearer); quotas are in the shared Admission."""
     if keys is None:
         return None
 
     async def authorize(request: Request) -> None:
-        tenant = keys.authenticate(request.headers.get("authorization"))
-        current_tenant.set(tenant)
-        if quotas is not None:
-            await quotas.admit(tenant)
+        current_tenant.set(keys.authenticate(request.headers.get("authorization")))
 
     return authorize
 
@@ -146,12 +145,12 @@ def main() -> None:
 
         quotas = QuotaGate.from_settings(settings, on_store_change) if keys is not None else None
         engine = RouterEngine(table, balancer)
+        engine.margin.start()
+        server.after_stop(engine.margin.stop)
+        # One admission path for both doors: the same limits, quotas and usage records.
+        admission = Admission(table, limits=settings, quotas=quotas)
         servicer = RouterServicer(
-            engine,
-            balancer,
-            default_deadline_seconds=settings.default_deadline_seconds,
-            limits=settings,
-            quotas=quotas,
+            engine, balancer, default_deadline_seconds=settings.default_deadline_seconds, admission=admission
         )
         server.add_service(router_service_pb2_grpc.add_RouterServiceServicer_to_server, servicer, ROUTER_SERVICE)
         if settings.http_port is not None:
@@ -161,7 +160,9 @@ def main() -> None:
                 default_deadline_seconds=settings.default_deadline_seconds,
                 grace_seconds=settings.grace_seconds,
                 drain_seconds=settings.drain_seconds,
-                authorize=_http_authorizer(keys, quotas),
+                authorize=_http_authorizer(keys),
+                limits=settings,
+                admission=admission,
             )
             await gateway.start(settings.http_host or settings.host, settings.http_port)
             server.ready_details["http_port"] = gateway.port
@@ -172,8 +173,8 @@ def main() -> None:
         server.after_stop(balancer.close)
         if quotas is not None:
             server.after_stop(quotas.close)
-            if quotas.mode == "shared":
-                await server.health.set(STORE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            # First heartbeat now (health SERVING or NOT_SERVING), then a timer: no request needed.
+            await quotas.start()
         log.info(
             "router security",
             callers="tenant keys" if keys is not None else "open (auth off)",

@@ -12,18 +12,45 @@ caller spelled things so errors can name the caller's field
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError, invalid_argument
+from services.common.json_depth import MAX_JSON_DEPTH, python_depth_exceeds, too_deep
 
 FALLBACK_HEADER = "x-llmmesh-fallback-models"
 _INT32_MAX = 2**31 - 1
 _INT64 = 2**63
+# The whole body: the free-form fields' limit plus the fixed levels around them (tools[0].function...).
+MAX_BODY_DEPTH = MAX_JSON_DEPTH + 8
+# A caller's policy durations: at most an hour, like the router's own deadline cap.
+_MAX_POLICY_MS = 3_600_000
+# Finding the field that holds a lone surrogate stops after this many values (then: `body`).
+_SURROGATE_SEARCH_LIMIT = 100_000
+
+
+def _not_bool(value: object) -> object:
+    # JSON true is not a number: pydantic would read it as 1.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_bool)]
 
 _ROLES = {
     "system": chat_pb2.ROLE_SYSTEM,
@@ -116,7 +143,7 @@ class NamedToolChoice(_Lenient):
 class JsonSchemaFormat(_Lenient):
     name: str = ""
     schema_: dict[str, Any] | None = Field(None, alias="schema")
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class ResponseFormat(_Lenient):
@@ -125,7 +152,7 @@ class ResponseFormat(_Lenient):
 
 
 class StreamOptions(_Lenient):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class MeshOptions(BaseModel):
@@ -135,11 +162,11 @@ class MeshOptions(BaseModel):
 
     fallback_models: list[str] = Field(default_factory=list)
     strategy: Literal["fallback", "hedge", "fanout_first", "fanout_all"] | None = None
-    hedge_delay_ms: float | None = Field(None, ge=0)
-    per_attempt_timeout_ms: float | None = Field(None, gt=0)
-    max_retries: int | None = Field(None, ge=0, le=10)
-    allow_mid_stream_continuation: bool = False
-    fallback_on_content_filter: bool = False
+    hedge_delay_ms: Number | None = Field(None, ge=0, le=_MAX_POLICY_MS, allow_inf_nan=False)
+    per_attempt_timeout_ms: Number | None = Field(None, gt=0, le=_MAX_POLICY_MS, allow_inf_nan=False)
+    max_retries: StrictInt | None = Field(None, ge=0, le=10)
+    allow_mid_stream_continuation: StrictBool = False
+    fallback_on_content_filter: StrictBool = False
     extensions: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -151,15 +178,15 @@ class ChatCompletionBody(_Lenient):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormat | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
     # int32 bounds only; the range the mesh accepts is checked by validate_chat_request.
-    max_tokens: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
-    max_completion_tokens: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
+    max_tokens: StrictInt | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
+    max_completion_tokens: StrictInt | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=-_INT64, lt=_INT64)
-    n: int | None = None
-    stream: bool = False
+    seed: StrictInt | None = Field(None, ge=-_INT64, lt=_INT64)
+    n: StrictInt | None = None
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     llmmesh: MeshOptions | None = None
 
@@ -190,6 +217,13 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
     """Validates an OpenAI body and maps it; raises MeshError(INVALID_ARGUMENT) naming the caller's field."""
     if not isinstance(payload, dict):
         raise invalid_argument("body", "must be a JSON object with model and messages")
+    # Before anything walks the body recursively (pydantic, Struct.update, the adapters).
+    for path, value in _free_form(payload):
+        if python_depth_exceeds(value):
+            raise too_deep(path)
+    if python_depth_exceeds(payload, MAX_BODY_DEPTH):
+        raise too_deep("body", MAX_BODY_DEPTH, "a request body")
+    _check_unicode(payload)
     try:
         body = ChatCompletionBody.model_validate(payload)
     except ValidationError as error:
@@ -204,6 +238,80 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
     request = _build(cls(), body, fallback_header, fields)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ParsedChat(request=request, stream=body.stream, include_usage=include_usage, fields=fields)
+
+
+def _free_form(payload: dict[str, Any]) -> Iterator[tuple[str, object]]:
+    """The caller's free-form JSON (schemas, extensions, tool arguments) with its field path."""
+    for index, tool in enumerate(_list(payload.get("tools"))):
+        function = _dict(_dict(tool).get("function"))
+        if "parameters" in function:
+            yield f"tools[{index}].function.parameters", function["parameters"]
+    json_schema = _dict(_dict(payload.get("response_format")).get("json_schema"))
+    if "schema" in json_schema:
+        yield "response_format.json_schema.schema", json_schema["schema"]
+    mesh = _dict(payload.get("llmmesh"))
+    if "extensions" in mesh:
+        yield "llmmesh.extensions", mesh["extensions"]
+    for index, message in enumerate(_list(payload.get("messages"))):
+        for call_index, call in enumerate(_list(_dict(message).get("tool_calls"))):
+            function = _dict(_dict(call).get("function"))
+            if "arguments" in function:
+                yield f"messages[{index}].tool_calls[{call_index}].function.arguments", function["arguments"]
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _check_unicode(payload: dict[str, Any]) -> None:
+    """Refuses a lone UTF-16 surrogate (`\\ud800` in JSON): it has no UTF-8 form, so protobuf cannot carry it."""
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_argument(
+            _surrogate_path(payload),
+            "holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), which is not Unicode text; "
+            "send valid UTF-8 / paired escapes",
+        ) from None
+
+
+def _surrogate_path(payload: dict[str, Any]) -> str:
+    """The field path of the first key or string with a lone surrogate (iterative, bounded)."""
+    stack: list[tuple[str, object]] = [("", payload)]
+    for _ in range(_SURROGATE_SEARCH_LIMIT):
+        if not stack:
+            break
+        path, node = stack.pop()
+        if isinstance(node, str) and not _encodable(node):
+            return path or "body"
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            if isinstance(key, str) and not _encodable(key):
+                return _join(path, _printable(key))
+            stack.append((_join(path, key), child))
+    return "body"
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, fields: BodyFields) -> _R:

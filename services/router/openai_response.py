@@ -83,12 +83,15 @@ def _message(message: chat_pb2.Message) -> dict[str, Any]:
     return result
 
 
-def _mesh_fields(response: rpb.ChatResponse) -> dict[str, Any]:
+def _mesh_fields(answer: rpb.ChatResponse | rpb.StreamChatFinal) -> dict[str, Any]:
+    """The `llmmesh` field, the same for a completion and a stream's final chunk."""
     return {
-        "provider": response.provider,
-        "response_model": response.response_model,
-        "estimated_cost_usd": response.estimated_cost_usd,
-        "attempts": attempts(response.attempts),
+        "provider": answer.provider,
+        "response_model": answer.response_model,
+        # The upstream's id; the OpenAI `id` field is the door's own, the same in every chunk.
+        "response_id": answer.response_id,
+        "estimated_cost_usd": answer.estimated_cost_usd,
+        "attempts": attempts(answer.attempts),
     }
 
 
@@ -176,13 +179,7 @@ class ChunkStream:
 
     def _final(self, final: rpb.StreamChatFinal) -> list[dict[str, Any]]:
         self._model = final.model
-        mesh = {
-            "provider": final.provider,
-            "response_model": final.response_model,
-            "estimated_cost_usd": final.estimated_cost_usd,
-            "continued": final.continued,
-            "attempts": attempts(final.attempts),
-        }
+        mesh = {**_mesh_fields(final), "continued": final.continued}
         chunks = [self._chunk([self._choice({}, finish_reason(final.finish_reason))], llmmesh=mesh)]
         if self._include_usage:
             chunks.append(self._chunk([], usage=usage(final.usage)))

@@ -1,8 +1,9 @@
-"""RouterService: auth, quotas, validation and the caller's deadline in front of the engine."""
+"""RouterService: admission (limits, quotas: admission.py, shared with the HTTP door) and the caller's deadline."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -14,13 +15,12 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import telemetry_genai as genai
 from services.common import telemetry_names as names
 from services.common.auth import current_tenant
-from services.common.errors import MeshError, handle_errors, invalid_argument
+from services.common.errors import MeshError, handle_errors
 from services.common.telemetry import telemetry
-from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request, validate_embed_request
+from services.router.admission import Admission
 from services.router.balancer import Balancer
 from services.router.embeddings import EmbeddingRouter
 from services.router.engine import RouterEngine
-from services.router.quotas import QuotaGate
 
 
 class RouterServicer:
@@ -32,20 +32,13 @@ class RouterServicer:
         balancer: Balancer,
         *,
         default_deadline_seconds: float,
-        limits: InputLimits = DEFAULT_LIMITS,
-        quotas: QuotaGate | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._engine = engine
         self._balancer = balancer
         self._default_deadline = default_deadline_seconds
-        self._limits = limits
-        self._quotas = quotas
+        self._admission = admission or Admission(engine.table)
         self._embeddings = EmbeddingRouter(engine)
-
-    def _refuse_embedding_model(self, model: str) -> None:
-        candidate = self._engine.table.lookup(model)
-        if candidate is not None and candidate.dimensions:
-            raise invalid_argument("model", f"{model!r} is an embedding model; call Embed, or name a chat model")
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """The caller's deadline on the loop clock; callers without one get the default."""
@@ -56,54 +49,35 @@ class RouterServicer:
 
     @handle_errors
     async def Chat(self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext) -> rpb.ChatResponse:  # noqa: N802
-        validate_chat_request(request, limits=self._limits)
-        self._refuse_embedding_model(request.model)
-        tenant = current_tenant.get()
-        if self._quotas is not None:
-            await self._quotas.admit(tenant)
+        tenant = await self._admission.admit(request)
         span = trace.get_current_span()
         genai.start_chat(span, request.model, settings=request.settings)
         with _Served(span) as served:
             response = await self._engine.chat(request, self._deadline(context))
             served.answered(response, response.finish_reason, response.usage)
-        if self._quotas is not None:
-            # Fan-out answers all cost money, not only the one returned first.
-            answers = [response, *response.alternatives]
-            await self._quotas.record(
-                tenant,
-                sum(answer.usage.input_tokens + answer.usage.output_tokens for answer in answers),
-                sum(answer.estimated_cost_usd for answer in answers),
-            )
+        # Fan-out answers all cost money, not only the one returned first.
+        await self._admission.record(tenant, [response, *response.alternatives])
         return response
 
     @handle_errors
     async def StreamChat(  # noqa: N802
         self, request: rpb.StreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.StreamChatResponse]:
-        validate_chat_request(request, limits=self._limits)
-        self._refuse_embedding_model(request.model)
-        tenant = current_tenant.get()
-        if self._quotas is not None:
-            await self._quotas.admit(tenant)
+        tenant = await self._admission.admit(request)
         span = trace.get_current_span()
         genai.start_chat(span, request.model, stream=True, settings=request.settings)
+        # aclosing: a caller that goes away closes the engine's stream now, which releases its attempt.
         with _Served(span) as served:
-            async for event in self._engine.stream_chat(request, self._deadline(context)):
-                if event.HasField("final"):
-                    served.answered(event.final, event.final.finish_reason, event.final.usage)
-                    if self._quotas is not None:
-                        usage = event.final.usage
-                        await self._quotas.record(
-                            tenant, usage.input_tokens + usage.output_tokens, event.final.estimated_cost_usd
-                        )
-                yield event
+            async with contextlib.aclosing(self._engine.stream_chat(request, self._deadline(context))) as events:
+                async for event in events:
+                    if event.HasField("final"):
+                        served.answered(event.final, event.final.finish_reason, event.final.usage)
+                        await self._admission.record(tenant, [event.final])
+                    yield event
 
     @handle_errors
     async def Embed(self, request: rpb.EmbedRequest, context: grpc.aio.ServicerContext) -> rpb.EmbedResponse:  # noqa: N802
-        validate_embed_request(request, limits=self._limits)
-        tenant = current_tenant.get()
-        if self._quotas is not None:
-            await self._quotas.admit(tenant)
+        tenant = await self._admission.admit_embed(request)
         span = trace.get_current_span()
         genai.start_embeddings(
             span, request.model, dimensions=request.dimensions if request.HasField("dimensions") else None
@@ -111,8 +85,7 @@ class RouterServicer:
         with _Served(span, names.OPERATION_EMBEDDINGS) as served:
             response, paid = await self._embeddings.embed(request, self._deadline(context))
             served.embedded(response)
-        if self._quotas is not None:
-            await self._quotas.record(tenant, response.usage.input_tokens, paid)
+        await self._admission.record_embed(tenant, response.usage.input_tokens, paid)
         return response
 
     @handle_errors
@@ -120,7 +93,8 @@ class RouterServicer:
         self, request: rpb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> rpb.ListModelsResponse:
         response = rpb.ListModelsResponse()
-        models = list(self._engine.table.models())
+        # Only what this tenant may use: other tenants' models are not its business.
+        models = self._admission.visible_models(current_tenant.get())
         services = sorted({candidate.service for _, _, candidate in models})
         reachable = await asyncio.gather(*(self._balancer.pool(service).reachable() for service in services))
         available = dict(zip(services, reachable, strict=True))

@@ -176,6 +176,7 @@ def chunk(
     content: str | None = None,
     role: str | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
+    refusal: str | None = None,
     finish_reason: str | None = None,
     usage_body: dict[str, Any] | None = None,
     no_choices: bool = False,
@@ -190,6 +191,8 @@ def chunk(
         delta["content"] = content
     if tool_calls is not None:
         delta["tool_calls"] = tool_calls
+    if refusal is not None:
+        delta["refusal"] = refusal
     choices = [] if no_choices else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
     raw = {
         "id": completion_id,
@@ -212,6 +215,15 @@ def text_stream(pieces: list[str], *, finish_reason: str | None = "stop", with_u
         events.append(chunk(finish_reason=finish_reason))
         if with_usage:
             events.append(chunk(no_choices=True, usage_body=usage(12, len(pieces))))
+    return events
+
+
+def refusal_stream(pieces: list[str]) -> list[Any]:
+    """The chunks OpenAI sends when the model refuses: `refusal` deltas, content null, finish "stop"."""
+    events: list[Any] = [chunk(role="assistant", refusal="")]
+    events += [chunk(refusal=piece) for piece in pieces]
+    events.append(chunk(finish_reason="stop"))
+    events.append(chunk(no_choices=True, usage_body=usage(12, len(pieces))))
     return events
 
 

@@ -31,6 +31,11 @@ class TcpBalancer:
         assert self._server is not None, "not started"
         return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
+    def set_backends(self, backends: Sequence[str]) -> None:
+        """New connections go to these from now on (a pod replaced); open ones stay where they are."""
+        self._backends = list(backends)
+        self._next = itertools.cycle(self._backends)
+
     async def __aenter__(self) -> TcpBalancer:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         return self

@@ -27,8 +27,8 @@ from services.common.processes import ServiceProcess, run_to_exit, start_service
 from services.router.main import DISCOVERY_HEALTH
 from services.testing.consul_agent import ConsulAgentProcess, consul_binary
 from services.testing.fake_consul import AclRules, AgentCheckTLS, FakeConsul
+from services.testing.pki import CertificateAuthority, Pair
 from tests.consul.helpers import ConsulBackend, consul_env, fake_consul_for_tests, start_router, wait_for
-from tests.security.certs import CertificateAuthority, Pair
 
 pytestmark = pytest.mark.consul
 

@@ -336,8 +336,8 @@ class TestSecretsListed:
         """A manifest referencing a Secret missing from README's table and from create-secrets.sh fails, naming it."""
         edit(
             tree / "base/router/deployment.yaml",
-            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "2"}\n',
-            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "2"}\n'
+            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "10"}\n',
+            '            - {name: LLMMESH_ROUTER_REPLICAS, value: "10"}\n'
             "            - name: LLMMESH_QUOTA_REDIS_URL\n"
             "              valueFrom:\n"
             "                secretKeyRef: {name: llmmesh-redis-url, key: url, optional: false}\n",
@@ -477,3 +477,16 @@ class TestProductionPromises:
             "'cheap: {models: [gpt-4o-mini, gemini-2.5-flash, claude-haiku-4-5, mock-small]}' names the mock" in found
         )
         assert "[overlays/dev] Deployment/llmmesh-provider-mock: production" not in found
+
+
+class TestConfigMapReferences:
+    def test_a_generator_without_namespace_leaves_the_pod_without_its_configmap(
+        self, tree: Path, code: Mapping[str, CodeEnv]
+    ) -> None:
+        """The prod agent's profiles ConfigMap outside the namespace: its volume keeps a name nothing makes."""
+        edit(tree / "overlays/prod/kustomization.yaml", "    namespace: llmmesh\n", "")
+        problems = problems_of(tree, code)
+        assert (
+            "[overlays/prod] Deployment/llmmesh-agent: volume profiles mounts ConfigMap 'llmmesh-agent-profiles', "
+            "which this build does not make in namespace 'llmmesh'" in problems
+        )

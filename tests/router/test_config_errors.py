@@ -62,6 +62,11 @@ class TestRoutingFile:
                 6,
                 "anthropic offers no embeddings",
             ),
+            (
+                GOOD_ROUTING.replace("providers:\n", "providers:\n  openai: {kind: openai, continues_prefix: true}\n"),
+                2,
+                "only anthropic and mock adapters can continue an assistant prefix",
+            ),
         ],
         ids=[
             "unknown-provider",
@@ -74,6 +79,7 @@ class TestRoutingFile:
             "embedding-fallback-dimensions",
             "chat-falls-back-to-embedding",
             "anthropic-embeddings",
+            "prefix-on-openai",
         ],
     )
     def test_router_refuses_to_start(self, tmp_path: Path, routing: str, line: int, problem: str) -> None:

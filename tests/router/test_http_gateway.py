@@ -326,6 +326,18 @@ class TestStreaming:
         assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (6, 4)
         assert all(c.usage is None for c in chunks[:-1])
 
+    async def test_stream_final_chunk_carries_the_ids_a_completion_does(self, client: openai.AsyncOpenAI) -> None:
+        """Every chunk, the final and usage ones included, has one id; the final names the upstream response id."""
+        stream = await client.chat.completions.create(
+            model="mock-small", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+        assert len({c.id for c in chunks}) == 1
+        final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+        assert final.model_extra["llmmesh"]["response_id"].startswith("mock-")
+        unary = await client.chat.completions.create(model="mock-small", messages=USER)
+        assert unary.model_extra["llmmesh"]["response_id"].startswith("mock-")
+
     async def test_stream_fallback_names_answering_model_at_the_end(self, client: openai.AsyncOpenAI) -> None:
         """A stream that falls back before its first delta ends with the answering model and the attempts."""
         stream = await client.chat.completions.create(model="mock-down", messages=USER, stream=True)

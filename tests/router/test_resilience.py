@@ -35,7 +35,7 @@ MOCK_CONFIG = {
 }
 CHAIN = ["h1", "h2", "h3"]
 ROUTING = {
-    "providers": {"mock": {"kind": "mock"}},
+    "providers": {"mock": {"kind": "mock", "continues_prefix": True}},
     "defaults": {
         "min_attempt_budget_ms": 20,
         "base_backoff_ms": 1,
@@ -169,7 +169,7 @@ class TestRetries:
             )
         error = MeshError.from_rpc_error(caught.value)
         assert error.code == grpc.StatusCode.UNAVAILABLE
-        assert len(mesh.events("start")) == 2
+        assert len(mesh.events("start")) == 2, error.message
         assert "retrying after" in error.message
 
     async def test_retry_after_that_does_not_fit_moves_on(self, stub) -> None:
@@ -215,7 +215,7 @@ class TestStreams:
         assert _outcomes(final.attempts) == [("stream-a", "FAILED"), ("stream-b", "SUCCEEDED")]
 
     async def test_mid_stream_continuation_when_enabled(self, stub, mesh) -> None:
-        """After partial output, the next candidate continues with the partial text as an assistant prefix."""
+        """After partial output, the next candidate continues from the partial text (its assistant_prefix)."""
         mesh.clear_events()
         events = [
             e
@@ -235,8 +235,8 @@ class TestStreams:
         assert events[-1].final.continued
         assert events[-1].final.model == "stream-b"
         second_call = next(e for e in mesh.events("start") if e["model"] == "stream-b")
-        assert second_call["last_role"] == "ROLE_ASSISTANT"
-        assert second_call["last_text"] == "[mock stream-a] "
+        assert second_call["last_role"] == "ROLE_USER"
+        assert second_call["assistant_prefix"] == "[mock stream-a] "
 
     async def test_mid_stream_failure_without_continuation_fails(self, stub) -> None:
         """Without continuation, a failure after output ends the stream with an error, not a final."""

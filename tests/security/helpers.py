@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,8 @@ import yaml
 
 from services.common.errors import MeshError
 from services.common.tenants import hash_api_key
+from services.testing.redis_server import INSTALL_HINT, redis_binary
+from services.testing.redis_server import RedisServer as _RedisServer
 
 # Known keys; each test module writes the tenants file it needs with their hashes.
 KEY_ALPHA = "llmk_test-alpha-0123456789abcdefghijklmnopqrstuv"
@@ -52,64 +51,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class RedisServer:
-    """A real redis-server on 127.0.0.1 and a free port, no persistence."""
+class RedisServer(_RedisServer):
+    """services.testing.redis_server.RedisServer, skipping the test when redis-server is absent."""
 
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server") or (
-            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-        )
-        if binary is None:
-            pytest.skip(
-                "redis-server is not installed (.ci/run installs it with apt-get; run it, or apt-get install redis-server)"
-            )
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"redis-server did not answer on port {self.port}")
-
-    def command(self, *parts: str) -> bytes:
-        """One raw RESP command, for test setup (FLUSHALL, TIME)."""
-        payload = f"*{len(parts)}\r\n" + "".join(f"${len(p.encode())}\r\n{p}\r\n" for p in parts)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
-            conn.sendall(payload.encode())
-            time.sleep(0.05)
-            return conn.recv(4096)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
+    def __init__(self, workdir: Path, *, password: str = "") -> None:
+        if redis_binary() is None:
+            pytest.skip(INSTALL_HINT)
+        super().__init__(workdir, password=password)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,9 @@ KEY_RPM = "llmk_quota-rpm-0123456789abcdefghijklmnopqrstuvwx"
 KEY_TPM = "llmk_quota-tpm-0123456789abcdefghijklmnopqrstuvwx"
 KEY_BUDGET = "llmk_quota-budget-0123456789abcdefghijklmnopqrstu"
 KEY_FALLBACK = "llmk_quota-fallback-0123456789abcdefghijklmnopqrs"
+KEY_OUTAGE = "llmk_quota-outage-0123456789abcdefghijklmnopqrstu"
+KEY_STEADY = "llmk_quota-steady-0123456789abcdefghijklmnopqrstu"
+KEY_STALE = "llmk_quota-stale-0123456789abcdefghijklmnopqrstuv"
 STORE_HEALTH = "llmmesh-router-quota-store"
 
 
@@ -39,6 +43,9 @@ def _tenants(path: Path) -> Path:
             {"name": "tpm", "keys": [KEY_TPM], "allowed_models": ["*"], "limits": {"tokens_per_minute": 5}},
             {"name": "budget", "keys": [KEY_BUDGET], "allowed_models": ["*"], "limits": {"cost_per_day_usd": 1.0}},
             {"name": "fallback", "keys": [KEY_FALLBACK], "allowed_models": ["*"], "limits": {"requests_per_minute": 4}},
+            {"name": "outage", "keys": [KEY_OUTAGE], "allowed_models": ["*"], "limits": {"requests_per_minute": 60}},
+            {"name": "steady", "keys": [KEY_STEADY], "allowed_models": ["*"], "limits": {"requests_per_minute": 60}},
+            {"name": "stale", "keys": [KEY_STALE], "allowed_models": ["*"], "limits": {"requests_per_minute": 100}},
         ],
     )
 
@@ -59,7 +66,10 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     env = {
         "LLMMESH_AUTH_FILE": str(_tenants(workdir / "tenants.yaml")),
         "LLMMESH_QUOTA_REDIS_URL": redis.url,
-        "LLMMESH_ROUTER_REPLICAS": "2",
+        # Deliberately wrong: two routers run, and the local fallback must divide by the live count.
+        "LLMMESH_ROUTER_REPLICAS": "1",
+        "LLMMESH_QUOTA_HEARTBEAT_SECONDS": "0.5",
+        "LLMMESH_QUOTA_STORE_RETRY_SECONDS": "0.5",
     }
     mesh = MockMesh(workdir=workdir, routing=_routing(), env=env)
     try:
@@ -91,10 +101,10 @@ async def _store_health(router: ServiceProcess) -> int:
     return answer.status
 
 
-def _wait_for_fresh_minute() -> None:
-    """Minute windows: start a counting test with at least 12 s left in the current one (≤ 12 s wait)."""
+def _wait_for_fresh_minute(needed: float = 12) -> None:
+    """Minute windows: start a counting test with at least `needed` s left in the current one (≤ that wait)."""
     left = 60 - time.time() % 60
-    if left < 12:
+    if left < needed:
         time.sleep(left + 0.2)
 
 
@@ -148,12 +158,12 @@ class TestSharedLimits:
 
 class TestStoreDown:
     async def test_fails_open_to_local_limits_and_recovers(self, replicas: Replicas) -> None:
-        """Redis down: limits hold per replica at limit / replicas, health says so; Redis back: shared again."""
+        """Redis down: limits hold per replica at limit / live replicas, health says so; Redis back: shared again."""
         _wait_for_fresh_minute()
         router = replicas.routers[1]
         assert await _store_health(router) == health_pb2.HealthCheckResponse.SERVING
         replicas.redis.stop()
-        # limit 4 over 2 replicas: 2 requests per replica while the store is down.
+        # limit 4 over 2 live replicas (LLMMESH_ROUTER_REPLICAS says 1): 2 requests per replica while down.
         await _chat(router, KEY_FALLBACK)
         await _chat(router, KEY_FALLBACK)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -161,6 +171,7 @@ class TestStoreDown:
         error = error_of(caught.value)
         assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error.metadata["quota_mode"] == "local-fallback"
+        assert error.metadata["quota_replicas"] == "2"
         assert await _store_health(router) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert "quota store UNREACHABLE" in router.log()
 
@@ -175,3 +186,156 @@ class TestStoreDown:
             break
         assert await _store_health(router) == health_pb2.HealthCheckResponse.SERVING
         assert "quota store reachable again" in router.log()
+
+
+def _rpm_key(tenant: str, minute: int) -> str:
+    return f"llmmesh:quota:{{{tenant}}}:rpm:{minute}"
+
+
+def _redis_count(redis: RedisServer, key: str) -> int:
+    """A window's shared count: its key plus the `:floor` put back after a restart (raw RESP GETs)."""
+    total = 0
+    for part in (key, f"{key}:floor"):
+        reply = redis.command("GET", part).split(b"\r\n")
+        total += 0 if reply[0] == b"$-1" else int(float(reply[1]))
+    return total
+
+
+async def _wait_store_health(routers: list[ServiceProcess], status: int, seconds: float = 15) -> bool:
+    """Polls only the health service (no chat traffic) until every router reports `status`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all([await _store_health(router) == status for router in routers]):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+@dataclass
+class Phase:
+    """What one phase of the outage run got: admitted count and the refusals' quota_mode / quota_replicas."""
+
+    admitted: int = 0
+    modes: set[str] = field(default_factory=set)
+    replicas: set[str] = field(default_factory=set)
+
+
+async def _send(routers: list[ServiceProcess], key: str, count: int) -> Phase:
+    """`count` requests, alternating between the routers, one at a time."""
+    phase = Phase()
+    for number in range(count):
+        try:
+            await _chat(routers[number % len(routers)], key)
+        except grpc.aio.AioRpcError as caught:
+            error = error_of(caught)
+            assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED, error.message
+            phase.modes.add(error.metadata["quota_mode"])
+            phase.replicas.add(error.metadata.get("quota_replicas", ""))
+        else:
+            phase.admitted += 1
+    return phase
+
+
+@dataclass
+class OutageRun:
+    """The worst outage: 60/min, 2 routers, Redis killed mid-window and restarted empty.
+
+    The `outage` tenant asks for more than its limit in every phase, so any gap in the counting shows up
+    as over-admission; the `steady` tenant stays under its limit, so any refusal of it is a false one.
+    """
+
+    minute: int
+    phases: dict[str, Phase] = field(default_factory=dict)
+    down_without_traffic: bool = False
+    up_without_traffic: bool = False
+    reconciled: dict[str, int] = field(default_factory=dict)
+    final: dict[str, int] = field(default_factory=dict)
+
+
+async def _outage_run(replicas: Replicas) -> OutageRun:
+    routers, redis = replicas.routers, replicas.redis
+    _wait_for_fresh_minute(needed=35)
+    run = OutageRun(minute=int(time.time() // 60))
+    run.phases["outage/before"] = await _send(routers, KEY_OUTAGE, 20)
+    run.phases["steady/before"] = await _send(routers, KEY_STEADY, 10)
+    redis.stop()
+    run.down_without_traffic = await _wait_store_health(routers, health_pb2.HealthCheckResponse.NOT_SERVING)
+    run.phases["outage/during"] = await _send(routers, KEY_OUTAGE, 60)
+    run.phases["steady/during"] = await _send(routers, KEY_STEADY, 10)
+    redis.start()  # empty: no persistence
+    run.up_without_traffic = await _wait_store_health(routers, health_pb2.HealthCheckResponse.SERVING)
+    for tenant in ("outage", "steady"):
+        run.reconciled[tenant] = _redis_count(redis, _rpm_key(tenant, run.minute))
+    run.phases["outage/after"] = await _send(routers, KEY_OUTAGE, 60)
+    run.phases["steady/after"] = await _send(routers, KEY_STEADY, 20)
+    for tenant in ("outage", "steady"):
+        run.final[tenant] = _redis_count(redis, _rpm_key(tenant, run.minute))
+    assert int(time.time() // 60) == run.minute, "the run crossed a minute boundary: its counts are split"
+    return run
+
+
+@pytest.fixture(scope="module")
+def outage(replicas: Replicas) -> OutageRun:
+    """Runs the outage once for the tests below, and prints its figures (`pytest -s`)."""
+    run = asyncio.run(_outage_run(replicas))
+    admitted = sum(phase.admitted for name, phase in run.phases.items() if name.startswith("outage/"))
+    print(
+        f"\nworst outage (limit 60/min, 2 routers, Redis killed mid-window, restarted empty): "
+        f"{admitted} admitted in the minute, over-admission {admitted - 60}; "
+        + ", ".join(f"{name} {phase.admitted}" for name, phase in run.phases.items())
+        + f"; redis after recovery {run.reconciled}, at the end {run.final}"
+    )
+    return run
+
+
+class TestOutage:
+    def test_over_admission_bounded_by_the_live_share(self, outage: OutageRun) -> None:
+        """Redis killed mid-window: each router admits only its live share of what was left (60 - 20) / 2."""
+        before, during = outage.phases["outage/before"], outage.phases["outage/during"]
+        assert before.admitted == 20
+        assert 0 < during.admitted <= 40
+        assert during.modes == {"local-fallback"}
+        assert during.replicas == {"2"}  # the live count, not LLMMESH_ROUTER_REPLICAS=1
+
+    def test_whole_window_within_limit_plus_one_share(self, outage: OutageRun) -> None:
+        """Across the outage and an empty restart, the minute admits at most limit + limit / live replicas."""
+        admitted = sum(phase.admitted for name, phase in outage.phases.items() if name.startswith("outage/"))
+        assert admitted <= 60 + 60 // 2
+
+    def test_counts_reconciled_when_redis_returns_empty(self, outage: OutageRun) -> None:
+        """Back from an empty restart, Redis holds the counts from before the outage plus the local usage."""
+        for tenant in ("outage", "steady"):
+            expected = outage.phases[f"{tenant}/before"].admitted + outage.phases[f"{tenant}/during"].admitted
+            assert outage.reconciled[tenant] == expected, tenant
+
+    def test_no_false_refusals_after_recovery(self, outage: OutageRun) -> None:
+        """After recovery every request is counted in Redis: admitted until the shared count reaches the limit."""
+        steady = outage.phases["steady/after"]
+        assert steady.admitted == 20
+        assert outage.final["steady"] == outage.reconciled["steady"] + 20
+        after = outage.phases["outage/after"]
+        assert after.admitted == max(0, 60 - outage.reconciled["outage"])
+        assert after.modes <= {"shared"}
+        assert outage.final["outage"] == outage.reconciled["outage"] + after.admitted
+
+    def test_store_health_flips_without_traffic(self, outage: OutageRun) -> None:
+        """The quota-store health service goes NOT_SERVING and back to SERVING on its timer, no request needed."""
+        assert outage.down_without_traffic
+        assert outage.up_without_traffic
+
+
+class TestStaleConnections:
+    async def test_back_to_shared_on_the_first_request_after_a_restart(self, replicas: Replicas) -> None:
+        """Pooled connections die with a Redis restart: the next request is still counted in Redis, none refused."""
+        _wait_for_fresh_minute(needed=20)
+        minute = int(time.time() // 60)
+        routers, redis = replicas.routers, replicas.redis
+        # Concurrent calls leave several pooled connections on each router.
+        await asyncio.gather(*(_chat(routers[n % 2], KEY_STALE) for n in range(16)))
+        redis.stop()
+        redis.start()
+        after = await _send(routers, KEY_STALE, 10)
+        assert after.admitted == 10
+        # The 16 from before are put back (Redis restarted empty) and the 10 since are counted there.
+        assert _redis_count(redis, _rpm_key("stale", minute)) == 26
+        assert int(time.time() // 60) == minute

@@ -18,7 +18,7 @@ from services.common.errors import MeshError
 from services.common.processes import ServiceProcess, run_to_exit, start_service
 from services.common.tls import TLSSettings, channel_security
 from services.testing.mesh import default_routing
-from tests.security.certs import CertificateAuthority, Pair
+from services.testing.pki import CertificateAuthority, Pair
 from tests.security.helpers import error_of
 
 

@@ -40,7 +40,7 @@ ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome
 ATTEMPT_OUTCOME_SKIPPED: AttemptOutcome
 
 class RoutingPolicy(_message.Message):
-    __slots__ = ("fallback_models", "strategy", "hedge_delay", "per_attempt_timeout", "max_retries", "allow_mid_stream_continuation", "fallback_on_content_filter")
+    __slots__ = ("fallback_models", "strategy", "hedge_delay", "per_attempt_timeout", "max_retries", "allow_mid_stream_continuation", "fallback_on_content_filter", "first_token_timeout", "stream_idle_timeout")
     FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     HEDGE_DELAY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,8 @@ class RoutingPolicy(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     ALLOW_MID_STREAM_CONTINUATION_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_ON_CONTENT_FILTER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TOKEN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     fallback_models: _containers.RepeatedScalarFieldContainer[str]
     strategy: RoutingStrategy
     hedge_delay: _duration_pb2.Duration
@@ -55,7 +57,9 @@ class RoutingPolicy(_message.Message):
     max_retries: int
     allow_mid_stream_continuation: bool
     fallback_on_content_filter: bool
-    def __init__(self, fallback_models: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., hedge_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_attempt_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., allow_mid_stream_continuation: _Optional[bool] = ..., fallback_on_content_filter: _Optional[bool] = ...) -> None: ...
+    first_token_timeout: _duration_pb2.Duration
+    stream_idle_timeout: _duration_pb2.Duration
+    def __init__(self, fallback_models: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., hedge_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_attempt_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., allow_mid_stream_continuation: _Optional[bool] = ..., fallback_on_content_filter: _Optional[bool] = ..., first_token_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stream_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "routing")
@@ -100,7 +104,7 @@ class Attempt(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., instance: _Optional[str] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., hedged: _Optional[bool] = ..., moved_on_because: _Optional[str] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
-    __slots__ = ("message", "finish_reason", "usage", "model", "provider", "response_model", "attempts", "estimated_cost_usd", "alternatives", "extensions")
+    __slots__ = ("message", "finish_reason", "usage", "model", "provider", "response_model", "attempts", "estimated_cost_usd", "alternatives", "extensions", "response_id")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +115,7 @@ class ChatResponse(_message.Message):
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     message: _chat_pb2.Message
     finish_reason: _chat_pb2.FinishReason
     usage: _chat_pb2.Usage
@@ -121,7 +126,8 @@ class ChatResponse(_message.Message):
     estimated_cost_usd: float
     alternatives: _containers.RepeatedCompositeFieldContainer[ChatResponse]
     extensions: _struct_pb2.Struct
-    def __init__(self, message: _Optional[_Union[_chat_pb2.Message, _Mapping]] = ..., finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[ChatResponse, _Mapping]]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    response_id: str
+    def __init__(self, message: _Optional[_Union[_chat_pb2.Message, _Mapping]] = ..., finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[ChatResponse, _Mapping]]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., response_id: _Optional[str] = ...) -> None: ...
 
 class StreamChatRequest(_message.Message):
     __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "routing")
@@ -152,7 +158,7 @@ class StreamContinuation(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StreamChatFinal(_message.Message):
-    __slots__ = ("finish_reason", "usage", "model", "provider", "response_model", "attempts", "estimated_cost_usd", "continued")
+    __slots__ = ("finish_reason", "usage", "model", "provider", "response_model", "attempts", "estimated_cost_usd", "continued", "extensions", "response_id")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +167,8 @@ class StreamChatFinal(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     CONTINUED_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     finish_reason: _chat_pb2.FinishReason
     usage: _chat_pb2.Usage
     model: str
@@ -169,7 +177,9 @@ class StreamChatFinal(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     estimated_cost_usd: float
     continued: bool
-    def __init__(self, finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., continued: _Optional[bool] = ...) -> None: ...
+    extensions: _struct_pb2.Struct
+    response_id: str
+    def __init__(self, finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., continued: _Optional[bool] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., response_id: _Optional[str] = ...) -> None: ...
 
 class StreamChatResponse(_message.Message):
     __slots__ = ("delta", "continuation", "final")

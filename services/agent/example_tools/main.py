@@ -5,21 +5,27 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from llmmesh.v1 import tool_service_pb2_grpc
 from services.agent.example_tools.servicer import TOOLS, ExampleToolServicer
+from services.common.auth import AllowedClientsInterceptor
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, check_can_listen, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings, settings_help
+from services.common.tls import TLSSettings, server_credentials
+
+if TYPE_CHECKING:
+    from services.common.consul_discovery.registration import RegistrationSettings
 
 SERVICE_NAME = "llmmesh-tool"
 TOOL_SERVICE = "llmmesh.v1.ToolService"
 DEFAULT_PORT = 50070
 
 
-class ExampleToolSettings(ServiceSettings):
+class ExampleToolSettings(ServiceSettings, TLSSettings):
     """Example tool process settings."""
 
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
@@ -29,6 +35,12 @@ class ExampleToolSettings(ServiceSettings):
     )
     tool_allowed_tenants: str = Field(
         "", description="Comma-separated tenants that may call; empty: any (a set list implies require_caller)."
+    )
+
+    tool_allowed_clients: str = Field(
+        "",
+        description="Comma-separated client certificate CN/SAN names allowed to call (mTLS, e.g. llmmesh-agent); "
+        "empty: not checked.",
     )
 
     @property
@@ -47,12 +59,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         configure_logging(SERVICE_NAME, settings.log_level, settings.log_format)
         check_can_listen(settings.host, settings.port)
         registration_settings = load_settings(RegistrationSettings)
+        credentials = server_credentials(settings, extra_client_ca=_consul_agent_ca(settings, registration_settings))
     except ConfigError as error:
         print(f"{SERVICE_NAME}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
     async def serve() -> None:
-        server = MeshServer(SERVICE_NAME, settings)
+        allowed = frozenset(name.strip() for name in settings.tool_allowed_clients.split(",") if name.strip())
+        interceptors = (
+            [AllowedClientsInterceptor(allowed, setting="LLMMESH_TOOL_ALLOWED_CLIENTS", service=SERVICE_NAME)]
+            if allowed
+            else []
+        )
+        server = MeshServer(SERVICE_NAME, settings, interceptors=interceptors, credentials=credentials)
         servicer = ExampleToolServicer(
             events_file=settings.tool_events_file,
             require_caller=settings.tool_require_caller,
@@ -67,6 +86,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         await server.serve_until_signal()
 
     run_service(serve, name=SERVICE_NAME)
+
+
+def _consul_agent_ca(settings: ExampleToolSettings, registration: RegistrationSettings) -> tuple[str, str]:
+    """As for adapters: the Consul agents' CA passes their TLS health checks, and only those."""
+    if registration.consul_agent_ca_file and not settings.tool_allowed_clients:
+        raise ConfigError(
+            "LLMMESH_CONSUL_AGENT_CA_FILE lets Consul agents' certificates through TLS: set "
+            "LLMMESH_TOOL_ALLOWED_CLIENTS (e.g. llmmesh-agent) so they reach the health service only"
+        )
+    return "LLMMESH_CONSUL_AGENT_CA_FILE", registration.consul_agent_ca_file
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -27,6 +27,12 @@ Assistant messages, `Message.extensions["anthropic"]`:
                unchanged on the same assistant message and the blocks are replayed first in
                that turn's content, as Anthropic requires for tool use with thinking.
 
+`assistant_prefix` (set by the router to continue a stream mid-answer) becomes a
+final assistant turn (prefill) without its trailing whitespace, which Anthropic
+rejects; the stream then carries only the continuation, its leading whitespace
+dropped once. Refused (UNSUPPORTED_FEATURE) with thinking on, which Anthropic
+does not allow with prefill.
+
 Responses, `ProviderServiceChatResponse.extensions["anthropic"]` and
 `ProviderStreamFinal.extensions["anthropic"]`:
 

@@ -12,7 +12,7 @@ import httpx2
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
-from services.common.errors import REASON_UPSTREAM_TIMEOUT, MeshError
+from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
 from services.common.redaction import Redactor
 from services.providers.anthropic.mapping import PROVIDER, build_create_kwargs, ignored_settings
 from services.providers.anthropic.responses import (
@@ -22,7 +22,7 @@ from services.providers.anthropic.responses import (
     response_extension,
     set_extension,
 )
-from services.providers.anthropic.streaming import StreamAssembler
+from services.providers.anthropic.streaming import PrefixSeam, StreamAssembler
 from services.providers.anthropic.upstream import headroom, map_error
 from services.providers.base import ProviderAdapter
 from services.providers.upstream_errors import check_event_stream, reading_body
@@ -103,6 +103,7 @@ class AnthropicAdapter(ProviderAdapter):
         _check_time_left(timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         assembler = StreamAssembler()
+        seam = PrefixSeam(request.assistant_prefix)
         try:
             async with asyncio.timeout_at(deadline):
                 stream = await self._client.messages.create(**kwargs, stream=True, timeout=timeout)
@@ -126,7 +127,10 @@ class AnthropicAdapter(ProviderAdapter):
                 with reading_body(PROVIDER):
                     deltas = assembler.feed(event)
                 for delta in deltas:
-                    yield pb.ProviderServiceStreamChatResponse(delta=delta)
+                    joined = seam.join(delta)
+                    if joined is not None:
+                        yield pb.ProviderServiceStreamChatResponse(delta=joined)
+            _check_usage(assembler)
             with reading_body(PROVIDER):
                 final = pb.ProviderStreamFinal(
                     finish_reason=finish_reason(assembler.stop_reason),
@@ -149,6 +153,16 @@ class AnthropicAdapter(ProviderAdapter):
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _check_usage(assembler: StreamAssembler) -> None:
+    """The stop reason came without the usage message_delta carries: cost and quotas would undercount."""
+    if assembler.stop_reason is not None and not assembler.final_usage_seen:
+        raise MeshError(
+            grpc.StatusCode.UNAVAILABLE,
+            "anthropic: upstream stream ended without the final usage (message_delta.usage); the answer is incomplete",
+            reason=REASON_STREAM_TRUNCATED,
+        )
 
 
 def _check_time_left(timeout: float) -> None:

@@ -1,7 +1,9 @@
 """Unified chat request → keyword arguments for `AsyncAnthropic.messages.create`.
 
 Every refusal is an INVALID_ARGUMENT naming the request field, raised before
-any upstream call. See the package docstring for the extension keys.
+any upstream call: reason UNSUPPORTED_FEATURE when Anthropic lacks what the
+request uses (another candidate may serve it), INVALID_REQUEST when the
+request itself is wrong. See the package docstring for the extension keys.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from google.protobuf import json_format, struct_pb2
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
-from services.common.errors import invalid_argument
+from services.common.errors import invalid_argument, unsupported_feature
 
 PROVIDER = "anthropic"
 
@@ -66,6 +68,8 @@ def build_create_kwargs(request: Request, *, default_max_tokens: int) -> dict[st
                 f"extensions.anthropic.{key}", f"is not a supported option; use one of {', '.join(ALLOWED_OPTIONS)}"
             )
     system, messages = _map_messages(request.messages)
+    if request.assistant_prefix:
+        _prefill(messages, request.assistant_prefix, thinking=_thinking_on(options.get("thinking")))
     settings = request.settings
     kwargs: dict[str, Any] = {
         "model": request.model,
@@ -120,11 +124,34 @@ def _map_messages(messages: Any) -> tuple[str, list[dict[str, Any]]]:
     return "\n\n".join(part for part in system_parts if part), turns
 
 
+def prefill_text(prefix: str) -> str:
+    """The prefix as Anthropic takes it: a final assistant turn may not end in whitespace."""
+    return prefix.rstrip()
+
+
+def _prefill(turns: list[dict[str, Any]], prefix: str, *, thinking: bool) -> None:
+    """Ends the conversation with the prefix as the assistant's turn, which the model then continues."""
+    if thinking:
+        raise unsupported_feature("assistant_prefix", "Anthropic takes no assistant prefill with thinking on")
+    text = prefill_text(prefix)
+    if not text:
+        return  # only whitespace was streamed: nothing to continue from
+    if turns[-1]["role"] == "assistant":
+        raise unsupported_feature(
+            "assistant_prefix", "cannot continue when the conversation already ends with the assistant"
+        )
+    turns.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+
+
+def _thinking_on(thinking: Any) -> bool:
+    return isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
+
+
 def _system_text(path: str, message: chat_pb2.Message) -> str:
     texts = []
     for part_index, part in enumerate(message.content):
         if part.WhichOneof("kind") != "text":
-            raise invalid_argument(f"{path}.content[{part_index}]", "Anthropic system prompts take text only")
+            raise unsupported_feature(f"{path}.content[{part_index}]", "Anthropic system prompts take text only")
         texts.append(part.text)
     return "\n".join(texts)
 
@@ -138,7 +165,7 @@ def _content_blocks(path: str, message: chat_pb2.Message, *, allow_images: bool)
                 blocks.append({"type": "text", "text": part.text})
             continue
         if not allow_images:
-            raise invalid_argument(f"{part_path}.image", "Anthropic takes images in user messages only")
+            raise unsupported_feature(f"{part_path}.image", "Anthropic takes images in user messages only")
         blocks.append(_image_block(f"{part_path}.image", part.image))
     return blocks
 
@@ -161,7 +188,7 @@ def _image_block(path: str, image: chat_pb2.ImagePart) -> dict[str, Any]:
 
 def _base64_image(path: str, mime_type: str, data: str) -> dict[str, Any]:
     if mime_type not in IMAGE_MIME_TYPES:
-        raise invalid_argument(
+        raise unsupported_feature(
             f"{path}.mime_type", f"{mime_type!r} is not an image type Anthropic takes; use one of {IMAGE_MIME_TYPES}"
         )
     return {"type": "image", "source": {"type": "base64", "media_type": mime_type, "data": data}}
@@ -248,7 +275,7 @@ def _output_config(response_format: chat_pb2.ResponseFormat) -> dict[str, Any]:
         schema = transform_schema(struct_to_plain(response_format.json_schema))
         return {"format": {"type": "json_schema", "schema": schema}}
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
-        raise invalid_argument(
+        raise unsupported_feature(
             "settings.response_format.type",
             "Anthropic has no schema-less JSON mode; send RESPONSE_FORMAT_TYPE_JSON_SCHEMA with a json_schema",
         )

@@ -20,6 +20,8 @@ class StreamAssembler:
         self.stop_sequence: str | None = None
         self.stop_details: Any = None
         self.thinking: list[dict[str, Any]] = []
+        #: message_delta reported the final output count (the usage of the whole answer).
+        self.final_usage_seen = False
         self._usage: dict[str, int | None] = {}
         # Anthropic content-block index → our tool-call index, and whether it got arguments.
         self._tool_index: dict[int, int] = {}
@@ -44,6 +46,7 @@ class StreamAssembler:
             self.stop_sequence = event.delta.stop_sequence or self.stop_sequence
             self.stop_details = event.delta.stop_details or self.stop_details
             self._take_usage(event.usage)
+            self.final_usage_seen = self.final_usage_seen or getattr(event.usage, "output_tokens", None) is not None
         return []
 
     def usage(self) -> chat_pb2.Usage:
@@ -114,3 +117,24 @@ class StreamAssembler:
                 )
             ]
         return []
+
+
+class PrefixSeam:
+    """Joins a continuation to the prefix it continues.
+
+    Anthropic takes the prefix without its trailing whitespace, which the
+    caller already has; the model then starts with whitespace of its own, so
+    the continuation's leading whitespace is dropped once.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._pending = bool(prefix.strip()) and prefix != prefix.rstrip()
+
+    def join(self, delta: chat_pb2.ChatDelta) -> chat_pb2.ChatDelta | None:
+        """The delta to send, or None when nothing is left of it."""
+        if not self._pending or not delta.text:
+            return delta
+        delta.text = delta.text.lstrip()
+        if delta.text:
+            self._pending = False
+        return delta if delta.text or delta.tool_calls else None

@@ -163,6 +163,14 @@ class GoogleAdapter(ProviderAdapter):
                 "google: upstream stream ended without a finish reason; the answer is truncated",
                 reason=REASON_STREAM_TRUNCATED,
             )
+        if reader.usage is None:
+            # Gemini's last chunk carries finishReason and usageMetadata together; usage
+            # missing means a broken stream, and cost and quotas would count 0.
+            raise MeshError(
+                grpc.StatusCode.UNAVAILABLE,
+                "google: upstream stream ended without usage metadata; the answer is incomplete",
+                reason=REASON_STREAM_TRUNCATED,
+            )
         with reading_body(self.provider):
             final = pb.ProviderStreamFinal(
                 finish_reason=reader.unified_finish_reason(),

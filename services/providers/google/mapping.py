@@ -46,7 +46,7 @@ from google.protobuf import json_format, struct_pb2
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
-from services.common.errors import invalid_argument
+from services.common.errors import invalid_argument, unsupported_feature
 
 PROVIDER = "google"
 Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
@@ -98,6 +98,9 @@ class GeminiRequest:
 
 def build_request(request: Request) -> GeminiRequest:
     """Maps a validated ProviderService request; raises INVALID_ARGUMENT naming the field it cannot map."""
+    if request.assistant_prefix:
+        # A trailing model turn is not a prefill to Gemini: it would start the answer over.
+        raise unsupported_feature("assistant_prefix", "Gemini cannot continue an assistant prefix")
     system_parts: list[types.Part] = []
     contents: list[types.Content] = []
     calls_by_id = _tool_calls_by_id(request)
@@ -131,7 +134,7 @@ def _text_only(path: str, message: chat_pb2.Message) -> list[types.Part]:
     parts = []
     for index, part in enumerate(message.content):
         if part.WhichOneof("kind") != "text":
-            raise invalid_argument(
+            raise unsupported_feature(
                 f"{path}.content[{index}]", "Gemini takes only text here; move images to a user message"
             )
         parts.append(types.Part(text=part.text))
@@ -160,12 +163,12 @@ def _image_part(path: str, image: chat_pb2.ImagePart) -> types.Part:
     if url.startswith("data:"):
         return types.Part(inline_data=_blob_from_data_url(f"{path}.url", url))
     if not url.startswith(("https://", "gs://")):
-        raise invalid_argument(
+        raise unsupported_feature(
             f"{path}.url", "Gemini fetches only https:// (or gs://) URLs; send an https URL or the image bytes"
         )
     mime_type = image.mime_type or mimetypes.guess_type(url.split("?", 1)[0])[0] or ""
     if not mime_type.startswith("image/"):
-        raise invalid_argument(
+        raise unsupported_feature(
             f"{path}.mime_type", "is required for an image URL Gemini cannot type from its name, e.g. 'image/png'"
         )
     return types.Part(file_data=types.FileData(file_uri=url, mime_type=mime_type))
@@ -305,7 +308,7 @@ def _settings(settings: chat_pb2.GenerationSettings) -> dict[str, Any]:
         kwargs["stop_sequences"] = list(settings.stop)
     if settings.HasField("seed"):
         if not -_INT32_MAX - 1 <= settings.seed <= _INT32_MAX:
-            raise invalid_argument("settings.seed", "Gemini takes a 32-bit seed; use a value in -2^31..2^31-1")
+            raise unsupported_feature("settings.seed", "Gemini takes a 32-bit seed; use a value in -2^31..2^31-1")
         kwargs["seed"] = settings.seed
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:

@@ -4,11 +4,16 @@ It is labelled a mock everywhere it shows (ListModels, README). Tests,
 benchmarks, chaos runs and the key-less demo use it. Behaviour comes from
 MockConfig per model, and per request from `extensions["mock"]`:
 
-    delay_ms, fail_code, fail_message, fail_reason, retry_after_s,
-    text (answer to give), finish_reason ("stop", "length", ...),
+    delay_ms, fail_code, fail_message, fail_reason, fail_field (BadRequest
+    field), retry_after_s, text (answer to give; "" for none), finish_reason ("stop", "length", ...),
     stream_cut_after (end the stream after N deltas without a final message),
+    response_extensions (an object returned as the answer's extensions["mock"],
+    unary and stream alike),
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
+
+An `assistant_prefix` the answer starts with is left out of it: the mock
+continues a prefix, as the routing file may say with `continues_prefix`.
 
 With LLMMESH_MOCK_EVENTS_FILE set, every call appends JSON lines (start,
 end, failed, cancelled) so tests can see what reached the provider.
@@ -96,6 +101,7 @@ class MockAdapter(ProviderAdapter):
                 usage=_usage(request, turn),
                 response_model=model.name,
                 response_id=f"mock-{call_id}",
+                extensions=_response_extensions(overrides),
             )
         except BaseException as error:
             self._record_failure(call_id, model.name, error)
@@ -124,6 +130,7 @@ class MockAdapter(ProviderAdapter):
                     usage=_usage(request, turn),
                     response_model=model.name,
                     response_id=f"mock-{call_id}",
+                    extensions=_response_extensions(overrides),
                 )
             )
         except BaseException as error:
@@ -181,6 +188,7 @@ class MockAdapter(ProviderAdapter):
             messages=len(request.messages),
             last_role=chat_pb2.Role.Name(last.role) if last is not None else "",
             last_text=_text_of(last) if last is not None else "",
+            assistant_prefix=request.assistant_prefix,
         )
         return model, overrides, call_id
 
@@ -204,6 +212,7 @@ class MockAdapter(ProviderAdapter):
                 failure.message or f"mock: injected {failure.code}",
                 reason=failure.reason or f"MOCK_{failure.code}",
                 retry_after=failure.retry_after_s,
+                field=overrides.get("fail_field") if "fail_code" in overrides else None,
             )
 
     def _answer(self, model: MockModel, request: Request, overrides: dict[str, Any]) -> ScriptTurn:
@@ -216,10 +225,13 @@ class MockAdapter(ProviderAdapter):
                 metadata={"context_window": str(model.context_window), "prompt_tokens": str(tokens)},
             )
         if "text" in overrides:
-            return ScriptTurn(text=str(overrides["text"]))
-        if model.scripted:
-            return _play_script(self._scripts, request)
-        return ScriptTurn(text=f"[mock {model.name}] {_last_user_text(request)}")
+            # An empty text is an answer without content (a withheld answer streams no delta).
+            turn = ScriptTurn.model_construct(text=str(overrides["text"]), tool_calls=[])
+        elif model.scripted:
+            turn = _play_script(self._scripts, request)
+        else:
+            turn = ScriptTurn(text=f"[mock {model.name}] {_last_user_text(request)}")
+        return _continued(turn, request.assistant_prefix)
 
     @staticmethod
     def _finish_reason(turn: ScriptTurn, overrides: dict[str, Any]) -> chat_pb2.FinishReason.ValueType:
@@ -288,6 +300,27 @@ def _vector(model: MockModel, text: str, length: int) -> list[float]:
     values = random.Random(seed).choices(range(-1000, 1001), k=model.dimensions)[:length]
     norm = math.sqrt(sum(value * value for value in values)) or 1.0
     return [value / norm for value in values]
+
+
+def _continued(turn: ScriptTurn, prefix: str) -> ScriptTurn:
+    """With an assistant prefix, only what follows it (the mock can continue any prefix of its answer)."""
+    if not prefix or not turn.text.startswith(prefix):
+        return turn
+    rest = turn.text[len(prefix) :]
+    if not rest and not turn.tool_calls:
+        rest = " "  # a turn needs text: the prefix was the whole answer
+    return ScriptTurn(text=rest, tool_calls=turn.tool_calls)
+
+
+def _response_extensions(overrides: dict[str, Any]) -> struct_pb2.Struct | None:
+    extra = overrides.get("response_extensions")
+    if extra is None:
+        return None
+    if not isinstance(extra, dict):
+        raise invalid_argument("extensions.mock.response_extensions", "must be an object")
+    extensions = struct_pb2.Struct()
+    extensions.update({"mock": extra})
+    return extensions
 
 
 def _text_of(message: chat_pb2.Message) -> str:

@@ -128,6 +128,14 @@ class OpenAIAdapter(ProviderAdapter):
                 "openai: upstream stream ended without a finish reason; the answer is truncated",
                 reason=REASON_STREAM_TRUNCATED,
             )
+        if self._stream_usage and state.usage is None:
+            # The usage chunk comes after the finish chunk: without it cost and quotas would count 0.
+            raise MeshError(
+                grpc.StatusCode.UNAVAILABLE,
+                "openai: upstream stream ended after the finish reason but before the usage it was asked for"
+                " (stream_options.include_usage); the answer is incomplete",
+                reason=REASON_STREAM_TRUNCATED,
+            )
         with reading_body(self.provider):
             final = state.final(headroom)
         yield pb.ProviderServiceStreamChatResponse(final=final)

@@ -12,7 +12,9 @@ Variables:
 * LLMMESH_OPENAI_MAX_TOKENS_FIELD — `max_completion_tokens` (default) or
   `max_tokens` for older compatible servers that only know the latter.
 * LLMMESH_OPENAI_STREAM_USAGE — send `stream_options.include_usage`
-  (default true); turn off for servers that reject stream_options.
+  (default true) and fail a stream whose usage chunk never comes; turn off
+  for servers that reject stream_options or never send usage (their streams
+  then report usage 0).
 * LLMMESH_PROVIDER_INSTANCE — e.g. `vllm-local` → service
   `llmmesh-provider-vllm-local`; the provider kind stays "openai".
 * OPENAI_ORG_ID, OPENAI_PROJECT_ID, OPENAI_CUSTOM_HEADERS are read by the SDK
@@ -48,7 +50,13 @@ class OpenAISettings(ProviderSettings):
         "max_completion_tokens",
         description="Request field that carries GenerationSettings.max_output_tokens.",
     )
-    openai_stream_usage: bool = Field(True, description="Ask for usage in streams (stream_options.include_usage).")
+    openai_stream_usage: bool = Field(
+        True,
+        description=(
+            "Ask for usage in streams (stream_options.include_usage); a stream whose usage chunk never comes "
+            "then fails as STREAM_TRUNCATED. Off for servers that never send usage."
+        ),
+    )
 
 
 def _api_key(settings: OpenAISettings) -> str:

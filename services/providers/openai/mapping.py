@@ -16,8 +16,11 @@ Extensions (all under the key "openai"):
 * `Message.extensions["openai"]` on an assistant message — round-tripped
   fields: `refusal` (text) and `audio` ({"id": ...}); returned on answers
   together with `annotations` (URL citations, response-only). A refusal also
-  shows as the message text (the shared contract has no refusal field); on
-  the way back that text is sent as `refusal` only, not duplicated as content.
+  shows as the message text (the shared contract has no refusal field) and
+  ends the answer with FINISH_REASON_CONTENT_FILTER, unary and streamed
+  alike (a stream sends the refusal as text deltas and repeats it in the
+  final's extensions); on the way back that text is sent as `refusal` only,
+  not duplicated as content.
 * `ProviderServiceChatResponse.extensions["openai"]` / `ProviderStreamFinal`
   — `system_fingerprint`, `service_tier` and `finish_reason` (the raw value,
   when it maps to FINISH_REASON_OTHER).
@@ -35,7 +38,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
-from services.common.errors import invalid_argument
+from services.common.errors import invalid_argument, unsupported_feature
 
 PROVIDER = "openai"
 
@@ -95,6 +98,9 @@ def request_kwargs(
     request: Request, *, stream: bool, max_tokens_field: MaxTokensField, stream_usage: bool
 ) -> dict[str, Any]:
     """Keyword arguments for `chat.completions.create` (without timeout)."""
+    if request.assistant_prefix:
+        # A trailing assistant message is history to Chat Completions: the answer would start over.
+        raise unsupported_feature("assistant_prefix", "OpenAI Chat Completions cannot continue an assistant prefix")
     options = _request_options(request)
     kwargs: dict[str, Any] = {
         "model": request.model,
@@ -199,7 +205,7 @@ def _text_only_content(path: str, message: chat_pb2.Message, role: str) -> str |
     texts: list[str] = []
     for index, part in enumerate(message.content):
         if part.WhichOneof("kind") != "text":
-            raise invalid_argument(
+            raise unsupported_feature(
                 f"{path}.content[{index}].image",
                 f"OpenAI Chat Completions takes images only in user messages, not in {role} messages",
             )
@@ -288,10 +294,16 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 # --------------------------------------------------------------- response side
 
 
-def finish_reason_from(raw: str | None) -> chat_pb2.FinishReason.ValueType:
-    """OpenAI finish reason → enum; None stays UNSPECIFIED, unknown values are OTHER."""
+def finish_reason_from(raw: str | None, *, refused: bool = False) -> chat_pb2.FinishReason.ValueType:
+    """OpenAI finish reason → enum; None stays UNSPECIFIED, unknown values are OTHER.
+
+    A refusal comes with finish reason "stop", but the model withheld the
+    answer on policy grounds: that is a content filter for the router and callers.
+    """
     if raw is None:
         return chat_pb2.FINISH_REASON_UNSPECIFIED
+    if refused and raw == "stop":
+        return chat_pb2.FINISH_REASON_CONTENT_FILTER
     return _FINISH_REASONS.get(raw, chat_pb2.FINISH_REASON_OTHER)
 
 
@@ -347,7 +359,7 @@ def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceCh
         message.extensions.CopyFrom(_struct(extras))
     response = pb.ProviderServiceChatResponse(
         message=message,
-        finish_reason=finish_reason_from(choice.finish_reason),
+        finish_reason=finish_reason_from(choice.finish_reason, refused=bool(sdk_message.refusal)),
         usage=usage_from(completion.usage),
         response_model=completion.model or "",
         response_id=completion.id or "",
@@ -394,7 +406,9 @@ class StreamState:
             return None
         delta = chat_pb2.ChatDelta(text=sdk_delta.content or "")
         if sdk_delta.refusal:
+            # Shown as text, as a unary answer shows it; the final repeats it as a refusal.
             self.refusal.append(sdk_delta.refusal)
+            delta.text += sdk_delta.refusal
         for call in sdk_delta.tool_calls or []:
             out = delta.tool_calls.add(index=call.index)
             if call.index not in self._started_calls:
@@ -407,7 +421,7 @@ class StreamState:
 
     def final(self, headroom: chat_pb2.RateLimitHeadroom) -> pb.ProviderStreamFinal:
         final = pb.ProviderStreamFinal(
-            finish_reason=finish_reason_from(self.raw_finish_reason),
+            finish_reason=finish_reason_from(self.raw_finish_reason, refused=bool(self.refusal)),
             usage=usage_from(self.usage),
             response_model=self.model,
             response_id=self.response_id,

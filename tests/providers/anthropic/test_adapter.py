@@ -192,11 +192,12 @@ class TestChat:
         assert fake.requests == []
 
     def test_json_object_refused(self, stub: Any, fake: FakeAnthropic) -> None:
-        """Schema-less JSON mode is refused naming settings.response_format.type."""
+        """Schema-less JSON mode is UNSUPPORTED_FEATURE naming settings.response_format.type (another candidate may serve it)."""
         request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])
         request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
         error = _error(lambda: _chat(stub, request))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "settings.response_format.type")
+        assert error.reason == "UNSUPPORTED_FEATURE"
         assert fake.requests == []
 
 
@@ -320,6 +321,7 @@ class TestImages:
         )
         error = _error(lambda: _chat(stub, request))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "messages[0].content[1].image.mime_type")
+        assert error.reason == "UNSUPPORTED_FEATURE"
         assert fake.requests == []
 
     def test_image_in_system_refused(self, stub: Any, fake: FakeAnthropic) -> None:
@@ -329,6 +331,7 @@ class TestImages:
         )
         error = _error(lambda: _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[system, user("Hi")])))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "messages[0].content[0]")
+        assert error.reason == "UNSUPPORTED_FEATURE"
 
 
 class TestStreaming:
@@ -393,6 +396,25 @@ class TestStreaming:
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
         assert received
         assert not any(event.HasField("final") for event in received)
+
+    def test_streamed_refusal_is_content_filter(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A stream ending in stop_reason "refusal" has a final with FINISH_REASON_CONTENT_FILTER and the raw reason."""
+        fake.script(sse_reply(stream_events(message(text="I can't", stop_reason="refusal"))))
+        events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
+        assert _extension(events[-1].final)["stop_reason"] == "refusal"
+        assert events[-1].final.response_id == "msg_fake_01"
+
+    def test_stream_without_final_usage_is_truncated(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A message_delta with a stop reason but no output count: UNAVAILABLE STREAM_TRUNCATED, not usage from message_start."""
+        events = stream_events(message(text="All of it"))
+        for name, data in events:
+            if name == "message_delta":
+                data["usage"] = {}
+        fake.script(sse_reply(events))
+        error = _error(lambda: _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")])))
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
+        assert "usage" in error.message
 
     def test_connection_cut_mid_stream(self, stub: Any, fake: FakeAnthropic) -> None:
         """A raw httpx2 RemoteProtocolError mid-stream (not an SDK error) is UNAVAILABLE."""
@@ -562,3 +584,29 @@ class TestProcess:
         assert log, "the adapter wrote no log at all"
         assert api_key not in log
         assert "unhandled error" not in log
+
+
+class TestContinuation:
+    def test_assistant_prefix_is_a_trimmed_prefill(self, stub: Any, fake: FakeAnthropic) -> None:
+        """assistant_prefix ends the conversation as an assistant turn without trailing whitespace; the seam has one space."""
+        fake.script(sse_reply(stream_events(message(text=" forty-two."))))
+        request = pb.ProviderServiceStreamChatRequest(
+            model=MODEL, messages=[user("The answer?")], assistant_prefix="The answer is \n"
+        )
+        events = _stream(stub, request)
+        assert "".join(event.delta.text for event in events[:-1]) == "forty-two."
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_STOP
+        sent = fake.requests[0].body["messages"]
+        assert sent[-1] == {"role": "assistant", "content": [{"type": "text", "text": "The answer is"}]}
+
+    def test_assistant_prefix_with_thinking_is_unsupported(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Prefill with thinking on (which Anthropic rejects) is UNSUPPORTED_FEATURE naming assistant_prefix."""
+        request = pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")], assistant_prefix="So")
+        request.extensions.update({"anthropic": {"thinking": {"type": "enabled", "budget_tokens": 2048}}})
+        error = _error(lambda: _stream(stub, request))
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "assistant_prefix",
+        )
+        assert fake.requests == []

@@ -215,7 +215,7 @@ class TestChat:
         assert_golden("images", fake.requests[0].body)
 
     def test_http_image_url_refused(self, stub: Any, fake: FakeGemini) -> None:
-        """A plain http:// image URL is refused with INVALID_ARGUMENT naming the field; nothing goes upstream."""
+        """A plain http:// image URL is INVALID_ARGUMENT UNSUPPORTED_FEATURE naming the field; nothing goes upstream."""
         request = chat_request(
             chat_pb2.Message(
                 role=chat_pb2.ROLE_USER,
@@ -225,6 +225,7 @@ class TestChat:
         error = failure(stub.Chat, request, timeout=10)
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT
         assert error.field == "messages[0].content[1].image.url"
+        assert error.reason == "UNSUPPORTED_FEATURE"
         assert fake.requests == []
 
     def test_unknown_request_option_refused(self, stub: Any, fake: FakeGemini) -> None:
@@ -400,6 +401,30 @@ class TestStreaming:
         fake.script(Reply(events=fg.text_stream(["Half an ", "answer"], finish_reason=None)))
         error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
+
+    def test_streamed_safety_stop_is_content_filter(self, stub: Any, fake: FakeGemini) -> None:
+        """A stream Gemini ends with SAFETY has a final with FINISH_REASON_CONTENT_FILTER and the raw reason."""
+        fake.script(Reply(events=fg.text_stream(["Well, ", "no"], finish_reason="SAFETY")))
+        _, final = collect(stub, stream_request(user("hi")))
+        assert final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
+        assert ext(final.extensions)["google"]["finish_reason"] == "SAFETY"
+
+    def test_stream_without_usage_is_truncated(self, stub: Any, fake: FakeGemini) -> None:
+        """A finish reason but no usageMetadata at all: UNAVAILABLE STREAM_TRUNCATED, never OK with usage 0."""
+        fake.script(Reply(events=fg.text_stream(["All of ", "it"], usage_metadata=None)))
+        error = failure(stub.StreamChat, stream_request(user("hi")), timeout=10)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
+        assert "usage" in error.message
+
+    def test_assistant_prefix_is_unsupported(self, stub: Any, fake: FakeGemini) -> None:
+        """Gemini cannot continue an assistant prefix: UNSUPPORTED_FEATURE naming it, nothing sent upstream."""
+        error = failure(stub.StreamChat, stream_request(user("hi"), assistant_prefix="Once upon"), timeout=10)
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "assistant_prefix",
+        )
+        assert fake.requests == []
 
     def test_connection_cut_mid_stream(self, stub: Any, fake: FakeGemini) -> None:
         """An abrupt close mid-stream (raw httpx2 error) is UNAVAILABLE, with no second request."""

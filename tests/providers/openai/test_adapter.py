@@ -19,6 +19,7 @@ from services.testing.fake_openai import (
     Reply,
     chunk,
     completion,
+    refusal_stream,
     text_stream,
     tool_call,
     tool_call_delta,
@@ -264,6 +265,7 @@ class TestChat:
         error = _chat_error(stub, chat_request(message, user("Hi")))
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT
         assert error.field == "messages[0].content[0].image"
+        assert error.reason == "UNSUPPORTED_FEATURE"
         assert "only in user messages" in error.message
         assert fake.chat_requests == []
 
@@ -399,7 +401,8 @@ class TestStreaming:
             "model": "llama",
             "choices": [{"index": 0, "finish_reason": "content_filter"}],
         }
-        fake.script(Reply.stream([chunk(role="assistant", content="Partial"), bare], ending="eof"))
+        usage_chunk = chunk(no_choices=True, usage_body=usage(3, 1), model="llama")
+        fake.script(Reply.stream([chunk(role="assistant", content="Partial"), bare, usage_chunk], ending="eof"))
         events = _stream(stub, stream_request(user("Hi")))
         assert events[0].delta.text == "Partial"
         assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
@@ -413,6 +416,44 @@ class TestStreaming:
         assert error.code == grpc.StatusCode.UNAVAILABLE
         assert error.reason == "STREAM_TRUNCATED"
         assert not any(event.HasField("final") for event in received)
+
+    @pytest.mark.parametrize("ending", ["eof", "done", "cut"])
+    def test_stream_without_the_usage_it_asked_for_is_truncated(self, stub, fake, ending):
+        """Finish chunk seen but the usage chunk never came (include_usage was sent): UNAVAILABLE, never OK with usage 0."""
+        fake.script(Reply.stream(text_stream(["all", " of it"], with_usage=False), ending=ending))
+        received, error = _stream_error(stub, stream_request(user("Hi")))
+        assert fake.chat_requests[0].body["stream_options"] == {"include_usage": True}
+        assert error.code == grpc.StatusCode.UNAVAILABLE
+        assert error.reason in ("STREAM_TRUNCATED", "UPSTREAM_UNAVAILABLE")
+        if ending != "cut":
+            assert error.reason == "STREAM_TRUNCATED"
+            assert "usage" in error.message
+        assert not any(event.HasField("final") for event in received)
+
+    def test_streamed_refusal_is_a_refusal(self, stub, fake):
+        """A streamed refusal arrives as text with finish reason CONTENT_FILTER and extensions.openai.refusal, as unary maps it."""
+        fake.script(Reply.stream(refusal_stream(["I can't ", "help with that."])))
+        events = _stream(stub, stream_request(user("Something bad")))
+        assert "".join(event.delta.text for event in events[:-1]) == "I can't help with that."
+        final = events[-1].final
+        assert final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
+        assert final.extensions["openai"]["refusal"] == "I can't help with that."
+        assert final.response_id == "chatcmpl-fake2"
+        fake.script(Reply.json(completion(None, refusal="I can't help with that.")))
+        unary = stub.Chat(chat_request(user("Something bad")), timeout=10)
+        assert unary.finish_reason == final.finish_reason
+        assert unary.message.content[0].text == "I can't help with that."
+
+    def test_assistant_prefix_is_unsupported(self, stub, fake):
+        """Chat Completions cannot continue an assistant prefix: UNSUPPORTED_FEATURE naming it, nothing sent upstream."""
+        received, error = _stream_error(stub, stream_request(user("Hi"), assistant_prefix="Once upon"))
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "assistant_prefix",
+        )
+        assert received == []
+        assert fake.chat_requests == []
 
     def test_connection_cut_mid_stream(self, stub, fake):
         """An abrupt close mid-stream is UNAVAILABLE, never a final."""

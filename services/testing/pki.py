@@ -1,4 +1,4 @@
-"""Throwaway PKI for the TLS tests: one CA, server and client certificates (cryptography)."""
+"""Throwaway PKI for TLS tests: one CA, server and client certificates (cryptography)."""
 
 from __future__ import annotations
 

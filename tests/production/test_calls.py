@@ -1,0 +1,196 @@
+"""Calls through the production-shaped mesh: every provider, unary, streaming and tools, both doors, the agent."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2 as httpx
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from llmmesh.v1 import agent_service_pb2 as apb
+from llmmesh.v1 import agent_service_pb2_grpc, chat_pb2, router_service_pb2_grpc
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.testing import fake_openai
+from services.testing.production import ProductionMesh
+from tests.production.helpers import (
+    MODELS,
+    SDK_KINDS,
+    WEATHER_TOOL,
+    chat,
+    script_text,
+    script_tool_call,
+    stream_chat,
+    upstream_requests,
+    weather_tool,
+)
+
+pytestmark = [pytest.mark.production, pytest.mark.timeout(300)]
+
+
+class TestEveryProvider:
+    @pytest.mark.parametrize("kind", list(MODELS))
+    def test_unary(self, mesh: ProductionMesh, kind: str) -> None:
+        """A unary chat through the Service address reaches the kind's adapter (over mTLS, with the token) and back."""
+        script_text(mesh, kind, f"hello from {kind}")
+        with mesh.channel() as channel:
+            response = router_service_pb2_grpc.RouterServiceStub(channel).Chat(
+                chat(MODELS[kind], f"hello {kind}"), timeout=30, metadata=mesh.caller()
+            )
+        assert response.model == MODELS[kind]
+        assert response.finish_reason == chat_pb2.FINISH_REASON_STOP
+        if kind == "mock":
+            assert f"hello {kind}" in response.message.content[0].text
+        else:
+            assert response.message.content[0].text.strip() == f"hello from {kind}"
+            assert upstream_requests(mesh, kind) == 1
+
+    @pytest.mark.parametrize("kind", list(MODELS))
+    def test_streaming(self, mesh: ProductionMesh, kind: str) -> None:
+        """A stream carries the answer in deltas and ends with the final message (the token rides streams too)."""
+        script_text(mesh, kind, f"streamed words from {kind}", stream=True)
+        with mesh.channel() as channel:
+            events = list(
+                router_service_pb2_grpc.RouterServiceStub(channel).StreamChat(
+                    stream_chat(MODELS[kind], f"stream {kind} please"), timeout=30, metadata=mesh.caller("team-b")
+                )
+            )
+        text = "".join(event.delta.text for event in events if event.HasField("delta"))
+        final = events[-1]
+        assert final.HasField("final"), events
+        assert final.final.model == MODELS[kind]
+        assert final.final.finish_reason == chat_pb2.FINISH_REASON_STOP
+        expected = f"stream {kind} please" if kind == "mock" else f"streamed words from {kind}"
+        assert expected in text
+        assert final.final.usage.output_tokens > 0
+
+    @pytest.mark.parametrize("kind", SDK_KINDS)
+    def test_tool_call(self, mesh: ProductionMesh, kind: str) -> None:
+        """The tool definition reaches the provider and its tool call comes back in the unified shape."""
+        script_tool_call(mesh, kind, WEATHER_TOOL, {"city": "Oslo"})
+        with mesh.channel() as channel:
+            response = router_service_pb2_grpc.RouterServiceStub(channel).Chat(
+                chat(MODELS[kind], "weather in Oslo?", tools=[weather_tool()]), timeout=30, metadata=mesh.caller()
+            )
+        assert response.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+        [call] = response.message.tool_calls
+        assert call.name == WEATHER_TOOL
+        assert json.loads(call.arguments_json) == {"city": "Oslo"}
+        assert WEATHER_TOOL in json.dumps(_upstream_body(mesh, kind))
+
+
+def _upstream_body(mesh: ProductionMesh, kind: str) -> object:
+    requests = {
+        "openai": mesh.openai.chat_requests,
+        "anthropic": mesh.anthropic.requests,
+        "google": mesh.google.requests,
+    }
+    [request] = requests[kind]
+    return request.body
+
+
+class TestAgent:
+    def test_run_with_a_remote_tool(self, mesh: ProductionMesh) -> None:
+        """The prod researcher profile (all tools, on Anthropic) calls the ToolService found in Consul over mTLS."""
+        script_tool_call(mesh, "anthropic", "uppercase", {"text": "hello mesh"})
+        script_text(mesh, "anthropic", "It says HELLO MESH")
+        task = apb.AgentTask(input="Shout hello mesh", profile="researcher", tools=["uppercase"])
+        with mesh.channel(mesh.agent_address) as channel:
+            response = agent_service_pb2_grpc.AgentServiceStub(channel).Run(
+                apb.RunRequest(task=task), timeout=60, metadata=mesh.caller("team-b")
+            )
+        assert response.end.reason == apb.RUN_END_REASON_ANSWER, response.end
+        assert response.end.answer == "It says HELLO MESH"
+        [finished] = [e.tool_call_finished.result for e in response.events if e.HasField("tool_call_finished")]
+        assert not finished.is_error, finished.content
+        assert "HELLO MESH" in finished.content
+        assert "HELLO MESH" in json.dumps(mesh.anthropic.requests[1].body)  # the observation went back to the model
+
+
+class TestHttpDoor:
+    def test_chat(self, mesh: ProductionMesh) -> None:
+        """OpenAI-compatible chat on the HTTP door, with a tenant key, reaches the provider through the same engine."""
+        script_text(mesh, "google", "door answer")
+        response = httpx.post(
+            f"{mesh.http_url(1)}/v1/chat/completions",
+            json={"model": MODELS["google"], "messages": [{"role": "user", "content": "hi door"}]},
+            headers=_bearer(mesh, "team-a"),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["choices"][0]["message"]["content"].strip() == "door answer"
+        assert body["model"] == MODELS["google"]
+
+    def test_stream(self, mesh: ProductionMesh) -> None:
+        """A streamed HTTP answer arrives as SSE chunks ending in [DONE]."""
+        script_text(mesh, "openai", "door stream answer", stream=True)
+        chunks: list[dict[str, object]] = []
+        request = {"model": MODELS["openai"], "stream": True, "messages": [{"role": "user", "content": "hi door"}]}
+        with httpx.stream(
+            "POST", f"{mesh.http_url(0)}/v1/chat/completions", json=request, headers=_bearer(mesh, "team-b"), timeout=30
+        ) as response:
+            assert response.status_code == 200, response.read()
+            lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "[DONE]"
+        chunks = [json.loads(line) for line in lines[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        assert text.strip() == "door stream answer"
+
+    def test_without_a_key_is_refused(self, mesh: ProductionMesh) -> None:
+        """Caller auth is on at the HTTP door too: no key, 401 and nothing reaches a provider."""
+        response = httpx.post(
+            f"{mesh.http_url(0)}/v1/chat/completions",
+            json={"model": MODELS["openai"], "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert response.status_code == 401
+        assert mesh.openai.chat_requests == []
+
+
+def _bearer(mesh: ProductionMesh, tenant: str) -> dict[str, str]:
+    return dict(mesh.caller(tenant))
+
+
+class TestResilience:
+    def test_fallback_across_providers(self, mesh: ProductionMesh) -> None:
+        """OpenAI answering 503 (and its retry too): the prod routing falls back to claude-haiku-4-5."""
+        overloaded = fake_openai.Reply.error(503, "overloaded", type="server_error")
+        mesh.openai.script(overloaded, overloaded)
+        script_text(mesh, "anthropic", "the fallback answered")
+        with mesh.channel() as channel:
+            response = router_service_pb2_grpc.RouterServiceStub(channel).Chat(
+                chat(MODELS["openai"]), timeout=30, metadata=mesh.caller()
+            )
+        assert response.model == MODELS["anthropic"]
+        assert response.message.content[0].text == "the fallback answered"
+        providers = [(a.provider, a.outcome) for a in response.attempts]
+        assert providers[0] == ("openai", rpb.ATTEMPT_OUTCOME_FAILED)
+        assert providers[-1] == ("anthropic", rpb.ATTEMPT_OUTCOME_SUCCEEDED)
+
+    def test_hedged_call(self, mesh: ProductionMesh) -> None:
+        """A slow OpenAI answer is hedged after 200 ms onto the fallback, which wins; the slow attempt is cancelled."""
+        mesh.openai.script(fake_openai.Reply.json(fake_openai.completion("too late"), delay=3.0))
+        script_text(mesh, "anthropic", "the hedge won")
+        policy = rpb.RoutingPolicy(strategy=rpb.ROUTING_STRATEGY_HEDGE, hedge_delay=Duration(nanos=200_000_000))
+        with mesh.channel() as channel:
+            response = router_service_pb2_grpc.RouterServiceStub(channel).Chat(
+                chat(MODELS["openai"], routing=policy), timeout=30, metadata=mesh.caller("team-b")
+            )
+        assert response.message.content[0].text == "the hedge won"
+        outcomes = {a.provider: (a.outcome, a.hedged) for a in response.attempts}
+        assert outcomes["anthropic"] == (rpb.ATTEMPT_OUTCOME_SUCCEEDED, True)
+        assert outcomes["openai"][0] == rpb.ATTEMPT_OUTCOME_CANCELLED
+
+    def test_caller_cancels_a_stream_midway(self, mesh: ProductionMesh) -> None:
+        """A caller leaving after two chunks cancels the router's call, the adapter's, and the SDK's HTTP stream."""
+        words = [f"w{i} " for i in range(100)]
+        mesh.openai.script(fake_openai.Reply.stream(fake_openai.text_stream(words), event_delay=0.1))
+        with mesh.channel() as channel:
+            stream = router_service_pb2_grpc.RouterServiceStub(channel).StreamChat(
+                stream_chat(MODELS["openai"]), timeout=60, metadata=mesh.caller()
+            )
+            received = [next(stream), next(stream)]
+            stream.cancel()
+        assert all(event.HasField("delta") for event in received)
+        assert mesh.openai.wait_disconnected(15), "the upstream stream ran on after the caller left"
