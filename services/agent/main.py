@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 
 from llmmesh.v1 import agent_service_pb2_grpc, router_service_pb2_grpc
 from services.agent.loop import AgentLoop
+from services.agent.metrics import register as register_agent_metrics
 from services.agent.profiles import load_profiles
 from services.agent.servicer import AgentServicer
 from services.agent.tool_limits import DEFAULT_CONCURRENT, DEFAULT_PER_RUN, DEFAULT_PER_TURN, ToolLimits
@@ -115,6 +116,7 @@ def main() -> None:
             interceptors=caller_interceptors(keys, service=SERVICE_NAME),
             credentials=credentials,
         )
+        register_agent_metrics()
         server.add_service(agent_service_pb2_grpc.add_AgentServiceServicer_to_server, servicer, AGENT_SERVICE)
         server.before_stop(discovery.close)
         server.after_stop(remote.close)

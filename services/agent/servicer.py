@@ -10,6 +10,7 @@ from opentelemetry import trace
 
 from llmmesh.v1 import agent_service_pb2 as apb
 from services.agent.loop import AgentLoop
+from services.agent.metrics import observed
 from services.agent.plan import RunPlan, plan_run
 from services.agent.profiles import ProfilesFile
 from services.agent.tool_limits import DEFAULT_LIMITS, ToolLimits
@@ -87,12 +88,13 @@ class AgentServicer:
     def _events(self, plan: RunPlan, context: grpc.aio.ServicerContext) -> AsyncIterator[apb.RunEvent]:
         """The loop's events for `plan`, run for this call's caller (key, tenant) and deadline."""
         tenant = current_tenant.get()
-        return self._loop.stream(
+        events = self._loop.stream(
             plan,
             self._deadline(context),
             _metadata(context, self._router_key),
             tenant=tenant.name if tenant is not None else "",
         )
+        return observed(plan.profile, events, tools=plan.tools)
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """The run's deadline on the loop clock: the caller's, less the margin for the RunEnd."""

@@ -99,42 +99,40 @@ class Tally:
         return [Observation(value, dict(key)) for key, value in list(self._values.items())]
 
 
-class Level:
-    """An up-down count (in-flight requests), read at collection like Tally."""
+def register_tally(
+    meter: Meter, name: str, tally: Tally, *, unit: str, description: str, up_down: bool = False
+) -> None:
+    """Exports `tally` as an observable counter (or an up-down one: in-flight levels kept with ±1)."""
+    create = meter.create_observable_up_down_counter if up_down else meter.create_observable_counter
+    create(name, callbacks=[tally.observe], unit=unit, description=description)
 
-    __slots__ = ("value",)
 
-    def __init__(self) -> None:
-        self.value = 0
-
-    def observe(self, _: CallbackOptions) -> list[Observation]:
-        return [Observation(self.value)]
+DURATION_HISTOGRAM: dict[str, Any] = {"unit": "s", "explicit_bucket_boundaries_advisory": list(names.DURATION_BUCKETS)}
 
 
 @dataclass
 class Instruments:
-    """The metrics llmmesh records; SDK histograms (no-ops when metrics are off) and cheap tallies."""
+    """Histograms every process may record (no-ops when metrics are off) and the engine's tallies.
+
+    Only what a process records reaches its endpoint: a histogram without
+    measurements exports nothing, and the tallies are exported by the process
+    that registers them (services/router/metrics.py), never by adapters or the agent.
+    """
 
     operation_duration: Histogram
     token_usage: Histogram
-    server_request_duration: Histogram
+    adapter_time_to_first_token: Histogram
     router_attempts: Tally = field(default_factory=Tally)
     router_fallbacks: Tally = field(default_factory=Tally)
     router_hedges: Tally = field(default_factory=Tally)
-    router_cost: Tally = field(default_factory=Tally)
-    router_in_flight: Level = field(default_factory=Level)
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
-        duration: dict[str, Any] = {
-            "unit": "s",
-            "explicit_bucket_boundaries_advisory": list(names.DURATION_BUCKETS),
-        }
-        instruments = cls(
+        return cls(
             operation_duration=meter.create_histogram(
                 names.METRIC_OPERATION_DURATION,
                 description="GenAI operation duration (adapter → provider).",
-                **duration,
+                **DURATION_HISTOGRAM,
             ),
             token_usage=meter.create_histogram(
                 names.METRIC_TOKEN_USAGE,
@@ -142,46 +140,12 @@ class Instruments:
                 description="Tokens used per GenAI operation, by gen_ai.token.type.",
                 explicit_bucket_boundaries_advisory=list(names.TOKEN_BUCKETS),
             ),
-            server_request_duration=meter.create_histogram(
-                names.METRIC_SERVER_REQUEST_DURATION,
-                description="Chat requests as the router's callers see them.",
-                **duration,
+            adapter_time_to_first_token=meter.create_histogram(
+                names.METRIC_ADAPTER_TIME_TO_FIRST_TOKEN,
+                description="Streamed calls: from the adapter's call to the provider's first content chunk.",
+                **DURATION_HISTOGRAM,
             ),
         )
-        for name, unit, description, tally in (
-            (
-                names.METRIC_ROUTER_ATTEMPTS,
-                "{attempt}",
-                "Router attempts by outcome and code.",
-                instruments.router_attempts,
-            ),
-            (
-                names.METRIC_ROUTER_FALLBACKS,
-                "{fallback}",
-                "Moves to another candidate model.",
-                instruments.router_fallbacks,
-            ),
-            (
-                names.METRIC_ROUTER_HEDGES,
-                "{hedge}",
-                "Hedged attempts by result (won, lost, failed).",
-                instruments.router_hedges,
-            ),
-            (
-                names.METRIC_ROUTER_COST,
-                "USD",
-                "Estimated cost from the routing file's price table.",
-                instruments.router_cost,
-            ),
-        ):
-            meter.create_observable_counter(name, callbacks=[tally.observe], unit=unit, description=description)
-        meter.create_observable_up_down_counter(
-            names.METRIC_ROUTER_IN_FLIGHT,
-            callbacks=[instruments.router_in_flight.observe],
-            unit="{request}",
-            description="Chat requests the router is serving.",
-        )
-        return instruments
 
 
 @dataclass

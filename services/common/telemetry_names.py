@@ -84,16 +84,47 @@ HEDGE_RESULT: Final = "llmmesh.hedge.result"
 FALLBACK_FROM: Final = "llmmesh.fallback.from_model"
 FALLBACK_TO: Final = "llmmesh.fallback.to_model"
 
+# -- metric attributes (labels) ----------------------------------------------------------------
+# The caller's door (`grpc` or `http`), the call's shape, and the gRPC status name the caller got.
+DOOR: Final = "llmmesh.door"
+CALL: Final = "llmmesh.call"
+CODE: Final = "llmmesh.code"
+TENANT: Final = "llmmesh.tenant"
+BREAKER_SCOPE: Final = "llmmesh.breaker.scope"
+DISCOVERY_SERVICE: Final = "llmmesh.discovery.service"
+TOOL_OUTCOME: Final = "llmmesh.tool.outcome"
+# Model labels for requests whose model is not in the routing table (bounded cardinality).
+MODEL_UNKNOWN: Final = "unknown"
+
 # -- metrics ---------------------------------------------------------------------------------
+# Each process registers only its own (docs/operations.md lists them with their Prometheus names).
+# Adapters: the GenAI client metrics, in-flight calls and the in-flight limit.
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
 METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_ADAPTER_IN_FLIGHT: Final = "llmmesh.adapter.in_flight"
+METRIC_ADAPTER_IN_FLIGHT_LIMIT: Final = "llmmesh.adapter.in_flight_limit"
+METRIC_ADAPTER_TIME_TO_FIRST_TOKEN: Final = "llmmesh.adapter.time_to_first_token"
+# Router: caller requests (both doors), attempts, resilience, discovery and the quota store.
 METRIC_SERVER_REQUEST_DURATION: Final = "gen_ai.server.request.duration"
+METRIC_SERVER_TIME_TO_FIRST_TOKEN: Final = "gen_ai.server.time_to_first_token"
+METRIC_ROUTER_REQUESTS: Final = "llmmesh.router.requests"
+METRIC_ROUTER_TOKENS: Final = "llmmesh.router.tokens"
 METRIC_ROUTER_ATTEMPTS: Final = "llmmesh.router.attempts"
 METRIC_ROUTER_FALLBACKS: Final = "llmmesh.router.fallbacks"
 METRIC_ROUTER_HEDGES: Final = "llmmesh.router.hedges"
 METRIC_ROUTER_BREAKER_STATE: Final = "llmmesh.router.breaker.state"
 METRIC_ROUTER_IN_FLIGHT: Final = "llmmesh.router.in_flight"
-METRIC_ROUTER_COST: Final = "llmmesh.router.estimated_cost"
+METRIC_ROUTER_COST: Final = "llmmesh.router.estimated_cost.usd"
+METRIC_ROUTER_DISCOVERY_FRESH: Final = "llmmesh.router.discovery.fresh"
+METRIC_ROUTER_DISCOVERY_ENDPOINTS: Final = "llmmesh.router.discovery.endpoints"
+METRIC_ROUTER_QUOTA_STORE_UP: Final = "llmmesh.router.quota_store.up"
+# Agent: runs, steps and tool calls.
+METRIC_AGENT_RUNS: Final = "llmmesh.agent.runs"
+METRIC_AGENT_RUN_DURATION: Final = "llmmesh.agent.run.duration"
+METRIC_AGENT_STEPS: Final = "llmmesh.agent.steps"
+METRIC_AGENT_TOOL_CALLS: Final = "llmmesh.agent.tool_calls"
+METRIC_AGENT_TOOL_DURATION: Final = "llmmesh.agent.tool.duration"
+METRIC_AGENT_IN_FLIGHT: Final = "llmmesh.agent.in_flight"
 
 # GenAI semantic-convention bucket boundaries.
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)

@@ -109,6 +109,7 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
         )
         server = MeshServer(name, settings, interceptors=interceptors, credentials=credentials)
         servicer = ProviderServicer(adapter, max_in_flight=settings.max_in_flight, limits=settings)
+        servicer.register_metrics(server.telemetry.meter)
         server.add_service(provider_service_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, PROVIDER_SERVICE)
         server.after_stop(adapter.aclose)
         if registration is not None:

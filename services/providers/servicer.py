@@ -15,6 +15,7 @@ from typing import cast
 
 import grpc
 from opentelemetry import trace
+from opentelemetry.metrics import Meter, Observation
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
@@ -27,7 +28,7 @@ from services.common.errors import (
     MeshError,
     handle_errors,
 )
-from services.common.telemetry import telemetry
+from services.common.telemetry import Tally, register_tally, telemetry
 from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request, validate_embed_request
 from services.providers.base import ProviderAdapter
 
@@ -43,6 +44,32 @@ class ProviderServicer:
         self._limits = limits
         self._max_in_flight = max_in_flight
         self.in_flight = 0
+        # The same count by call shape, for the metric the autoscalers read.
+        self._calls = Tally()
+        self._upstream_labels = ((names.GEN_AI_PROVIDER_NAME, adapter.provider),)
+
+    def register_metrics(self, meter: Meter) -> None:
+        """Exports in-flight calls and the limit (the saturation the autoscalers and alerts read); adapters only."""
+        register_tally(
+            meter,
+            names.METRIC_ADAPTER_IN_FLIGHT,
+            self._calls,
+            unit="{call}",
+            description="Calls being served, by llmmesh.call (unary or stream).",
+            up_down=True,
+        )
+        limit = [Observation(self._max_in_flight, dict(self._upstream_labels))]
+        meter.create_observable_gauge(
+            names.METRIC_ADAPTER_IN_FLIGHT_LIMIT,
+            callbacks=[lambda _: limit],
+            unit="{call}",
+            description="LLMMESH_MAX_IN_FLIGHT: calls past it are refused with RESOURCE_EXHAUSTED.",
+        )
+        for call in ("unary", "stream"):  # both series exist from the start, at 0
+            self._calls.add(0, self._call_key(call))
+
+    def _call_key(self, call: str) -> tuple[tuple[str, str], ...]:
+        return (*self._upstream_labels, (names.CALL, call))
 
     def _admit(self) -> None:
         # Past the limit we refuse at once: a queue here would only move the
@@ -66,6 +93,7 @@ class ProviderServicer:
         validate_chat_request(request, limits=self._limits)
         self._admit()
         self.in_flight += 1
+        self._calls.add(1, self._call_key("unary"))
         upstream = _UpstreamCall(self._adapter.provider, request)
         try:
             response = await self._adapter.chat(request, timeout=self._timeout(context))
@@ -78,6 +106,7 @@ class ProviderServicer:
             raise
         finally:
             self.in_flight -= 1
+            self._calls.add(-1, self._call_key("unary"))
             upstream.done()
 
     @handle_errors
@@ -87,6 +116,7 @@ class ProviderServicer:
         validate_chat_request(request, limits=self._limits)
         self._admit()
         self.in_flight += 1
+        self._calls.add(1, self._call_key("stream"))
         upstream = _UpstreamCall(self._adapter.provider, request, stream=True)
         text: list[str] = []
         try:
@@ -110,8 +140,10 @@ class ProviderServicer:
                                 role=chat_pb2.ROLE_ASSISTANT, content=[chat_pb2.ContentPart(text="".join(text))]
                             )
                             genai.record_output(upstream.span, message, final.finish_reason)
-                    elif upstream.capture:
-                        text.append(event.delta.text)
+                    else:
+                        upstream.first_token()
+                        if upstream.capture:
+                            text.append(event.delta.text)
                     yield event
             if not finished:
                 raise MeshError(
@@ -124,6 +156,7 @@ class ProviderServicer:
             raise
         finally:
             self.in_flight -= 1
+            self._calls.add(-1, self._call_key("stream"))
             upstream.done()
 
     def _redacted(self, error: BaseException) -> BaseException:
@@ -182,7 +215,7 @@ def _check_vectors(request: pb.ProviderServiceEmbedRequest, response: pb.Provide
 class _UpstreamCall:
     """The adapter's `chat {model}` span (the server span, renamed) and the GenAI client metrics."""
 
-    __slots__ = ("_attributes", "_started", "capture", "span")
+    __slots__ = ("_attributes", "_first_token", "_started", "capture", "span")
 
     def __init__(
         self,
@@ -203,6 +236,11 @@ class _UpstreamCall:
             names.GEN_AI_REQUEST_MODEL: request.model,
         }
         self._started = time.perf_counter()
+        self._first_token: float | None = None
+
+    def first_token(self) -> None:
+        if self._first_token is None:
+            self._first_token = time.perf_counter() - self._started
 
     @classmethod
     def embeddings(cls, provider: str, request: pb.ProviderServiceEmbedRequest) -> _UpstreamCall:
@@ -218,6 +256,7 @@ class _UpstreamCall:
             names.GEN_AI_REQUEST_MODEL: request.model,
         }
         call._started = time.perf_counter()
+        call._first_token = None
         return call
 
     def answered(self, usage: chat_pb2.Usage, finish_reason: int, response_model: str, response_id: str) -> None:
@@ -245,4 +284,7 @@ class _UpstreamCall:
             )
 
     def done(self) -> None:
-        telemetry().instruments.operation_duration.record(time.perf_counter() - self._started, self._attributes)
+        instruments = telemetry().instruments
+        instruments.operation_duration.record(time.perf_counter() - self._started, self._attributes)
+        if self._first_token is not None:
+            instruments.adapter_time_to_first_token.record(self._first_token, self._attributes)

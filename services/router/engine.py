@@ -28,7 +28,6 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import telemetry_names as names
 from services.common.auth import current_tenant
 from services.common.errors import REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
-from services.common.telemetry import telemetry
 from services.router import access, auto
 from services.router.answers import answer_fields
 from services.router.attempts import judge_answer
@@ -87,7 +86,6 @@ class RouterEngine:
         self.headroom = HeadroomTracker()
         self.margin = DeadlineMargin()
         self._strategy_notes: set[str] = set()
-        _observe_breakers(self.breakers)
 
     @staticmethod
     def loop() -> asyncio.AbstractEventLoop:
@@ -259,31 +257,6 @@ def _response(
     candidate: Candidate, answer: ppb.ProviderServiceChatResponse, attempts: list[rpb.Attempt]
 ) -> rpb.ChatResponse:
     return rpb.ChatResponse(message=answer.message, **answer_fields(candidate, answer, attempts))
-
-
-_BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
-
-
-def _observe_breakers(registry: BreakerRegistry) -> None:
-    """Breaker state as a gauge: 0 closed, 1 half-open, 2 open (the registry is held weakly)."""
-    from weakref import ref
-
-    from opentelemetry.metrics import CallbackOptions, Observation
-
-    held = ref(registry)
-
-    def observe(_: CallbackOptions) -> list[Observation]:
-        current = held()
-        if current is None:
-            return []
-        return [Observation(_BREAKER_LEVELS[state], {names.BREAKER: name}) for name, state in current.states().items()]
-
-    telemetry().meter.create_observable_gauge(
-        names.METRIC_ROUTER_BREAKER_STATE,
-        callbacks=[observe],
-        unit="{state}",
-        description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
-    )
 
 
 def _seconds(policy: rpb.RoutingPolicy, name: str) -> float | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from services.router.attempts import CALLER_GONE, LOST_RACE, OUT_OF_TIME, Event
+from services.router.attempts import CALLER_GONE, LOST_RACE, OUT_OF_TIME, Event, State
 from services.router.race import Flight, Race
 
 
@@ -168,4 +168,7 @@ class Executor:
             flight.cancel_as = verdict
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        for flight in self._running.values():
+            if flight.machine.state is State.ADMITTED:  # cancelled before its task ever ran
+                self.race.withdraw(flight)
         self._running.clear()

@@ -51,17 +51,20 @@ from services.common.validation import MAX_REQUEST_BYTES
 from services.router import openai_response
 from services.router.admission import Admission
 from services.router.balancer import Balancer
+from services.router.cors import CorsSettings, cors_middleware
+from services.router.door_wire import ChatCompletionsWire, DoorWire, StreamWriter, error_response
 from services.router.engine import RouterEngine
 from services.router.http_limits import HttpDoorLimits, LimitedHttpToolsProtocol
-from services.router.openai_errors import error_body, http_error
-from services.router.openai_request import FALLBACK_HEADER, MAX_BODY_DEPTH, BodyFields, ParsedChat, parse_chat_body
+from services.router.openai_errors import http_error
+from services.router.openai_request import FALLBACK_HEADER, MAX_BODY_DEPTH, ParsedChat
+from services.router.responses_api import ResponsesWire
+from services.router.sse_keepalive import DEFAULT_KEEPALIVE, StreamKeepaliveSettings, until_settled
 
 log = structlog.get_logger(__name__)
 
 TIMEOUT_HEADER = "x-llmmesh-timeout"
 # The OpenAI SDKs send their read timeout; for a non-streaming call that is how long the client waits.
 SDK_TIMEOUT_HEADER = "x-stainless-read-timeout"
-ATTEMPTS_HEADER = "x-llmmesh-attempts"
 MAX_TIMEOUT_SECONDS = 86_400.0
 # JSON and base64 images take more room than the protobuf request the router limits.
 MAX_BODY_BYTES = 2 * MAX_REQUEST_BYTES
@@ -101,6 +104,8 @@ class HttpGateway:
         grace_seconds: float = 10.0,
         drain_seconds: float = 0.0,
         authorize: Authorize | None = None,
+        cors: CorsSettings | None = None,
+        keepalive: StreamKeepaliveSettings = DEFAULT_KEEPALIVE,
         limits: HttpDoorLimits | None = None,
         admission: Admission | None = None,
     ) -> None:
@@ -113,6 +118,7 @@ class HttpGateway:
         self._grace = grace_seconds
         self._drain = drain_seconds
         self._authorize = authorize
+        self._keepalive = keepalive
         self._draining = False
         self._server: _EmbeddedServer | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -121,11 +127,13 @@ class HttpGateway:
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/v1/responses", self._responses, methods=["POST"]),
                 Route("/v1/models", self._list_models, methods=["GET"]),
                 Route("/v1/models/{model:path}", self._retrieve_model, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
             ],
             exception_handlers={HTTPException: _http_exception},
+            middleware=cors_middleware(cors),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -202,61 +210,62 @@ class HttpGateway:
     # -- endpoints -------------------------------------------------------------------------
 
     async def _chat_completions(self, request: Request) -> Response:
-        fields: BodyFields | None = None
+        return await self._serve_chat(request, ChatCompletionsWire())
+
+    async def _responses(self, request: Request) -> Response:
+        return await self._serve_chat(request, ResponsesWire())
+
+    async def _serve_chat(self, request: Request, wire: DoorWire) -> Response:
+        """The one path of every chat-shaped operation: auth, parse, validate, deadline, engine."""
         try:
             if self._authorize is not None:
                 await self._authorize(request)
-            parsed = parse_chat_body(await _read_json(request), fallback_header=request.headers.get(FALLBACK_HEADER))
-            fields = parsed.fields
+            parsed = wire.parse(await _read_json(request), request.headers.get(FALLBACK_HEADER))
             deadline = self._deadline(request, stream=parsed.stream)
             tenant = await self._admission.admit(parsed.request)
             if parsed.stream:
-                return await self._stream(request, parsed, deadline, tenant)
+                return await self._stream(request, parsed, deadline, wire, tenant)
             assert isinstance(parsed.request, rpb.ChatRequest)
             answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
             # Fan-out answers all cost money, not only the one returned first.
             await self._admission.record(tenant, [answer, *answer.alternatives])
         except MeshError as error:
-            return _error_response(error, fields)
+            _log_failure(error)
+            return wire.error(error)
         except (_ClientGoneError, ClientDisconnect):
             return Response(status_code=499)
         except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
-            return _error_response(_internal(error), fields)
-        identifier = openai_response.completion_id()
-        body = openai_response.completion(answer, identifier)
-        headers = {
-            ATTEMPTS_HEADER: _attempts_header(body["llmmesh"]["attempts"]),
-            "x-llmmesh-provider": answer.provider,
-            "x-request-id": identifier,
-        }
-        return JSONResponse(body, headers=headers)
+            return wire.error(_internal(error))
+        return wire.answer(answer)
 
-    async def _stream(self, request: Request, parsed: ParsedChat, deadline: float, tenant: Tenant | None) -> Response:
-        """Waits for the first event so that failures before any output get a real HTTP status."""
+    async def _stream(
+        self, request: Request, parsed: ParsedChat, deadline: float, wire: DoorWire, tenant: Tenant | None
+    ) -> Response:
+        """Waits (boundedly) for the first event, so that failures before any output get a real HTTP status."""
         assert isinstance(parsed.request, rpb.StreamChatRequest)
         # stream_chat is an async generator; its annotation says AsyncIterator.
         events = cast(AsyncGenerator[rpb.StreamChatResponse, None], self._engine.stream_chat(parsed.request, deadline))
+        pending = asyncio.ensure_future(anext(events))
         try:
-            first = await _unless_disconnected(request, anext(events))
-        except StopAsyncIteration:
-            raise _truncated() from None
-        except BaseException:
-            await events.aclose()
+            await _unless_disconnected(
+                request, asyncio.wait({pending}, timeout=self._keepalive.http_stream_commit_seconds)
+            )
+            if pending.done():
+                pending.result()  # a failure before the commit: raised here, answered with its status
+        except BaseException as error:
+            await _abandon(pending, events)
+            if isinstance(error, StopAsyncIteration):
+                raise _truncated() from None
             raise
-        identifier = openai_response.completion_id()
-        # Until the final message says who answered, chunks name the requested model, resolved from an alias.
+        # Until the final message says who answered, events name the requested model, resolved from an alias.
         routed = self._engine.table.lookup(parsed.request.model)
-        model = routed.name if routed is not None else parsed.request.model
-        chunks = openai_response.ChunkStream(identifier, model, include_usage=parsed.include_usage)
+        writer, headers = wire.stream(routed.name if routed is not None else parsed.request.model)
 
         async def on_final(final: rpb.StreamChatFinal) -> None:
             await self._admission.record(tenant, [final])
 
-        return StreamingResponse(
-            _sse(first, events, chunks, parsed.fields, on_final),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": identifier},
-        )
+        body = _sse(pending, events, writer, self._keepalive.http_stream_keepalive_seconds, on_final)
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
     async def _list_models(self, request: Request) -> Response:
         try:
@@ -308,35 +317,54 @@ class HttpGateway:
 
 
 async def _sse(
-    first: rpb.StreamChatResponse,
+    pending: asyncio.Future[rpb.StreamChatResponse],
     events: AsyncGenerator[rpb.StreamChatResponse, None],
-    chunks: openai_response.ChunkStream,
-    fields: BodyFields,
+    writer: StreamWriter,
+    keepalive_seconds: float,
     on_final: Callable[[rpb.StreamChatFinal], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
-    """The SSE body: chunks, then `[DONE]` after the router's final message, or an error event."""
+    """The SSE body: keepalives until the first event, the writer's events, then its end or its failure."""
     async with contextlib.aclosing(events):
-        yield openai_response.sse(chunks.opening())
-        event = first
         try:
+            async for comment in until_settled(pending, keepalive_seconds):
+                yield comment
+            event = pending.result()
+            for data in writer.opening():
+                yield data
             while True:
                 if event.WhichOneof("event") == "final":
                     await on_final(event.final)  # counted before the client sees the end, as on gRPC
-                for chunk in chunks.event(event):
-                    yield openai_response.sse(chunk)
+                for data in writer.event(event):
+                    yield data
                 if event.WhichOneof("event") == "final":
                     break
                 event = await anext(events)
         except StopAsyncIteration:
-            yield openai_response.sse(error_body(_truncated(), fields))
-            return
+            failure = _truncated()
         except MeshError as error:
-            yield openai_response.sse(error_body(error, fields))
-            return
+            failure = error
         except Exception as error:  # noqa: BLE001 - the stream must end with an error event, never silently
-            yield openai_response.sse(error_body(_internal(error), fields))
+            failure = _internal(error)
+        else:
+            for data in writer.done():
+                yield data
             return
-    yield openai_response.sse("[DONE]")
+        finally:
+            # The client went away during the keepalives: stop waiting for the model before the generator closes.
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+    for data in writer.failed(failure):
+        yield data
+
+
+async def _abandon(pending: asyncio.Future[rpb.StreamChatResponse], events: AsyncGenerator[Any, None]) -> None:
+    """Stops a stream that will not be answered: the first-event wait, then the generator (end to end)."""
+    if not pending.done():
+        pending.cancel()
+    with contextlib.suppress(BaseException):
+        await pending
+    await events.aclose()
 
 
 async def _read_json(request: Request) -> object:
@@ -351,16 +379,10 @@ async def _read_json(request: Request) -> object:
     try:
         return json.loads(body)
     except ValueError as error:
-        raise invalid_argument("body", f"is not valid JSON ({error}); send a chat-completions JSON object") from None
+        raise invalid_argument("body", f"is not valid JSON ({error}); send a JSON object") from None
     except RecursionError:
         # The C decoder stops at Python's recursion limit, long before the body runs out.
         raise too_deep("body", MAX_BODY_DEPTH, "a request body") from None
-
-
-def _attempts_header(attempts: list[dict[str, Any]]) -> str:
-    """The attempts as one ASCII JSON line; error messages stay in the body, to keep the header small."""
-    compact = [{key: value for key, value in attempt.items() if key != "message"} for attempt in attempts]
-    return json.dumps(compact, separators=(",", ":"))
 
 
 def _too_large(size: int) -> MeshError:
@@ -401,11 +423,14 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def _error_response(error: MeshError, fields: BodyFields | None = None) -> Response:
-    mapped = http_error(error, fields)
-    if mapped.status >= 500:
-        log.warning("http request failed", status=mapped.status, code=error.code.name, reason=error.reason)
-    return JSONResponse(mapped.body, status_code=mapped.status, headers=mapped.headers)
+def _error_response(error: MeshError) -> Response:
+    _log_failure(error)
+    return error_response(error)
+
+
+def _log_failure(error: MeshError) -> None:
+    if http_error(error).status >= 500:
+        log.warning("http request failed", code=error.code.name, reason=error.reason)
 
 
 def _internal(error: BaseException) -> MeshError:
@@ -428,6 +453,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = f"{request.method} {request.url.path}: {exc.detail}"
     if exc.status_code == 404:
-        message += "; the gateway serves POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}"
+        message += (
+            "; the gateway serves POST /v1/chat/completions, POST /v1/responses, GET /v1/models"
+            " and GET /v1/models/{model}"
+        )
     body: dict[str, Any] = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

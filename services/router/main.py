@@ -27,11 +27,15 @@ from services.common.yamlconfig import load_packaged_yaml_model, load_yaml_model
 from services.router.admission import Admission
 from services.router.balancer import Balancer, EjectionPolicy
 from services.router.config import RoutingFile, RoutingTable
+from services.router.cors import CorsSettings
 from services.router.engine import RouterEngine
 from services.router.http_gateway import Authorize, HttpGateway
 from services.router.http_limits import HttpDoorLimits
+from services.router.metrics import register as register_metrics
+from services.router.metrics import router_metrics
 from services.router.quotas import STORE_HEALTH_SERVICE, QuotaGate, QuotaSettings
 from services.router.servicer import RouterServicer
+from services.router.sse_keepalive import StreamKeepaliveSettings
 
 SERVICE_NAME = "llmmesh-router"
 ROUTER_SERVICE = "llmmesh.v1.RouterService"
@@ -47,7 +51,9 @@ _HTTP_SETTINGS = ("LLMMESH_HTTP_PORT", "LLMMESH_HTTP_HOST")
 log = structlog.get_logger(__name__)
 
 
-class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits, HttpDoorLimits):
+class RouterSettings(
+    ServiceSettings, TLSSettings, QuotaSettings, InputLimits, HttpDoorLimits, CorsSettings, StreamKeepaliveSettings
+):
     """Router process settings (LLMMESH_*)."""
 
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
@@ -67,6 +73,10 @@ class RouterSettings(ServiceSettings, TLSSettings, QuotaSettings, InputLimits, H
         None, ge=0, le=65535, description="OpenAI-compatible HTTP port; unset or empty: off; 0 picks a free one."
     )
     http_host: str = Field("", description="HTTP bind address; empty: LLMMESH_HOST.")
+    access_log: bool = Field(
+        False,
+        description="One structured log line per chat request (tenant, models, provider, code, latency, tokens; no content).",
+    )
 
     @field_validator("http_port", mode="before")
     @classmethod
@@ -140,11 +150,19 @@ def main() -> None:
         await discovery.watch(table.services())
 
         def on_store_change(up: bool) -> None:
+            router_metrics().quota_store_up = up
             status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
             asyncio.get_running_loop().create_task(server.health.set(STORE_HEALTH_SERVICE, status))
 
         quotas = QuotaGate.from_settings(settings, on_store_change) if keys is not None else None
         engine = RouterEngine(table, balancer)
+        register_metrics(
+            breakers=engine.breakers,
+            discovery=discovery,
+            services=table.services(),
+            access_log=settings.access_log,
+            quota_store_up=True if quotas is not None and quotas.mode == "shared" else None,
+        )
         engine.margin.start()
         server.after_stop(engine.margin.stop)
         # One admission path for both doors: the same limits, quotas and usage records.
@@ -163,6 +181,8 @@ def main() -> None:
                 authorize=_http_authorizer(keys),
                 limits=settings,
                 admission=admission,
+                cors=settings,
+                keepalive=settings,
             )
             await gateway.start(settings.http_host or settings.host, settings.http_port)
             server.ready_details["http_port"] = gateway.port

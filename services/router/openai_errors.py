@@ -67,7 +67,11 @@ class HttpError:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def http_error(error: MeshError, fields: BodyFields | None = None) -> HttpError:
+ParamOf = Callable[[str, BodyFields | None], str]
+"""Router field path → the caller's field, per operation (chat completions, Responses)."""
+
+
+def http_error(error: MeshError, fields: BodyFields | None = None, *, param_of: ParamOf | None = None) -> HttpError:
     """The HTTP response for a MeshError."""
     status, kind = _BY_REASON.get(error.reason) or _BY_CODE.get(error.code, (500, "server_error"))
     headers: dict[str, str] = {}
@@ -78,14 +82,16 @@ def http_error(error: MeshError, fields: BodyFields | None = None) -> HttpError:
         headers["x-should-retry"] = "false"
     if error.reason:
         headers["x-llmmesh-error-reason"] = error.reason
-    return HttpError(status, error_body(error, fields, kind=kind), headers)
+    return HttpError(status, error_body(error, fields, kind=kind, param_of=param_of), headers)
 
 
-def error_body(error: MeshError, fields: BodyFields | None = None, *, kind: str | None = None) -> dict[str, Any]:
+def error_body(
+    error: MeshError, fields: BodyFields | None = None, *, kind: str | None = None, param_of: ParamOf | None = None
+) -> dict[str, Any]:
     """`{"error": {...}}` as OpenAI sends it (also the payload of an SSE error event)."""
     if kind is None:
         kind = (_BY_REASON.get(error.reason) or _BY_CODE.get(error.code, (500, "server_error")))[1]
-    param = openai_param(error.field, fields) if error.field else None
+    param = (param_of or openai_param)(error.field, fields) if error.field else None
     if param is None and error.code == grpc.StatusCode.NOT_FOUND and error.reason == REASON_MODEL_NOT_FOUND:
         param = "model"
     message = error.message

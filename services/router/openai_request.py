@@ -186,7 +186,8 @@ class ChatCompletionBody(_Lenient):
     stop: str | list[str] | None = None
     seed: StrictInt | None = Field(None, ge=-_INT64, lt=_INT64)
     n: StrictInt | None = None
-    stream: StrictBool = False
+    # Nullable in OpenAI's schema: null is the default, no stream.
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     llmmesh: MeshOptions | None = None
 
@@ -227,7 +228,7 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
     try:
         body = ChatCompletionBody.model_validate(payload)
     except ValidationError as error:
-        raise _first_problem(error) from None
+        raise validation_problem(error) from None
     if body.n not in (None, 1):
         raise invalid_argument("n", f"{body.n} is not supported; the mesh returns one choice (omit n or send 1)")
     fields = BodyFields(
@@ -237,7 +238,7 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
     cls: type[rpb.ChatRequest] | type[rpb.StreamChatRequest] = rpb.StreamChatRequest if body.stream else rpb.ChatRequest
     request = _build(cls(), body, fallback_header, fields)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return ParsedChat(request=request, stream=body.stream, include_usage=include_usage, fields=fields)
+    return ParsedChat(request=request, stream=bool(body.stream), include_usage=include_usage, fields=fields)
 
 
 def _free_form(payload: dict[str, Any]) -> Iterator[tuple[str, object]]:
@@ -332,7 +333,7 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
     if not request.settings.ListFields():
         request.ClearField("settings")
     options = body.llmmesh or MeshOptions.model_validate({})
-    _routing(request.routing, options, fallback_header, fields)
+    apply_routing(request.routing, options, fallback_header, fields)
     if not request.routing.ListFields():
         request.ClearField("routing")
     if options.extensions:
@@ -412,7 +413,9 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
                 response_format.json_schema.update(schema.schema_)
 
 
-def _routing(routing: rpb.RoutingPolicy, options: MeshOptions, fallback_header: str | None, fields: BodyFields) -> None:
+def apply_routing(
+    routing: rpb.RoutingPolicy, options: MeshOptions, fallback_header: str | None, fields: BodyFields
+) -> None:
     fallbacks = options.fallback_models
     if not fallbacks and fallback_header:
         fallbacks = [name.strip() for name in fallback_header.split(",") if name.strip()]
@@ -434,7 +437,7 @@ def _routing(routing: rpb.RoutingPolicy, options: MeshOptions, fallback_header: 
 _NOT_FIELDS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
-def _first_problem(error: ValidationError) -> MeshError:
+def validation_problem(error: ValidationError) -> MeshError:
     """The most specific problem (longest field path) as INVALID_ARGUMENT."""
     best: tuple[str, str] | None = None
     best_depth = -1

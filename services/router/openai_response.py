@@ -114,12 +114,24 @@ def completion(response: rpb.ChatResponse, identifier: str) -> dict[str, Any]:
         "model": response.model,
         "choices": choices,
         "usage": usage(response.usage),
-        "system_fingerprint": None,
         "llmmesh": _mesh_fields(response),
     }
+    # OpenAI's schema types it as a string: the upstream's own fingerprint, else no field (never null).
+    fingerprint = _fingerprint(response)
+    if fingerprint:
+        result["system_fingerprint"] = fingerprint
     if response.alternatives:
         result["llmmesh"]["alternatives"] = [{"model": a.model, "provider": a.provider} for a in response.alternatives]
     return result
+
+
+def _fingerprint(response: rpb.ChatResponse) -> str:
+    if "openai" not in response.extensions.fields:
+        return ""
+    value = response.extensions.fields["openai"]
+    if value.WhichOneof("kind") != "struct_value" or "system_fingerprint" not in value.struct_value.fields:
+        return ""
+    return value.struct_value.fields["system_fingerprint"].string_value
 
 
 class ChunkStream:
@@ -142,7 +154,6 @@ class ChunkStream:
             "object": "chat.completion.chunk",
             "created": self._created,
             "model": self._model,
-            "system_fingerprint": None,
             "choices": choices,
         }
         if self._include_usage:

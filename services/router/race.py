@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 from opentelemetry import trace
@@ -128,8 +128,8 @@ class Race:
     def admit_next(self, *, hedge: bool = False) -> Flight | None:
         """The next due candidate, admitted through breakers and balancer; None when none may start now."""
         while (pending := self._first_due()) is not None:
-            if not hedge and not self._follow_up(pending):
-                continue
+            if not hedge and self._follow_up(pending) != "try":
+                continue  # passed over, or the run stopped (then nothing is due any more)
             room = self._budget(pending.candidate)
             if room is None:
                 return None
@@ -148,10 +148,15 @@ class Race:
             return None
         return next((pending for pending in self._pending if pending.not_before <= now), None)
 
-    def _follow_up(self, pending: Pending) -> bool:
-        """Whether `pending` may follow the last failure; a refusal skips it or stops the run."""
+    def _follow_up(self, pending: Pending) -> Literal["try", "passed over", "stop"]:
+        """Decides whether `pending` may follow the last failure, and records the decision.
+
+        "try": it may (the failed attempt notes why the router moved on);
+        "passed over": not this one (a window no larger than the failed
+        model's), the next may; "stop": the error ends the run.
+        """
         if self._last_failure is None or pending.retry or pending.hedge:
-            return True
+            return "try"
         failed, error, attempt = self._last_failure
         candidate = pending.candidate
         why = move_on_reason(error, failed, candidate, fallback_on_content_filter=self.plan.fallback_on_content_filter)
@@ -159,14 +164,14 @@ class Race:
             self._pending.remove(pending)
             if error.reason == REASON_CONTEXT_WINDOW_EXCEEDED:
                 self._record_skipped(candidate, "context window not larger than the failed model's")
-            else:
-                self._stopped = True
-            return False
+                return "passed over"
+            self._stopped = True
+            return "stop"
         if not attempt.moved_on_because:
             attempt.moved_on_because = why
         if failed.name != candidate.name:
             self._fallback = (failed.name, why)
-        return True
+        return "try"
 
     def _room(self, left: float) -> bool:
         return left * 1000.0 >= self.engine.table.defaults.min_attempt_budget_ms
@@ -296,6 +301,13 @@ class Race:
             fallback[1] if fallback is not None else None,
         )
         flight.started = self.now()
+
+    def withdraw(self, flight: Flight) -> None:
+        """An admitted attempt that never started (its task was cancelled first): give back what it took."""
+        flight.machine.process(Event.CANCEL)
+        for breaker in flight.breakers:
+            breaker.release()
+        flight.machine.process(Event.RELEASE)
 
     def first_chunk(self, flight: Flight) -> None:
         flight.machine.process(Event.FIRST_CHUNK)

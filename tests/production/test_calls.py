@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import httpx2 as httpx
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from llmmesh.v1 import agent_service_pb2 as apb
-from llmmesh.v1 import agent_service_pb2_grpc, chat_pb2, router_service_pb2_grpc
+from llmmesh.v1 import agent_service_pb2_grpc, chat_pb2, provider_service_pb2_grpc, router_service_pb2_grpc
+from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.testing import fake_openai
 from services.testing.production import ProductionMesh
@@ -26,6 +28,81 @@ from tests.production.helpers import (
 )
 
 pytestmark = [pytest.mark.production, pytest.mark.timeout(300)]
+
+
+class TestEverythingIsOn:
+    """The topology really is the secure one: a broken setting here would make the other cases prove little."""
+
+    def test_adapters_accept_only_the_router(self, mesh: ProductionMesh) -> None:
+        """Straight to an adapter: TLS needs a client certificate, and both the token and the router's name must match."""
+        token = (("llmmesh-internal-token", mesh.secrets.value("llmmesh-internal", "token")),)
+        cases = {
+            "no certificate": (None, token),
+            "router, no token": ("llmmesh-router", ()),
+            "agent, token": ("llmmesh-agent", token),
+            "router, token": ("llmmesh-router", token),
+        }
+        codes = {who: _list_adapter_models(mesh, "openai-0", pair, metadata) for who, (pair, metadata) in cases.items()}
+        assert codes == {
+            "no certificate": grpc.StatusCode.UNAVAILABLE,  # the TLS handshake fails
+            "router, no token": grpc.StatusCode.UNAUTHENTICATED,
+            "agent, token": grpc.StatusCode.PERMISSION_DENIED,  # not llmmesh-router (LLMMESH_INTERNAL_ALLOWED_CLIENTS)
+            "router, token": grpc.StatusCode.OK,
+        }
+
+    def test_callers_need_a_tenant_key(self, mesh: ProductionMesh) -> None:
+        """Router and agent refuse a caller without a key."""
+        for address, call in (
+            (
+                mesh.router_address,
+                lambda c: router_service_pb2_grpc.RouterServiceStub(c).Chat(chat("mock-small"), timeout=10),
+            ),
+            (
+                mesh.agent_address,
+                lambda c: agent_service_pb2_grpc.AgentServiceStub(c).Run(
+                    apb.RunRequest(task=apb.AgentTask(input="hi")), timeout=10
+                ),
+            ),
+        ):
+            with mesh.channel(address) as channel, pytest.raises(grpc.RpcError) as refused:
+                call(channel)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+
+    def test_quotas_count_in_redis(self, mesh: ProductionMesh) -> None:
+        """A call by each tenant leaves its counters in the shared redis-server (the routers' quotas are shared)."""
+        with mesh.channel() as channel:
+            stub = router_service_pb2_grpc.RouterServiceStub(channel)
+            for tenant in mesh.tenant_keys:
+                stub.Chat(chat("mock-small"), timeout=30, metadata=mesh.caller(tenant))
+        keys = mesh.redis.command("KEYS", "*").decode()
+        assert all(tenant in keys for tenant in mesh.tenant_keys), keys
+
+    def test_every_process_exports_over_otlp(self, mesh: ProductionMesh) -> None:
+        """Every service's metrics reach the OTLP receiver."""
+        services = {f"llmmesh-provider-{kind}" for kind in MODELS} | {"llmmesh-router", "llmmesh-agent", "llmmesh-tool"}
+        mesh.receiver.wait_for(lambda r: services <= {p.service for p in r.metric_points()}, timeout=30)
+
+    def test_every_consul_request_carries_a_token(self, mesh: ProductionMesh) -> None:
+        """Registrations and watches all authenticate to the ACL-enforcing Consul double."""
+        assert mesh.consul.requests
+        assert [r for r in mesh.consul.requests if not r[2]] == []
+
+
+def _list_adapter_models(
+    mesh: ProductionMesh, adapter: str, identity: str | None, metadata: tuple[tuple[str, str], ...]
+) -> grpc.StatusCode:
+    """ListModels on one adapter as `identity` (a certificate the mesh issued; None: no client certificate)."""
+    files = mesh.workdir / "volumes" / f"{identity}-tls"
+    key, cert = ((files / "tls.key").read_bytes(), (files / "tls.crt").read_bytes()) if identity else (None, None)
+    credentials = grpc.ssl_channel_credentials(mesh.ca_file.read_bytes(), key, cert)
+    with grpc.secure_channel(mesh.processes[adapter].address, credentials) as channel:
+        try:
+            provider_service_pb2_grpc.ProviderServiceStub(channel).ListModels(
+                ppb.ProviderServiceListModelsRequest(), timeout=10, metadata=metadata
+            )
+        except grpc.RpcError as error:
+            return error.code()  # type: ignore[attr-defined, no-any-return]
+    return grpc.StatusCode.OK
 
 
 class TestEveryProvider:

@@ -17,7 +17,7 @@ from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import agent_service_pb2_grpc, router_service_pb2_grpc
 from services.router.main import DISCOVERY_HEALTH
 from services.testing.production import INSTANCES, KINDS, ProductionMesh
-from tests.production.helpers import MODELS, chat, script_text, stream_chat
+from tests.production.helpers import MODELS, chat, script_text, script_tool_call, stream_chat
 
 pytestmark = [pytest.mark.production, pytest.mark.timeout(300)]
 
@@ -128,6 +128,7 @@ class TestConsulRestarted:
         with mesh.channel() as channel:
             stub = router_service_pb2_grpc.RouterServiceStub(channel)
             assert stub.Chat(chat(MODELS["mock"], "after consul"), timeout=30, metadata=mesh.caller()).model
+        _agent_remote_tool_run(mesh)  # the ToolService registered again and the agent still reaches it
 
 
 def _agent_run(mesh: ProductionMesh) -> None:
@@ -138,6 +139,19 @@ def _agent_run(mesh: ProductionMesh) -> None:
             apb.RunRequest(task=apb.AgentTask(input="still there?")), timeout=60, metadata=mesh.caller("team-b")
         )
     assert response.end.answer == "agent still answers", response.end
+
+
+def _agent_remote_tool_run(mesh: ProductionMesh) -> None:
+    script_tool_call(mesh, "anthropic", "uppercase", {"text": "again"})
+    script_text(mesh, "anthropic", "AGAIN it is")
+    task = apb.AgentTask(input="Shout again", profile="researcher", tools=["uppercase"])
+    with mesh.channel(mesh.agent_address) as channel:
+        response = agent_service_pb2_grpc.AgentServiceStub(channel).Run(
+            apb.RunRequest(task=task), timeout=60, metadata=mesh.caller("team-b")
+        )
+    [finished] = [e.tool_call_finished.result for e in response.events if e.HasField("tool_call_finished")]
+    assert (finished.is_error, finished.content) == (False, "AGAIN")
+    assert response.end.answer == "AGAIN it is"
 
 
 def _discovery_status(mesh: ProductionMesh, address: str) -> str:

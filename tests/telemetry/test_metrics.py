@@ -80,7 +80,13 @@ class TestMetrics:
         )
         assert durations == REQUESTS
         served = _total(
-            receiver, names.METRIC_SERVER_REQUEST_DURATION, ROUTER, field="count", gen_ai__request__model="mock-metrics"
+            receiver,
+            names.METRIC_SERVER_REQUEST_DURATION,
+            ROUTER,
+            field="count",
+            gen_ai__request__model="mock-metrics",
+            gen_ai__response__model="mock-metrics",
+            llmmesh__code="OK",
         )
         assert served == REQUESTS
         cost = _total(receiver, names.METRIC_ROUTER_COST, ROUTER, gen_ai__request__model="mock-metrics")
@@ -117,8 +123,8 @@ class TestMetrics:
         )
         assert failed == 2
         breakers = {
-            p.attributes[names.BREAKER]: p.value
+            (p.attributes[names.BREAKER_SCOPE], p.attributes.get(names.GEN_AI_REQUEST_MODEL)): p.value
             for p in receiver.latest_points(names.METRIC_ROUTER_BREAKER_STATE, ROUTER)
         }
-        assert breakers["mock/mock-down-2"] == 0  # two failures: still closed
+        assert breakers["model", "mock-down-2"] == 0  # two failures: still closed
         assert _total(receiver, names.METRIC_ROUTER_IN_FLIGHT, ROUTER) == 0

@@ -1,0 +1,323 @@
+"""Router answers → OpenAI Responses objects and stream events.
+
+A unary answer becomes one `response` object: a `message` output item with
+one `output_text` part (when there is text) and one `function_call` item
+per tool call. A length or content-filter stop is `status: "incomplete"`
+with `incomplete_details.reason`. Streams follow the order OpenAI sends and
+clients (the SDK's stream helper, the Agents SDK, LangChain) rely on:
+
+    response.created, response.in_progress,
+    response.output_item.added (message), response.content_part.added,
+    response.output_text.delta ..., response.output_text.done,
+    response.content_part.done, response.output_item.done,
+    response.output_item.added (function_call),
+    response.function_call_arguments.delta ..., .done, response.output_item.done,
+    response.completed | response.incomplete | response.failed
+
+every event numbered by `sequence_number`. A failure after the stream has
+started ends it with `response.failed` (the error in `response.error`).
+What the mesh adds (provider, attempts, cost) rides in an extra `llmmesh`
+field, as on chat completions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.router import openai_response
+from services.router.responses_request import ParsedResponses, echoed_tools
+
+_INCOMPLETE = {
+    chat_pb2.FINISH_REASON_LENGTH: "max_output_tokens",
+    chat_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+}
+
+
+def response_id() -> str:
+    return f"resp_{uuid.uuid4().hex}"
+
+
+def _item_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def usage(value: chat_pb2.Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": value.input_tokens,
+        "input_tokens_details": {"cached_tokens": value.cached_input_tokens},
+        "output_tokens": value.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": value.reasoning_tokens},
+        "total_tokens": value.input_tokens + value.output_tokens,
+    }
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _message_item(identifier: str, text: str, status: str) -> dict[str, Any]:
+    content = [_text_part(text)] if status != "in_progress" else []
+    return {"type": "message", "id": identifier, "status": status, "role": "assistant", "content": content}
+
+
+def _call_item(identifier: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": identifier,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+class ResponseShell:
+    """The `response` object's fields that echo the request; status and output are filled per event."""
+
+    def __init__(self, parsed: ParsedResponses, identifier: str, model: str) -> None:
+        self.id = identifier
+        self.model = model
+        self._parsed = parsed
+        self._created = int(time.time())
+
+    def render(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        *,
+        finish: chat_pb2.FinishReason.ValueType = chat_pb2.FINISH_REASON_UNSPECIFIED,
+        usage_value: chat_pb2.Usage | None = None,
+        error: dict[str, Any] | None = None,
+        mesh: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = self._parsed.body
+        reason = _INCOMPLETE.get(finish)
+        if status == "completed" and reason is not None:
+            status = "incomplete"
+        result: dict[str, Any] = {
+            "id": self.id,
+            "object": "response",
+            "created_at": self._created,
+            "status": status,
+            "model": self.model,
+            "output": output,
+            "error": error,
+            "incomplete_details": {"reason": reason} if status == "incomplete" else None,
+            "instructions": body.instructions,
+            "metadata": body.metadata or {},
+            "parallel_tool_calls": body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "max_output_tokens": body.max_output_tokens,
+            "previous_response_id": None,
+            "reasoning": {"effort": body.reasoning.effort, "summary": None} if body.reasoning is not None else None,
+            "store": False,
+            "text": {"format": _format_echo(parsed=self._parsed)},
+            "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
+            "tools": echoed_tools(self._parsed),
+            "truncation": "disabled",
+            "usage": usage(usage_value) if usage_value is not None else None,
+        }
+        if status in ("completed", "incomplete"):
+            result["completed_at"] = int(time.time())
+        if mesh is not None:
+            result["llmmesh"] = mesh
+        return result
+
+
+def _format_echo(*, parsed: ParsedResponses) -> dict[str, Any]:
+    text = parsed.body.text
+    if text is None or text.format is None:
+        return {"type": "text"}
+    echo: dict[str, Any] = {"type": text.format.type}
+    if text.format.type == "json_schema":
+        echo.update(name=text.format.name, schema=text.format.schema_ or {}, strict=bool(text.format.strict))
+    return echo
+
+
+def _mesh(answer: rpb.ChatResponse | rpb.StreamChatFinal) -> dict[str, Any]:
+    return {
+        "provider": answer.provider,
+        "response_model": answer.response_model,
+        "estimated_cost_usd": answer.estimated_cost_usd,
+        "attempts": openai_response.attempts(answer.attempts),
+    }
+
+
+def response_object(parsed: ParsedResponses, answer: rpb.ChatResponse, identifier: str) -> dict[str, Any]:
+    """The `response` object for a unary answer."""
+    message = answer.message
+    text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
+    output: list[dict[str, Any]] = []
+    if text or not message.tool_calls:
+        output.append(_message_item(_item_id("msg"), text, "completed"))
+    for call in message.tool_calls:
+        output.append(_call_item(_item_id("fc"), call.id, call.name, call.arguments_json, "completed"))
+    shell = ResponseShell(parsed, identifier, answer.model)
+    return shell.render("completed", output, finish=answer.finish_reason, usage_value=answer.usage, mesh=_mesh(answer))
+
+
+def failure(code: grpc.StatusCode, message: str) -> dict[str, Any]:
+    """`response.error` for a stream that fails after it started (ResponseError's codes)."""
+    kind = "rate_limit_exceeded" if code == grpc.StatusCode.RESOURCE_EXHAUSTED else "server_error"
+    return {"code": kind, "message": message}
+
+
+@dataclass(slots=True)
+class _OpenItem:
+    index: int
+    item: dict[str, Any]
+    text: list[str] = field(default_factory=list)
+
+
+class ResponseEvents:
+    """Turns router stream events into Responses stream events (dicts with `type`), in OpenAI's order.
+
+    Sans-IO: the gateway feeds it router events and writes what it returns.
+    """
+
+    def __init__(self, shell: ResponseShell) -> None:
+        self._shell = shell
+        self._sequence = 0
+        self._output: list[dict[str, Any]] = []
+        self._message: _OpenItem | None = None
+        self._calls: dict[int, _OpenItem] = {}
+
+    def _event(self, kind: str, **payload: Any) -> dict[str, Any]:
+        event = {"type": kind, "sequence_number": self._sequence, **payload}
+        self._sequence += 1
+        return event
+
+    def opening(self) -> list[dict[str, Any]]:
+        response = self._shell.render("in_progress", [])
+        return [
+            self._event("response.created", response=response),
+            self._event("response.in_progress", response=response),
+        ]
+
+    def event(self, event: rpb.StreamChatResponse) -> list[dict[str, Any]]:
+        kind = event.WhichOneof("event")
+        if kind == "delta":
+            return self._delta(event.delta)
+        if kind == "continuation":
+            self._shell.model = event.continuation.model
+            return []
+        if kind == "final":
+            return self._final(event.final)
+        return []
+
+    def failed(self, error: dict[str, Any]) -> list[dict[str, Any]]:
+        """The closing event of a stream that failed after it started."""
+        # Failed while still waiting for the first event (after keepalives): open it first, as clients expect.
+        opening = self.opening() if self._sequence == 0 else []
+        response = self._shell.render("failed", self._output, error=error)
+        return [*opening, self._event("response.failed", response=response)]
+
+    def _delta(self, delta: chat_pb2.ChatDelta) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if delta.text:
+            events += self._text(delta.text)
+        for call in delta.tool_calls:
+            events += self._call_delta(call)
+        return events
+
+    def _text(self, text: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if self._message is None:
+            item = _message_item(_item_id("msg"), "", "in_progress")
+            self._message = _OpenItem(self._reserve(item), item)
+            events.append(self._event("response.output_item.added", output_index=self._message.index, item=item))
+            events.append(self._event("response.content_part.added", part=_text_part(""), **self._where(self._message)))
+        self._message.text.append(text)
+        events.append(self._event("response.output_text.delta", delta=text, logprobs=[], **self._where(self._message)))
+        return events
+
+    def _call_delta(self, call: chat_pb2.ToolCallDelta) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if call.index not in self._calls:
+            events += self._close_message()  # text before a call is its own item, finished first
+            item = _call_item(_item_id("fc"), call.id, call.name, "", "in_progress")
+            self._calls[call.index] = _OpenItem(self._reserve(item), item)
+            events.append(
+                self._event("response.output_item.added", output_index=self._calls[call.index].index, item=item)
+            )
+        open_call = self._calls[call.index]
+        if call.arguments_json_delta:
+            open_call.text.append(call.arguments_json_delta)
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=open_call.item["id"],
+                    output_index=open_call.index,
+                    delta=call.arguments_json_delta,
+                )
+            )
+        return events
+
+    def _final(self, final: rpb.StreamChatFinal) -> list[dict[str, Any]]:
+        self._shell.model = final.model
+        events = self._close_message()
+        for open_call in sorted(self._calls.values(), key=lambda item: item.index):
+            events += self._close_call(open_call)
+        self._calls.clear()
+        if not self._output:
+            # A stream with no output still answers with an (empty) message, as unary does.
+            events += self._text("")
+            events += self._close_message()
+        response = self._shell.render(
+            "completed", self._output, finish=final.finish_reason, usage_value=final.usage, mesh=_mesh(final)
+        )
+        closing = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+        return [*events, self._event(closing, response=response)]
+
+    def _close_message(self) -> list[dict[str, Any]]:
+        if self._message is None:
+            return []
+        message, self._message = self._message, None
+        text = "".join(message.text)
+        where = self._where(message)
+        done = _message_item(message.item["id"], text, "completed")
+        self._output[message.index] = done
+        return [
+            self._event("response.output_text.done", text=text, logprobs=[], **where),
+            self._event("response.content_part.done", part=_text_part(text), **where),
+            self._event("response.output_item.done", output_index=message.index, item=done),
+        ]
+
+    def _close_call(self, open_call: _OpenItem) -> list[dict[str, Any]]:
+        arguments = "".join(open_call.text)
+        item = open_call.item
+        done = _call_item(item["id"], item["call_id"], item["name"], arguments, "completed")
+        self._output[open_call.index] = done
+        return [
+            self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=open_call.index,
+                name=item["name"],
+                arguments=arguments,
+            ),
+            self._event("response.output_item.done", output_index=open_call.index, item=done),
+        ]
+
+    def _reserve(self, item: dict[str, Any]) -> int:
+        self._output.append(item)
+        return len(self._output) - 1
+
+    @staticmethod
+    def _where(item: _OpenItem) -> dict[str, Any]:
+        return {"item_id": item.item["id"], "output_index": item.index, "content_index": 0}
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    """One Responses server-sent event: `event: <type>` and its JSON data."""
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()

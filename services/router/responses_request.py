@@ -1,0 +1,408 @@
+"""OpenAI Responses request bodies (`POST /v1/responses`) → router requests.
+
+The door is stateless: nothing is stored, so `previous_response_id`,
+`conversation`, `store: true`, `background: true` and `item_reference`
+inputs are refused with a 400 naming the field (send the whole history in
+`input` instead). What maps onto the chat contract:
+
+* `instructions` → a leading system message; `input` as a string → one user
+  message; input items: `message` (any role; input_text, input_image,
+  output_text and refusal parts), `function_call` (joined to the assistant
+  turn before it, as Responses output lists them one item per call) and
+  `function_call_output` (a tool result, named after its call).
+* `reasoning` items in `input` are dropped: the contract carries no
+  reasoning content between turns. `reasoning.effort` goes to OpenAI
+  candidates only, as `extensions.openai.reasoning_effort`; the other
+  reasoning options (summary) have no equivalent and are ignored.
+* `text.format` (text, json_object, json_schema) → the response format;
+  `max_output_tokens`, `temperature`, `top_p` → generation settings;
+  function tools and `tool_choice` as in chat. Built-in tools (web search,
+  file search, ...) are refused: the mesh runs function tools only.
+* the `llmmesh` body field and the fallback header as in chat completions.
+
+`ResponsesFields` remembers where each router message came from, so errors
+name the caller's field (`input[3].content[0].text`, `instructions`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.errors import invalid_argument
+from services.router.openai_errors import openai_param
+from services.router.openai_request import (
+    BodyFields,
+    MeshOptions,
+    ParsedChat,
+    apply_routing,
+    validation_problem,
+)
+
+_INT32_MAX = 2**31 - 1
+_ROLES = {
+    "system": chat_pb2.ROLE_SYSTEM,
+    "developer": chat_pb2.ROLE_SYSTEM,
+    "user": chat_pb2.ROLE_USER,
+    "assistant": chat_pb2.ROLE_ASSISTANT,
+}
+_TOOL_CHOICE_MODES = {
+    "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
+    "none": chat_pb2.TOOL_CHOICE_MODE_NONE,
+    "required": chat_pb2.TOOL_CHOICE_MODE_REQUIRED,
+}
+_FORMATS = {
+    "text": chat_pb2.RESPONSE_FORMAT_TYPE_TEXT,
+    "json_object": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+    "json_schema": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+}
+_STATELESS = "the mesh's Responses API is stateless and stores nothing; send the whole conversation in input"
+
+
+class _Lenient(BaseModel):
+    """Fields the mesh does not map (include, truncation, user, ...) are ignored, as in chat."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Reasoning(_Lenient):
+    effort: str | None = None
+
+
+class TextFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str = ""
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class TextConfig(_Lenient):
+    format: TextFormat | None = None
+
+
+class ResponsesBody(_Lenient):
+    """The parts of OpenAI's Responses request the mesh maps; items and tools are read by hand."""
+
+    model: str
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: TextConfig | None = None
+    reasoning: Reasoning | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
+    stream: bool | None = None
+    store: bool | None = None
+    background: bool | None = None
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None
+    llmmesh: MeshOptions | None = None
+
+
+@dataclass(slots=True)
+class MessageSource:
+    """Where one router message came from in the caller's body."""
+
+    path: str
+    string_content: bool = False
+    call_paths: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ResponsesFields(BodyFields):
+    """How the caller spelled the request, for naming its fields in errors."""
+
+    messages: list[MessageSource] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedResponses:
+    """A Responses body as a router request, and what the answer echoes back."""
+
+    chat: ParsedChat
+    body: ResponsesBody
+
+    @property
+    def fields(self) -> ResponsesFields:
+        assert isinstance(self.chat.fields, ResponsesFields)
+        return self.chat.fields
+
+
+def parse_responses_body(payload: object, *, fallback_header: str | None = None) -> ParsedResponses:
+    """Validates a Responses body and maps it; raises MeshError(INVALID_ARGUMENT) naming the caller's field."""
+    if not isinstance(payload, dict):
+        raise invalid_argument("body", "must be a JSON object with model and input")
+    try:
+        body = ResponsesBody.model_validate(payload)
+    except ValidationError as error:
+        raise validation_problem(error) from None
+    _refuse_state(body)
+    stream = bool(body.stream)
+    fields = ResponsesFields(max_tokens_field="max_output_tokens")
+    cls: type[rpb.ChatRequest] | type[rpb.StreamChatRequest] = rpb.StreamChatRequest if stream else rpb.ChatRequest
+    request = cls(model=body.model)
+    _messages(request, body, fields)
+    _tools(request, body)
+    _settings(request.settings, body)
+    if not request.settings.ListFields():
+        request.ClearField("settings")
+    options = body.llmmesh or MeshOptions.model_validate({})
+    apply_routing(request.routing, options, fallback_header, fields)
+    if not request.routing.ListFields():
+        request.ClearField("routing")
+    extensions = {kind: dict(values) for kind, values in options.extensions.items()}
+    if body.reasoning is not None and body.reasoning.effort is not None:
+        extensions.setdefault("openai", {}).setdefault("reasoning_effort", body.reasoning.effort)
+    if extensions:
+        request.extensions.update(extensions)
+    # Streams always carry usage: response.completed reports it.
+    chat = ParsedChat(request=request, stream=stream, include_usage=True, fields=fields)
+    return ParsedResponses(chat=chat, body=body)
+
+
+def _refuse_state(body: ResponsesBody) -> None:
+    if body.previous_response_id is not None:
+        raise invalid_argument("previous_response_id", f"is not supported; {_STATELESS}")
+    if body.conversation is not None:
+        raise invalid_argument("conversation", f"is not supported; {_STATELESS}")
+    if body.store:
+        raise invalid_argument("store", f"true is not supported; {_STATELESS} (omit store or send false)")
+    if body.background:
+        raise invalid_argument("background", "true is not supported; the mesh answers in the request (omit it)")
+
+
+# -- input ------------------------------------------------------------------------------------
+
+
+def _messages(request: rpb.ChatRequest | rpb.StreamChatRequest, body: ResponsesBody, fields: ResponsesFields) -> None:
+    tool_names: dict[str, str] = {}
+    if body.instructions is not None:
+        request.messages.add(role=chat_pb2.ROLE_SYSTEM).content.add(text=body.instructions)
+        fields.messages.append(MessageSource("instructions", string_content=True))
+    if isinstance(body.input, str):
+        request.messages.add(role=chat_pb2.ROLE_USER).content.add(text=body.input)
+        fields.messages.append(MessageSource("input", string_content=True))
+        return
+    for index, item in enumerate(body.input):
+        _item(request, f"input[{index}]", item, fields, tool_names)
+
+
+def _item(
+    request: rpb.ChatRequest | rpb.StreamChatRequest,
+    path: str,
+    item: dict[str, Any],
+    fields: ResponsesFields,
+    tool_names: dict[str, str],
+) -> None:
+    kind = item.get("type", "message" if "role" in item else None)
+    if kind == "message":
+        request.messages.append(_message(path, item, fields))
+    elif kind == "function_call":
+        _function_call(request, path, item, fields, tool_names)
+    elif kind == "function_call_output":
+        call_id = _string(item, "call_id", path)
+        result = chat_pb2.ToolResult(
+            tool_call_id=call_id, name=tool_names.get(call_id, ""), content=_output_text(path, item.get("output"))
+        )
+        request.messages.add(role=chat_pb2.ROLE_TOOL, tool_result=result)
+        fields.messages.append(MessageSource(path))
+    elif kind == "reasoning":
+        return  # no reasoning content in the contract: dropped (see the module docstring)
+    elif kind == "item_reference":
+        raise invalid_argument(f"{path}.type", f"'item_reference' needs stored items; {_STATELESS}")
+    elif kind is None:
+        raise invalid_argument(f"{path}.type", "is required on an item without a role")
+    else:
+        raise invalid_argument(
+            f"{path}.type",
+            f"{kind!r} is not supported; send 'message', 'function_call', 'function_call_output' or 'reasoning' items",
+        )
+
+
+def _message(path: str, item: dict[str, Any], fields: ResponsesFields) -> chat_pb2.Message:
+    role = item.get("role")
+    if role not in _ROLES:
+        raise invalid_argument(f"{path}.role", f"{role!r} is not a role; use user, assistant, system or developer")
+    message = chat_pb2.Message(role=_ROLES[role])
+    content = item.get("content")
+    if isinstance(content, str):
+        message.content.add(text=content)
+    elif isinstance(content, list):
+        for index, part in enumerate(content):
+            message.content.append(_part(f"{path}.content[{index}]", part))
+    elif content is not None:
+        raise invalid_argument(f"{path}.content", "must be a string or a list of content parts")
+    fields.messages.append(MessageSource(path, string_content=isinstance(content, str)))
+    return message
+
+
+def _part(path: str, part: object) -> chat_pb2.ContentPart:
+    if not isinstance(part, dict):
+        raise invalid_argument(path, "must be a content part object with a type")
+    kind = part.get("type")
+    if kind in ("input_text", "output_text", "text"):
+        return chat_pb2.ContentPart(text=_string(part, "text", path))
+    if kind == "refusal":
+        # A refusal in history stays visible to the model as the assistant's words.
+        return chat_pb2.ContentPart(text=_string(part, "refusal", path))
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str) or not url:
+            raise invalid_argument(
+                f"{path}.image_url", "is required on an input_image part (a URL or data: URL; file_id needs storage)"
+            )
+        return chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=url))
+    raise invalid_argument(f"{path}.type", f"{kind!r} is not supported; use 'input_text' or 'input_image'")
+
+
+def _function_call(
+    request: rpb.ChatRequest | rpb.StreamChatRequest,
+    path: str,
+    item: dict[str, Any],
+    fields: ResponsesFields,
+    tool_names: dict[str, str],
+) -> None:
+    """A call joins the assistant turn just before it; Responses output lists one item per call."""
+    call_id, name = _string(item, "call_id", path), _string(item, "name", path)
+    arguments = item.get("arguments", "")
+    if not isinstance(arguments, str):
+        raise invalid_argument(f"{path}.arguments", "must be a string of JSON (as the function_call output gave it)")
+    last = request.messages[-1] if request.messages else None
+    if last is None or last.role != chat_pb2.ROLE_ASSISTANT:
+        last = request.messages.add(role=chat_pb2.ROLE_ASSISTANT)
+        fields.messages.append(MessageSource(path))
+    last.tool_calls.add(id=call_id, name=name, arguments_json=arguments)
+    fields.messages[-1].call_paths.append(path)
+    tool_names[call_id] = name
+
+
+def _output_text(path: str, output: object) -> str:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        texts = []
+        for index, part in enumerate(output):
+            if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text"):
+                raise invalid_argument(f"{path}.output[{index}]", "tool results take input_text parts only")
+            texts.append(_string(part, "text", f"{path}.output[{index}]"))
+        return "".join(texts)
+    raise invalid_argument(f"{path}.output", "is required: the tool's result as a string")
+
+
+def _string(item: dict[str, Any], key: str, path: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        raise invalid_argument(f"{path}.{key}", "is required and must be a string")
+    return value
+
+
+# -- tools and settings -----------------------------------------------------------------------
+
+
+def _tools(request: rpb.ChatRequest | rpb.StreamChatRequest, body: ResponsesBody) -> None:
+    for index, tool in enumerate(body.tools or ()):
+        if tool.get("type") != "function":
+            raise invalid_argument(
+                f"tools[{index}].type", f"{tool.get('type')!r} is not supported; the mesh runs function tools only"
+            )
+        description = tool.get("description") or ""
+        definition = request.tools.add(name=_string(tool, "name", f"tools[{index}]"), description=str(description))
+        parameters = tool.get("parameters")
+        if isinstance(parameters, dict):
+            definition.parameters.update(parameters)
+        elif parameters is not None:
+            raise invalid_argument(f"tools[{index}].parameters", "must be a JSON Schema object")
+    choice = body.tool_choice
+    if isinstance(choice, str):
+        if choice not in _TOOL_CHOICE_MODES:
+            raise invalid_argument(
+                "tool_choice", f"{choice!r} is not supported; use auto, none, required or a function"
+            )
+        request.tool_choice.mode = _TOOL_CHOICE_MODES[choice]
+    elif choice is not None:
+        if choice.get("type") != "function":
+            raise invalid_argument("tool_choice.type", "only {'type': 'function', 'name': ...} is supported")
+        request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
+        request.tool_choice.name = _string(choice, "name", "tool_choice")
+
+
+def _settings(settings: chat_pb2.GenerationSettings, body: ResponsesBody) -> None:
+    if body.temperature is not None:
+        settings.temperature = body.temperature
+    if body.top_p is not None:
+        settings.top_p = body.top_p
+    if body.max_output_tokens is not None:
+        settings.max_output_tokens = body.max_output_tokens
+    text_format = body.text.format if body.text is not None else None
+    if text_format is not None:
+        settings.response_format.type = _FORMATS[text_format.type]
+        if text_format.type == "json_schema":
+            settings.response_format.schema_name = text_format.name
+            if text_format.schema_ is not None:
+                settings.response_format.json_schema.update(text_format.schema_)
+
+
+# -- field names in errors --------------------------------------------------------------------
+
+_MESSAGE = re.compile(r"^messages\[(\d+)\](.*)$")
+_PART = re.compile(r"^\.content\[(\d+)\](.*)$")
+_CALL = re.compile(r"^\.tool_calls\[(\d+)\](.*)$")
+_FLAT = [
+    (re.compile(r"^messages$"), "input"),
+    (re.compile(r"^settings\.max_output_tokens$"), "max_output_tokens"),
+    (re.compile(r"^settings\.response_format\.json_schema$"), "text.format.schema"),
+    (re.compile(r"^settings\.response_format\.schema_name$"), "text.format.name"),
+    (re.compile(r"^settings\.response_format.*$"), "text.format"),
+    (re.compile(r"^tools\[(\d+)\]\.(name|description|parameters)$"), r"tools[\1].\2"),
+    (re.compile(r"^tool_choice\.name$"), "tool_choice.name"),
+]
+
+
+def responses_param(path: str, fields: BodyFields | None) -> str:
+    """The Responses request field for a router field path (`messages[1].content[0]` → `input[0].content[0]`)."""
+    for pattern, replacement in _FLAT:
+        if (match := pattern.match(path)) is not None:
+            return match.expand(replacement)
+    match = _MESSAGE.match(path)
+    if match is not None and isinstance(fields, ResponsesFields) and int(match.group(1)) < len(fields.messages):
+        return _message_param(fields.messages[int(match.group(1))], match.group(2))
+    return openai_param(path, fields)
+
+
+def _message_param(source: MessageSource, rest: str) -> str:
+    if (part := _PART.match(rest)) is not None:
+        if source.string_content:
+            return source.path if source.path in ("input", "instructions") else f"{source.path}.content"
+        tail = part.group(2).replace(".image.url", ".image_url").replace(".image", ".image_url")
+        return f"{source.path}.content[{part.group(1)}]{tail}"
+    if (call := _CALL.match(rest)) is not None and int(call.group(1)) < len(source.call_paths):
+        tail = {".arguments_json": ".arguments", ".id": ".call_id"}.get(call.group(2), call.group(2))
+        return f"{source.call_paths[int(call.group(1))]}{tail}"
+    if rest.startswith(".tool_result"):
+        return f"{source.path}.call_id" if rest.endswith("tool_call_id") else f"{source.path}.output"
+    return source.path
+
+
+def echoed_tools(parsed: ParsedResponses) -> list[dict[str, Any]]:
+    """The function tools as the Response object echoes them."""
+    echoed = []
+    for tool in parsed.body.tools or ():
+        echoed.append(
+            {
+                "type": "function",
+                "name": tool.get("name"),
+                "description": tool.get("description"),
+                "parameters": tool.get("parameters"),
+                "strict": tool.get("strict", True),
+            }
+        )
+    return echoed
