@@ -42,11 +42,12 @@ lock: | $(BIN)/uv  ## Re-resolve requirements.lock from pyproject.toml
 run: setup  ## Start the local mesh, send a demo request through it, stop it
 	$(BIN)/llmmesh demo
 
-# Two workers, one test file each at a time: module fixtures (a started mesh) stay shared within a file.
+# Two workers, one test file each at a time (tests/conftest.py makes the groups): module fixtures stay
+# shared within a file, and the production-shaped suite's files share one mesh on one worker.
 TEST_WORKERS ?= 2
 
 test: setup k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # `make test` runs 80 schedules of the engine's model-based test; this runs many more (a new seed range: SEED=).
 fuzz-engine: setup  ## The router engine's model-based test at length: SCHEDULES=400 (default), SEED=1500

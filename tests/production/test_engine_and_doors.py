@@ -1,0 +1,101 @@
+"""Later features in the production shape: the engine's outcome rules, the door's limits and its Responses API."""
+
+from __future__ import annotations
+
+import socket
+
+import grpc
+import openai
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from llmmesh.v1 import router_service_pb2 as rpb
+from llmmesh.v1 import router_service_pb2_grpc
+from services.common.errors import MeshError
+from services.testing import fake_openai
+from services.testing.production import ProductionMesh
+from tests.production.helpers import MODELS, chat, script_text, stream_chat
+
+pytestmark = [pytest.mark.production, pytest.mark.timeout(300)]
+
+
+def _router(channel: grpc.Channel) -> router_service_pb2_grpc.RouterServiceStub:
+    return router_service_pb2_grpc.RouterServiceStub(channel)
+
+
+class TestOutcomeRules:
+    def test_content_filtered_answer_falls_back_when_the_policy_allows(self, mesh: ProductionMesh) -> None:
+        """OpenAI's 200 ending in content_filter moves on to the prod fallback (Claude) under the request's policy."""
+        mesh.openai.script(fake_openai.Reply.json(fake_openai.completion("", finish_reason="content_filter")))
+        script_text(mesh, "anthropic", "a filtered answer was replaced")
+        policy = rpb.RoutingPolicy(fallback_on_content_filter=True)
+        with mesh.channel() as channel:
+            response = _router(channel).Chat(chat(MODELS["openai"], routing=policy), timeout=30, metadata=mesh.caller())
+        assert response.model == MODELS["anthropic"]
+        assert response.message.content[0].text.strip() == "a filtered answer was replaced"
+        assert [a.provider for a in response.attempts] == ["openai", "anthropic"]
+
+    def test_stream_asking_for_hedge_is_refused_naming_the_field(self, mesh: ProductionMesh) -> None:
+        """Streams try one candidate at a time: HEDGE is refused with the field named, and nothing reaches a provider."""
+        policy = rpb.RoutingPolicy(strategy=rpb.ROUTING_STRATEGY_HEDGE)
+        with mesh.channel() as channel, pytest.raises(grpc.RpcError) as refused:
+            list(
+                _router(channel).StreamChat(
+                    stream_chat(MODELS["openai"], routing=policy), timeout=30, metadata=mesh.caller()
+                )
+            )
+        error = MeshError.from_rpc_error(refused.value)  # type: ignore[arg-type]
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "routing.strategy" in error.message
+        assert mesh.openai.chat_requests == []
+
+    def test_slow_first_token_moves_on_within_the_deadline(self, mesh: ProductionMesh) -> None:
+        """A stream whose first token is later than first_token_timeout falls back before anything reached the caller."""
+        words = ["late ", "answer "]
+        mesh.openai.script(fake_openai.Reply.stream(fake_openai.text_stream(words), delay=3.0))
+        script_text(mesh, "anthropic", "the quick one", stream=True)
+        policy = rpb.RoutingPolicy(first_token_timeout=Duration(nanos=500_000_000))
+        with mesh.channel() as channel:
+            events = list(
+                _router(channel).StreamChat(
+                    stream_chat(MODELS["openai"], routing=policy), timeout=30, metadata=mesh.caller()
+                )
+            )
+        text = "".join(e.delta.text for e in events if e.HasField("delta"))
+        assert text.strip() == "the quick one"
+        assert events[-1].final.model == MODELS["anthropic"]
+
+
+class TestHttpDoorHolds:
+    def test_oversized_header_is_refused_and_grpc_still_answers(self, mesh: ProductionMesh) -> None:
+        """A 1 MiB header gets 431 and a closed connection; the same router keeps answering gRPC."""
+        host, port = mesh.http_url(0).removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as attacker:
+            attacker.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+            status_line = attacker.recv(64).split(b"\r\n", 1)[0]
+        assert status_line.startswith(b"HTTP/1.1 431"), status_line
+        with mesh.channel() as channel:
+            response = _router(channel).Chat(chat(MODELS["mock"]), timeout=30, metadata=mesh.caller())
+        assert response.model == MODELS["mock"]
+
+
+class TestResponsesApi:
+    def _client(self, mesh: ProductionMesh) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{mesh.http_url(1)}/v1", api_key=mesh.tenant_keys["team-a"], max_retries=0)
+
+    def test_unary(self, mesh: ProductionMesh) -> None:
+        """client.responses.create through the door reaches Gemini on its SDK, with auth, TLS and quotas on."""
+        script_text(mesh, "google", "responses answer")
+        response = self._client(mesh).responses.create(model=MODELS["google"], input="hi", timeout=30)
+        assert response.output_text.strip() == "responses answer"
+        assert response.model == MODELS["google"]
+
+    def test_stream(self, mesh: ProductionMesh) -> None:
+        """A streamed Responses call ends in response.completed with the whole text."""
+        script_text(mesh, "anthropic", "streamed responses answer", stream=True)
+        stream = self._client(mesh).responses.create(model=MODELS["anthropic"], input="hi", stream=True, timeout=30)
+        events = list(stream)
+        assert events[0].type == "response.created"
+        assert events[-1].type == "response.completed"
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert deltas.strip() == "streamed responses answer"
