@@ -36,7 +36,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -591,7 +591,7 @@ class ProductionMesh:
         """(router instance, breaker) → its newest gauge value exported after `since_ns` (0 closed, 2 open)."""
         newest: dict[tuple[str, str], tuple[int, float]] = {}
         for point in self.receiver.metric_points(names.METRIC_ROUTER_BREAKER_STATE, "llmmesh-router"):
-            key = (point.instance, str(point.attributes.get(names.BREAKER)))
+            key = (point.instance, _breaker_name(point.attributes))
             if point.time_ns >= since_ns and point.time_ns >= newest.get(key, (0, 0.0))[0]:
                 newest[key] = (point.time_ns, point.value)
         return {key: value for key, (_, value) in newest.items()}
@@ -649,3 +649,11 @@ def _check_substituted(deployment: str, env: dict[str, str]) -> None:
                 f"{deployment}: {name}={value!r} still points into the cluster: "
                 "add it to SUBSTITUTED (an address), mount it from a volume (a path), or to OVERRIDES"
             )
+
+
+def _breaker_name(labels: Mapping[str, object]) -> str:
+    """The gauge's scope, provider and model labels as BreakerRegistry names them (`provider openai`, `openai/gpt-4o`)."""
+    provider = labels.get(names.GEN_AI_PROVIDER_NAME)
+    if labels.get(names.BREAKER_SCOPE) == "provider":
+        return f"provider {provider}"
+    return f"{provider}/{labels.get(names.GEN_AI_REQUEST_MODEL)}"

@@ -13,6 +13,7 @@ from llmmesh.v1 import agent_service_pb2 as apb
 from llmmesh.v1 import agent_service_pb2_grpc, chat_pb2, provider_service_pb2_grpc, router_service_pb2_grpc
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common.otlp_receiver import OtlpReceiver
 from services.testing import fake_openai
 from services.testing.production import ProductionMesh
 from tests.production.helpers import (
@@ -77,10 +78,12 @@ class TestEverythingIsOn:
         keys = mesh.redis.command("KEYS", "*").decode()
         assert all(tenant in keys for tenant in mesh.tenant_keys), keys
 
-    def test_every_process_exports_over_otlp(self, mesh: ProductionMesh) -> None:
-        """Every service's metrics reach the OTLP receiver."""
-        services = {f"llmmesh-provider-{kind}" for kind in MODELS} | {"llmmesh-router", "llmmesh-agent", "llmmesh-tool"}
-        mesh.receiver.wait_for(lambda r: services <= {p.service for p in r.metric_points()}, timeout=30)
+    def test_router_and_adapters_export_over_otlp(self, mesh: ProductionMesh) -> None:
+        """Routers and adapters have gauges (in flight, breakers), so their metrics reach the receiver with no traffic.
+
+        The agent's instruments fill only when it runs (TestAgent checks them); the example ToolService has none.
+        """
+        _wait_for_metrics(mesh, {f"llmmesh-provider-{kind}" for kind in MODELS} | {"llmmesh-router"})
 
     def test_every_consul_request_carries_a_token(self, mesh: ProductionMesh) -> None:
         """Registrations and watches all authenticate to the ACL-enforcing Consul double."""
@@ -182,6 +185,7 @@ class TestAgent:
         assert not finished.is_error, finished.content
         assert "HELLO MESH" in finished.content
         assert "HELLO MESH" in json.dumps(mesh.anthropic.requests[1].body)  # the observation went back to the model
+        _wait_for_metrics(mesh, {"llmmesh-agent"})  # the run's metrics are exported over OTLP
 
 
 class TestHttpDoor:
@@ -223,6 +227,19 @@ class TestHttpDoor:
         )
         assert response.status_code == 401
         assert mesh.openai.chat_requests == []
+
+
+def _wait_for_metrics(mesh: ProductionMesh, services: set[str]) -> None:
+    exported: set[str] = set()
+
+    def all_exported(receiver: OtlpReceiver) -> bool:
+        exported.update(point.service for point in receiver.metric_points())
+        return services <= exported
+
+    try:
+        mesh.receiver.wait_for(all_exported, timeout=30)
+    except AssertionError:
+        pytest.fail(f"no metrics over OTLP from {sorted(services - exported)}")
 
 
 def _bearer(mesh: ProductionMesh, tenant: str) -> dict[str, str]:
