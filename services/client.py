@@ -158,6 +158,22 @@ class MeshClient:
         if not finished:
             raise MeshError(grpc.StatusCode.UNAVAILABLE, "stream ended without a final message")
 
+    async def embed(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        *,
+        dimensions: int | None = None,
+        routing: rpb.RoutingPolicy | None = None,
+        timeout: float | None = None,
+    ) -> rpb.EmbedResponse:
+        """One vector per input, in order; raises MeshError."""
+        request = rpb.EmbedRequest(model=model, inputs=inputs, dimensions=dimensions, routing=routing)
+        try:
+            return await self.stub.Embed(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise MeshError.from_rpc_error(error) from None
+
     async def list_models(self, *, timeout: float | None = None) -> list[chat_pb2.ModelInfo]:
         try:
             response = await self.stub.ListModels(

@@ -56,6 +56,7 @@ def build_parser() -> Parser:
     demo = _command(commands, "demo", "start the local mesh, send demo requests, stop", "up_cmd:demo")
     demo.add_argument("--no-traces", dest="traces", action="store_false", help="do not print the agent run's trace")
     _add_chat(commands)
+    _add_embed(commands)
     models = _command(
         commands, "models", "list the models the router offers and whether they can answer", "chat_cmd:models"
     )
@@ -112,6 +113,17 @@ def _add_chat(commands: Any) -> None:
     chat.add_argument("--temperature", type=float, help="sampling temperature, 0..2")
     chat.add_argument("--timeout", type=_seconds, default=60.0, help="deadline in seconds (default 60)")
     _add_router_flag(chat)
+
+
+def _add_embed(commands: Any) -> None:
+    embed = _command(commands, "embed", "embed texts through the router (one vector per text)", "embed_cmd:embed")
+    embed.add_argument("texts", nargs="+", metavar="TEXT", help="the texts to embed, in one batch")
+    embed.add_argument("--model", "-m", default="mock-embed", help="embedding model or alias (default mock-embed)")
+    embed.add_argument("--dimensions", type=_positive_int, help="shorter vectors, for models that can shorten them")
+    embed.add_argument("--fallback", action="append", default=[], metavar="MODEL", help="fallback model (repeatable)")
+    embed.add_argument("--json", action="store_true", help="print the whole answer as JSON, full vectors included")
+    embed.add_argument("--timeout", type=_seconds, default=60.0, help="deadline in seconds (default 60)")
+    _add_router_flag(embed)
 
 
 def _add_agent(commands: Any) -> None:

@@ -24,9 +24,9 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import DecodeGuardInterceptor
+from services.common.reflection import enable_reflection
 from services.common.settings import ConfigError, ServiceSettings, listen_error
 from services.common.telemetry import setup_telemetry
 from services.common.telemetry_grpc import ServerTracingInterceptor
@@ -127,7 +127,7 @@ class MeshServer:
 
     async def start(self) -> int:
         """Binds, starts and marks every service SERVING; returns the bound port."""
-        reflection.enable_server_reflection((*self._service_names, reflection.SERVICE_NAME), self._server)
+        enable_reflection(self._service_names, self._server)
         address = f"{self.settings.host}:{self.settings.port}"
         check_can_listen(self.settings.host, self.settings.port)
         if self._credentials is None and not is_loopback(self.settings.host):

@@ -62,6 +62,39 @@ def start_chat(span: Span, model: str, *, provider: str = "", stream: bool = Fal
     span.set_attributes(attributes)
 
 
+def start_embeddings(span: Span, model: str, *, provider: str = "", dimensions: int | None = None) -> None:
+    """Names the span `embeddings {model}` (GenAI semconv) and sets the request attributes."""
+    if not span.is_recording():
+        return
+    span.update_name(names.SPAN_EMBEDDINGS.format(model=model))
+    attributes: dict[str, Any] = {
+        names.GEN_AI_OPERATION_NAME: names.OPERATION_EMBEDDINGS,
+        names.GEN_AI_REQUEST_MODEL: model,
+    }
+    if provider:
+        attributes[names.GEN_AI_PROVIDER_NAME] = provider
+    if dimensions:
+        attributes[names.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
+    span.set_attributes(attributes)
+
+
+def record_embeddings(
+    span: Span, *, input_tokens: int, dimensions: int, response_model: str = "", extra: dict[str, Any] | None = None
+) -> None:
+    """The response side of an embeddings call: usage, vector length, model."""
+    if not span.is_recording():
+        return
+    attributes: dict[str, Any] = {
+        names.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+        names.GEN_AI_EMBEDDINGS_DIMENSION_COUNT: dimensions,
+    }
+    if response_model:
+        attributes[names.GEN_AI_RESPONSE_MODEL] = response_model
+    if extra:
+        attributes.update(extra)
+    span.set_attributes(attributes)
+
+
 def record_answer(
     span: Span,
     *,

@@ -13,6 +13,7 @@ SPAN_CHAT: Final = "chat {model}"
 SPAN_INVOKE_AGENT: Final = "invoke_agent {name}"
 SPAN_EXECUTE_TOOL: Final = "execute_tool {name}"
 SPAN_ATTEMPT: Final = "attempt {model}"
+SPAN_EMBEDDINGS: Final = "embeddings {model}"
 
 # -- GenAI attributes -----------------------------------------------------------------------
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
@@ -29,6 +30,7 @@ GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
 GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
 GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
@@ -43,6 +45,7 @@ GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"
 OPERATION_CHAT: Final = "chat"
 OPERATION_INVOKE_AGENT: Final = "invoke_agent"
 OPERATION_EXECUTE_TOOL: Final = "execute_tool"
+OPERATION_EMBEDDINGS: Final = "embeddings"
 
 # -- transport attributes ------------------------------------------------------------------
 RPC_SYSTEM: Final = "rpc.system"

@@ -24,6 +24,9 @@ MAX_STOP_SEQUENCES = 16
 MAX_OUTPUT_TOKENS = 1_000_000
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 MAX_CONTENT_BYTES = 8 * 1024 * 1024
+# OpenAI's own limits for one embeddings request: 2048 inputs, vectors up to 3072 floats.
+MAX_EMBED_INPUTS = 2048
+MAX_EMBED_DIMENSIONS = 65536
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ROLES = frozenset(chat_pb2.Role.values()) - {chat_pb2.ROLE_UNSPECIFIED}
 
@@ -217,3 +220,48 @@ def _largest_message_field(request: ChatLike) -> str:
     sizes = [message.ByteSize() for message in request.messages]
     index = max(range(len(sizes)), key=sizes.__getitem__)
     return f"messages[{index}]"
+
+
+class EmbedLike(Protocol):
+    """The fields router and provider embedding requests share."""
+
+    model: str
+    dimensions: int
+
+    @property
+    def inputs(self) -> list[str]: ...
+
+    def ByteSize(self) -> int: ...  # noqa: N802 - protobuf's name
+    def HasField(self, field_name: str) -> bool: ...  # noqa: N802 - protobuf's name
+
+
+def validate_embed_request(request: EmbedLike, *, limits: InputLimits = DEFAULT_LIMITS) -> None:
+    """Raises MeshError(INVALID_ARGUMENT) naming the field for the first problem found."""
+    if not request.model.strip():
+        raise invalid_argument("model", "is empty; name an embedding model from ListModels or an alias")
+    size = request.ByteSize()
+    if size > limits.max_request_bytes:
+        raise invalid_argument(
+            "inputs",
+            f"request is {size} bytes, above the limit of {limits.max_request_bytes} bytes "
+            "(LLMMESH_MAX_REQUEST_BYTES); send fewer or shorter inputs per request",
+        )
+    if not request.inputs:
+        raise invalid_argument("inputs", "is empty; send at least one text to embed")
+    if len(request.inputs) > MAX_EMBED_INPUTS:
+        raise invalid_argument(
+            "inputs", f"has {len(request.inputs)} texts, above the limit of {MAX_EMBED_INPUTS}; split the batch"
+        )
+    for index, text in enumerate(request.inputs):
+        if not text.strip():
+            raise invalid_argument(f"inputs[{index}]", "is empty; every input needs some text to embed")
+        if len(text.encode("utf-8")) > limits.max_content_bytes:
+            raise invalid_argument(
+                f"inputs[{index}]",
+                f"is above the limit of {limits.max_content_bytes} bytes (LLMMESH_MAX_CONTENT_BYTES); split the text",
+            )
+    if request.HasField("dimensions") and not 1 <= request.dimensions <= MAX_EMBED_DIMENSIONS:
+        raise invalid_argument(
+            "dimensions",
+            f"{request.dimensions} is not between 1 and {MAX_EMBED_DIMENSIONS}; omit it for the model's own",
+        )

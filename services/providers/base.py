@@ -14,8 +14,11 @@ import abc
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
+import grpc
+
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.errors import REASON_EMBEDDINGS_UNSUPPORTED, MeshError
 from services.common.redaction import Redactor
 
 
@@ -41,6 +44,16 @@ class ProviderAdapter(abc.ABC):
     @abc.abstractmethod
     def list_models(self) -> list[chat_pb2.ModelInfo]:
         """The models this adapter instance serves."""
+
+    async def embed(
+        self, request: pb.ProviderServiceEmbedRequest, *, timeout: float
+    ) -> pb.ProviderServiceEmbedResponse:
+        """Vectors for `request.inputs`, in order; providers without embeddings keep this default."""
+        raise MeshError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"{self.provider} offers no embeddings; route embedding models to an openai, google or mock provider",
+            reason=REASON_EMBEDDINGS_UNSUPPORTED,
+        )
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters keep the default
         """Releases the SDK client at shutdown."""

@@ -21,9 +21,15 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common import telemetry_genai as genai
 from services.common import telemetry_names as names
-from services.common.errors import REASON_OVERLOADED, REASON_STREAM_TRUNCATED, MeshError, handle_errors
+from services.common.errors import (
+    REASON_OVERLOADED,
+    REASON_STREAM_TRUNCATED,
+    REASON_UPSTREAM_MALFORMED,
+    MeshError,
+    handle_errors,
+)
 from services.common.telemetry import Tally, register_tally, telemetry
-from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request
+from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request, validate_embed_request
 from services.providers.base import ProviderAdapter
 
 # Used when a caller sets no deadline; the router always sets one.
@@ -160,10 +166,50 @@ class ProviderServicer:
         return error
 
     @handle_errors
+    async def Embed(  # noqa: N802 - gRPC method name
+        self, request: pb.ProviderServiceEmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProviderServiceEmbedResponse:
+        validate_embed_request(request, limits=self._limits)
+        self._admit()
+        self.in_flight += 1
+        upstream = _UpstreamCall.embeddings(self._adapter.provider, request)
+        try:
+            response = await self._adapter.embed(request, timeout=self._timeout(context))
+            _check_vectors(request, response)
+            dimensions = len(response.embeddings[0].values)
+            genai.record_embeddings(
+                upstream.span,
+                input_tokens=response.usage.input_tokens,
+                dimensions=dimensions,
+                response_model=response.response_model,
+            )
+            upstream.tokens(response.usage, response.response_model, output=False)
+            return response
+        except BaseException as error:
+            upstream.failed(self._redacted(error))
+            raise
+        finally:
+            self.in_flight -= 1
+            upstream.done()
+
+    @handle_errors
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: pb.ProviderServiceListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProviderServiceListModelsResponse:
         return pb.ProviderServiceListModelsResponse(models=self._adapter.list_models(), provider=self._adapter.provider)
+
+
+def _check_vectors(request: pb.ProviderServiceEmbedRequest, response: pb.ProviderServiceEmbedResponse) -> None:
+    """One vector per input, all of one length (the one asked for): anything else is a malformed answer."""
+    lengths = {len(embedding.values) for embedding in response.embeddings}
+    asked = {request.dimensions} if request.HasField("dimensions") else lengths
+    if len(response.embeddings) != len(request.inputs) or len(lengths) != 1 or 0 in lengths or lengths != asked:
+        raise MeshError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"upstream sent {len(response.embeddings)} vectors of lengths {sorted(lengths)} "
+            f"for {len(request.inputs)} inputs",
+            reason=REASON_UPSTREAM_MALFORMED,
+        )
 
 
 class _UpstreamCall:
@@ -196,15 +242,37 @@ class _UpstreamCall:
         if self._first_token is None:
             self._first_token = time.perf_counter() - self._started
 
+    @classmethod
+    def embeddings(cls, provider: str, request: pb.ProviderServiceEmbedRequest) -> _UpstreamCall:
+        """The same for an embeddings call: the span is `embeddings {model}`; inputs are never captured."""
+        call = cls.__new__(cls)
+        call.span = trace.get_current_span()
+        call.capture = False
+        dimensions = request.dimensions if request.HasField("dimensions") else None
+        genai.start_embeddings(call.span, request.model, provider=provider, dimensions=dimensions)
+        call._attributes = {
+            names.GEN_AI_OPERATION_NAME: names.OPERATION_EMBEDDINGS,
+            names.GEN_AI_PROVIDER_NAME: provider,
+            names.GEN_AI_REQUEST_MODEL: request.model,
+        }
+        call._started = time.perf_counter()
+        call._first_token = None
+        return call
+
     def answered(self, usage: chat_pb2.Usage, finish_reason: int, response_model: str, response_id: str) -> None:
         genai.record_answer(
             self.span, usage=usage, finish_reason=finish_reason, response_model=response_model, response_id=response_id
         )
+        self.tokens(usage, response_model)
+
+    def tokens(self, usage: chat_pb2.Usage, response_model: str, *, output: bool = True) -> None:
+        """The GenAI token usage histogram (embeddings have input tokens only)."""
         if response_model:
             self._attributes[names.GEN_AI_RESPONSE_MODEL] = response_model
         histogram = telemetry().instruments.token_usage
         histogram.record(usage.input_tokens, {**self._attributes, names.GEN_AI_TOKEN_TYPE: "input"})
-        histogram.record(usage.output_tokens, {**self._attributes, names.GEN_AI_TOKEN_TYPE: "output"})
+        if output:
+            histogram.record(usage.output_tokens, {**self._attributes, names.GEN_AI_TOKEN_TYPE: "output"})
 
     def failed(self, error: BaseException) -> None:
         if isinstance(error, MeshError):

@@ -20,7 +20,7 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.auth import current_tenant
 from services.common.errors import REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
 from services.common.tenants import Tenant
-from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request
+from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request, validate_embed_request
 from services.router import access, auto
 from services.router.config import Candidate, ModelRoute, RoutingTable
 from services.router.quotas import QuotaGate
@@ -49,11 +49,45 @@ class Admission:
         if request.HasField("routing"):
             validate_routing(request.routing)
         tenant = current_tenant.get()
-        if not auto.is_auto(request.model) and self.table.lookup(request.model) is None:
-            raise self.not_found(request.model, tenant, "ListModels")
+        if not auto.is_auto(request.model):
+            candidate = self.table.lookup(request.model)
+            if candidate is None:
+                raise self.not_found(request.model, tenant, "ListModels")
+            if candidate.dimensions:
+                raise invalid_argument(
+                    "model",
+                    f"{request.model!r} is an embedding model; call Embed (/v1/embeddings), or name a chat model",
+                )
         if self._quotas is not None:
             await self._quotas.admit(tenant)
         return tenant
+
+    async def admit_embed(self, request: rpb.EmbedRequest, listing: str = "ListModels") -> Tenant | None:
+        """The same for Embed: input limits, routing policy, an embedding model by name, the quota."""
+        validate_embed_request(request, limits=self._limits)
+        if request.HasField("routing"):
+            validate_routing(request.routing)
+        tenant = current_tenant.get()
+        if auto.is_auto(request.model):
+            raise invalid_argument("model", "`auto` chooses chat models; name an embedding model")
+        candidate = self.table.lookup(request.model)
+        if candidate is None:
+            raise self.not_found(request.model, tenant, listing)
+        if not candidate.dimensions:
+            embedding = [name for name, _, entry in self.visible_models(tenant) if entry.dimensions]
+            raise invalid_argument(
+                "model",
+                f"{request.model!r} is a chat model; name an embedding model "
+                f"({', '.join(embedding) or 'none in the routing file'})",
+            )
+        if self._quotas is not None:
+            await self._quotas.admit(tenant)
+        return tenant
+
+    async def record_embed(self, tenant: Tenant | None, input_tokens: int, cost: float) -> None:
+        """An embeddings answer's tokens and cost (every fan-out answer paid for) to the tenant's windows."""
+        if self._quotas is not None:
+            await self._quotas.record(tenant, input_tokens, cost)
 
     async def record(self, tenant: Tenant | None, answers: Iterable[Answer]) -> None:
         """Adds the answers' tokens and estimated cost to the tenant's windows."""

@@ -72,6 +72,9 @@ class ModelRoute(AttemptSettings):
     description: str = ""
     #: False for models that cannot call tools; `auto` skips them when tools are sent.
     supports_tools: bool = True
+    #: Vector length of an embedding model (0: a chat model). Embedding models serve Embed
+    #: only, are priced by `price.input_per_mtok`, and fall back only to the same length.
+    dimensions: int = Field(0, ge=0, le=65536)
 
 
 class Budget(_Strict):
@@ -174,6 +177,8 @@ class RoutingFile(_Strict):
                     raise ConfigProblem(("models", name, "fallbacks", index), f"fallback {fallback!r} is not a model")
                 if fallback == name:
                     raise ConfigProblem(("models", name, "fallbacks", index), "a model cannot fall back to itself")
+                _check_same_dimensions(name, model, index, fallback, self.models[fallback])
+            self._check_embeddings_provider(name, model)
             for index, alias in enumerate(model.aliases):
                 if alias in seen:
                     raise ConfigProblem(
@@ -184,12 +189,39 @@ class RoutingFile(_Strict):
             for index, model_name in enumerate(tier.models):
                 if model_name not in self.models:
                     raise ConfigProblem(("auto", "tiers", tier_name, "models", index), f"{model_name!r} is not a model")
+                if self.models[model_name].dimensions:
+                    raise ConfigProblem(
+                        ("auto", "tiers", tier_name, "models", index),
+                        f"{model_name!r} is an embedding model; `auto` chooses chat models only",
+                    )
         if self.auto.tiers and self.auto.default_tier not in self.auto.tiers:
             raise ConfigProblem(("auto", "default_tier"), f"{self.auto.default_tier!r} is not under auto.tiers")
         reserved = {"auto"} | {f"auto:{tier}" for tier in self.auto.tiers}
         for name in reserved & set(seen):
             raise ConfigProblem(("models", seen[name]), f"{name!r} is reserved for automatic model choice")
         return self
+
+    def _check_embeddings_provider(self, name: str, model: ModelRoute) -> None:
+        kind = self.providers[model.provider].kind or model.provider
+        if model.dimensions and kind == "anthropic":
+            raise ConfigProblem(
+                ("models", name, "dimensions"),
+                "anthropic offers no embeddings; route embedding models to an openai, google or mock provider",
+            )
+
+
+def _check_same_dimensions(name: str, model: ModelRoute, index: int, fallback: str, other: ModelRoute) -> None:
+    """Vectors of another length would not fit the caller's index: such a fallback is refused at load."""
+    if model.dimensions == other.dimensions:
+        return
+    if not model.dimensions or not other.dimensions:
+        kinds = ("an embedding", "a chat") if model.dimensions else ("a chat", "an embedding")
+        problem = f"{name!r} is {kinds[0]} model and {fallback!r} {kinds[1]} model"
+    else:
+        problem = f"{fallback!r} has {other.dimensions} dimensions, {name!r} {model.dimensions}"
+    raise ConfigProblem(
+        ("models", name, "fallbacks", index), f"{problem}; an embedding model falls back only to the same dimensions"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +240,8 @@ class Candidate:
     hedge_delay_ms: HedgeDelay
     max_retries: int
     supports_tools: bool
+    #: Vector length of an embedding model; 0 for chat models.
+    dimensions: int = 0
     #: May take over a stream mid-answer (its provider is marked `continues_prefix`).
     continues_prefix: bool = False
 
@@ -248,6 +282,7 @@ class RoutingTable:
             hedge_delay_ms=route.hedge_delay_ms if route.hedge_delay_ms is not None else defaults.hedge_delay_ms,
             max_retries=route.max_retries if route.max_retries is not None else defaults.max_retries,
             supports_tools=route.supports_tools,
+            dimensions=route.dimensions,
             continues_prefix=provider.continues_prefix,
         )
 

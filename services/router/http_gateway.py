@@ -48,11 +48,12 @@ from services.common.json_depth import too_deep
 from services.common.settings import listen_error
 from services.common.tenants import Tenant
 from services.common.validation import MAX_REQUEST_BYTES
-from services.router import openai_response
+from services.router import embeddings_door, openai_response
 from services.router.admission import Admission
 from services.router.balancer import Balancer
 from services.router.cors import CorsSettings, cors_middleware
 from services.router.door_wire import ChatCompletionsWire, DoorWire, StreamWriter, error_response
+from services.router.embeddings import EmbeddingRouter
 from services.router.engine import RouterEngine
 from services.router.http_limits import HttpDoorLimits, LimitedHttpToolsProtocol
 from services.router.openai_errors import http_error
@@ -110,6 +111,7 @@ class HttpGateway:
         admission: Admission | None = None,
     ) -> None:
         self._engine = engine
+        self._embedder = EmbeddingRouter(engine)
         # The same admission as RouterService: input limits, policy checks, model names, quotas, usage.
         self._admission = admission or Admission(engine.table)
         self._limits = limits or HttpDoorLimits.model_construct()
@@ -128,6 +130,7 @@ class HttpGateway:
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
                 Route("/v1/responses", self._responses, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._list_models, methods=["GET"]),
                 Route("/v1/models/{model:path}", self._retrieve_model, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
@@ -237,6 +240,26 @@ class HttpGateway:
         except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
             return wire.error(_internal(error))
         return wire.answer(answer)
+
+    async def _embeddings(self, request: Request) -> Response:
+        """POST /v1/embeddings: the same auth, admission, deadline and engine path as gRPC Embed."""
+        parsed: embeddings_door.ParsedEmbed | None = None
+        try:
+            if self._authorize is not None:
+                await self._authorize(request)
+            parsed = embeddings_door.parse(await _read_json(request))
+            deadline = self._deadline(request, stream=False)
+            tenant = await self._admission.admit_embed(parsed.request, listing="GET /v1/models")
+            response, paid = await _unless_disconnected(request, self._embedder.embed(parsed.request, deadline))
+            await self._admission.record_embed(tenant, response.usage.input_tokens, paid)
+        except MeshError as error:
+            _log_failure(error)
+            return embeddings_door.error(error, parsed)
+        except (_ClientGoneError, ClientDisconnect):
+            return Response(status_code=499)
+        except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
+            return embeddings_door.error(_internal(error), parsed)
+        return embeddings_door.answer(response, parsed.encoding)
 
     async def _stream(
         self, request: Request, parsed: ParsedChat, deadline: float, wire: DoorWire, tenant: Tenant | None
@@ -454,7 +477,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     message = f"{request.method} {request.url.path}: {exc.detail}"
     if exc.status_code == 404:
         message += (
-            "; the gateway serves POST /v1/chat/completions, POST /v1/responses, GET /v1/models"
+            "; the gateway serves POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, GET /v1/models"
             " and GET /v1/models/{model}"
         )
     body: dict[str, Any] = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}

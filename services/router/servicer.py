@@ -12,10 +12,12 @@ from opentelemetry import trace
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import telemetry_genai as genai
+from services.common import telemetry_names as names
 from services.common.auth import current_tenant
-from services.common.errors import handle_errors
+from services.common.errors import MeshError, handle_errors
 from services.router.admission import Admission
 from services.router.balancer import Balancer
+from services.router.embeddings import EmbeddingRouter
 from services.router.engine import RouterEngine
 from services.router.metrics import served
 
@@ -35,6 +37,7 @@ class RouterServicer:
         self._balancer = balancer
         self._default_deadline = default_deadline_seconds
         self._admission = admission or Admission(engine.table)
+        self._embeddings = EmbeddingRouter(engine)
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """The caller's deadline on the loop clock; callers without one get the default."""
@@ -69,6 +72,27 @@ class RouterServicer:
                     if event.HasField("final"):
                         await self._admission.record(tenant, [event.final])
                     yield event
+
+    @handle_errors
+    async def Embed(self, request: rpb.EmbedRequest, context: grpc.aio.ServicerContext) -> rpb.EmbedResponse:  # noqa: N802
+        tenant = await self._admission.admit_embed(request)
+        span = trace.get_current_span()
+        dimensions = request.dimensions if request.HasField("dimensions") else None
+        genai.start_embeddings(span, request.model, dimensions=dimensions)
+        try:
+            response, paid = await self._embeddings.embed(request, self._deadline(context))
+        except MeshError as error:
+            genai.record_error(span, error.code, error.message)
+            raise
+        genai.record_embeddings(
+            span,
+            input_tokens=response.usage.input_tokens,
+            dimensions=response.dimensions,
+            response_model=response.response_model,
+            extra={names.GEN_AI_PROVIDER_NAME: response.provider, names.ROUTER_MODEL: response.model},
+        )
+        await self._admission.record_embed(tenant, response.usage.input_tokens, paid)
+        return response
 
     @handle_errors
     async def ListModels(  # noqa: N802

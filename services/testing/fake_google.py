@@ -4,6 +4,8 @@ A real HTTP/1.1 server (ThreadingHTTPServer in a background thread) on
 127.0.0.1 with a free port, speaking Gemini's wire format:
 
 - `POST /{version}/models/{model}:generateContent` → a JSON GenerateContentResponse;
+- `POST /{version}/models/{model}:batchEmbedContents` → a JSON EmbedContentResponse
+  (`Reply(embed_dimensions=N)` answers from the request: `fake_vector` per input);
 - `POST /{version}/models/{model}:streamGenerateContent?alt=sse` → an SSE
   stream (`data: {GenerateContentResponse}` events, chunked encoding), the
   last event carrying `finishReason` and `usageMetadata`;
@@ -35,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from google.genai import types
+
+from services.testing.fake_openai import fake_vector
 
 #: How a reply ends: "complete" (normally), "abrupt" (socket closed mid-body,
 #: no terminating chunk), "hold" (stay open until the client goes away),
@@ -74,6 +78,11 @@ class Reply:
     #: Sent as-is (with `content_type`) instead of JSON or SSE.
     raw_body: bytes | None = None
     content_type: str = "application/json; charset=UTF-8"
+    #: Answer a `:batchEmbedContents` request from its own body: `fake_vector` per
+    #: request, this many values (or its `outputDimensionality`).
+    embed_dimensions: int | None = None
+    #: With `embed_dimensions`: send usageMetadata.promptTokenCount (words per input).
+    embed_usage: bool = True
 
 
 @dataclass
@@ -172,6 +181,19 @@ def error_info(reason: str) -> dict[str, Any]:
         "domain": "googleapis.com",
         "metadata": {"service": "generativelanguage.googleapis.com"},
     }
+
+
+def embeddings_body(body: Any, dimensions: int, *, with_usage: bool = True) -> dict[str, Any]:
+    """Gemini's `:batchEmbedContents` answer for the request `body`, checked against the SDK's type."""
+    texts = ["".join(part.get("text", "") for part in item["content"]["parts"]) for item in body["requests"]]
+    lengths = [int(item.get("outputDimensionality") or dimensions) for item in body["requests"]]
+    answer: dict[str, Any] = {
+        "embeddings": [{"values": fake_vector(t, n)} for t, n in zip(texts, lengths, strict=True)]
+    }
+    if with_usage:
+        answer["usageMetadata"] = {"promptTokenCount": sum(max(len(text.split()), 1) for text in texts)}
+    types.EmbedContentResponse.model_validate({"embeddings": answer["embeddings"]})
+    return answer
 
 
 def error_body(code: int, message: str, *, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -291,6 +313,9 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
                 reply = _echoing(reply, key or "", self.path)
             if reply.delay:
                 time.sleep(reply.delay)
+            if reply.embed_dimensions is not None and recorded.body:
+                body = embeddings_body(recorded.body, reply.embed_dimensions, with_usage=reply.embed_usage)
+                reply = Reply(body=body, headers=reply.headers)
             if reply.ending == "no_response":
                 self._drop()
                 return

@@ -1,4 +1,4 @@
-"""A loopback fake of the OpenAI Chat Completions API, for adapter tests.
+"""A loopback fake of the OpenAI Chat Completions and Embeddings APIs, for adapter tests.
 
 A real HTTP/1.1 server (stdlib ThreadingHTTPServer on 127.0.0.1, port 0)
 speaking OpenAI's wire format: JSON bodies, SSE streams of
@@ -20,8 +20,12 @@ carried (as a careless proxy or a verbose upstream does), to test redaction.
 
 from __future__ import annotations
 
+import array
+import base64
+import hashlib
 import json
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from openai.types import CompletionUsage
+from openai.types import CompletionUsage, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 Ending = Literal["done", "eof", "cut"]
@@ -60,6 +64,13 @@ class Reply:
     content_type: str = "application/json"
     #: Close the connection without any response.
     drop: bool = False
+    #: Answer a `/embeddings` request from its own body: `fake_vector` per input,
+    #: this many values (or the request's `dimensions`), in its `encoding_format`.
+    embed_dimensions: int | None = None
+
+    @classmethod
+    def embeddings(cls, dimensions: int = 8, *, headers: dict[str, str] | None = None, delay: float = 0.0) -> Reply:
+        return cls(embed_dimensions=dimensions, headers=dict(headers or {}), delay=delay)
 
     @classmethod
     def raw(cls, data: bytes, *, content_type: str, status: int = 200) -> Reply:
@@ -239,6 +250,33 @@ def tool_call_delta(
     return out
 
 
+def fake_vector(text: str, length: int) -> list[float]:
+    """The fake's vector for `text`: deterministic, float32-exact, so tests compare with ==."""
+    seed = hashlib.sha256(text.encode()).digest()
+    return [struct.unpack("f", struct.pack("f", (seed[i % len(seed)] - 128) / 128))[0] for i in range(length)]
+
+
+def embedding_response(body: Any, dimensions: int) -> dict[str, Any]:
+    """OpenAI's `/embeddings` answer (a `CreateEmbeddingResponse`) for the request `body`."""
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    length = int(body.get("dimensions") or dimensions)
+    tokens = sum(max(len(str(text).split()), 1) for text in inputs)
+    vectors = [fake_vector(str(text), length) for text in inputs]
+    data: list[dict[str, Any]] = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    answer = {
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    CreateEmbeddingResponse.model_validate(answer)  # the SDK's own type: the shape is real
+    if body.get("encoding_format") == "base64":
+        # Little-endian float32 bytes, as OpenAI sends them (the SDK types only the float form).
+        for item, vector in zip(data, vectors, strict=True):
+            item["embedding"] = base64.b64encode(array.array("f", vector).tobytes()).decode()
+    return answer
+
+
 def error_body(message: str, *, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     """OpenAI's error envelope."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
@@ -348,6 +386,10 @@ class FakeOpenAI:
         return self.disconnected.wait(timeout)
 
     @property
+    def embedding_requests(self) -> list[RecordedRequest]:
+        return [request for request in self.requests if request.path.endswith("/embeddings")]
+
+    @property
     def chat_requests(self) -> list[RecordedRequest]:
         return [request for request in self.requests if request.path.endswith("/chat/completions")]
 
@@ -408,6 +450,8 @@ class _FakeHandler(BaseHTTPRequestHandler):
             reply = _echoing(reply, authorization or "", self.path)
         if not self.owner._sleep(reply.delay):
             return
+        if reply.embed_dimensions is not None and isinstance(body, dict):
+            reply = Reply.json(embedding_response(body, reply.embed_dimensions), headers=reply.headers)
         if reply.drop:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -280,6 +280,32 @@ class TestAgainstARouter:
         assert "attempt 1: mock-small@mock" in result.stdout
         assert "not tried: claude-haiku-4-5 (no reachable instance" in result.stdout
 
+    def test_embed_prints_one_vector_per_text(self, lonely: tuple[ServiceProcess, ServiceProcess]) -> None:
+        """`llmmesh embed` shows each vector's length and head, then the model, provider and usage."""
+        result = _as_tenant(lonely[1], "embed", "one two", "three", "-m", "mock-embed", "--dimensions", "16")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert [line.split()[:3] for line in lines[:2]] == [["[0]", "16", "dims"], ["[1]", "16", "dims"]]
+        assert "-- model mock-embed via mock · 16 dimensions" in lines[2]
+        assert lines[3].startswith("-- usage 3 in")
+
+    def test_embed_json_matches_grpc(self, lonely: tuple[ServiceProcess, ServiceProcess]) -> None:
+        """--json prints the full vectors: the same the router gives over gRPC."""
+        result = _as_tenant(lonely[1], "embed", "--json", "hello")
+        assert result.returncode == 0, result.stderr
+        printed = json.loads(result.stdout)
+        with grpc.insecure_channel(lonely[1].address) as channel:
+            stub = router_service_pb2_grpc.RouterServiceStub(channel)
+            request = rpb.EmbedRequest(model="mock-embed", inputs=["hello"])
+            answer = stub.Embed(request, metadata=(("authorization", f"Bearer {KEY_ALPHA}"),), timeout=10)
+        assert printed["embeddings"] == [list(answer.embeddings[0].values)]
+        assert (printed["model"], printed["dimensions"]) == ("mock-embed", 64)
+
+    def test_embed_on_a_chat_model_is_a_usage_error(self, lonely: tuple[ServiceProcess, ServiceProcess]) -> None:
+        line = one_line_error(_as_tenant(lonely[1], "embed", "-m", "mock-small", "hi"), 2)
+        assert "INVALID_ARGUMENT" in line
+        assert "mock-embed" in line
+
     def test_auto_colon_names_the_tiers(self, lonely: tuple[ServiceProcess, ServiceProcess]) -> None:
         """`-m auto:` is refused (not silently the default tier), listing the tiers to choose from."""
         line = one_line_error(_as_tenant(lonely[1], "chat", "-m", "auto:", "hi"), 2)

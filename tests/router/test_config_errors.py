@@ -45,6 +45,24 @@ class TestRoutingFile:
             ("providers:\n  mock: {kind: mock\nmodels: {}\n", 3, "not valid YAML"),
             (GOOD_ROUTING + "  mock-small:\n    provider: mock\n", 6, "key 'mock-small' appears twice"),
             (
+                GOOD_ROUTING
+                + "  vec-a:\n    provider: mock\n    dimensions: 8\n    fallbacks: [vec-b]\n"
+                + "  vec-b:\n    provider: mock\n    dimensions: 4\n",
+                9,
+                "'vec-b' has 4 dimensions, 'vec-a' 8; an embedding model falls back only to the same dimensions",
+            ),
+            (
+                GOOD_ROUTING + "    fallbacks: [vec]\n  vec:\n    provider: mock\n    dimensions: 8\n",
+                6,
+                "'mock-small' is a chat model and 'vec' an embedding model",
+            ),
+            (
+                "providers:\n  anthropic: {kind: anthropic}\nmodels:\n  vec:\n    provider: anthropic\n"
+                "    dimensions: 8\n",
+                6,
+                "anthropic offers no embeddings",
+            ),
+            (
                 GOOD_ROUTING.replace("providers:\n", "providers:\n  openai: {kind: openai, continues_prefix: true}\n"),
                 2,
                 "only anthropic and mock adapters can continue an assistant prefix",
@@ -58,6 +76,9 @@ class TestRoutingFile:
             "alias-clash",
             "yaml-syntax",
             "duplicate-key",
+            "embedding-fallback-dimensions",
+            "chat-falls-back-to-embedding",
+            "anthropic-embeddings",
             "prefix-on-openai",
         ],
     )

@@ -541,7 +541,7 @@ class TestErrors:
             "/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"}
         )
         assert (response.status_code, response.json()["error"]["param"]) == (400, "body")
-        response = await raw.get("/v1/embeddings")
+        response = await raw.get("/v1/audio/speech")
         assert response.status_code == 404
         assert "chat/completions" in response.json()["error"]["message"]
 

@@ -1,5 +1,6 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from llmmesh.v1 import chat_pb2 as _chat_pb2
+from llmmesh.v1 import embeddings_pb2 as _embeddings_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -97,3 +98,29 @@ class ProviderServiceListModelsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ModelInfo]
     provider: str
     def __init__(self, models: _Optional[_Iterable[_Union[_chat_pb2.ModelInfo, _Mapping]]] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class ProviderServiceEmbedRequest(_message.Message):
+    __slots__ = ("model", "inputs", "dimensions", "extensions", "user")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    dimensions: int
+    extensions: _struct_pb2.Struct
+    user: str
+    def __init__(self, model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., dimensions: _Optional[int] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., user: _Optional[str] = ...) -> None: ...
+
+class ProviderServiceEmbedResponse(_message.Message):
+    __slots__ = ("embeddings", "usage", "response_model", "headroom")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[_embeddings_pb2.Embedding]
+    usage: _chat_pb2.Usage
+    response_model: str
+    headroom: _chat_pb2.RateLimitHeadroom
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_embeddings_pb2.Embedding, _Mapping]]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., response_model: _Optional[str] = ..., headroom: _Optional[_Union[_chat_pb2.RateLimitHeadroom, _Mapping]] = ...) -> None: ...

@@ -53,6 +53,11 @@ class ProviderServiceStub:
                 request_serializer=llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceListModelsRequest.SerializeToString,
                 response_deserializer=llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/llmmesh.v1.ProviderService/Embed',
+                request_serializer=llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceEmbedRequest.SerializeToString,
+                response_deserializer=llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceEmbedResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderServiceServicer:
@@ -84,6 +89,14 @@ class ProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Vectors for a batch of texts. A provider without embeddings answers
+        FAILED_PRECONDITION, reason EMBEDDINGS_UNSUPPORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +114,11 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceListModelsRequest.FromString,
                     response_serializer=llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceListModelsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceEmbedRequest.FromString,
+                    response_serializer=llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceEmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -188,6 +206,33 @@ class ProviderService:
             '/llmmesh.v1.ProviderService/ListModels',
             llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceListModelsRequest.SerializeToString,
             llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmmesh.v1.ProviderService/Embed',
+            llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceEmbedRequest.SerializeToString,
+            llmmesh_dot_v1_dot_provider__service__pb2.ProviderServiceEmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

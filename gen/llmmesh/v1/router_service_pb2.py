@@ -25,39 +25,44 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from llmmesh.v1 import chat_pb2 as llmmesh_dot_v1_dot_chat__pb2
+from llmmesh.v1 import embeddings_pb2 as llmmesh_dot_v1_dot_embeddings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmmesh/v1/router_service.proto\x12\nllmmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15llmmesh/v1/chat.proto\"\xa4\x03\n\rRoutingPolicy\x12\x17\n\x0f\x66\x61llback_models\x18\x01 \x03(\t\x12-\n\x08strategy\x18\x02 \x01(\x0e\x32\x1b.llmmesh.v1.RoutingStrategy\x12.\n\x0bhedge_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13per_attempt_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x0bmax_retries\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12%\n\x1d\x61llow_mid_stream_continuation\x18\x06 \x01(\x08\x12\"\n\x1a\x66\x61llback_on_content_filter\x18\x07 \x01(\x08\x12\x36\n\x13\x66irst_token_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13stream_idle_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\n\x0c_max_retries\"\xa6\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.llmmesh.v1.ToolDefinition\x12+\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolChoice\x12\x30\n\x08settings\x18\x05 \x01(\x0b\x32\x1e.llmmesh.v1.GenerationSettings\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07routing\x18\x07 \x01(\x0b\x32\x19.llmmesh.v1.RoutingPolicy\"\xee\x01\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x10\n\x08instance\x18\x03 \x01(\t\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.llmmesh.v1.AttemptOutcome\x12\x0c\n\x04\x63ode\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12*\n\x07latency\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06hedged\x18\t \x01(\x08\x12\x18\n\x10moved_on_because\x18\n \x01(\t\"\xf5\x02\n\x0c\x43hatResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.llmmesh.v1.Message\x12/\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.llmmesh.v1.FinishReason\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x16\n\x0eresponse_model\x18\x06 \x01(\t\x12%\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x13.llmmesh.v1.Attempt\x12\x1a\n\x12\x65stimated_cost_usd\x18\x08 \x01(\x01\x12.\n\x0c\x61lternatives\x18\t \x03(\x0b\x32\x18.llmmesh.v1.ChatResponse\x12+\n\nextensions\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bresponse_id\x18\x0b \x01(\t\"\xac\x02\n\x11StreamChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.llmmesh.v1.ToolDefinition\x12+\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolChoice\x12\x30\n\x08settings\x18\x05 \x01(\x0b\x32\x1e.llmmesh.v1.GenerationSettings\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07routing\x18\x07 \x01(\x0b\x32\x19.llmmesh.v1.RoutingPolicy\"E\n\x12StreamContinuation\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb5\x02\n\x0fStreamChatFinal\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.llmmesh.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x16\n\x0eresponse_model\x18\x05 \x01(\t\x12%\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x13.llmmesh.v1.Attempt\x12\x1a\n\x12\x65stimated_cost_usd\x18\x07 \x01(\x01\x12\x11\n\tcontinued\x18\x08 \x01(\x08\x12+\n\nextensions\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bresponse_id\x18\n \x01(\t\"\xab\x01\n\x12StreamChatResponse\x12&\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x15.llmmesh.v1.ChatDeltaH\x00\x12\x36\n\x0c\x63ontinuation\x18\x02 \x01(\x0b\x32\x1e.llmmesh.v1.StreamContinuationH\x00\x12,\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1b.llmmesh.v1.StreamChatFinalH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.llmmesh.v1.ModelInfo*\xb2\x01\n\x0fRoutingStrategy\x12 \n\x1cROUTING_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19ROUTING_STRATEGY_FALLBACK\x10\x01\x12\x1a\n\x16ROUTING_STRATEGY_HEDGE\x10\x02\x12!\n\x1dROUTING_STRATEGY_FANOUT_FIRST\x10\x03\x12\x1f\n\x1bROUTING_STRATEGY_FANOUT_ALL\x10\x04*\xa8\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTEMPT_OUTCOME_SUCCEEDED\x10\x01\x12\x1a\n\x16\x41TTEMPT_OUTCOME_FAILED\x10\x02\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x03\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SKIPPED\x10\x04\x32\xe6\x01\n\rRouterService\x12\x39\n\x04\x43hat\x12\x17.llmmesh.v1.ChatRequest\x1a\x18.llmmesh.v1.ChatResponse\x12M\n\nStreamChat\x12\x1d.llmmesh.v1.StreamChatRequest\x1a\x1e.llmmesh.v1.StreamChatResponse0\x01\x12K\n\nListModels\x12\x1d.llmmesh.v1.ListModelsRequest\x1a\x1e.llmmesh.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmmesh/v1/router_service.proto\x12\nllmmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15llmmesh/v1/chat.proto\x1a\x1bllmmesh/v1/embeddings.proto\"\xa4\x03\n\rRoutingPolicy\x12\x17\n\x0f\x66\x61llback_models\x18\x01 \x03(\t\x12-\n\x08strategy\x18\x02 \x01(\x0e\x32\x1b.llmmesh.v1.RoutingStrategy\x12.\n\x0bhedge_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13per_attempt_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x0bmax_retries\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12%\n\x1d\x61llow_mid_stream_continuation\x18\x06 \x01(\x08\x12\"\n\x1a\x66\x61llback_on_content_filter\x18\x07 \x01(\x08\x12\x36\n\x13\x66irst_token_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13stream_idle_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\n\x0c_max_retries\"\xa6\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.llmmesh.v1.ToolDefinition\x12+\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolChoice\x12\x30\n\x08settings\x18\x05 \x01(\x0b\x32\x1e.llmmesh.v1.GenerationSettings\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07routing\x18\x07 \x01(\x0b\x32\x19.llmmesh.v1.RoutingPolicy\"\xee\x01\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x10\n\x08instance\x18\x03 \x01(\t\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.llmmesh.v1.AttemptOutcome\x12\x0c\n\x04\x63ode\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12*\n\x07latency\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06hedged\x18\t \x01(\x08\x12\x18\n\x10moved_on_because\x18\n \x01(\t\"\xf5\x02\n\x0c\x43hatResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.llmmesh.v1.Message\x12/\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.llmmesh.v1.FinishReason\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x16\n\x0eresponse_model\x18\x06 \x01(\t\x12%\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x13.llmmesh.v1.Attempt\x12\x1a\n\x12\x65stimated_cost_usd\x18\x08 \x01(\x01\x12.\n\x0c\x61lternatives\x18\t \x03(\x0b\x32\x18.llmmesh.v1.ChatResponse\x12+\n\nextensions\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bresponse_id\x18\x0b \x01(\t\"\xac\x02\n\x11StreamChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.llmmesh.v1.ToolDefinition\x12+\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolChoice\x12\x30\n\x08settings\x18\x05 \x01(\x0b\x32\x1e.llmmesh.v1.GenerationSettings\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07routing\x18\x07 \x01(\x0b\x32\x19.llmmesh.v1.RoutingPolicy\"E\n\x12StreamContinuation\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb5\x02\n\x0fStreamChatFinal\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.llmmesh.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x16\n\x0eresponse_model\x18\x05 \x01(\t\x12%\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x13.llmmesh.v1.Attempt\x12\x1a\n\x12\x65stimated_cost_usd\x18\x07 \x01(\x01\x12\x11\n\tcontinued\x18\x08 \x01(\x08\x12+\n\nextensions\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bresponse_id\x18\n \x01(\t\"\xab\x01\n\x12StreamChatResponse\x12&\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x15.llmmesh.v1.ChatDeltaH\x00\x12\x36\n\x0c\x63ontinuation\x18\x02 \x01(\x0b\x32\x1e.llmmesh.v1.StreamContinuationH\x00\x12,\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1b.llmmesh.v1.StreamChatFinalH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.llmmesh.v1.ModelInfo\"\xbc\x01\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12+\n\nextensions\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07routing\x18\x05 \x01(\x0b\x32\x19.llmmesh.v1.RoutingPolicy\x12\x0c\n\x04user\x18\x06 \x01(\tB\r\n\x0b_dimensions\"\xec\x01\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.llmmesh.v1.Embedding\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x16\n\x0eresponse_model\x18\x06 \x01(\t\x12%\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x13.llmmesh.v1.Attempt\x12\x1a\n\x12\x65stimated_cost_usd\x18\x08 \x01(\x01*\xb2\x01\n\x0fRoutingStrategy\x12 \n\x1cROUTING_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19ROUTING_STRATEGY_FALLBACK\x10\x01\x12\x1a\n\x16ROUTING_STRATEGY_HEDGE\x10\x02\x12!\n\x1dROUTING_STRATEGY_FANOUT_FIRST\x10\x03\x12\x1f\n\x1bROUTING_STRATEGY_FANOUT_ALL\x10\x04*\xa8\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTEMPT_OUTCOME_SUCCEEDED\x10\x01\x12\x1a\n\x16\x41TTEMPT_OUTCOME_FAILED\x10\x02\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x03\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SKIPPED\x10\x04\x32\xa4\x02\n\rRouterService\x12\x39\n\x04\x43hat\x12\x17.llmmesh.v1.ChatRequest\x1a\x18.llmmesh.v1.ChatResponse\x12M\n\nStreamChat\x12\x1d.llmmesh.v1.StreamChatRequest\x1a\x1e.llmmesh.v1.StreamChatResponse0\x01\x12K\n\nListModels\x12\x1d.llmmesh.v1.ListModelsRequest\x1a\x1e.llmmesh.v1.ListModelsResponse\x12<\n\x05\x45mbed\x12\x18.llmmesh.v1.EmbedRequest\x1a\x19.llmmesh.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.v1.router_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUTINGSTRATEGY']._serialized_start=2412
-  _globals['_ROUTINGSTRATEGY']._serialized_end=2590
-  _globals['_ATTEMPTOUTCOME']._serialized_start=2593
-  _globals['_ATTEMPTOUTCOME']._serialized_end=2761
-  _globals['_ROUTINGPOLICY']._serialized_start=133
-  _globals['_ROUTINGPOLICY']._serialized_end=553
-  _globals['_CHATREQUEST']._serialized_start=556
-  _globals['_CHATREQUEST']._serialized_end=850
-  _globals['_ATTEMPT']._serialized_start=853
-  _globals['_ATTEMPT']._serialized_end=1091
-  _globals['_CHATRESPONSE']._serialized_start=1094
-  _globals['_CHATRESPONSE']._serialized_end=1467
-  _globals['_STREAMCHATREQUEST']._serialized_start=1470
-  _globals['_STREAMCHATREQUEST']._serialized_end=1770
-  _globals['_STREAMCONTINUATION']._serialized_start=1772
-  _globals['_STREAMCONTINUATION']._serialized_end=1841
-  _globals['_STREAMCHATFINAL']._serialized_start=1844
-  _globals['_STREAMCHATFINAL']._serialized_end=2153
-  _globals['_STREAMCHATRESPONSE']._serialized_start=2156
-  _globals['_STREAMCHATRESPONSE']._serialized_end=2327
-  _globals['_LISTMODELSREQUEST']._serialized_start=2329
-  _globals['_LISTMODELSREQUEST']._serialized_end=2348
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2350
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2409
-  _globals['_ROUTERSERVICE']._serialized_start=2764
-  _globals['_ROUTERSERVICE']._serialized_end=2994
+  _globals['_ROUTINGSTRATEGY']._serialized_start=2871
+  _globals['_ROUTINGSTRATEGY']._serialized_end=3049
+  _globals['_ATTEMPTOUTCOME']._serialized_start=3052
+  _globals['_ATTEMPTOUTCOME']._serialized_end=3220
+  _globals['_ROUTINGPOLICY']._serialized_start=162
+  _globals['_ROUTINGPOLICY']._serialized_end=582
+  _globals['_CHATREQUEST']._serialized_start=585
+  _globals['_CHATREQUEST']._serialized_end=879
+  _globals['_ATTEMPT']._serialized_start=882
+  _globals['_ATTEMPT']._serialized_end=1120
+  _globals['_CHATRESPONSE']._serialized_start=1123
+  _globals['_CHATRESPONSE']._serialized_end=1496
+  _globals['_STREAMCHATREQUEST']._serialized_start=1499
+  _globals['_STREAMCHATREQUEST']._serialized_end=1799
+  _globals['_STREAMCONTINUATION']._serialized_start=1801
+  _globals['_STREAMCONTINUATION']._serialized_end=1870
+  _globals['_STREAMCHATFINAL']._serialized_start=1873
+  _globals['_STREAMCHATFINAL']._serialized_end=2182
+  _globals['_STREAMCHATRESPONSE']._serialized_start=2185
+  _globals['_STREAMCHATRESPONSE']._serialized_end=2356
+  _globals['_LISTMODELSREQUEST']._serialized_start=2358
+  _globals['_LISTMODELSREQUEST']._serialized_end=2377
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2379
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2438
+  _globals['_EMBEDREQUEST']._serialized_start=2441
+  _globals['_EMBEDREQUEST']._serialized_end=2629
+  _globals['_EMBEDRESPONSE']._serialized_start=2632
+  _globals['_EMBEDRESPONSE']._serialized_end=2868
+  _globals['_ROUTERSERVICE']._serialized_start=3223
+  _globals['_ROUTERSERVICE']._serialized_end=3515
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,7 @@ import structlog
 from google import genai
 from google.genai import types
 
-from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import chat_pb2, embeddings_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import (
     REASON_STREAM_TRUNCATED,
@@ -67,6 +67,7 @@ DEFAULT_MODELS: dict[str, int] = {
     "gemini-2.5-pro": 1_048_576,
     "gemini-2.5-flash": 1_048_576,
     "gemini-2.5-flash-lite": 1_048_576,
+    "gemini-embedding-001": 2_048,
 }
 
 
@@ -251,6 +252,31 @@ class GoogleAdapter(ProviderAdapter):
             reason=REASON_UPSTREAM_UNAVAILABLE,
         )
 
+    async def embed(
+        self, request: pb.ProviderServiceEmbedRequest, *, timeout: float
+    ) -> pb.ProviderServiceEmbedResponse:
+        config = types.EmbedContentConfig(
+            output_dimensionality=request.dimensions if request.HasField("dimensions") else None,
+            http_options=types.HttpOptions(timeout=_milliseconds(timeout)),
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                # One batchEmbedContents request for every input.
+                response = await self._client.aio.models.embed_content(
+                    model=request.model, contents=list(request.inputs), config=config
+                )
+        except TimeoutError:
+            raise _deadline_spent() from None
+        except UPSTREAM_ERRORS as error:
+            raise self._mapped(error, request.model) from None
+        except SHAPE_ERRORS as error:
+            mapped_error = escaped_sdk_error(error)
+            if mapped_error is error:
+                raise
+            raise mapped_error from None
+        with reading_body(self.provider):
+            return _embed_response(response, request.model)
+
     async def aclose(self) -> None:
         await self._client.aio.aclose()
         self._client.close()
@@ -259,11 +285,26 @@ class GoogleAdapter(ProviderAdapter):
 
 def _with_timeout(mapped: GeminiRequest, timeout: float) -> types.GenerateContentConfig:
     """The request config with this call's timeout, in milliseconds as google-genai wants."""
+    return mapped.config.model_copy(update={"http_options": types.HttpOptions(timeout=_milliseconds(timeout))})
+
+
+def _milliseconds(timeout: float) -> int:
+    """The SDK's per-call timeout, which google-genai takes in milliseconds."""
     if timeout <= 0:
         raise _deadline_spent()
     # Round up: a 0 ms timeout would mean "no timeout" to the SDK.
-    milliseconds = max(1, math.ceil(timeout * 1000))
-    return mapped.config.model_copy(update={"http_options": types.HttpOptions(timeout=milliseconds)})
+    return max(1, math.ceil(timeout * 1000))
+
+
+def _embed_response(response: types.EmbedContentResponse, model: str) -> pb.ProviderServiceEmbedResponse:
+    # Gemini answers in request order without indexes; the servicer checks the count and lengths.
+    vectors = [list(embedding.values or []) for embedding in response.embeddings or []]
+    usage = response.usage_metadata.prompt_token_count if response.usage_metadata else None
+    return pb.ProviderServiceEmbedResponse(
+        embeddings=[embeddings_pb2.Embedding(index=i, values=values) for i, values in enumerate(vectors)],
+        usage=chat_pb2.Usage(input_tokens=usage or 0),
+        response_model=model,
+    )
 
 
 def _deadline_spent() -> MeshError:

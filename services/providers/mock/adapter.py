@@ -22,7 +22,9 @@ end, failed, cancelled) so tests can see what reached the provider.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -32,10 +34,11 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import chat_pb2, embeddings_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import (
     REASON_CONTEXT_WINDOW_EXCEEDED,
+    REASON_EMBEDDINGS_UNSUPPORTED,
     REASON_MODEL_NOT_FOUND,
     MeshError,
     invalid_argument,
@@ -135,22 +138,48 @@ class MockAdapter(ProviderAdapter):
             raise
         self._record("end", call_id, model.name)
 
+    async def embed(
+        self, request: pb.ProviderServiceEmbedRequest, *, timeout: float
+    ) -> pb.ProviderServiceEmbedResponse:
+        self._calls += 1
+        call_id = self._calls
+        model = self._model(call_id, request.model)
+        overrides = _overrides(model, request.extensions)
+        self._record("start", call_id, model.name, inputs=len(request.inputs), operation="embeddings")
+        try:
+            await self._delay_or_fail(model, overrides)
+            length = _embedding_length(model, request)
+            response = pb.ProviderServiceEmbedResponse(
+                embeddings=[
+                    embeddings_pb2.Embedding(index=index, values=_vector(model, text, length))
+                    for index, text in enumerate(request.inputs)
+                ],
+                usage=chat_pb2.Usage(input_tokens=sum(max(len(text.split()), 1) for text in request.inputs)),
+                response_model=model.name,
+            )
+        except BaseException as error:
+            self._record_failure(call_id, model.name, error)
+            raise
+        self._record("end", call_id, model.name)
+        return response
+
+    def _model(self, call_id: int, name: str) -> MockModel:
+        model = self._models.get(name)
+        if model is None:
+            self._record("start", call_id, name)
+            self._record("failed", call_id, name, code="NOT_FOUND")
+            raise MeshError(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {name!r} is not served here; served: {', '.join(sorted(self._models))}",
+                reason=REASON_MODEL_NOT_FOUND,
+            )
+        return model
+
     def _begin(self, request: Request) -> tuple[MockModel, dict[str, Any], int]:
         self._calls += 1
         call_id = self._calls
-        model = self._models.get(request.model)
-        if model is None:
-            self._record("start", call_id, request.model)
-            self._record("failed", call_id, request.model, code="NOT_FOUND")
-            raise MeshError(
-                grpc.StatusCode.NOT_FOUND,
-                f"model {request.model!r} is not served here; served: {', '.join(sorted(self._models))}",
-                reason=REASON_MODEL_NOT_FOUND,
-            )
-        overrides: dict[str, Any] = {}
-        if "mock" in request.extensions.fields:
-            overrides = json_format.MessageToDict(request.extensions.fields["mock"].struct_value)
-            overrides.update(overrides.pop("by_model", {}).get(model.name, {}))
+        model = self._model(call_id, request.model)
+        overrides = _overrides(model, request.extensions)
         last = request.messages[-1] if request.messages else None
         self._record(
             "start",
@@ -238,6 +267,39 @@ class MockAdapter(ProviderAdapter):
         # One short O_APPEND write per line keeps lines whole across processes.
         with open(self._events_file, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+
+
+def _overrides(model: MockModel, extensions: struct_pb2.Struct) -> dict[str, Any]:
+    """`extensions["mock"]`, with its `by_model` entry for this model merged in."""
+    if "mock" not in extensions.fields:
+        return {}
+    overrides: dict[str, Any] = json_format.MessageToDict(extensions.fields["mock"].struct_value)
+    overrides.update(overrides.pop("by_model", {}).get(model.name, {}))
+    return overrides
+
+
+def _embedding_length(model: MockModel, request: pb.ProviderServiceEmbedRequest) -> int:
+    if not model.dimensions:
+        raise MeshError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"mock model {model.name!r} is not an embedding model (it has no `dimensions`)",
+            reason=REASON_EMBEDDINGS_UNSUPPORTED,
+        )
+    if not request.HasField("dimensions"):
+        return model.dimensions
+    if request.dimensions > model.dimensions:
+        raise invalid_argument(
+            "dimensions", f"{request.dimensions} is above {model.name}'s {model.dimensions}; ask for fewer or omit it"
+        )
+    return request.dimensions
+
+
+def _vector(model: MockModel, text: str, length: int) -> list[float]:
+    """A unit vector seeded by a hash of (model, text); shortened vectors are the full one cut and renormalised."""
+    seed = hashlib.sha256(f"{model.name}\0{text}".encode()).digest()
+    values = random.Random(seed).choices(range(-1000, 1001), k=model.dimensions)[:length]
+    norm = math.sqrt(sum(value * value for value in values)) or 1.0
+    return [value / norm for value in values]
 
 
 def _continued(turn: ScriptTurn, prefix: str) -> ScriptTurn:

@@ -57,6 +57,8 @@ class MockModel(_Strict):
     stream_chunk_delay_ms: float = Field(0, ge=0)
     #: Plays `scripts` instead of echoing.
     scripted: bool = False
+    #: Vector length when this is an embedding model (0: it is not); vectors are hash-seeded per text.
+    dimensions: int = Field(0, ge=0, le=65536)
 
     @model_validator(mode="after")
     def _failure_rates_fit(self) -> MockModel:

@@ -16,9 +16,10 @@ from typing import Any
 import grpc
 import structlog
 from openai import AsyncOpenAI
+from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
-from llmmesh.v1 import chat_pb2
+from llmmesh.v1 import chat_pb2, embeddings_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
 from services.common.redaction import Redactor
@@ -37,6 +38,8 @@ DEFAULT_MODELS: tuple[tuple[str, int], ...] = (
     ("gpt-4o", 128_000),
     ("gpt-4o-mini", 128_000),
     ("o4-mini", 200_000),
+    ("text-embedding-3-small", 8_191),
+    ("text-embedding-3-large", 8_191),
 )
 
 
@@ -140,6 +143,30 @@ class OpenAIAdapter(ProviderAdapter):
             final = state.final(headroom)
         yield pb.ProviderServiceStreamChatResponse(final=final)
 
+    async def embed(
+        self, request: pb.ProviderServiceEmbedRequest, *, timeout: float
+    ) -> pb.ProviderServiceEmbedResponse:
+        _check_budget(timeout)
+        started = time.monotonic()
+        try:
+            # No encoding_format: the SDK then asks for base64 (a quarter of the bytes) and decodes it,
+            # and still accepts floats from OpenAI-compatible servers that ignore the field.
+            raw = await self._client.embeddings.with_raw_response.create(**_embed_kwargs(request), timeout=timeout)
+            headers = dict(raw.headers)
+            answer = raw.parse()
+        except _EMBED_ERRORS as error:
+            # A bare ValueError: the SDK's decoder found no data, or base64 it cannot read.
+            unreadable = not isinstance(error, UPSTREAM_ERRORS)
+            failure = malformed("the upstream returned no readable embeddings") if unreadable else error
+            raise self._upstream_failure(failure, request.model, started) from None
+        if not isinstance(answer, CreateEmbeddingResponse):
+            unusable = malformed("the upstream returned no embeddings (is the base URL an OpenAI-compatible API?)")
+            raise self._upstream_failure(unusable, request.model, started)
+        with reading_body(self.provider):
+            response = _embed_response(answer)
+        response.headroom.CopyFrom(_headroom(headers))
+        return response
+
     async def aclose(self) -> None:
         await self._client.close()
 
@@ -170,6 +197,30 @@ def _check_budget(timeout: float) -> None:
             "openai: no time left for the upstream call",
             reason=REASON_UPSTREAM_TIMEOUT,
         )
+
+
+#: A bare ValueError comes from the SDK's base64 decoder (no data, or bytes it cannot read).
+_EMBED_ERRORS: tuple[type[Exception], ...] = (*UPSTREAM_ERRORS, ValueError)
+
+
+def _embed_kwargs(request: pb.ProviderServiceEmbedRequest) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"model": request.model, "input": list(request.inputs)}
+    if request.HasField("dimensions"):
+        kwargs["dimensions"] = request.dimensions
+    if request.user:
+        kwargs["user"] = request.user
+    return kwargs
+
+
+def _embed_response(answer: CreateEmbeddingResponse) -> pb.ProviderServiceEmbedResponse:
+    # OpenAI answers in input order with an index on each; sort anyway, the servicer checks the count.
+    data = sorted(answer.data, key=lambda item: item.index)
+    usage = answer.usage.prompt_tokens if answer.usage is not None else 0
+    return pb.ProviderServiceEmbedResponse(
+        embeddings=[embeddings_pb2.Embedding(index=item.index, values=list(item.embedding)) for item in data],
+        usage=chat_pb2.Usage(input_tokens=usage),
+        response_model=answer.model or "",
+    )
 
 
 def _headroom(headers: dict[str, str]) -> chat_pb2.RateLimitHeadroom:

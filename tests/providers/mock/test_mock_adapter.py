@@ -21,6 +21,7 @@ CONFIG = {
         {"name": "flaky", "failures": [{"code": "RESOURCE_EXHAUSTED", "rate": 0.5, "retry_after_s": 2}]},
         {"name": "tail", "latency": [{"weight": 0.5, "ms": 0}, {"weight": 0.5, "ms": 150}]},
         {"name": "scripted", "scripted": True},
+        {"name": "embedder", "dimensions": 8},
     ],
     "scripts": [
         {
@@ -68,7 +69,7 @@ class TestMockBehaviour:
         """ListModels labels every model as a mock."""
         response = stub.ListModels(ppb.ProviderServiceListModelsRequest(), timeout=5)
         assert response.provider == "mock"
-        assert [m.name for m in response.models] == ["steady", "flaky", "tail", "scripted"]
+        assert [m.name for m in response.models] == ["steady", "flaky", "tail", "scripted", "embedder"]
         assert all(m.mock and m.description.startswith("MOCK") for m in response.models)
 
     def test_failure_rate_is_honoured_with_retry_info(self, stub) -> None:
@@ -123,7 +124,7 @@ class TestMockBehaviour:
         with pytest.raises(grpc.RpcError) as caught:
             stub.Chat(_request("gpt-5", _user("x")), timeout=5)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-        assert "served: flaky, scripted, steady, tail" in caught.value.details()
+        assert "served: embedder, flaky, scripted, steady, tail" in caught.value.details()
 
     def test_per_request_failure_override(self, stub) -> None:
         """extensions.mock.fail_code makes one call fail with that code and reason."""
@@ -131,3 +132,56 @@ class TestMockBehaviour:
             stub.Chat(_request("steady", _user("x"), fail_code="UNAVAILABLE", fail_reason="TEST"), timeout=5)
         error = MeshError.from_rpc_error(caught.value)
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "TEST")
+
+
+def _embed(
+    model: str, *inputs: str, dimensions: int | None = None, **mock_options: object
+) -> ppb.ProviderServiceEmbedRequest:
+    extensions = struct_pb2.Struct()
+    if mock_options:
+        extensions.update({"mock": mock_options})
+    return ppb.ProviderServiceEmbedRequest(model=model, inputs=inputs, dimensions=dimensions, extensions=extensions)
+
+
+class TestMockEmbeddings:
+    def test_vectors_are_deterministic_unit_vectors(self, stub) -> None:
+        """Same text, same vector (across calls); different texts differ; every vector has length 1."""
+        first = stub.Embed(_embed("embedder", "alpha", "beta", "alpha"), timeout=5)
+        again = stub.Embed(_embed("embedder", "alpha"), timeout=5)
+        vectors = [list(e.values) for e in first.embeddings]
+        assert [e.index for e in first.embeddings] == [0, 1, 2]
+        assert vectors[0] == vectors[2] == list(again.embeddings[0].values)
+        assert vectors[0] != vectors[1]
+        assert all(len(v) == 8 and abs(sum(x * x for x in v) - 1) < 1e-5 for v in vectors)
+        assert first.usage.input_tokens == 3
+        assert first.response_model == "embedder"
+
+    def test_dimensions_shorten(self, stub) -> None:
+        """`dimensions` below the model's gives shorter unit vectors; above it is INVALID_ARGUMENT on the field."""
+        short = stub.Embed(_embed("embedder", "alpha", dimensions=4), timeout=5)
+        assert len(short.embeddings[0].values) == 4
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(_embed("embedder", "alpha", dimensions=9), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert MeshError.from_rpc_error(refused.value).field == "dimensions"
+
+    def test_chat_model_refuses_embeddings(self, stub) -> None:
+        """A mock model without `dimensions` answers FAILED_PRECONDITION EMBEDDINGS_UNSUPPORTED."""
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(_embed("steady", "alpha"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert MeshError.from_rpc_error(refused.value).reason == "EMBEDDINGS_UNSUPPORTED"
+
+    def test_bad_inputs_name_the_field(self, stub) -> None:
+        """No inputs, or a blank one, is INVALID_ARGUMENT naming `inputs` / `inputs[1]`."""
+        for request, field in ((_embed("embedder"), "inputs"), (_embed("embedder", "a", " "), "inputs[1]")):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Embed(request, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert MeshError.from_rpc_error(refused.value).field == field
+
+    def test_injected_failure(self, stub) -> None:
+        """extensions.mock.fail_code works for embeddings as for chat."""
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(_embed("embedder", "alpha", fail_code="UNAVAILABLE"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
