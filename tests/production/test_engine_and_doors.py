@@ -99,3 +99,28 @@ class TestResponsesApi:
         assert events[-1].type == "response.completed"
         deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
         assert deltas.strip() == "streamed responses answer"
+
+
+class TestEmbeddings:
+    def test_grpc_embed_on_openai(self, mesh: ProductionMesh) -> None:
+        """Embed through the router to the OpenAI adapter on its SDK: one vector per input, usage counted."""
+        mesh.openai.script(fake_openai.Reply.embeddings(dimensions=16))
+        with mesh.channel() as channel:
+            response = _router(channel).Embed(
+                rpb.EmbedRequest(model="text-embedding-3-small", inputs=["a", "b"], dimensions=16),
+                timeout=30,
+                metadata=mesh.caller(),
+            )
+        assert [len(e.values) for e in response.embeddings] == [16, 16]
+        assert response.model == "text-embedding-3-small"
+        assert response.usage.input_tokens > 0
+
+    def test_http_door_embeddings_with_the_openai_sdk(self, mesh: ProductionMesh) -> None:
+        """client.embeddings.create through the door (the SDK's default base64 wire) reaches the OpenAI adapter."""
+        mesh.openai.script(fake_openai.Reply.embeddings(dimensions=8))
+        client = openai.OpenAI(base_url=f"{mesh.http_url(0)}/v1", api_key=mesh.tenant_keys["team-b"], max_retries=0)
+        response = client.embeddings.create(
+            model="text-embedding-3-small", input=["x", "y", "z"], dimensions=8, timeout=30
+        )
+        assert [len(item.embedding) for item in response.data] == [8, 8, 8]
+        assert len(mesh.openai.embedding_requests) == 1
