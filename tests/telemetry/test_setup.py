@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -121,7 +122,13 @@ class TestSdkHttpSpans:
     def test_prometheus_endpoint_serves_genai_metrics(self, openai_adapter: tuple[ServiceProcess, int]) -> None:
         """With LLMMESH_PROMETHEUS_PORT the adapter serves /metrics with the GenAI token histogram."""
         # Runs after the chat above (same module, definition order).
-        with urllib.request.urlopen(f"http://127.0.0.1:{openai_adapter[1]}/metrics", timeout=5) as response:
-            body = response.read().decode()
+        # The histogram is recorded as the adapter finishes the call, which may be just after the caller has its answer.
+        give_up = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{openai_adapter[1]}/metrics", timeout=5) as response:
+                body = response.read().decode()
+            if "gen_ai_client_token_usage" in body or time.monotonic() > give_up:
+                break
+            time.sleep(0.2)
         assert "gen_ai_client_token_usage" in body
         assert 'gen_ai_provider_name="openai"' in body
