@@ -123,10 +123,14 @@ _HTTP_WORDING = {
     REASON_MISSING_CREDENTIALS: "no credentials: send an 'Authorization: Bearer <api key>' header",
     REASON_MALFORMED_CREDENTIALS: "the Authorization header is not of the form 'Bearer <api key>'",
 }
-_RPC_NAMES = (
+# The router's messages name protobuf enums and RPCs; the door's callers know JSON values and HTTP endpoints.
+_RPC_NAMES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"\bListModels\b"), "GET /v1/models"),
-    (re.compile(r"\bcall Embed\b"), "call POST /v1/embeddings"),
-)
+    (re.compile(r"\bcall Embed \(/v1/embeddings\)"), "call POST /v1/embeddings"),
+    (re.compile(r"\bROLE_(SYSTEM|USER|ASSISTANT|TOOL) messages\b"), lambda match: f"{match.group(1).lower()} messages"),
+    (re.compile(r"\becho the ToolCall\.id\b"), "echo the id of the assistant's tool call"),
+    (re.compile(r"\bRESPONSE_FORMAT_TYPE_JSON_SCHEMA\b"), "type json_schema"),
+]
 
 
 _OPENAI_CONTEXT = "This model's maximum context length is"

@@ -30,6 +30,10 @@ from services.testing.mesh import MockMesh
 from tests.router.test_http_gateway import MOCK_CONFIG, ROUTING, TOOLS, USER, _wait_for_event, http_port_of
 from tests.security.helpers import write_tenants
 
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "current_time", "arguments": "{}"}}
+# The gateway tests' models and an embedding model.
+MOCK: dict[str, Any] = {**MOCK_CONFIG, "models": [*MOCK_CONFIG["models"], {"name": "vec-a", "dimensions": 8}]}
+ROUTES: dict[str, Any] = {**ROUTING, "models": {**ROUTING["models"], "vec-a": {"provider": "mock", "dimensions": 8}}}
 KEY = "llmk_door-terms-0123456789abcdefghijklmnopqrstu"
 KEY_NARROW = "llmk_door-narrow-0123456789abcdefghijklmnopqrs"
 LONG = [{"role": "user", "content": "word " * 9000}]  # above mock-small's 8192-token window
@@ -59,7 +63,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockMesh]:
         ],
     )
     env = {"LLMMESH_AUTH_FILE": str(tenants), "LLMMESH_HTTP_PORT": "0"}
-    with MockMesh(workdir=workdir, mock_config=MOCK_CONFIG, routing=ROUTING, env=env) as started:
+    with MockMesh(workdir=workdir, mock_config=MOCK, routing=ROUTES, env=env) as started:
         yield started
 
 
@@ -210,10 +214,29 @@ class TestHttpWording:
         assert "ListModels" not in error["message"]
 
     async def test_embedding_model_on_chat_points_at_the_endpoint(self, raw: httpx2.AsyncClient) -> None:
-        """No embedding model in this routing file: the chat-model refusal of /v1/embeddings, in HTTP terms."""
+        error = _error(await _chat(raw, model="vec-a"), 400)
+        assert "call POST /v1/embeddings" in error["message"], error["message"]
         error = _error(await raw.post("/v1/embeddings", json={"model": "mock-small", "input": "hi"}), 400)
-        assert "Embed " not in error["message"]
-        assert "ListModels" not in error["message"]
+        assert "vec-a" in error["message"]
+
+    @pytest.mark.parametrize(
+        ("changes", "wording"),
+        [
+            (
+                {"messages": [{"role": "tool", "content": "42"}]},
+                "tool messages; echo the id of the assistant's tool call",
+            ),
+            ({"messages": [{"role": "user", "content": "x", "tool_calls": [TOOL_CALL]}]}, "assistant messages"),
+            ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "with type json_schema"),
+            ({"model": ""}, "GET /v1/models"),
+        ],
+        ids=["tool-call-id", "tool-calls-on-user", "json-schema", "empty-model"],
+    )
+    async def test_no_protobuf_names(self, raw: httpx2.AsyncClient, changes: dict[str, Any], wording: str) -> None:
+        """The router's checks name protobuf enums and RPCs; through the door they read in JSON terms."""
+        error = _error(await _chat(raw, **changes), 400)
+        assert wording in error["message"], error["message"]
+        assert not re.search(r"ROLE_|ToolCall|RESPONSE_FORMAT|ListModels", error["message"]), error["message"]
 
 
 class TestRetryAfter:
