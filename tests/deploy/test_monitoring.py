@@ -12,6 +12,7 @@ import yaml
 
 from services.deploy import monitoring
 from services.deploy.render import render
+from tests.deploy import tools
 from tests.deploy.tools import require
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,3 +136,19 @@ class TestDashboard:
         ):
             assert metric in exprs, metric
         assert "llmmesh_tenant" in exprs
+
+
+class TestMissingBinaries:
+    def test_skipped_outside_ci(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without promtool and without CI, the test skips naming the package to install."""
+        monkeypatch.setattr(tools.prometheus_server, "binary", lambda _name: None)
+        monkeypatch.delenv("CI", raising=False)
+        with pytest.raises(pytest.skip.Exception, match="apt-get install prometheus"):
+            tools.require("promtool")
+
+    def test_failed_in_ci(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """In CI a missing binary fails: a skipped monitoring suite must not pass unnoticed."""
+        monkeypatch.setattr(tools.prometheus_server, "binary", lambda _name: None)
+        monkeypatch.setenv("CI", "true")
+        with pytest.raises(pytest.fail.Exception, match="CI must have it"):
+            tools.require("prometheus")
