@@ -363,7 +363,9 @@ def _streaming_section(stream: dict[str, Any]) -> list[str]:
         f"{slow['interval_ms']:.0f} ms, starts spread over {slow['ramp_s']} s): {slow['ok']} ok, errors "
         f"{_errors(slow)}, {slow['content_chunks_received']:,} of {slow['content_chunks_expected']:,} chunks, "
         f"lag p50 {slow['lag_p50_ms']:.1f} ms, p99 {slow['lag_p99_ms']:.1f} ms, max {slow['lag_max_ms']:.1f} ms; "
-        f"wall {slow['wall_s']:.1f} s\n"
+        f"wall {slow['wall_s']:.1f} s ({slow['chunks_per_s']:,.0f} chunks/s); a stream took "
+        f"{slow['stream_p50_s']:.2f} s at p50 (nominal {slow['nominal_stream_s']:.2f} s), "
+        f"first chunk at p50 {slow['ttfc_p50_s']:.2f} s, p99 {slow['ttfc_p99_s']:.2f} s\n"
     )
     rows = [
         [

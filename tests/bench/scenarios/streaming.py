@@ -128,6 +128,12 @@ def _slow(settings: BenchSettings, worker: LoadWorker, workdir: Path) -> dict[st
         "content_chunks_expected": settings.slow_streams * settings.slow_stream_chunks,
         "content_chunks_received": len(outcome.lags_s),
         "wall_s": outcome.window_s,
+        # A stream's nominal length is (chunks - 1) × interval; time to first chunk and the achieved chunk
+        # rate show where a longer one went (starting late, or the upstream's cadence slowed by a busy machine).
+        "nominal_stream_s": (settings.slow_stream_chunks - 1) * settings.slow_interval_s,
+        "ttfc_p50_s": percentile(outcome.first_chunk_s, 0.50),
+        "ttfc_p99_s": percentile(outcome.first_chunk_s, 0.99),
+        "chunks_per_s": len(outcome.lags_s) / outcome.window_s,
         "stream_p50_s": percentile(outcome.latencies_s, 0.50),
         "stream_max_s": max(outcome.latencies_s, default=float("nan")),
         **_lag_figures(outcome),
