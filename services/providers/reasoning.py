@@ -1,0 +1,44 @@
+"""What every adapter does the same way with reasoning: read the shared settings, keep its own parts.
+
+A reasoning part's signature is valid only where it was made, so an adapter
+sends back the parts its own provider kind produced and drops the others
+(Anthropic and Gemini both reject a signature they did not issue).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmmesh.v1 import chat_pb2
+
+#: The shared effort enum as the lower-case word the providers use.
+EFFORT_NAMES = {
+    chat_pb2.REASONING_EFFORT_MINIMAL: "minimal",
+    chat_pb2.REASONING_EFFORT_LOW: "low",
+    chat_pb2.REASONING_EFFORT_MEDIUM: "medium",
+    chat_pb2.REASONING_EFFORT_HIGH: "high",
+}
+
+
+def reasoning_of(request: Any) -> chat_pb2.ReasoningSettings | None:
+    """The request's reasoning settings, or None when it set none."""
+    if not request.HasField("settings") or not request.settings.HasField("reasoning"):
+        return None
+    return request.settings.reasoning  # type: ignore[no-any-return]
+
+
+def effort_name(reasoning: chat_pb2.ReasoningSettings) -> str | None:
+    return EFFORT_NAMES.get(reasoning.effort)
+
+
+def own_reasoning(message: chat_pb2.Message, provider: str) -> list[chat_pb2.ReasoningPart]:
+    """The message's reasoning parts that `provider` produced, in order; foreign ones are dropped."""
+    return [
+        part.reasoning
+        for part in message.content
+        if part.WhichOneof("kind") == "reasoning" and part.reasoning.provider == provider
+    ]
+
+
+def has_reasoning_parts(message: chat_pb2.Message) -> bool:
+    return any(part.WhichOneof("kind") == "reasoning" for part in message.content)
