@@ -39,7 +39,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import invalid_argument, unsupported_feature
-from services.providers.reasoning import effort_name, reasoning_of
+from services.common.reasoning import effort_name, reasoning_of
 
 PROVIDER = "openai"
 

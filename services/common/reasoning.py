@@ -42,3 +42,19 @@ def own_reasoning(message: chat_pb2.Message, provider: str) -> list[chat_pb2.Rea
 
 def has_reasoning_parts(message: chat_pb2.Message) -> bool:
     return any(part.WhichOneof("kind") == "reasoning" for part in message.content)
+
+
+class ReasoningAssembler:
+    """Joins a stream's reasoning deltas into ReasoningParts, one per delta index, in index order."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, chat_pb2.ReasoningPart] = {}
+
+    def add(self, delta: chat_pb2.ReasoningDelta) -> None:
+        part = self._parts.setdefault(delta.index, chat_pb2.ReasoningPart(provider=delta.provider))
+        part.text += delta.text
+        part.signature = delta.signature or part.signature
+        part.redacted_data = delta.redacted_data or part.redacted_data
+
+    def parts(self) -> list[chat_pb2.ReasoningPart]:
+        return [self._parts[index] for index in sorted(self._parts)]
