@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 SUPPORTED_PYTHON := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))
 .DEFAULT_GOAL := help
 
-.PHONY: help setup venv-check run test fuzz-engine k8s-check lint proto proto-check docs lock bench clean
+.PHONY: help setup venv-check run test monitoring-tools fuzz-engine k8s-check lint proto proto-check docs lock bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
@@ -42,12 +42,22 @@ lock: | $(BIN)/uv  ## Re-resolve requirements.lock from pyproject.toml
 run: setup  ## Start the local mesh, send a demo request through it, stop it
 	$(BIN)/llmmesh demo
 
-# Two workers, one test file each at a time (tests/conftest.py makes the groups): module fixtures stay
-# shared within a file, and the production-shaped suite's files share one mesh on one worker.
+# Two workers, one test file each at a time (tests/conftest.py's scheduler makes the units): module fixtures
+# stay shared within a file, and the production-shaped suite's files (tests/production/) share one mesh on one worker.
 TEST_WORKERS ?= 2
 
-test: setup k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
+test: setup k8s-check monitoring-tools  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# The alert and dashboard tests run Debian's prometheus and promtool (tests/deploy/test_monitoring*.py): installed
+# with apt-get when absent and run as root; otherwise a warning, and those tests skip (fail when CI is set).
+monitoring-tools:  ## Install prometheus and promtool (Debian package `prometheus`) when absent and root
+	@if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/bin/promtool ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+				|| echo "warning: could not install prometheus; the monitoring tests will be skipped" >&2; \
+		else echo "warning: prometheus/promtool not found and cannot be installed here (apt-get install prometheus); the monitoring tests will be skipped" >&2; fi; \
+	fi
 
 # `make test` runs 80 schedules of the engine's model-based test; this runs many more (a new seed range: SEED=).
 fuzz-engine: setup  ## The router engine's model-based test at length: SCHEDULES=400 (default), SEED=1500

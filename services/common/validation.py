@@ -223,8 +223,9 @@ def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens:
         )
     if settings.HasField("temperature") and not 0.0 <= settings.temperature <= 2.0:
         raise invalid_argument("settings.temperature", f"{settings.temperature} is outside 0..2")
-    if settings.HasField("top_p") and not 0.0 < settings.top_p <= 1.0:
-        raise invalid_argument("settings.top_p", f"{settings.top_p} is outside (0, 1]")
+    # 0 is allowed, as in OpenAI's schema (minimum 0): only the most likely token.
+    if settings.HasField("top_p") and not 0.0 <= settings.top_p <= 1.0:
+        raise invalid_argument("settings.top_p", f"{settings.top_p} is outside 0..1")
     if len(settings.stop) > MAX_STOP_SEQUENCES:
         raise invalid_argument(
             "settings.stop", f"has {len(settings.stop)} sequences, above the limit of {MAX_STOP_SEQUENCES}"

@@ -102,13 +102,16 @@ class ChatCompletionsWire:
 
     def answer(self, answer: rpb.ChatResponse) -> Response:
         identifier = openai_response.completion_id()
-        body = openai_response.completion(answer, identifier)
+        legacy = self._parsed is not None and self._parsed.fields.legacy_functions
+        body = openai_response.completion(answer, identifier, legacy=legacy)
         return JSONResponse(body, headers=answer_headers(answer, body, identifier))
 
     def stream(self, model: str) -> tuple[StreamWriter, dict[str, str]]:
         assert self._parsed is not None
         identifier = openai_response.completion_id()
-        chunks = openai_response.ChunkStream(identifier, model, include_usage=self._parsed.include_usage)
+        chunks = openai_response.ChunkStream(
+            identifier, model, include_usage=self._parsed.include_usage, legacy=self._parsed.fields.legacy_functions
+        )
         return _ChunkWriter(chunks, self._parsed.fields), stream_headers(identifier)
 
 

@@ -6,7 +6,11 @@ retrying: 429 and 503 carry Retry-After (and retry-after-ms, which the SDKs
 read first) from RetryInfo; a provider's rejected key is 502 with
 `x-should-retry: false`, since no retry of the same request can fix it.
 `param` names the caller's field (`max_tokens`, `tools[0].function.name`),
-translated from the router's field path.
+translated from the router's field path, and so does a message that starts
+with a field path. Messages are in the door's terms: HTTP headers and
+endpoints rather than gRPC metadata and RPCs, and context-window errors in
+OpenAI's own wording ("This model's maximum context length is N tokens"),
+which LiteLLM and LangChain match to classify them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from services.common.errors import (
     REASON_RATE_LIMITED,
     MeshError,
 )
+from services.common.tenants import REASON_MALFORMED_CREDENTIALS, REASON_MISSING_CREDENTIALS
 from services.router.openai_request import FALLBACK_HEADER, BodyFields
 
 _BY_CODE: dict[grpc.StatusCode, tuple[int, str]] = {
@@ -76,8 +81,9 @@ def http_error(error: MeshError, fields: BodyFields | None = None, *, param_of: 
     status, kind = _BY_REASON.get(error.reason) or _BY_CODE.get(error.code, (500, "server_error"))
     headers: dict[str, str] = {}
     if error.retry_after is not None and status in (429, 503):
-        headers["retry-after"] = str(math.ceil(error.retry_after))
-        headers["retry-after-ms"] = str(round(error.retry_after * 1000))
+        # Whole seconds, rounded up and at least 1: a Retry-After of 0 invites an immediate retry storm.
+        headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
+        headers["retry-after-ms"] = str(max(0, round(error.retry_after * 1000)))
     if error.reason in _NOT_RETRYABLE_REASONS:
         headers["x-should-retry"] = "false"
     if error.reason:
@@ -91,15 +97,77 @@ def error_body(
     """`{"error": {...}}` as OpenAI sends it (also the payload of an SSE error event)."""
     if kind is None:
         kind = (_BY_REASON.get(error.reason) or _BY_CODE.get(error.code, (500, "server_error")))[1]
-    param = (param_of or openai_param)(error.field, fields) if error.field else None
+    translate = param_of or openai_param
+    param = translate(error.field, fields) if error.field else None
     if param is None and error.code == grpc.StatusCode.NOT_FOUND and error.reason == REASON_MODEL_NOT_FOUND:
         param = "model"
     message = error.message
+    leading = _LEADING_FIELD.match(message)
     if error.field and param and message.startswith(f"{error.field}: "):
         # Validation messages start with the router's field path; name the caller's field instead.
         message = f"{param}: {message.removeprefix(f'{error.field}: ')}"
+    elif leading is not None:
+        # Messages start with the router's field path (`routing.fallback_models[0]: ...`); name the caller's.
+        named = translate(leading.group(1), fields)
+        message = f"{named}: {message[leading.end() :]}"
+        if param is None and named != leading.group(1):
+            param = named
+    message = door_wording(error, message)
     code = _OPENAI_CODES.get(error.reason) or (error.reason.lower() if error.reason else error.code.name.lower())
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+_LEADING_FIELD = re.compile(r"^((?:settings|routing|extensions|tools|tool_choice|messages)(?:\.\w+|\[\d+\])*): ")
+# The router names its gRPC RPCs and metadata; the door's callers know HTTP endpoints and headers.
+_HTTP_WORDING = {
+    REASON_MISSING_CREDENTIALS: "no credentials: send an 'Authorization: Bearer <api key>' header",
+    REASON_MALFORMED_CREDENTIALS: "the Authorization header is not of the form 'Bearer <api key>'",
+}
+# The router's messages name protobuf enums and RPCs; the door's callers know JSON values and HTTP endpoints.
+_RPC_NAMES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    (re.compile(r"\bListModels\b"), "GET /v1/models"),
+    (re.compile(r"\bcall Embed \(/v1/embeddings\)"), "call POST /v1/embeddings"),
+    (re.compile(r"\bROLE_(SYSTEM|USER|ASSISTANT|TOOL) messages\b"), lambda match: f"{match.group(1).lower()} messages"),
+    (re.compile(r"\becho the ToolCall\.id\b"), "echo the id of the assistant's tool call"),
+    (re.compile(r"\bRESPONSE_FORMAT_TYPE_JSON_SCHEMA\b"), "type json_schema"),
+]
+
+
+_OPENAI_CONTEXT = "This model's maximum context length is"
+
+
+def door_wording(error: MeshError, message: str) -> str:
+    """`message` in HTTP terms, and a context-window error in OpenAI's wording."""
+    if error.reason in _HTTP_WORDING:
+        return _HTTP_WORDING[error.reason]
+    for pattern, replacement in _RPC_NAMES:
+        message = pattern.sub(replacement, message)
+    if error.reason == REASON_CONTEXT_WINDOW_EXCEEDED:
+        message = _context_window_message(error, message)
+    return message
+
+
+def _context_window_message(error: MeshError, detail: str) -> str:
+    """OpenAI's sentence and code, then the mesh's own detail.
+
+    LiteLLM matches "This model's maximum context length is"; langchain-openai
+    looks for "context_length_exceeded" in the exception's text, which the
+    openai SDK builds from the message alone, so the code is in it too.
+    """
+    if _OPENAI_CONTEXT in detail:
+        return (
+            detail if _OPENAI_CODES[REASON_CONTEXT_WINDOW_EXCEEDED] in detail else f"{detail} (context_length_exceeded)"
+        )
+    window = error.metadata.get("context_window", "")
+    prompt = error.metadata.get("prompt_tokens", "")
+    if window.isdigit() and prompt.isdigit():
+        opening = (
+            f"This model's maximum context length is {window} tokens. "
+            f"However, your messages resulted in {prompt} tokens. Please reduce the length of the messages."
+        )
+    else:
+        opening = "This model's maximum context length is smaller than this request. Please reduce the length of the messages."
+    return f"{opening} (context_length_exceeded: {detail})"
 
 
 _Rule = tuple[re.Pattern[str], str | Callable[[re.Match[str], BodyFields], str]]
@@ -142,14 +210,34 @@ _RULES: list[_Rule] = [
 ]
 
 
+_LEGACY_RULES: list[_Rule] = [
+    _rule(r"^tools\[(\d+)\]\.(name|description|parameters)$", r"functions[\1].\2"),
+    _rule(r"^tools(.*)$", r"functions\1"),
+    _rule(r"^tool_choice.*$", "function_call"),
+]
+_MESSAGE_INDEX = re.compile(r"^messages\[(\d+)\]")
+
+
 def openai_param(path: str, fields: BodyFields | None = None) -> str:
     """The OpenAI request field for a router field path (`settings.top_p` → `top_p`)."""
     fields = fields or BodyFields()
-    for pattern, replacement in _RULES:
+    rules = [*_LEGACY_RULES, *_RULES] if fields.legacy_functions else _RULES
+    for pattern, replacement in rules:
         match = pattern.match(path)
         if match is None:
             continue
         if isinstance(replacement, str):
-            return match.expand(replacement)
-        return replacement(match, fields)
-    return path
+            return _caller_index(match.expand(replacement), fields)
+        return _caller_index(replacement(match, fields), fields)
+    return _caller_index(path, fields)
+
+
+def _caller_index(param: str, fields: BodyFields) -> str:
+    """`messages[i]` of the router request → the caller's index (turns that said nothing were left out)."""
+    match = _MESSAGE_INDEX.match(param)
+    if match is None or not fields.message_indices:
+        return param
+    index = int(match.group(1))
+    if index >= len(fields.message_indices):
+        return param
+    return f"messages[{fields.message_indices[index]}]{param[match.end() :]}"

@@ -12,6 +12,7 @@ caller spelled things so errors can name the caller's field
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
@@ -58,6 +59,8 @@ _ROLES = {
     "user": chat_pb2.ROLE_USER,
     "assistant": chat_pb2.ROLE_ASSISTANT,
     "tool": chat_pb2.ROLE_TOOL,
+    # The deprecated function-calling turn: a tool result named by its function.
+    "function": chat_pb2.ROLE_TOOL,
 }
 _TOOL_CHOICE_MODES = {
     "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
@@ -92,6 +95,8 @@ class ContentPart(_Lenient):
     type: str
     text: str | None = None
     image_url: ImageUrl | None = None
+    # An assistant turn's refusal part, as OpenAI returns and accepts it in history.
+    refusal: str | None = None
 
 
 class FunctionCall(_Lenient):
@@ -106,11 +111,15 @@ class ToolCall(_Lenient):
 
 
 class Message(_Lenient):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    # What OpenAI returns on an assistant message and accepts back in history.
+    refusal: str | None = None
+    # Deprecated function calling: the assistant's one call.
+    function_call: FunctionCall | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -138,6 +147,9 @@ class NamedFunction(_Lenient):
 class NamedToolChoice(_Lenient):
     type: Literal["function"] = "function"
     function: NamedFunction
+
+
+LegacyFunctionCall = Literal["none", "auto"] | NamedFunction
 
 
 class JsonSchemaFormat(_Lenient):
@@ -189,6 +201,11 @@ class ChatCompletionBody(_Lenient):
     # Nullable in OpenAI's schema: null is the default, no stream.
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = None
+    # Deprecated in OpenAI's API in favour of tools / tool_choice, and mapped onto them.
+    functions: list[FunctionDefinition] | None = None
+    function_call: LegacyFunctionCall | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -197,8 +214,13 @@ class BodyFields:
     """How the caller spelled the request, for naming fields in errors."""
 
     max_tokens_field: str = "max_completion_tokens"
+    # Router message indices whose caller content was a string.
     string_content: set[int] = field(default_factory=set)
     fallbacks_from_header: bool = False
+    # The caller's message index of each router message (empty assistant turns are left out).
+    message_indices: list[int] = field(default_factory=list)
+    # The caller sent the deprecated `functions` / `function_call`: answers and errors use them too.
+    legacy_functions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,14 +253,40 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
         raise validation_problem(error) from None
     if body.n not in (None, 1):
         raise invalid_argument("n", f"{body.n} is not supported; the mesh returns one choice (omit n or send 1)")
+    _refuse_logprobs(body)
     fields = BodyFields(
         max_tokens_field="max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens",
-        string_content={index for index, message in enumerate(body.messages) if isinstance(message.content, str)},
+        legacy_functions=_legacy_functions(body),
     )
     cls: type[rpb.ChatRequest] | type[rpb.StreamChatRequest] = rpb.StreamChatRequest if body.stream else rpb.ChatRequest
     request = _build(cls(), body, fallback_header, fields)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ParsedChat(request=request, stream=bool(body.stream), include_usage=include_usage, fields=fields)
+
+
+_NO_LOGPROBS = (
+    "is not supported yet: the mesh's providers do not return log probabilities through it; "
+    "omit it (or send false / null)"
+)
+
+
+def _refuse_logprobs(body: ChatCompletionBody) -> None:
+    """Refused rather than dropped: a caller asking for them must not get an answer that silently lacks them."""
+    if body.logprobs:
+        raise invalid_argument("logprobs", _NO_LOGPROBS)
+    if body.top_logprobs is not None:
+        raise invalid_argument("top_logprobs", _NO_LOGPROBS)
+
+
+def _legacy_functions(body: ChatCompletionBody) -> bool:
+    """Whether the caller uses deprecated function calling; both spellings at once are refused."""
+    if body.functions is not None and body.tools is not None:
+        raise invalid_argument("functions", "and tools are both set; send tools only (functions is deprecated)")
+    if body.function_call is not None and body.tool_choice is not None:
+        raise invalid_argument(
+            "function_call", "and tool_choice are both set; send tool_choice only (function_call is deprecated)"
+        )
+    return body.functions is not None or body.function_call is not None
 
 
 def _free_form(payload: dict[str, Any]) -> Iterator[tuple[str, object]]:
@@ -247,6 +295,9 @@ def _free_form(payload: dict[str, Any]) -> Iterator[tuple[str, object]]:
         function = _dict(_dict(tool).get("function"))
         if "parameters" in function:
             yield f"tools[{index}].function.parameters", function["parameters"]
+    for index, function in enumerate(_list(payload.get("functions"))):
+        if "parameters" in _dict(function):
+            yield f"functions[{index}].parameters", function["parameters"]
     json_schema = _dict(_dict(payload.get("response_format")).get("json_schema"))
     if "schema" in json_schema:
         yield "response_format.json_schema.schema", json_schema["schema"]
@@ -258,6 +309,9 @@ def _free_form(payload: dict[str, Any]) -> Iterator[tuple[str, object]]:
             function = _dict(_dict(call).get("function"))
             if "arguments" in function:
                 yield f"messages[{index}].tool_calls[{call_index}].function.arguments", function["arguments"]
+        legacy_call = _dict(_dict(message).get("function_call"))
+        if "arguments" in legacy_call:
+            yield f"messages[{index}].function_call.arguments", legacy_call["arguments"]
 
 
 def _dict(value: object) -> dict[str, Any]:
@@ -318,17 +372,30 @@ def _printable(text: str) -> str:
 def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, fields: BodyFields) -> _R:
     request.model = body.model
     tool_names: dict[str, str] = {}
+    legacy_calls: dict[str, str] = {}
     for index, message in enumerate(body.messages):
-        request.messages.append(_message(index, message, tool_names))
-    for tool in body.tools or ():
+        if _says_nothing(message):
+            # An assistant turn with no text, refusal or call (`content: null` alone) gives the model nothing to read.
+            continue
+        mapped = _message(index, _modern(index, message, legacy_calls), tool_names)
+        if isinstance(message.content, str):
+            fields.string_content.add(len(request.messages))
+        fields.message_indices.append(index)
+        request.messages.append(mapped)
+    definitions = body.tools if body.tools is not None else [Tool(function=f) for f in body.functions or ()]
+    for tool in definitions:
         definition = request.tools.add(name=tool.function.name, description=tool.function.description)
         if tool.function.parameters is not None:
             definition.parameters.update(tool.function.parameters)
-    if isinstance(body.tool_choice, str):
-        request.tool_choice.mode = _TOOL_CHOICE_MODES[body.tool_choice]
-    elif body.tool_choice is not None:
+    choice = body.tool_choice if body.tool_choice is not None else body.function_call
+    if isinstance(choice, str):
+        request.tool_choice.mode = _TOOL_CHOICE_MODES[choice]
+    elif isinstance(choice, NamedToolChoice):
         request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
-        request.tool_choice.name = body.tool_choice.function.name
+        request.tool_choice.name = choice.function.name
+    elif choice is not None:
+        request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
+        request.tool_choice.name = choice.name
     _settings(request.settings, body)
     if not request.settings.ListFields():
         request.ClearField("settings")
@@ -341,16 +408,49 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
     return request
 
 
+def _says_nothing(message: Message) -> bool:
+    if message.role != "assistant" or message.tool_calls or message.function_call or message.refusal:
+        return False
+    return not message.content
+
+
+def _modern(index: int, message: Message, legacy_calls: dict[str, str]) -> Message:
+    """History as OpenAI returns it, in the current spelling: refusals as text, legacy calls as tool calls.
+
+    A refusal is what the assistant said: the next model reads it as the
+    assistant's text (a refusal part likewise). A deprecated `function_call`
+    becomes a tool call with an id of the door's own, which the `function`
+    turn that answers it (matched by name) echoes.
+    """
+    update: dict[str, Any] = {}
+    if message.role == "assistant":
+        if message.refusal and not message.content:
+            update["content"] = message.refusal
+        elif isinstance(message.content, list):
+            update["content"] = [
+                ContentPart(type="text", text=part.refusal or "") if part.type == "refusal" else part
+                for part in message.content
+            ]
+        if message.function_call is not None and not message.tool_calls:
+            call_id = f"call_legacy_{index}"
+            legacy_calls[message.function_call.name] = call_id
+            update["tool_calls"] = [ToolCall(id=call_id, function=message.function_call)]
+    if message.role == "function":
+        name = message.name or ""
+        update["tool_call_id"] = legacy_calls.get(name, f"call_legacy_{name}")
+    return message.model_copy(update=update) if update else message
+
+
 def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_pb2.Message:
     result = chat_pb2.Message(role=_ROLES[message.role], name=message.name or "")
-    if message.role == "tool":
+    if message.role in ("tool", "function"):
         call_id = message.tool_call_id or ""
         # OpenAI tool messages carry no name; Gemini matches results by name, so
         # take it from the assistant turn that made the call.
         result.tool_result.CopyFrom(
             chat_pb2.ToolResult(
                 tool_call_id=call_id,
-                name=tool_names.get(call_id, ""),
+                name=tool_names.get(call_id, message.name or ""),
                 content=_plain_text(index, message.content),
             )
         )
@@ -451,7 +551,8 @@ def validation_problem(error: ValidationError) -> MeshError:
 
 
 def _is_field(part: str) -> bool:
-    return part not in _NOT_FIELDS and "[" not in part and "-" not in part
+    # Union branches are named by type (`literal[...]`, `function-after[...]`) or by class (`NamedToolChoice`).
+    return part not in _NOT_FIELDS and "[" not in part and "-" not in part and not part[:1].isupper()
 
 
 def _path(parts: list[int | str]) -> str:
@@ -461,10 +562,15 @@ def _path(parts: list[int | str]) -> str:
     return path.replace("schema_", "schema")
 
 
+# pydantic's wording for a wrong type names the door's classes: say what JSON the field takes instead.
+_CLASS_NAMED = re.compile(r"a valid dictionary or instance of \w+")
+
+
 def _message_of(issue: Any) -> str:
     message = str(issue["msg"]).removeprefix("Value error, ")
     if issue["type"] == "missing":
         return "is required"
     if issue["type"] == "extra_forbidden":
         return "is not a known option; see the llmmesh extension fields in the README"
+    message = _CLASS_NAMED.sub("a JSON object", message)
     return message[:1].lower() + message[1:]

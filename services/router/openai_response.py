@@ -2,7 +2,12 @@
 
 Every object carries OpenAI's fields; what the mesh adds (provider, attempts,
 cost) rides in an extra `llmmesh` field, which OpenAI SDKs keep as an extra
-attribute and other clients ignore.
+attribute and other clients ignore. On a stream it is on the chunk that
+carries the finish_reason (the answering model is also that chunk's `model`).
+
+A caller that used the deprecated `functions` gets the deprecated answer
+shape: `message.function_call` (the first call; that API has one) and
+finish_reason `function_call`, as OpenAI answers such requests.
 """
 
 from __future__ import annotations
@@ -68,14 +73,17 @@ def attempts(values: Any) -> list[dict[str, Any]]:
     return result
 
 
-def _message(message: chat_pb2.Message) -> dict[str, Any]:
+def _message(message: chat_pb2.Message, *, legacy: bool = False) -> dict[str, Any]:
     text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
     result: dict[str, Any] = {
         "role": "assistant",
         "content": text if text or not message.tool_calls else None,
         "refusal": None,
     }
-    if message.tool_calls:
+    if legacy and message.tool_calls:
+        call = message.tool_calls[0]
+        result["function_call"] = {"name": call.name, "arguments": call.arguments_json}
+    elif message.tool_calls:
         result["tool_calls"] = [
             {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json}}
             for call in message.tool_calls
@@ -95,14 +103,19 @@ def _mesh_fields(answer: rpb.ChatResponse | rpb.StreamChatFinal) -> dict[str, An
     }
 
 
-def completion(response: rpb.ChatResponse, identifier: str) -> dict[str, Any]:
-    """A chat.completion; FANOUT_ALL alternatives become choices 1..n."""
+def _finish(reason: chat_pb2.FinishReason.ValueType, legacy: bool) -> str:
+    named = finish_reason(reason)
+    return "function_call" if legacy and named == "tool_calls" else named
+
+
+def completion(response: rpb.ChatResponse, identifier: str, *, legacy: bool = False) -> dict[str, Any]:
+    """A chat.completion; FANOUT_ALL alternatives become choices 1..n; `legacy`: the `functions` shape."""
     answers = [response, *response.alternatives]
     choices = [
         {
             "index": index,
-            "message": _message(answer.message),
-            "finish_reason": finish_reason(answer.finish_reason),
+            "message": _message(answer.message, legacy=legacy),
+            "finish_reason": _finish(answer.finish_reason, legacy),
             "logprobs": None,
         }
         for index, answer in enumerate(answers)
@@ -142,11 +155,12 @@ class ChunkStream:
     the model that answered once that is known.
     """
 
-    def __init__(self, identifier: str, model: str, *, include_usage: bool) -> None:
+    def __init__(self, identifier: str, model: str, *, include_usage: bool, legacy: bool = False) -> None:
         self._id = identifier
         self._model = model
         self._created = int(time.time())
         self._include_usage = include_usage
+        self._legacy = legacy
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         chunk: dict[str, Any] = {
@@ -173,7 +187,8 @@ class ChunkStream:
         """The chunks for one router event."""
         kind = event.WhichOneof("event")
         if kind == "delta":
-            return [self._chunk([self._choice(_delta(event.delta))])]
+            delta = _legacy_delta(event.delta) if self._legacy else _delta(event.delta)
+            return [self._chunk([self._choice(delta)])] if delta is not None else []
         if kind == "continuation":
             self._model = event.continuation.model
             notice = {
@@ -191,7 +206,7 @@ class ChunkStream:
     def _final(self, final: rpb.StreamChatFinal) -> list[dict[str, Any]]:
         self._model = final.model
         mesh = {**_mesh_fields(final), "continued": final.continued}
-        chunks = [self._chunk([self._choice({}, finish_reason(final.finish_reason))], llmmesh=mesh)]
+        chunks = [self._chunk([self._choice({}, _finish(final.finish_reason, self._legacy))], llmmesh=mesh)]
         if self._include_usage:
             chunks.append(self._chunk([], usage=usage(final.usage)))
         return chunks
@@ -214,6 +229,23 @@ def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
             entry["function"] = function
             calls.append(entry)
         result["tool_calls"] = calls
+    return result
+
+
+def _legacy_delta(delta: chat_pb2.ChatDelta) -> dict[str, Any] | None:
+    """The `functions` stream shape: `function_call` deltas of the first call; later calls are not sent."""
+    result: dict[str, Any] = {}
+    if delta.text:
+        result["content"] = delta.text
+    calls = [call for call in delta.tool_calls if call.index == 0]
+    if calls:
+        function: dict[str, str] = {"arguments": "".join(call.arguments_json_delta for call in calls)}
+        name = next((call.name for call in calls if call.name), "")
+        if name:
+            function["name"] = name
+        result["function_call"] = function
+    if not result and delta.tool_calls:
+        return None
     return result
 
 

@@ -52,7 +52,8 @@ def _item_id(prefix: str) -> str:
 def usage(value: chat_pb2.Usage) -> dict[str, Any]:
     return {
         "input_tokens": value.input_tokens,
-        "input_tokens_details": {"cached_tokens": value.cached_input_tokens},
+        # Required by OpenAI's schema; the mesh's usage does not count cache writes, so none are reported.
+        "input_tokens_details": {"cached_tokens": value.cached_input_tokens, "cache_write_tokens": 0},
         "output_tokens": value.output_tokens,
         "output_tokens_details": {"reasoning_tokens": value.reasoning_tokens},
         "total_tokens": value.input_tokens + value.output_tokens,
@@ -124,8 +125,10 @@ class ResponseShell:
             "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
             "tools": echoed_tools(self._parsed),
             "truncation": "disabled",
-            "usage": usage(usage_value) if usage_value is not None else None,
         }
+        # The schema types usage as an object, never null: until the answer is in, no field.
+        if usage_value is not None:
+            result["usage"] = usage(usage_value)
         if status in ("completed", "incomplete"):
             result["completed_at"] = int(time.time())
         if mesh is not None:

@@ -77,7 +77,14 @@ class Sample:
 class ScrapedMesh:
     """The three process kinds with LLMMESH_PROMETHEUS_PORT each; `ports` maps adapter/router/agent to them."""
 
-    def __init__(self, workdir: Path | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        agent_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`env` goes to every process (as MockMesh's does), `agent_env` to the agent only."""
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="llmmesh-scraped-"))
         self.ports = {"adapter": free_port(), "router": free_port(), "agent": free_port()}
         base = {"LLMMESH_ACCESS_LOG": "true", "LLMMESH_HTTP_PORT": "0", **(env or {})}
@@ -88,6 +95,7 @@ class ScrapedMesh:
             mock_env={"LLMMESH_PROMETHEUS_PORT": str(self.ports["adapter"])},
             workdir=self.workdir,
         )
+        self.agent_env = dict(agent_env or {})
         self.agent: ServiceProcess | None = None
 
     def start(self) -> ScrapedMesh:
@@ -100,6 +108,7 @@ class ScrapedMesh:
                 env={
                     "LLMMESH_ROUTER_ADDRESS": self.mesh.router_address,
                     "LLMMESH_PROMETHEUS_PORT": str(self.ports["agent"]),
+                    **self.agent_env,
                 },
             )
         except BaseException:

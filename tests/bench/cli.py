@@ -17,7 +17,7 @@ import grpc
 from tests.bench import report, targets
 from tests.bench.load import LoadWorker
 from tests.bench.procstat import machine
-from tests.bench.scenarios import agent, failover, hedging, hop, real_path
+from tests.bench.scenarios import agent, failover, hedging, hop, litellm, real_path, streaming
 from tests.bench.settings import QUICK, SCENARIOS, BenchSettings
 
 DEFAULT_OUT = Path("bench-results/latest.json")
@@ -27,7 +27,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench",
         description="llmmesh benchmarks: hop overhead vs a bare proxy, the real SDK path, hedging, failover, "
-        "agent step overhead, memory. Prints Markdown tables and writes JSON.",
+        "agent step overhead, memory, the mesh against LiteLLM's proxy, streaming (CPU per chunk, chunk lag, "
+        "concurrent slow streams). Prints Markdown tables and writes JSON.",
     )
     parser.add_argument("--quick", action="store_true", help="one short run of each scenario (about a minute)")
     parser.add_argument(
@@ -85,6 +86,8 @@ def run_bench(settings: BenchSettings, workdir: Path, *, log: Any = print) -> di
         ("hedging", {"hedging"}, hedging.run),
         ("failover", {"failover"}, failover.run),
         ("agent", {"agent"}, agent.run),
+        ("litellm", {"litellm"}, litellm.run),
+        ("streaming", {"streaming"}, streaming.run),
     ]
     with LoadWorker() as worker:
         for name, covers, scenario in plan:
@@ -95,6 +98,8 @@ def run_bench(settings: BenchSettings, workdir: Path, *, log: Any = print) -> di
             scenario_dir = workdir / name
             scenario_dir.mkdir(parents=True, exist_ok=True)
             results[name] = scenario(settings, worker, scenario_dir)
+            if "skipped" in results[name]:
+                log(f"  {name} skipped: {results[name]['skipped']}", file=sys.stderr, flush=True)
             results["timings_s"][name] = round(time.monotonic() - began, 1)
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["targets"] = targets.evaluate(results)

@@ -1,10 +1,13 @@
 """Profile the router's hot path under the concurrency-64 load of scenario 1 (py-spy).
 
     python -m tests.bench.profile [--seconds 10] [--concurrency 64] [--native] [--top 25]
+    python -m tests.bench.profile --path openai-stream [--process adapter|router] [--concurrency 16]
 
 Starts a mock adapter and a router, drives the router with the load
 generator, and samples the router with `py-spy record` meanwhile (raw
-collapsed stacks, idle frames excluded). Prints the functions with the most
+collapsed stacks, idle frames excluded). `--path openai-stream` instead
+starts the fake OpenAI upstream (50-chunk streams), the OpenAI adapter and a
+router, drives StreamChat through the router and samples `--process`. Prints the functions with the most
 samples on top of the stack (self) and anywhere on it (inclusive), and
 writes the collapsed stacks (flamegraph input) and a speedscope-ready file
 next to the JSON results.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from tests.bench import requests as req
 from tests.bench.load import LoadSpec, LoadWorker
+from tests.bench.scenarios import streaming
 from tests.bench.scenarios.hop import MOCK_CONFIG, MODEL, ROUTING
 from tests.bench.summary import figures
 from tests.bench.topology import MOCK_SERVICE, Topology
@@ -72,25 +76,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--native", action="store_true", help="include C frames (grpc core, protobuf upb)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--path", choices=("router-unary", "openai-stream"), default="router-unary")
+    parser.add_argument("--process", choices=("router", "adapter"), default="router", help="which one py-spy samples")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         raise SystemExit("py-spy is not installed: `make setup` installs it (dev dependency)")
     args.out.mkdir(parents=True, exist_ok=True)
-    collapsed_path = args.out / "router-profile.collapsed.txt"
+    collapsed_path = args.out / f"{args.process}-{args.path}-profile.collapsed.txt"
     with tempfile.TemporaryDirectory(prefix="llmmesh-profile-") as workdir, Topology(Path(workdir)) as topology:
-        mock = topology.mock("mock", MOCK_CONFIG)
-        router = topology.router("router", ROUTING, {MOCK_SERVICE: [mock.address]})
         warmup = 2.0
+        if args.path == "openai-stream":
+            fake = topology.fake_openai("fake-openai")
+            adapter = topology.openai_adapter("openai", f"http://{fake.address}/v1", [streaming.MODEL])
+            router = topology.router("router", streaming.ROUTING, {"llmmesh-provider-openai": [adapter.address]})
+            request, method = req.router_stream(streaming.MODEL), req.ROUTER_STREAM
+        else:
+            adapter = topology.mock("mock", MOCK_CONFIG)
+            router = topology.router("router", ROUTING, {MOCK_SERVICE: [adapter.address]})
+            request, method = req.router_chat(MODEL), req.ROUTER_CHAT
+        sampled = router if args.process == "router" else adapter
         spec = LoadSpec(
             target=router.address,
-            method=req.ROUTER_CHAT,
-            request=req.router_chat(MODEL),
+            method=method,
+            request=request,
             concurrency=args.concurrency,
             duration_s=args.seconds + 1.0,
             warmup_s=warmup,
-            watch_pids={"router": router.pid, "adapter": mock.pid},
+            streaming=method == req.ROUTER_STREAM,
+            watch_pids={"router": router.pid, "adapter": adapter.pid},
             ramp_s=0.2,
+            timeout_s=30.0,
         )
         with LoadWorker() as worker:
             worker.submit(spec)
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 py_spy,
                 "record",
                 "--pid",
-                str(router.pid),
+                str(sampled.pid),
                 "--duration",
                 str(int(args.seconds)),
                 "--rate",
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     load = figures(result)
     total, own, inclusive = summarise(collapsed_path.read_text(), args.top)
     print(
-        f"router under c={args.concurrency}: {load['rps']:,.0f} RPS, p50 {load['p50_ms']:.1f} ms, "
+        f"{args.process} ({args.path}) under c={args.concurrency}: {load['rps']:,.0f} calls/s, p50 {load['p50_ms']:.1f} ms, "
         f"CPU µs/req {', '.join(f'{k} {v:,.0f}' for k, v in load['cpu_us_per_request'].items())}; "
         f"{total} samples (non-idle) over {args.seconds:.0f} s"
     )

@@ -234,6 +234,12 @@ def render(results: dict[str, Any]) -> str:
             for role in ("router", "adapter")
         ]
         out.append(table(["process", "idle RSS MiB", "peak RSS MiB (VmHWM)", "RSS after MiB"], rows))
+    lite = results.get("litellm")
+    if lite:
+        out += _litellm_section(lite)
+    stream = results.get("streaming")
+    if stream:
+        out += _streaming_section(stream)
     targets = results.get("targets")
     if targets:
         out.append("\n### Targets\n")
@@ -244,6 +250,134 @@ def render(results: dict[str, Any]) -> str:
             )
         )
     return "\n".join(out)
+
+
+_LITELLM_PATHS = (
+    ("upstream", "upstream direct (HTTP)"),
+    ("litellm", "LiteLLM proxy (HTTP)"),
+    ("mesh_grpc", "mesh, gRPC"),
+    ("mesh_http", "mesh, HTTP door"),
+)
+
+
+def _litellm_section(lite: dict[str, Any]) -> list[str]:
+    out = ["\n### 7. Against LiteLLM's proxy (same fake upstream, same load client, one run side by side)\n"]
+    if "skipped" in lite:
+        return [*out, f"skipped: {lite['skipped']}"]
+    rows = []
+    for entry in lite["unary"]:
+        for key, label in _LITELLM_PATHS:
+            found = entry["targets"][key]
+            rows.append(
+                [
+                    entry["concurrency"],
+                    label,
+                    found["rps"],
+                    found["p50_ms"],
+                    found["p99_ms"],
+                    _cpu(found),
+                    _errors(found),
+                ]
+            )
+    out.append(f"LiteLLM {lite['litellm_version']}, one worker. Unary:\n")
+    out.append(table(["c", "path", "RPS", "p50 ms", "p99 ms", "CPU µs/req", "errors"], rows))
+    stream = lite["streaming"]
+    rows = []
+    for key, label in _LITELLM_PATHS:
+        found = stream["targets"][key]
+        rows.append(
+            [
+                label,
+                found["rps"],
+                found["p50_ms"],
+                found.get("chunks_per_stream", math.nan),
+                found.get("lag_p99_ms", math.nan),
+                _cpu(found),
+                _errors(found),
+            ]
+        )
+    out.append(f"\nStreams (c={stream['concurrency']}):\n")
+    out.append(
+        table(["path", "streams/s", "whole p50 ms", "events/stream", "lag p99 ms", "CPU µs/stream", "errors"], rows)
+    )
+    ratios = lite["ratios"]
+    per_chunk = ratios["cpu_us_per_chunk"]
+    rows = [
+        [
+            label,
+            ratios.get(f"{door}_over_litellm_rps", math.nan),
+            ratios.get("added_p50_ms", {}).get(door, math.nan),
+            ratios.get("added_p50_ms", {}).get("litellm", math.nan),
+            ratios.get(f"{door}_added_p50_over_litellm", math.nan),
+            per_chunk[door],
+            per_chunk["litellm"],
+            ratios[f"{door}_cpu_per_chunk_over_litellm"],
+        ]
+        for door, label in (("mesh_grpc", "gRPC"), ("mesh_http", "HTTP door"))
+    ]
+    out.append("")
+    out.append(
+        table(
+            [
+                "mesh door",
+                f"RPS ÷ LiteLLM at c={ratios.get('rps_concurrency', '?')}",
+                f"+p50 ms at c={ratios.get('p50_concurrency', '?')}",
+                "LiteLLM +p50 ms",
+                "+p50 ÷ LiteLLM's",
+                "router+adapter CPU µs/chunk",
+                "LiteLLM CPU µs/chunk",
+                "CPU/chunk ÷ LiteLLM",
+            ],
+            rows,
+        )
+    )
+    return out
+
+
+def _streaming_section(stream: dict[str, Any]) -> list[str]:
+    fast, slow = stream["fast"], stream["slow"]
+    found = fast["figures"]
+    out = [
+        f"\n### 8. Streaming: router → OpenAI adapter → fake upstream ({fast['chunks']}-chunk streams, "
+        f"c={fast['concurrency']}, back to back)\n"
+    ]
+    per_chunk = " + ".join(f"{name} {us:,.0f}" for name, us in found.get("cpu_us_per_chunk", {}).items())
+    out.append(
+        table(
+            ["streams/s", "whole p50 ms", "TTFC p50 ms", "lag p50 ms", "lag p99 ms", "CPU µs/chunk", "errors"],
+            [
+                [
+                    found["rps"],
+                    found["p50_ms"],
+                    found.get("ttfc_p50_ms", math.nan),
+                    found["lag_p50_ms"],
+                    found["lag_p99_ms"],
+                    per_chunk,
+                    _errors(found),
+                ]
+            ],
+        )
+    )
+    out.append(
+        f"\n{slow['streams']} slow streams at once ({slow['chunks_per_stream']} chunks, one every "
+        f"{slow['interval_ms']:.0f} ms, starts spread over {slow['ramp_s']} s): {slow['ok']} ok, errors "
+        f"{_errors(slow)}, {slow['content_chunks_received']:,} of {slow['content_chunks_expected']:,} chunks, "
+        f"lag p50 {slow['lag_p50_ms']:.1f} ms, p99 {slow['lag_p99_ms']:.1f} ms, max {slow['lag_max_ms']:.1f} ms; "
+        f"wall {slow['wall_s']:.1f} s ({slow['chunks_per_s']:,.0f} chunks/s); a stream took "
+        f"{slow['stream_p50_s']:.2f} s at p50 (nominal {slow['nominal_stream_s']:.2f} s), "
+        f"first chunk at p50 {slow['ttfc_p50_s']:.2f} s, p99 {slow['ttfc_p99_s']:.2f} s\n"
+    )
+    rows = [
+        [
+            role,
+            slow["idle_kib"][role]["VmRSS"] / 1024,
+            slow["under_load_kib"][role]["VmHWM"] / 1024,
+            slow["cpu_s"].get(role, math.nan),
+        ]
+        for role in ("router", "adapter", "fake")
+    ]
+    out.append(table(["process", "idle RSS MiB", "peak RSS MiB (VmHWM)", "CPU s over the run"], rows))
+    return out
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
@@ -33,3 +35,11 @@ def router_chat(model: str, routing: rpb.RoutingPolicy | None = None) -> bytes:
 
 def router_stream(model: str) -> bytes:
     return rpb.StreamChatRequest(model=model, messages=[user()]).SerializeToString()
+
+
+def openai_chat_json(model: str, *, stream: bool = False) -> bytes:
+    """The same question as an OpenAI chat completions body (HTTP targets: upstream, door, LiteLLM)."""
+    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": PROMPT}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCENARIOS = ("hop", "real_path", "hedging", "failover", "agent", "memory")
+SCENARIOS = ("hop", "real_path", "hedging", "failover", "agent", "memory", "litellm", "streaming")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,19 @@ class BenchSettings:
     agent_concurrencies: tuple[int, ...] = (1, 16)
     #: Scenario 6.
     memory_concurrency: int = 256
+    #: Scenario 7 (against LiteLLM's proxy): unary concurrencies, then 50-chunk streams at one concurrency.
+    litellm_concurrencies: tuple[int, ...] = (1, 16, 64)
+    litellm_stream_concurrency: int = 16
+    #: Content chunks in each streamed answer of scenarios 7 and 8 (fast streams).
+    stream_chunks: int = 50
+    #: Scenario 8: fast streams at this concurrency for CPU per chunk and chunk lag.
+    stream_concurrency: int = 16
+    #: Scenario 8: this many slow streams open at once, a chunk every `slow_interval_s`.
+    slow_streams: int = 1000
+    slow_stream_chunks: int = 30
+    slow_interval_s: float = 0.1
+    #: The slow streams' starts are spread over this long.
+    slow_ramp_s: float = 3.0
     scenarios: tuple[str, ...] = SCENARIOS
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -51,5 +64,11 @@ QUICK = BenchSettings(
     failover_duration_s=3.0,
     failover_kill_after_s=1.0,
     agent_concurrencies=(1,),
+    litellm_concurrencies=(1, 64),
+    litellm_stream_concurrency=4,
+    stream_concurrency=4,
+    slow_streams=50,
+    slow_stream_chunks=10,
+    slow_ramp_s=1.0,
     quick=True,
 )

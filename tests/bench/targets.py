@@ -54,6 +54,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {"name": "failover", "goal": "0 failed requests", "measured": f"{failed} failed", "met": failed == 0}
         )
+    rows += _litellm_targets(results.get("litellm") or {})
+    rows += _streaming_targets(results.get("streaming") or {})
     memory = results.get("hop", {}).get("memory")
     if memory:
         megabytes = memory["under_load_kib"]["router"]["VmHWM"] * 1024 / 1e6
@@ -66,3 +68,63 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _litellm_targets(lite: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 18's goals against LiteLLM, for the mesh's gRPC path (the HTTP door's figures are in the table)."""
+    ratios = lite.get("ratios")
+    if not ratios:
+        return []
+    rps = ratios["mesh_grpc_over_litellm_rps"]
+    added = ratios["mesh_grpc_added_p50_over_litellm"]
+    per_chunk = ratios["mesh_grpc_cpu_per_chunk_over_litellm"]
+    return [
+        {
+            "name": f"mesh RPS vs LiteLLM at c={ratios['rps_concurrency']}",
+            "goal": "≥ 8×",
+            "measured": f"{rps:.1f}×",
+            "met": rps >= 8,
+        },
+        {
+            "name": f"mesh added p50 vs LiteLLM's at c={ratios['p50_concurrency']}",
+            "goal": "≤ 1/5",
+            "measured": f"{added:.2f}",
+            "met": added <= 0.2,
+        },
+        {
+            "name": "router+adapter CPU per chunk vs LiteLLM",
+            "goal": "≤ 1/8",
+            "measured": f"{per_chunk:.2f}",
+            "met": per_chunk <= 0.125,
+        },
+    ]
+
+
+def _streaming_targets(stream: dict[str, Any]) -> list[dict[str, Any]]:
+    slow = stream.get("slow")
+    if not slow:
+        return []
+    failed = sum(slow["errors"].values())
+    missing = slow["content_chunks_expected"] - slow["content_chunks_received"]
+    peak_mb = max(slow["under_load_kib"][role]["VmHWM"] for role in ("router", "adapter")) * 1024 / 1e6
+    lag = slow["lag_p99_ms"]
+    return [
+        {
+            "name": f"{slow['streams']} slow streams: errors",
+            "goal": "0 errors, every chunk",
+            "measured": f"{failed} errors, {missing} chunks missing",
+            "met": failed == 0 and missing == 0,
+        },
+        {
+            "name": f"{slow['streams']} slow streams: chunk lag p99",
+            "goal": "≤ 50 ms",
+            "measured": f"{lag:.1f} ms",
+            "met": lag <= 50,
+        },
+        {
+            "name": f"{slow['streams']} slow streams: peak RSS",
+            "goal": "≤ 150 MB each (router, adapter)",
+            "measured": f"{peak_mb:.0f} MB (larger)",
+            "met": peak_mb <= 150,
+        },
+    ]

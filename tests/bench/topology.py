@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from services.common.processes import ServiceProcess, start_service
+from tests.bench.fake_upstream import CHUNK_INTERVAL_ENV, STREAM_CHUNKS_ENV
 
 # Adapters must not refuse bench load: the router, not the adapter limit, is what is measured.
 ADAPTER_ENV = {"LLMMESH_MAX_IN_FLIGHT": "100000"}
@@ -50,8 +51,16 @@ class Topology:
             env["LLMMESH_MOCK_EVENTS_FILE"] = str(events_file)
         return self._start(["-m", "services.providers.mock"], name, env)
 
-    def router(self, name: str, routing: Mapping[str, Any], services: Mapping[str, Sequence[str]]) -> ServiceProcess:
+    def router(
+        self,
+        name: str,
+        routing: Mapping[str, Any],
+        services: Mapping[str, Sequence[str]],
+        *,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> ServiceProcess:
         env = {
+            **(extra_env or {}),
             "LLMMESH_ROUTING_FILE": str(self._write(f"{name}-routing.yaml", dict(routing))),
             "LLMMESH_STATIC_DISCOVERY_FILE": str(
                 self._write(f"{name}-static.yaml", {"services": {k: list(v) for k, v in services.items()}})
@@ -62,8 +71,9 @@ class Topology:
     def proxy(self, name: str, upstream: str) -> ServiceProcess:
         return self._start(["-m", "tests.bench.proxy"], name, {"LLMMESH_BENCH_UPSTREAM": upstream})
 
-    def fake_openai(self, name: str) -> ServiceProcess:
-        return self._start(["-m", "tests.bench.fake_upstream"], name, {})
+    def fake_openai(self, name: str, *, stream_chunks: int = 50, chunk_interval_s: float = 0.0) -> ServiceProcess:
+        env = {STREAM_CHUNKS_ENV: str(stream_chunks), CHUNK_INTERVAL_ENV: str(chunk_interval_s)}
+        return self._start(["-m", "tests.bench.fake_upstream"], name, env)
 
     def openai_adapter(self, name: str, base_url: str, models: Sequence[str]) -> ServiceProcess:
         env = {

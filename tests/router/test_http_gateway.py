@@ -401,7 +401,7 @@ class TestErrors:
         ("changes", "param"),
         [
             ({"temperature": 3.0}, "temperature"),
-            ({"top_p": 0}, "top_p"),
+            ({"top_p": 1.5}, "top_p"),
             ({"max_tokens": 0}, "max_tokens"),
             ({"max_completion_tokens": 2_000_000}, "max_completion_tokens"),
             ({"messages": []}, "messages"),

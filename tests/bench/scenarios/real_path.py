@@ -1,7 +1,7 @@
 """Scenario 2: router → OpenAI adapter (the real openai SDK) → the loopback fake OpenAI API.
 
 The adapter is also called directly, side by side, so the router's share of
-the path shows. The fake (a threaded stdlib HTTP server) is a process of its
+the path shows. The fake (tests.bench.fake_upstream, on uvicorn) is a process of its
 own and its CPU is reported too: it is part of the load, not of the mesh.
 """
 
