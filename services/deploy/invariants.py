@@ -6,6 +6,7 @@ problems as readable strings that name the object, the field and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -184,6 +185,49 @@ def _check_shutdown(at: str, pod: Obj, container: Obj, env: Mapping[str, str]) -
         )
 
 
+# The default deadline each workload's calls run under; adapters serve the router's calls.
+DEADLINE_VARIABLES = {"router": "LLMMESH_DEFAULT_DEADLINE_SECONDS", "agent": "LLMMESH_AGENT_DEFAULT_DEADLINE_SECONDS"}
+DEADLINE_SOURCE = {"router": "router", "agent": "agent", "provider": "router"}
+
+
+def _default_deadlines(objects: list[Obj]) -> dict[str, float]:
+    """Component → its default deadline, read from the rendered env (router and agent)."""
+    found: dict[str, float] = {}
+    for deployment in filter(is_llmmesh, deployments(objects)):
+        component = pod_labels(deployment).get(COMPONENT, "")
+        variable = DEADLINE_VARIABLES.get(component)
+        for container in containers(deployment):
+            value = literal_env(container).get(variable or "")
+            with contextlib.suppress(ValueError):
+                found[component] = max(found.get(component, 0.0), float(value or "nan"))
+    return {k: v for k, v in found.items() if v == v}  # drop NaN (unset)
+
+
+def check_grace_covers_deadlines(objects: list[Obj]) -> Iterator[str]:
+    """LLMMESH_GRACE_SECONDS ≥ the default deadline, so a rollout cuts no call still within it.
+
+    With the shutdown check above (terminationGracePeriodSeconds ≥ preStop + drain + grace +
+    cleanup) the pod's grace then covers the deadline plus the drain margin.
+    """
+    deadlines = _default_deadlines(objects)
+    for deployment in filter(is_llmmesh, deployments(objects)):
+        source = DEADLINE_SOURCE.get(pod_labels(deployment).get(COMPONENT, ""))
+        if source is None or source not in deadlines:
+            continue
+        deadline = deadlines[source]
+        for container in containers(deployment):
+            try:
+                grace = float(literal_env(container).get("LLMMESH_GRACE_SECONDS", "10"))
+            except ValueError:
+                continue  # the settings check names the bad value
+            if grace < deadline:
+                yield (
+                    f"{ref(deployment)} container {container.get('name')}: LLMMESH_GRACE_SECONDS {grace:g} < the {source}'s"
+                    f" {DEADLINE_VARIABLES[source]} {deadline:g}: a rollout would cut calls still within their deadline"
+                    " (raise the grace and terminationGracePeriodSeconds, or cap the deadline)"
+                )
+
+
 def _check_spread(where: str, pod: Obj, labels: Mapping[str, str]) -> Iterator[str]:
     constraints = pod.get("topologySpreadConstraints") or []
     if not constraints:
@@ -360,6 +404,7 @@ def check_configmap_references(objects: list[Obj]) -> Iterator[str]:
 ALL_CHECKS = (
     check_pods,
     check_llmmesh_pods,
+    check_grace_covers_deadlines,
     check_services,
     check_disruption_and_scaling,
     check_network_policies,

@@ -115,13 +115,39 @@ class TestProbesAndPods:
         """terminationGracePeriodSeconds below preStop + drain + grace + cleanup is refused, with the sum."""
         edit(
             tree / "base/router/deployment.yaml",
-            "terminationGracePeriodSeconds: 75",
+            "terminationGracePeriodSeconds: 135",
             "terminationGracePeriodSeconds: 30",
         )
         assert (
-            "terminationGracePeriodSeconds 30 < preStop 5 + LLMMESH_DRAIN_SECONDS 5 + LLMMESH_GRACE_SECONDS 60"
-            " + cleanup 5 = 75" in problems_of(tree, code)
+            "terminationGracePeriodSeconds 30 < preStop 5 + LLMMESH_DRAIN_SECONDS 5 + LLMMESH_GRACE_SECONDS 120"
+            " + cleanup 5 = 135" in problems_of(tree, code)
         )
+
+    def test_agent_grace_shorter_than_its_deadline(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """An agent whose grace is below its 300 s default deadline is refused, even with a pod grace that fits."""
+        edit(
+            tree / "base/agent/deployment.yaml",
+            'LLMMESH_GRACE_SECONDS, value: "300"',
+            'LLMMESH_GRACE_SECONDS, value: "60"',
+        )
+        assert (
+            "[base] Deployment/llmmesh-agent container llmmesh: LLMMESH_GRACE_SECONDS 60 < the agent's"
+            " LLMMESH_AGENT_DEFAULT_DEADLINE_SECONDS 300" in problems_of(tree, code)
+        )
+
+    def test_adapter_grace_follows_the_router_deadline(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Raising the router's default deadline past the adapters' grace names every adapter."""
+        edit(
+            tree / "base/router/deployment.yaml",
+            'LLMMESH_DEFAULT_DEADLINE_SECONDS, value: "120"',
+            'LLMMESH_DEFAULT_DEADLINE_SECONDS, value: "600"',
+        )
+        found = problems_of(tree, code)
+        assert (
+            "[overlays/prod] Deployment/llmmesh-provider-openai container llmmesh: LLMMESH_GRACE_SECONDS 120"
+            " < the router's LLMMESH_DEFAULT_DEADLINE_SECONDS 600" in found
+        )
+        assert "Deployment/llmmesh-router container llmmesh: LLMMESH_GRACE_SECONDS 120 < the router's" in found
 
     def test_unknown_field_fails_the_schema(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A misspelt field is caught by the offline Kubernetes schema, strictly."""
