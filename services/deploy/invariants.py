@@ -261,7 +261,7 @@ def check_services(objects: list[Obj]) -> Iterator[str]:
 
 
 def check_disruption_and_scaling(objects: list[Obj]) -> Iterator[str]:
-    """PDBs select one Deployment; one HPA per router and adapter Deployment, aimed at it."""
+    """PDBs select one Deployment; one HPA per router, adapter and agent Deployment, aimed at it."""
     for pdb in (o for o in objects if o.get("kind") == "PodDisruptionBudget"):
         matched = _matching(objects, pdb.get("spec", {}).get("selector"), pdb["metadata"].get("namespace"))
         if len(matched) != 1:
@@ -277,7 +277,7 @@ def check_disruption_and_scaling(objects: list[Obj]) -> Iterator[str]:
         if spec.get("minReplicas", 1) > spec.get("maxReplicas", 0):
             yield f"{ref(hpa)}: minReplicas {spec.get('minReplicas')} > maxReplicas {spec.get('maxReplicas')}"
     for deployment in filter(is_llmmesh, deployments(objects)):
-        if pod_labels(deployment).get(COMPONENT) not in ("router", "provider"):
+        if pod_labels(deployment).get(COMPONENT) not in ("router", "provider", "agent"):
             continue
         found = hpas_by_target.get(deployment["metadata"]["name"], [])
         if len(found) != 1:

@@ -201,6 +201,30 @@ class TestSelectorsAndPorts:
         assert "Deployment/llmmesh-provider-google: needs exactly one HorizontalPodAutoscaler, has []" in found
 
 
+class TestReplicasAndHpas:
+    def test_agent_needs_an_hpa(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Dropping the agent's HPA is named in every build."""
+        edit(tree / "base/agent/kustomization.yaml", "  - hpa.yaml\n", "")
+        edit(
+            tree / "overlays/prod/patch-scale.yaml",
+            "metadata: {name: llmmesh-agent}\nspec: {minReplicas: 2",
+            "metadata: {name: llmmesh-agentX}\nspec: {minReplicas: 2",
+        )
+        found = problems_of(tree, code)
+        assert "[base] Deployment/llmmesh-agent: needs exactly one HorizontalPodAutoscaler, has []" in found
+
+    def test_replicas_beside_an_hpa_in_prod(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """spec.replicas on a Deployment an HPA owns fails the prod overlay only (dev pins counts on purpose)."""
+        edit(
+            tree / "overlays/prod/patch-scale.yaml",
+            "metadata: {name: llmmesh-router}\nspec:\n",
+            "metadata: {name: llmmesh-router}\nspec:\n  replicas: 3\n",
+        )
+        found = problems_of(tree, code)
+        assert "[overlays/prod] Deployment/llmmesh-router: spec.replicas 3 beside its HorizontalPodAutoscaler" in found
+        assert "[overlays/dev] Deployment/llmmesh-router: spec.replicas" not in found
+
+
 class TestNetworkPolicies:
     def test_only_the_router_reaches_adapters(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """Opening the adapters to the agent is caught by evaluating the policies."""
