@@ -18,6 +18,9 @@ COMPONENT = "app.kubernetes.io/component"
 NAME = "app.kubernetes.io/name"
 CALLER_LABEL = "llmmesh.dev/caller"
 GRPC_PORT_NAME = "grpc"
+METRICS_PORT_NAME = "metrics"
+# The namespace label that lets a Prometheus scrape the metrics port (network-policies.yaml).
+MONITORING_NAMESPACE_LABEL = "llmmesh.dev/monitoring"
 # after_stop hooks (close channels and SDK clients, flush telemetry) get this
 # much of terminationGracePeriodSeconds on top of preStop + drain + grace.
 CLEANUP_MARGIN_SECONDS = 5
@@ -321,11 +324,38 @@ def _check_reachability(objects: list[Obj], policies: list[Obj]) -> Iterator[str
             for source_name, source_namespace, source_labels, source_component in sources:
                 if source_name == ref(target):
                     continue
-                reachable = _ingress_allowed(policies, namespace, pod_labels(target), source_namespace, source_labels)
+                reachable = _ingress_allowed(
+                    policies, namespace, pod_labels(target), source_namespace, source_labels, GRPC_PORT_NAME
+                )
                 if reachable and source_component not in allowed:
                     yield f"{ref(target)}: NetworkPolicies let {source_name} reach it; only {sorted(allowed)} may"
                 if not reachable and source_component in allowed:
                     yield f"{ref(target)}: NetworkPolicies block {source_name}, which must reach it"
+
+
+def check_metrics_reachability(objects: list[Obj]) -> Iterator[str]:
+    """Each llmmesh pod declares its `metrics` port; only a namespace labelled for monitoring reaches
+    it, and only it (a scraper gets no way into the gRPC port)."""
+    policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
+    scraper = ("monitoring", {MONITORING_NAMESPACE_LABEL: "true"}, {"app.kubernetes.io/name": "prometheus"})
+    for deployment in filter(is_llmmesh, deployments(objects)):
+        if pod_labels(deployment).get(COMPONENT) not in ("router", "provider", "agent"):
+            continue
+        ports = {p.get("name") for c in containers(deployment) for p in c.get("ports") or []}
+        if METRICS_PORT_NAME not in ports:
+            yield f"{ref(deployment)}: no container port named {METRICS_PORT_NAME!r} (LLMMESH_PROMETHEUS_PORT) to scrape"
+            continue
+        namespace, labels = deployment["metadata"].get("namespace"), pod_labels(deployment)
+        source_ns, ns_labels, source_labels = scraper
+        if not _ingress_allowed(policies, namespace, labels, source_ns, source_labels, METRICS_PORT_NAME, ns_labels):
+            yield (
+                f"{ref(deployment)}: NetworkPolicies block Prometheus (namespace labelled"
+                f" {MONITORING_NAMESPACE_LABEL}=true) from the {METRICS_PORT_NAME} port"
+            )
+        if _ingress_allowed(policies, namespace, labels, source_ns, source_labels, GRPC_PORT_NAME, ns_labels):
+            yield f"{ref(deployment)}: NetworkPolicies let the monitoring namespace reach the grpc port; only metrics"
+        if _ingress_allowed(policies, namespace, labels, "elsewhere", {}, METRICS_PORT_NAME):
+            yield f"{ref(deployment)}: NetworkPolicies let any namespace reach the {METRICS_PORT_NAME} port"
 
 
 def _ingress_allowed(
@@ -334,7 +364,10 @@ def _ingress_allowed(
     labels: Mapping[str, str],
     source_namespace: str | None,
     source_labels: Mapping[str, str],
+    port: str | None = None,
+    source_namespace_labels: Mapping[str, str] | None = None,
 ) -> bool:
+    """Whether a policy admits the source; with `port`, only rules open to that named port count."""
     selecting = [
         p
         for p in policies
@@ -344,9 +377,11 @@ def _ingress_allowed(
     ]
     if not selecting:
         return True
-    namespace_labels = {"kubernetes.io/metadata.name": source_namespace or ""}
+    namespace_labels = {"kubernetes.io/metadata.name": source_namespace or "", **(source_namespace_labels or {})}
     for policy in selecting:
         for rule in policy["spec"].get("ingress") or []:
+            if port is not None and rule.get("ports") and not any(p.get("port") == port for p in rule["ports"]):
+                continue
             peers = rule.get("from")
             if not peers:
                 return True
@@ -408,6 +443,7 @@ ALL_CHECKS = (
     check_services,
     check_disruption_and_scaling,
     check_network_policies,
+    check_metrics_reachability,
     check_secrets,
     check_configmap_references,
 )

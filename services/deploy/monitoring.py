@@ -75,6 +75,46 @@ def _panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return flat
 
 
+# The job names the alerts and the dashboard select on, by component.
+JOBS = {
+    "router": re.compile(r"llmmesh-router"),
+    "provider": re.compile(r"llmmesh-provider-[a-z0-9-]+"),
+    "agent": re.compile(r"llmmesh-agent"),
+}
+
+
+def podmonitor_problems(monitors: list[dict[str, Any]], workloads: list[dict[str, Any]]) -> list[str]:
+    """Each llmmesh component has one PodMonitor; each selects Deployments' pods in `workloads`,
+    scrapes a port they declare and names `job` (jobLabel) as the alerts expect."""
+    from services.deploy.invariants import COMPONENT, containers, deployments, pod_labels, selector_matches
+
+    problems: list[str] = []
+    covered: set[str] = set()
+    for monitor in (m for m in monitors if m.get("kind") == "PodMonitor"):
+        where, spec = f"PodMonitor/{monitor['metadata']['name']}", monitor.get("spec", {})
+        pods = [d for d in deployments(workloads) if selector_matches(spec.get("selector"), pod_labels(d))]
+        if not pods:
+            problems.append(f"{where}: selector {spec.get('selector')} matches no Deployment's pods")
+        for deployment in pods:
+            labels, at = pod_labels(deployment), f"{where} → Deployment/{deployment['metadata']['name']}"
+            covered.add(deployment["metadata"]["name"])
+            ports = {p.get("name") for c in containers(deployment) for p in c.get("ports") or []}
+            for endpoint in spec.get("podMetricsEndpoints") or []:
+                if endpoint.get("port") not in ports:
+                    problems.append(f"{at}: port {endpoint.get('port')!r} is no container port ({sorted(ports)})")
+            job, pattern = labels.get(spec.get("jobLabel", "")), JOBS.get(labels.get(COMPONENT, ""))
+            if pattern is not None and (job is None or not pattern.fullmatch(job)):
+                problems.append(
+                    f"{at}: job would be {job or monitor['metadata'].get('namespace', '') + '/' + where[11:]!r};"
+                    f" the alerts select {pattern.pattern!r} (set jobLabel: app.kubernetes.io/name)"
+                )
+    for deployment in deployments(workloads):
+        name, component = deployment["metadata"]["name"], pod_labels(deployment).get(COMPONENT, "")
+        if component in JOBS and name not in covered:
+            problems.append(f"Deployment/{name}: no PodMonitor in deploy/k8s/monitoring scrapes it")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["rules"]:

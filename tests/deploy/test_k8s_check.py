@@ -225,6 +225,71 @@ class TestReplicasAndHpas:
         assert "[overlays/dev] Deployment/llmmesh-router: spec.replicas" not in found
 
 
+class TestScraping:
+    def test_podmonitor_port_must_exist(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A PodMonitor scraping a port its pods do not declare is named, per Deployment."""
+        text = (tree / "monitoring/podmonitors.yaml").read_text()
+        (tree / "monitoring/podmonitors.yaml").write_text(text.replace("{port: metrics,", "{port: metric,"))
+        found = problems_of(tree, code)
+        assert (
+            "[monitoring] PodMonitor/llmmesh-agent → Deployment/llmmesh-agent: port 'metric' is no container port"
+            in found
+        )
+        assert "PodMonitor/llmmesh-provider → Deployment/llmmesh-provider-google: port 'metric'" in found
+
+    def test_podmonitor_job_must_match_the_alerts(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Without jobLabel the Operator names the job namespace/monitor, which the alerts do not select."""
+        edit(tree / "monitoring/podmonitors.yaml", "  jobLabel: app.kubernetes.io/name\n", "")
+        found = problems_of(tree, code)
+        assert (
+            "[monitoring] PodMonitor/llmmesh-router → Deployment/llmmesh-router: job would be 'llmmesh/llmmesh-router'"
+            in found
+        )
+
+    def test_every_component_is_scraped(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A provider PodMonitor selecting no pods leaves every prod adapter unscraped."""
+        edit(
+            tree / "monitoring/podmonitors.yaml",
+            "app.kubernetes.io/component: provider,",
+            "app.kubernetes.io/component: adapter,",
+        )
+        found = problems_of(tree, code)
+        assert "[monitoring] PodMonitor/llmmesh-provider: selector" in found
+        assert (
+            "[monitoring] Deployment/llmmesh-provider-openai: no PodMonitor in deploy/k8s/monitoring scrapes it"
+            in found
+        )
+
+    def test_metrics_port_declared(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """An llmmesh container without the `metrics` port is named."""
+        edit(
+            tree / "base/agent/deployment.yaml",
+            "{name: metrics, containerPort: 9464",
+            "{name: prom, containerPort: 9464",
+        )
+        found = problems_of(tree, code)
+        assert "[base] Deployment/llmmesh-agent: no container port named 'metrics'" in found
+
+    def test_network_policy_admits_the_scraper_only(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Opening the metrics rule to every namespace, or dropping it, is named."""
+        policies = tree / "base/network-policies.yaml"
+        text = policies.read_text()
+        label = '        - namespaceSelector:\n            matchLabels: {llmmesh.dev/monitoring: "true"}\n'
+        assert text.count(label) == 3
+        policies.write_text(text.replace(label, "        - namespaceSelector: {}\n", 1))
+        found = problems_of(tree, code)
+        assert "[base] Deployment/llmmesh-router: NetworkPolicies let any namespace reach the metrics port" in found
+        policies.write_text(
+            text.replace("        - {port: metrics, protocol: TCP}\n", "        - {port: grpc, protocol: TCP}\n", 1)
+        )
+        found = problems_of(tree, code)
+        assert "[base] Deployment/llmmesh-router: NetworkPolicies block Prometheus (namespace labelled" in found
+        assert (
+            "[base] Deployment/llmmesh-router: NetworkPolicies let the monitoring namespace reach the grpc port"
+            in found
+        )
+
+
 class TestNetworkPolicies:
     def test_only_the_router_reaches_adapters(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """Opening the adapters to the agent is caught by evaluating the policies."""
