@@ -115,6 +115,51 @@ def podmonitor_problems(monitors: list[dict[str, Any]], workloads: list[dict[str
     return problems
 
 
+ADAPTER_VALUES = MONITORING / "prometheus-adapter-values.yaml"
+# Components that scale on in-flight work (a Pods metric) with CPU beside it.
+SCALED_ON_LOAD = ("provider", "agent")
+
+
+def served_custom_metrics(path: Path = ADAPTER_VALUES) -> set[str]:
+    """The Pods metric names prometheus-adapter serves with these values (rules.custom[].name.as)."""
+    values = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return {rule.get("name", {}).get("as", "") for rule in (values.get("rules") or {}).get("custom") or []}
+
+
+def exported_metrics() -> set[str]:
+    """Every llmmesh metric as Prometheus names it (dots become underscores)."""
+    from services.common import telemetry_names as names
+
+    return {
+        value.replace(".", "_")
+        for key, value in vars(names).items()
+        if key.startswith("METRIC_") and isinstance(value, str)
+    }
+
+
+def custom_metric_problems(objects: list[dict[str, Any]], served: set[str]) -> list[str]:
+    """Adapter and agent HPAs scale on a Pods metric that prometheus-adapter serves and the code
+    exports, with CPU as the second metric."""
+    from services.deploy.invariants import COMPONENT, deployments, pod_labels
+
+    component = {d["metadata"]["name"]: pod_labels(d).get(COMPONENT, "") for d in deployments(objects)}
+    exported, problems = exported_metrics(), []
+    for hpa in (o for o in objects if o.get("kind") == "HorizontalPodAutoscaler"):
+        where, metrics = f"HorizontalPodAutoscaler/{hpa['metadata']['name']}", hpa["spec"].get("metrics") or []
+        pods = [m["pods"]["metric"]["name"] for m in metrics if m.get("type") == "Pods"]
+        for name in pods:
+            if name not in served:
+                problems.append(f"{where}: Pods metric {name!r} has no rule in {ADAPTER_VALUES.name} (rules.custom)")
+            if name not in exported:
+                problems.append(f"{where}: Pods metric {name!r} is no metric llmmesh exports")
+        if component.get(hpa["spec"].get("scaleTargetRef", {}).get("name", "")) in SCALED_ON_LOAD:
+            if not pods:
+                problems.append(f"{where}: no Pods metric: adapters and the agent scale on in-flight work")
+            if not any(m.get("type") == "Resource" and m["resource"].get("name") == "cpu" for m in metrics):
+                problems.append(f"{where}: no cpu Resource metric beside the in-flight one (the fallback)")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["rules"]:

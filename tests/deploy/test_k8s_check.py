@@ -290,6 +290,45 @@ class TestScraping:
         )
 
 
+class TestScalingOnLoad:
+    def test_real_hpas_scale_adapters_and_agent_on_in_flight(self) -> None:
+        """The prod adapter and agent HPAs name a Pods metric and CPU; prometheus-adapter serves the metric."""
+        from services.deploy.monitoring import served_custom_metrics
+        from services.deploy.render import render
+
+        hpas = {
+            o["metadata"]["name"]: o for o in render(K8S / "overlays/prod") if o["kind"] == "HorizontalPodAutoscaler"
+        }
+        for name, metric in (
+            ("llmmesh-provider-openai", "llmmesh_adapter_in_flight"),
+            ("llmmesh-agent", "llmmesh_agent_in_flight"),
+        ):
+            metrics = hpas[name]["spec"]["metrics"]
+            assert [m["type"] for m in metrics] == ["Pods", "Resource"]
+            assert metrics[0]["pods"]["metric"]["name"] == metric
+            assert metrics[1]["resource"]["name"] == "cpu"
+        assert served_custom_metrics() >= {"llmmesh_adapter_in_flight", "llmmesh_agent_in_flight"}
+
+    def test_metric_without_an_adapter_rule(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """An HPA metric prometheus-adapter does not serve (or llmmesh does not export) is named."""
+        edit(tree / "base/agent/hpa.yaml", "name: llmmesh_agent_in_flight", "name: llmmesh_agent_runs_active")
+        found = problems_of(tree, code)
+        assert (
+            "[base] HorizontalPodAutoscaler/llmmesh-agent: Pods metric 'llmmesh_agent_runs_active' has no rule in"
+            " prometheus-adapter-values.yaml" in found
+        )
+        assert "Pods metric 'llmmesh_agent_runs_active' is no metric llmmesh exports" in found
+
+    def test_adapter_hpa_on_cpu_only(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Back to CPU alone, every adapter HPA is named."""
+        hpa = tree / "base/providers/adapter/hpa.yaml"
+        text = hpa.read_text()
+        start, end = text.index("    - type: Pods\n"), text.index("    - type: Resource\n")
+        hpa.write_text(text[:start] + text[end:])
+        found = problems_of(tree, code)
+        assert "[overlays/prod] HorizontalPodAutoscaler/llmmesh-provider-anthropic: no Pods metric" in found
+
+
 class TestNetworkPolicies:
     def test_only_the_router_reaches_adapters(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """Opening the adapters to the agent is caught by evaluating the policies."""
