@@ -329,6 +329,22 @@ class TestScalingOnLoad:
         assert "[overlays/prod] HorizontalPodAutoscaler/llmmesh-provider-anthropic: no Pods metric" in found
 
 
+class TestImageDigests:
+    def test_prod_image_by_tag_is_refused(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A prod overlay pulling by tag names every Deployment; dev (by tag on purpose) is not held to it."""
+        edit(
+            tree / "overlays/prod/kustomization.yaml",
+            "    digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n",
+            '    newTag: "0.1.0"\n',
+        )
+        found = problems_of(tree, code)
+        assert (
+            "[overlays/prod] Deployment/llmmesh-router container llmmesh: image 'registry.example.com/llmmesh:0.1.0'"
+            " is not pinned by digest" in found
+        )
+        assert "[overlays/dev] Deployment/llmmesh-router container llmmesh: image" not in found
+
+
 class TestNetworkPolicies:
     def test_only_the_router_reaches_adapters(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """Opening the adapters to the agent is caught by evaluating the policies."""
