@@ -104,8 +104,10 @@ def podmonitor_problems(monitors: list[dict[str, Any]], workloads: list[dict[str
                     problems.append(f"{at}: port {endpoint.get('port')!r} is no container port ({sorted(ports)})")
             job, pattern = labels.get(spec.get("jobLabel", "")), JOBS.get(labels.get(COMPONENT, ""))
             if pattern is not None and (job is None or not pattern.fullmatch(job)):
+                # Without jobLabel (or a pod lacking it) the Operator names the job <namespace>/<monitor>.
+                default = f"{monitor['metadata'].get('namespace', '')}/{monitor['metadata']['name']}"
                 problems.append(
-                    f"{at}: job would be {job or monitor['metadata'].get('namespace', '') + '/' + where[11:]!r};"
+                    f"{at}: job would be {job or default!r};"
                     f" the alerts select {pattern.pattern!r} (set jobLabel: app.kubernetes.io/name)"
                 )
     for deployment in deployments(workloads):
