@@ -42,8 +42,8 @@ lock: | $(BIN)/uv  ## Re-resolve requirements.lock from pyproject.toml
 run: setup  ## Start the local mesh, send a demo request through it, stop it
 	$(BIN)/llmmesh demo
 
-# Two workers, one test file each at a time (tests/conftest.py makes the groups): module fixtures stay
-# shared within a file, and the production-shaped suite's files share one mesh on one worker.
+# Two workers, one test file each at a time (tests/conftest.py's scheduler makes the units): module fixtures
+# stay shared within a file, and the production-shaped suite's files (tests/production/) share one mesh on one worker.
 TEST_WORKERS ?= 2
 
 test: setup k8s-check monitoring-tools  ## The whole test suite on TEST_WORKERS processes (after the deployment check)

@@ -3,22 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import pytest
+from xdist.scheduler import LoadGroupScheduling
 
 from llmmesh.v1 import router_service_pb2_grpc
 from services.testing.mesh import MockMesh
 
+# The production-shaped suite's files share one session mesh (~30 s to start): one work unit for all of them.
+PRODUCTION_DIR = "tests/production/"
 
-@pytest.hookimpl(tryfirst=True)
+
+def work_unit(nodeid: str) -> str:
+    """The work unit of a test for `make test` (`--dist loadgroup`): its file, or `production`."""
+    path = nodeid.split("::", 1)[0]
+    return "production" if path.startswith(PRODUCTION_DIR) else path
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Work units for `make test` (xdist `--dist loadgroup`): one test file each, like `loadfile`, except that
-    the production-shaped suite's files are one unit, so the one mesh they share starts once."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = "production" if item.get_closest_marker("production") else item.nodeid.split("::", 1)[0]
-            item.add_marker(pytest.mark.xdist_group(group))
+    """The scheduler sees only node ids: a `production` test elsewhere would miss the shared mesh's unit."""
+    strays = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("production") and not item.nodeid.startswith(PRODUCTION_DIR)
+    ]
+    if strays:
+        raise pytest.UsageError(f"production-marked tests must live under {PRODUCTION_DIR}: {', '.join(strays[:5])}")
+
+
+class FileGroupScheduling(LoadGroupScheduling):
+    """`--dist loadgroup` with work units from `work_unit`, decided where the scheduler runs.
+
+    xdist 3.8 tags grouped tests by rewriting `item._nodeid`, which pytest 9 no longer reads
+    (a node's id comes from `item._id`): every test became its own unit, so files were split
+    across workers, module fixtures (meshes) restarted at each hop, and tests that follow
+    another in their file ran without it. An explicit `xdist_group` suffix, if one ever
+    arrives, still wins.
+    """
+
+    def _split_scope(self, nodeid: str) -> str:
+        if nodeid.rfind("@") > nodeid.rfind("]"):
+            return super()._split_scope(nodeid)
+        return work_unit(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadGroupScheduling | None:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return FileGroupScheduling(config, log)
 
 
 @pytest.fixture(scope="module")

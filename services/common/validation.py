@@ -146,7 +146,11 @@ def _validate_message(path: str, message: chat_pb2.Message, max_content_bytes: i
         kind = part.WhichOneof("kind")
         if kind is None:
             raise invalid_argument(part_path, "is empty; set text or image")
-        size = len(part.text.encode("utf-8")) if kind == "text" else part.image.ByteSize()
+        if kind == "reasoning" and message.role != chat_pb2.ROLE_ASSISTANT:
+            raise invalid_argument(
+                f"{part_path}.reasoning", "is only allowed on ROLE_ASSISTANT messages (the model's own reasoning)"
+            )
+        size = _part_size(part, kind)
         if size > max_content_bytes:
             raise invalid_argument(
                 part_path,
@@ -185,9 +189,29 @@ def _validate_message(path: str, message: chat_pb2.Message, max_content_bytes: i
         )
 
 
+def _part_size(part: chat_pb2.ContentPart, kind: str) -> int:
+    if kind == "text":
+        return len(part.text.encode("utf-8"))
+    if kind == "reasoning":
+        return part.reasoning.ByteSize()
+    return part.image.ByteSize()
+
+
 def _says_something(part: chat_pb2.ContentPart) -> bool:
     """An image, or text that is not only whitespace: the one rule for a user message's content."""
     return part.WhichOneof("kind") != "text" or bool(part.text.strip())
+
+
+def _validate_reasoning(reasoning: chat_pb2.ReasoningSettings, max_output_tokens: int) -> None:
+    if reasoning.effort not in chat_pb2.ReasoningEffort.values():
+        raise invalid_argument(
+            "settings.reasoning.effort", f"{reasoning.effort} is not a known effort; use MINIMAL, LOW, MEDIUM or HIGH"
+        )
+    if reasoning.HasField("budget_tokens") and not 0 <= reasoning.budget_tokens <= max_output_tokens:
+        raise invalid_argument(
+            "settings.reasoning.budget_tokens",
+            f"{reasoning.budget_tokens} is outside 0..{max_output_tokens} (limit: LLMMESH_MAX_OUTPUT_TOKENS)",
+        )
 
 
 def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens: int) -> None:
@@ -208,6 +232,8 @@ def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens:
         )
     if any(not stop for stop in settings.stop):
         raise invalid_argument("settings.stop", "contains an empty stop sequence")
+    if settings.HasField("reasoning"):
+        _validate_reasoning(settings.reasoning, max_output_tokens)
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA and not response_format.json_schema.fields:
         raise invalid_argument(

@@ -11,7 +11,7 @@ they read a request and write an answer; what they admit and count is here.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 from google.protobuf import duration_pb2
@@ -24,6 +24,9 @@ from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_cha
 from services.router import access, auto
 from services.router.config import Candidate, ModelRoute, RoutingTable
 from services.router.quotas import QuotaGate
+
+if TYPE_CHECKING:
+    from services.router.served import Served
 
 # Longest hedge delay and per-attempt timeout a caller may ask for: the router's own deadline cap.
 MAX_POLICY_SECONDS = 3600.0
@@ -43,12 +46,18 @@ class Admission:
         self._limits = limits
         self._quotas = quotas
 
-    async def admit(self, request: RouterRequest) -> Tenant | None:
-        """Raises INVALID_ARGUMENT / NOT_FOUND / RESOURCE_EXHAUSTED; returns the tenant to record usage for."""
+    async def admit(self, request: RouterRequest, served: Served | None = None) -> Tenant | None:
+        """Raises INVALID_ARGUMENT / NOT_FOUND / RESOURCE_EXHAUSTED; returns the tenant to record usage for.
+
+        `served` (the door's request record) learns the model, call shape and tenant first, so refusals
+        are counted under them too.
+        """
+        tenant = current_tenant.get()
+        if served is not None:
+            served.request(request.model, stream=isinstance(request, rpb.StreamChatRequest), tenant=tenant)
         validate_chat_request(request, limits=self._limits)
         if request.HasField("routing"):
             validate_routing(request.routing)
-        tenant = current_tenant.get()
         if not auto.is_auto(request.model):
             candidate = self.table.lookup(request.model)
             if candidate is None:
@@ -62,12 +71,16 @@ class Admission:
             await self._quotas.admit(tenant)
         return tenant
 
-    async def admit_embed(self, request: rpb.EmbedRequest, listing: str = "ListModels") -> Tenant | None:
+    async def admit_embed(
+        self, request: rpb.EmbedRequest, listing: str = "ListModels", served: Served | None = None
+    ) -> Tenant | None:
         """The same for Embed: input limits, routing policy, an embedding model by name, the quota."""
+        tenant = current_tenant.get()
+        if served is not None:
+            served.request(request.model, stream=False, tenant=tenant)
         validate_embed_request(request, limits=self._limits)
         if request.HasField("routing"):
             validate_routing(request.routing)
-        tenant = current_tenant.get()
         if auto.is_auto(request.model):
             raise invalid_argument("model", "`auto` chooses chat models; name an embedding model")
         candidate = self.table.lookup(request.model)

@@ -81,7 +81,12 @@ class Executor:
     # -- STARTING ------------------------------------------------------------------------
 
     def _start_what_may_start(self) -> Phase:
-        while (kind := self._may_start()) is not None:
+        while True:
+            # A retry's backoff may be under a millisecond: it can fall due between the look and
+            # the verdict below, so the verdict compares with when the look was made, not with now.
+            looked_at = self.race.now()
+            if (kind := self._may_start()) is None:
+                break
             if kind == "hedge" and not self._arrange_hedge():
                 break
             flight = self.race.admit_next(hedge=kind == "hedge")
@@ -92,7 +97,7 @@ class Executor:
         if self._running:
             return Phase.WAITING
         due = self.race.next_due_at()
-        return Phase.BACKING_OFF if due is not None and due > self.race.now() else Phase.EXHAUSTED
+        return Phase.BACKING_OFF if due is not None and due > looked_at else Phase.EXHAUSTED
 
     def _may_start(self) -> str | None:
         """What the strategy lets start now: the "next" candidate, a "hedge", or None."""

@@ -46,6 +46,7 @@ from services.common.errors import (
 )
 from services.common.json_depth import too_deep
 from services.common.settings import listen_error
+from services.common.telemetry_names import OPERATION_EMBEDDINGS
 from services.common.tenants import Tenant
 from services.common.validation import MAX_REQUEST_BYTES
 from services.router import embeddings_door, openai_response
@@ -59,6 +60,7 @@ from services.router.http_limits import HttpDoorLimits, LimitedHttpToolsProtocol
 from services.router.openai_errors import http_error
 from services.router.openai_request import FALLBACK_HEADER, MAX_BODY_DEPTH, ParsedChat
 from services.router.responses_api import ResponsesWire
+from services.router.served import DOOR_HTTP, Served, served
 from services.router.sse_keepalive import DEFAULT_KEEPALIVE, StreamKeepaliveSettings, until_settled
 
 log = structlog.get_logger(__name__)
@@ -83,6 +85,8 @@ _T = TypeVar("_T")
 
 class _ClientGoneError(Exception):
     """The HTTP client disconnected before the answer was ready."""
+
+    code = grpc.StatusCode.CANCELLED  # how the request's record (served.py) counts it
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -220,49 +224,73 @@ class HttpGateway:
 
     async def _serve_chat(self, request: Request, wire: DoorWire) -> Response:
         """The one path of every chat-shaped operation: auth, parse, validate, deadline, engine."""
+        record = served(self._engine.table, door=DOOR_HTTP, route=request.url.path)
+        return _settled(record, await _recording(record, self._chat(request, wire, record)))
+
+    async def _chat(self, request: Request, wire: DoorWire, record: Served) -> Response:
         try:
             if self._authorize is not None:
                 await self._authorize(request)
             parsed = wire.parse(await _read_json(request), request.headers.get(FALLBACK_HEADER))
             deadline = self._deadline(request, stream=parsed.stream)
-            tenant = await self._admission.admit(parsed.request)
+            tenant = await self._admission.admit(parsed.request, record)
             if parsed.stream:
-                return await self._stream(request, parsed, deadline, wire, tenant)
+                return await self._stream(request, parsed, deadline, wire, tenant, record)
             assert isinstance(parsed.request, rpb.ChatRequest)
             answer = await _unless_disconnected(request, self._engine.chat(parsed.request, deadline))
+            record.answered(answer)
             # Fan-out answers all cost money, not only the one returned first.
             await self._admission.record(tenant, [answer, *answer.alternatives])
         except MeshError as error:
+            record.fail(error)
             _log_failure(error)
             return wire.error(error)
         except (_ClientGoneError, ClientDisconnect):
+            record.fail(_ClientGoneError())
             return Response(status_code=499)
         except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
-            return wire.error(_internal(error))
+            failure = _internal(error)
+            record.fail(failure)
+            return wire.error(failure)
         return wire.answer(answer)
 
     async def _embeddings(self, request: Request) -> Response:
         """POST /v1/embeddings: the same auth, admission, deadline and engine path as gRPC Embed."""
+        record = served(self._engine.table, door=DOOR_HTTP, operation=OPERATION_EMBEDDINGS, route=request.url.path)
+        return _settled(record, await _recording(record, self._embed(request, record)))
+
+    async def _embed(self, request: Request, record: Served) -> Response:
         parsed: embeddings_door.ParsedEmbed | None = None
         try:
             if self._authorize is not None:
                 await self._authorize(request)
             parsed = embeddings_door.parse(await _read_json(request))
             deadline = self._deadline(request, stream=False)
-            tenant = await self._admission.admit_embed(parsed.request, listing="GET /v1/models")
+            tenant = await self._admission.admit_embed(parsed.request, listing="GET /v1/models", served=record)
             response, paid = await _unless_disconnected(request, self._embedder.embed(parsed.request, deadline))
+            record.embedded(response, paid)
             await self._admission.record_embed(tenant, response.usage.input_tokens, paid)
         except MeshError as error:
+            record.fail(error)
             _log_failure(error)
             return embeddings_door.error(error, parsed)
         except (_ClientGoneError, ClientDisconnect):
+            record.fail(_ClientGoneError())
             return Response(status_code=499)
         except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
-            return embeddings_door.error(_internal(error), parsed)
+            failure = _internal(error)
+            record.fail(failure)
+            return embeddings_door.error(failure, parsed)
         return embeddings_door.answer(response, parsed.encoding)
 
     async def _stream(
-        self, request: Request, parsed: ParsedChat, deadline: float, wire: DoorWire, tenant: Tenant | None
+        self,
+        request: Request,
+        parsed: ParsedChat,
+        deadline: float,
+        wire: DoorWire,
+        tenant: Tenant | None,
+        record: Served,
     ) -> Response:
         """Waits (boundedly) for the first event, so that failures before any output get a real HTTP status."""
         assert isinstance(parsed.request, rpb.StreamChatRequest)
@@ -287,8 +315,8 @@ class HttpGateway:
         async def on_final(final: rpb.StreamChatFinal) -> None:
             await self._admission.record(tenant, [final])
 
-        body = _sse(pending, events, writer, self._keepalive.http_stream_keepalive_seconds, on_final)
-        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+        body = _sse(pending, events, writer, self._keepalive.http_stream_keepalive_seconds, on_final, record)
+        return _RecordedStream(record, body, media_type="text/event-stream", headers=headers)
 
     async def _list_models(self, request: Request) -> Response:
         try:
@@ -345,6 +373,7 @@ async def _sse(
     writer: StreamWriter,
     keepalive_seconds: float,
     on_final: Callable[[rpb.StreamChatFinal], Awaitable[None]],
+    record: Served,
 ) -> AsyncIterator[bytes]:
     """The SSE body: keepalives until the first event, the writer's events, then its end or its failure."""
     async with contextlib.aclosing(events):
@@ -355,6 +384,7 @@ async def _sse(
             for data in writer.opening():
                 yield data
             while True:
+                record.event(event)
                 if event.WhichOneof("event") == "final":
                     await on_final(event.final)  # counted before the client sees the end, as on gRPC
                 for data in writer.event(event):
@@ -371,14 +401,48 @@ async def _sse(
         else:
             for data in writer.done():
                 yield data
+            record.finish()
             return
         finally:
             # The client went away during the keepalives: stop waiting for the model before the generator closes.
             pending.cancel()
             with contextlib.suppress(BaseException):
                 await pending
+    record.fail(failure)
     for data in writer.failed(failure):
         yield data
+    record.finish()
+
+
+class _RecordedStream(StreamingResponse):
+    """A stream whose request record ends with it: a client gone mid-stream is CANCELLED, counted once."""
+
+    def __init__(self, record: Served, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._record = record
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Starlette cancels the body when the client disconnects; the body finished the record otherwise.
+            self._record.finish(_ClientGoneError(), http_status=self.status_code)
+
+
+async def _recording(record: Served, answering: Awaitable[Response]) -> Response:
+    """The door's response; a request cancelled under it (server shutdown) still ends its record."""
+    try:
+        return await answering
+    except BaseException as error:
+        record.finish(error)
+        raise
+
+
+def _settled(record: Served, response: Response) -> Response:
+    """Ends the record of a request answered in one response (a stream's record ends with its body)."""
+    if not isinstance(response, _RecordedStream):
+        record.finish(http_status=response.status_code)
+    return response
 
 
 async def _abandon(pending: asyncio.Future[rpb.StreamChatResponse], events: AsyncGenerator[Any, None]) -> None:

@@ -34,6 +34,7 @@ from services.router.http_limits import HttpDoorLimits
 from services.router.metrics import register as register_metrics
 from services.router.metrics import router_metrics
 from services.router.quotas import STORE_HEALTH_SERVICE, QuotaGate, QuotaSettings
+from services.router.served import RequestTelemetryInterceptor
 from services.router.servicer import RouterServicer
 from services.router.sse_keepalive import StreamKeepaliveSettings
 
@@ -75,7 +76,7 @@ class RouterSettings(
     http_host: str = Field("", description="HTTP bind address; empty: LLMMESH_HOST.")
     access_log: bool = Field(
         False,
-        description="One structured log line per chat request (tenant, models, provider, code, latency, tokens; no content).",
+        description="One structured log line per request at either door (tenant, models, provider, code, latency, tokens; no content).",
     )
 
     @field_validator("http_port", mode="before")
@@ -143,7 +144,8 @@ def main() -> None:
         server = MeshServer(
             SERVICE_NAME,
             settings,
-            interceptors=caller_interceptors(keys, service=SERVICE_NAME),
+            # Request telemetry outside caller auth: refused keys are counted (and logged) too.
+            interceptors=[RequestTelemetryInterceptor(table), *caller_interceptors(keys, service=SERVICE_NAME)],
             credentials=credentials,
         )
         _report_discovery_health(discovery, server)

@@ -12,14 +12,13 @@ from opentelemetry import trace
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import telemetry_genai as genai
-from services.common import telemetry_names as names
 from services.common.auth import current_tenant
-from services.common.errors import MeshError, handle_errors
+from services.common.errors import handle_errors
 from services.router.admission import Admission
 from services.router.balancer import Balancer
 from services.router.embeddings import EmbeddingRouter
 from services.router.engine import RouterEngine
-from services.router.metrics import served
+from services.router.served import current_served
 
 
 class RouterServicer:
@@ -48,12 +47,12 @@ class RouterServicer:
 
     @handle_errors
     async def Chat(self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext) -> rpb.ChatResponse:  # noqa: N802
-        # Refused requests (limits, quotas) are counted too, with their code.
-        with served(self._engine.table, request.model, door="grpc", stream=False) as request_telemetry:
-            tenant = await self._admission.admit(request)
-            genai.start_chat(trace.get_current_span(), request.model, settings=request.settings)
-            response = await self._engine.chat(request, self._deadline(context))
-            request_telemetry.answered(response)
+        # The record is opened (and finished, with the call's code) by RequestTelemetryInterceptor.
+        record = current_served(self._engine.table)
+        tenant = await self._admission.admit(request, record)
+        genai.start_chat(trace.get_current_span(), request.model, settings=request.settings)
+        response = await self._engine.chat(request, self._deadline(context))
+        record.answered(response)
         # Fan-out answers all cost money, not only the one returned first.
         await self._admission.record(tenant, [response, *response.alternatives])
         return response
@@ -62,35 +61,25 @@ class RouterServicer:
     async def StreamChat(  # noqa: N802
         self, request: rpb.StreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.StreamChatResponse]:
-        with served(self._engine.table, request.model, door="grpc", stream=True) as request_telemetry:
-            tenant = await self._admission.admit(request)
-            genai.start_chat(trace.get_current_span(), request.model, stream=True, settings=request.settings)
-            # aclosing: a caller that goes away closes the engine's stream now, which releases its attempt.
-            async with contextlib.aclosing(self._engine.stream_chat(request, self._deadline(context))) as events:
-                async for event in events:
-                    request_telemetry.event(event)
-                    if event.HasField("final"):
-                        await self._admission.record(tenant, [event.final])
-                    yield event
+        record = current_served(self._engine.table)
+        tenant = await self._admission.admit(request, record)
+        genai.start_chat(trace.get_current_span(), request.model, stream=True, settings=request.settings)
+        # aclosing: a caller that goes away closes the engine's stream now, which releases its attempt.
+        async with contextlib.aclosing(self._engine.stream_chat(request, self._deadline(context))) as events:
+            async for event in events:
+                record.event(event)
+                if event.HasField("final"):
+                    await self._admission.record(tenant, [event.final])
+                yield event
 
     @handle_errors
     async def Embed(self, request: rpb.EmbedRequest, context: grpc.aio.ServicerContext) -> rpb.EmbedResponse:  # noqa: N802
-        tenant = await self._admission.admit_embed(request)
-        span = trace.get_current_span()
+        record = current_served(self._engine.table)
+        tenant = await self._admission.admit_embed(request, served=record)
         dimensions = request.dimensions if request.HasField("dimensions") else None
-        genai.start_embeddings(span, request.model, dimensions=dimensions)
-        try:
-            response, paid = await self._embeddings.embed(request, self._deadline(context))
-        except MeshError as error:
-            genai.record_error(span, error.code, error.message)
-            raise
-        genai.record_embeddings(
-            span,
-            input_tokens=response.usage.input_tokens,
-            dimensions=response.dimensions,
-            response_model=response.response_model,
-            extra={names.GEN_AI_PROVIDER_NAME: response.provider, names.ROUTER_MODEL: response.model},
-        )
+        genai.start_embeddings(trace.get_current_span(), request.model, dimensions=dimensions)
+        response, paid = await self._embeddings.embed(request, self._deadline(context))
+        record.embedded(response, paid)
         await self._admission.record_embed(tenant, response.usage.input_tokens, paid)
         return response
 

@@ -84,14 +84,17 @@ class StreamRun:
     async def _next_flight(self) -> Flight | None:
         """The next admitted attempt, after waiting out a retry's backoff; None when none may start."""
         race = self.race
-        while (flight := race.admit_next()) is None:
+        while True:
+            looked_at = race.now()
+            if (flight := race.admit_next()) is not None:
+                return flight
+            # Not due when admit_next looked (a backoff under a millisecond may be due by now): wait, look again.
             due = race.next_due_at()
-            if due is None or due <= race.now():
+            if due is None or due <= looked_at:
                 return None
             wake_at = min(due, race.stop_at)
-            await asyncio.sleep(wake_at - race.now())
+            await asyncio.sleep(max(wake_at - race.now(), 0.0))
             self.engine.margin.observe_lateness(race.now() - wake_at)
-        return flight
 
     async def _successor(self, failed: Flight, error: MeshError) -> Flight:
         """After partial output: the admitted attempt that continues the answer, or the stream's error.

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from anthropic.types import (
     Message,
+    OutputTokensDetails,
     RedactedThinkingBlock,
     TextBlock,
     ThinkingBlock,
@@ -253,13 +254,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def usage(
-    input_tokens: int = 12, output_tokens: int = 7, *, cache_read: int | None = None, cache_creation: int | None = None
+    input_tokens: int = 12,
+    output_tokens: int = 7,
+    *,
+    cache_read: int | None = None,
+    cache_creation: int | None = None,
+    thinking_tokens: int | None = None,
 ) -> Usage:
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_input_tokens=cache_read,
         cache_creation_input_tokens=cache_creation,
+        output_tokens_details=OutputTokensDetails(thinking_tokens=thinking_tokens)
+        if thinking_tokens is not None
+        else None,
     )
 
 
@@ -312,6 +321,8 @@ def stream_events(body: dict[str, Any], *, truncate: bool = False, pieces: int =
     if truncate:
         return events
     delta_usage = {"output_tokens": body["usage"]["output_tokens"]}
+    if "output_tokens_details" in body["usage"]:
+        delta_usage["output_tokens_details"] = body["usage"]["output_tokens_details"]
     events.append(
         (
             "message_delta",

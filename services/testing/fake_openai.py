@@ -164,9 +164,16 @@ def completion(
     refusal: str | None = None,
     system_fingerprint: str | None = "fp_fake",
     service_tier: str | None = "default",
+    reasoning_content: str | None = None,
 ) -> dict[str, Any]:
-    """A `chat.completion` object, validated by the SDK's ChatCompletion type."""
+    """A `chat.completion` object, validated by the SDK's ChatCompletion type.
+
+    `reasoning_content` is not OpenAI's: OpenAI-compatible reasoning servers
+    (vLLM, DeepSeek) add it to the message; the SDK keeps it as an extra field.
+    """
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal, "annotations": []}
+    if reasoning_content is not None:
+        message["reasoning_content"] = reasoning_content
     if tool_calls:
         message["tool_calls"] = tool_calls
     raw = {
@@ -193,9 +200,13 @@ def chunk(
     no_choices: bool = False,
     model: str = "gpt-4o-mini-2024-07-18",
     completion_id: str = "chatcmpl-fake2",
+    reasoning_content: str | None = None,
 ) -> dict[str, Any]:
-    """One `chat.completion.chunk`, validated by the SDK's ChatCompletionChunk type."""
+    """One `chat.completion.chunk`, validated by the SDK's ChatCompletionChunk type
+    (`reasoning_content`: the compatible servers' extra delta field, as in `completion`)."""
     delta: dict[str, Any] = {}
+    if reasoning_content is not None:
+        delta["reasoning_content"] = reasoning_content
     if role is not None:
         delta["role"] = role
     if content is not None:

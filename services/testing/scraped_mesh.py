@@ -8,10 +8,12 @@ varied traffic (answers, fallbacks, failures, streams, an agent run).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +36,9 @@ MOCK_CONFIG: dict[str, Any] = {
         {"name": "mock-slow", "stream_chunk_delay_ms": 150},
         {"name": "mock-flaky", "failures": [{"code": "UNAVAILABLE", "rate": 1, "message": "upstream 503"}]},
         {"name": "mock-broken", "failures": [{"code": "UNAVAILABLE", "rate": 1, "message": "upstream 503"}]},
+        # Streams slowly enough for a caller to go away after the first chunk.
+        {"name": "mock-drip", "stream_chunk_delay_ms": 400},
+        {"name": "mock-vectors", "dimensions": 8},
     ],
     "scripts": [
         {
@@ -57,6 +62,8 @@ ROUTING: dict[str, Any] = {
         "mock-flaky": {"provider": "mock", "fallbacks": ["mock-fast"]},
         # Always fails, no fallback: failed requests with model, provider and code.
         "mock-broken": {"provider": "mock"},
+        "mock-drip": {"provider": "mock"},
+        "mock-vectors": {"provider": "mock", "dimensions": 8, "price": {"input_per_mtok": 2.0}},
     },
 }
 
@@ -160,11 +167,33 @@ class ScrapedMesh:
                 async for _event in router.StreamChat(stream_request("mock-slow"), timeout=10):
                     pass
         http_chat(self.http_url, "mock-fast")
+        await self.load_doors()
         assert self.agent is not None
         async with grpc.aio.insecure_channel(self.agent.address) as channel:
             await agent_service_pb2_grpc.AgentServiceStub(channel).Run(
                 apb.RunRequest(task=apb.AgentTask(input="monthly total of 1234", model="mock-agent")), timeout=20
             )
+
+    async def load_doors(self) -> None:
+        """Once through each door's other shapes: streams, responses, embeddings, refusals, streams cut by the caller."""
+        http_chat(self.http_url, "mock-fast", stream=True)
+        http_post(self.http_url, "/v1/responses", {"model": "mock-fast", "input": "count me"})
+        http_post(self.http_url, "/v1/embeddings", {"model": "mock-vectors", "input": ["count me", "and me"]})
+        http_post(
+            self.http_url,
+            "/v1/chat/completions",
+            {"model": "no-such-model-xyz", "messages": [{"role": "user", "content": "count me"}]},
+        )
+        http_post(self.http_url, "/v1/chat/completions", b"{not json")
+        http_cancel_stream(self.http_url, "mock-drip")
+        async with grpc.aio.insecure_channel(self.mesh.router_address) as channel:
+            router = router_service_pb2_grpc.RouterServiceStub(channel)
+            await router.Embed(rpb.EmbedRequest(model="mock-vectors", inputs=["count me"]), timeout=10)
+            call = router.StreamChat(stream_request("mock-drip"), timeout=10)
+            async for event in call:
+                if event.HasField("delta"):
+                    call.cancel()  # the caller goes away mid-stream
+                    break
 
 
 def _messages() -> list[chat_pb2.Message]:
@@ -188,6 +217,35 @@ def http_chat(base_url: str, model: str, *, stream: bool = False) -> bytes:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return bytes(response.read())
+
+
+def http_post(base_url: str, path: str, body: dict[str, Any] | bytes) -> int:
+    """POSTs `body` (JSON, or raw bytes) and returns the HTTP status, errors included."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"{base_url}{path}", data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        error.read()
+        return int(error.code)
+
+
+def http_cancel_stream(base_url: str, model: str) -> None:
+    """Starts an SSE chat stream and closes the connection after its first content chunk."""
+    host, port = base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "count me please"}]}
+    try:
+        connection.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
+        response = connection.getresponse()
+        for _ in range(100):  # bounded: the first content chunk comes within a few lines
+            line = response.readline()
+            if not line or b'"content"' in line:
+                break
+    finally:
+        connection.close()
 
 
 def wait_for(condition: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import grpc
 import httpx2 as httpx
@@ -288,3 +289,40 @@ class TestResilience:
             stream.cancel()
         assert all(event.HasField("delta") for event in received)
         assert mesh.openai.wait_disconnected(15), "the upstream stream ran on after the caller left"
+
+
+class TestRequestMetrics:
+    def test_both_doors_are_counted(self, mesh: ProductionMesh) -> None:
+        """A gRPC chat, an HTTP chat and an HTTP refusal each raise the routers' request counter by one, per door."""
+        keys = {("grpc", "OK"), ("http", "OK"), ("http", "UNAUTHENTICATED")}
+        before = _request_counts(mesh)
+        with mesh.channel() as channel:
+            router_service_pb2_grpc.RouterServiceStub(channel).Chat(
+                chat("mock-small"), timeout=30, metadata=mesh.caller()
+            )
+        request = {"model": "mock-small", "messages": [{"role": "user", "content": "count me"}]}
+        url = f"{mesh.http_url(0)}/v1/chat/completions"
+        assert httpx.post(url, json=request, headers=_bearer(mesh, "team-b"), timeout=30).status_code == 200
+        assert httpx.post(url, json=request, timeout=30).status_code == 401
+
+        def raised() -> dict[tuple[str, str], float]:
+            after = _request_counts(mesh)
+            grown = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in keys}
+            return grown if all(grown.values()) else {}
+
+        grown = mesh.receiver.wait_for(lambda _: raised(), timeout=30)
+        assert grown == dict.fromkeys(keys, 1.0)
+
+
+def _request_counts(mesh: ProductionMesh) -> dict[tuple[str, str], float]:
+    """(door, code) → requests over both routers, each series' newest cumulative value (a refused key names no model)."""
+    newest: dict[tuple[str, str, tuple[tuple[str, Any], ...]], tuple[int, float]] = {}
+    for point in mesh.receiver.metric_points("llmmesh.router.requests", "llmmesh-router"):
+        key = (point.instance, str(point.attributes.get("llmmesh.door")), tuple(sorted(point.attributes.items())))
+        if point.time_ns >= newest.get(key, (0, 0.0))[0]:
+            newest[key] = (point.time_ns, point.value)
+    counts: dict[tuple[str, str], float] = {}
+    for (_, door, attributes), (_, value) in newest.items():
+        code = str(dict(attributes).get("llmmesh.code"))
+        counts[door, code] = counts.get((door, code), 0.0) + value
+    return counts

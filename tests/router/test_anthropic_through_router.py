@@ -17,6 +17,7 @@ from google.protobuf import json_format, struct_pb2
 from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.processes import ServiceProcess, start_service
+from services.common.reasoning import ReasoningAssembler
 from services.testing.fake_anthropic import FakeAnthropic, message, sse_reply, stream_events
 
 CLAUDE = "claude-haiku-4-5"
@@ -79,6 +80,12 @@ async def stub(router: ServiceProcess):
         yield router_service_pb2_grpc.RouterServiceStub(channel)
 
 
+def _object_schema() -> struct_pb2.Struct:
+    schema = struct_pb2.Struct()
+    schema.update({"type": "object", "properties": {"city": {"type": "string"}}})
+    return schema
+
+
 def _user(text: str) -> chat_pb2.Message:
     return chat_pb2.Message(role=chat_pb2.ROLE_USER, content=[chat_pb2.ContentPart(text=text)])
 
@@ -88,16 +95,69 @@ async def _events(stub, request: rpb.StreamChatRequest) -> list[rpb.StreamChatRe
 
 
 class TestAnthropicThroughTheRouter:
-    async def test_stream_final_keeps_thinking_blocks_and_ignored_settings(self, stub, fake) -> None:
-        """Thinking blocks with signatures, ignored settings and the response id reach the caller's stream final."""
+    async def test_stream_keeps_thinking_and_ignored_settings(self, stub, fake) -> None:
+        """Thinking with its signature reaches the caller as reasoning deltas; ignored settings and the
+        response id reach the stream final."""
         fake.script(sse_reply(stream_events(message(thinking=[("Hmm.", "sig-42")], text="Done."))))
         request = rpb.StreamChatRequest(model=CLAUDE, messages=[_user("Hi")])
         request.settings.temperature = 0.5
-        final = (await _events(stub, request))[-1].final
+        events = await _events(stub, request)
+        assembler = ReasoningAssembler()
+        for event in events[:-1]:
+            if event.delta.HasField("reasoning"):
+                assembler.add(event.delta.reasoning)
+        assert assembler.parts() == [chat_pb2.ReasoningPart(text="Hmm.", signature="sig-42", provider="anthropic")]
+        final = events[-1].final
         extension = json_format.MessageToDict(final.extensions)["anthropic"]
-        assert extension["thinking"] == [{"type": "thinking", "thinking": "Hmm.", "signature": "sig-42"}]
         assert extension["ignored_settings"] == ["temperature"]
         assert final.response_id == "msg_fake_01"
+
+    async def test_streamed_thinking_with_tool_use_continues_next_turn(self, stub, fake) -> None:
+        """A reasoning stream asking for a tool: the caller sends the assembled reasoning part back with the
+        tool result and Anthropic receives the thinking block, signature intact, before the tool_use."""
+        body = message(
+            thinking=[("Weather needs the tool.", "sig-tool")],
+            tool_calls=[("toolu_1", "get_weather", {"city": "Oslo"})],
+            stop_reason="tool_use",
+        )
+        fake.script(sse_reply(stream_events(body)), sse_reply(stream_events(message(text="Sunny."))))
+        tool = chat_pb2.ToolDefinition(name="get_weather", parameters=_object_schema())
+        settings = chat_pb2.GenerationSettings(reasoning=chat_pb2.ReasoningSettings(budget_tokens=2048))
+        first = await _events(
+            stub, rpb.StreamChatRequest(model=CLAUDE, messages=[_user("Oslo?")], tools=[tool], settings=settings)
+        )
+        assembler = ReasoningAssembler()
+        for event in first[:-1]:
+            if event.delta.HasField("reasoning"):
+                assembler.add(event.delta.reasoning)
+        assistant = chat_pb2.Message(
+            role=chat_pb2.ROLE_ASSISTANT,
+            content=[chat_pb2.ContentPart(reasoning=part) for part in assembler.parts()],
+            tool_calls=[chat_pb2.ToolCall(id="toolu_1", name="get_weather", arguments_json='{"city": "Oslo"}')],
+        )
+        result = chat_pb2.Message(
+            role=chat_pb2.ROLE_TOOL, tool_result=chat_pb2.ToolResult(tool_call_id="toolu_1", content="sunny")
+        )
+        history = [_user("Oslo?"), assistant, result]
+        second = await _events(
+            stub, rpb.StreamChatRequest(model=CLAUDE, messages=history, tools=[tool], settings=settings)
+        )
+        assert second[-1].final.finish_reason == chat_pb2.FINISH_REASON_STOP
+        sent = fake.requests[1].body
+        assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+        assert sent["messages"][1]["content"][:2] == [
+            {"type": "thinking", "thinking": "Weather needs the tool.", "signature": "sig-tool"},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}},
+        ]
+
+    async def test_budget_anthropic_cannot_take_moves_on(self, stub, fake) -> None:
+        """A thinking budget below Anthropic's minimum is UNSUPPORTED_FEATURE; the next candidate answers."""
+        request = rpb.ChatRequest(model=CLAUDE, messages=[_user("Think")])
+        request.settings.reasoning.budget_tokens = 100
+        response = await stub.Chat(request, timeout=20)
+        assert response.model == "mock-small"
+        assert (response.attempts[0].model, response.attempts[0].reason) == (CLAUDE, "UNSUPPORTED_FEATURE")
+        assert fake.requests == []
 
     async def test_json_object_mode_moves_on_from_anthropic(self, stub, fake) -> None:
         """Anthropic refuses schema-less JSON mode as UNSUPPORTED_FEATURE; the router moves on and the mock answers."""

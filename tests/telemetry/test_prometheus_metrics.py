@@ -7,6 +7,7 @@ the assertions read the Prometheus text as a scraper would.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +110,79 @@ class TestRouterRequests:
         assert _value(samples, "llmmesh_router_attempts_total", llmmesh_attempt_code="UNAVAILABLE") >= 2 * ROUNDS
 
 
+class TestBothDoors:
+    """Every request at either door counts once, under `llmmesh_door`, by model and code (load_doors' traffic)."""
+
+    def _requests(self, loaded: ScrapedMesh, **labels: str) -> float:
+        return _value(loaded.scrape("router"), "llmmesh_router_requests_total", **labels)
+
+    def test_http_chat_responses_and_streams_are_counted_once(self, loaded: ScrapedMesh) -> None:
+        """mock-fast over HTTP: a unary chat, a stream and a /v1/responses call are three OK requests, none on gRPC."""
+        samples = loaded.scrape("router")
+        http = {"gen_ai_request_model": "mock-fast", "llmmesh_door": "http", "llmmesh_code": "OK"}
+        assert _value(samples, "llmmesh_router_requests_total", **http) == 3
+        assert _value(samples, "gen_ai_server_request_duration_seconds_count", llmmesh_call="stream", **http) == 1
+        assert _value(samples, "gen_ai_server_time_to_first_token_seconds_count", **http) == 1
+        grpc_ok = {"gen_ai_request_model": "mock-fast", "llmmesh_door": "grpc", "llmmesh_code": "OK"}
+        assert _value(samples, "llmmesh_router_requests_total", **grpc_ok) == ROUNDS
+
+    def test_embed_is_counted_with_tokens_and_cost_at_both_doors(self, loaded: ScrapedMesh) -> None:
+        """gRPC Embed and POST /v1/embeddings count as embeddings requests, with input tokens and cost."""
+        samples = loaded.scrape("router")
+        embeddings = {"gen_ai_request_model": "mock-vectors", "gen_ai_operation_name": "embeddings"}
+        for door in ("grpc", "http"):
+            labels = {**embeddings, "llmmesh_door": door}
+            assert _value(samples, "llmmesh_router_requests_total", llmmesh_code="OK", **labels) == 1
+            assert _value(samples, "gen_ai_server_request_duration_seconds_count", **labels) == 1
+        # 2 words over gRPC ("count me"), 4 over HTTP ("count me", "and me"): the mock counts words.
+        assert _value(samples, "llmmesh_router_tokens_total", gen_ai_token_type="input", **embeddings) == 6
+        assert _value(samples, "llmmesh_router_tokens_total", gen_ai_token_type="output", **embeddings) == 0
+        assert _value(samples, "llmmesh_router_estimated_cost_usd_total", **embeddings) > 0
+
+    def test_refused_http_requests_carry_their_code(self, loaded: ScrapedMesh) -> None:
+        """An unknown model is NOT_FOUND under `unknown`; a body that is not JSON is INVALID_ARGUMENT, no model."""
+        assert (
+            self._requests(loaded, llmmesh_door="http", gen_ai_request_model="unknown", llmmesh_code="NOT_FOUND") == 1
+        )
+        assert (
+            self._requests(loaded, llmmesh_door="http", gen_ai_request_model="", llmmesh_code="INVALID_ARGUMENT") == 1
+        )
+
+    def test_streams_cut_by_the_caller_are_cancelled_once_per_door(self, loaded: ScrapedMesh) -> None:
+        """A caller that goes away mid-stream counts one CANCELLED request at each door, none in flight after."""
+
+        def cancelled() -> dict[str, float]:
+            samples = loaded.scrape("router")
+            counts = {
+                door: _value(
+                    samples,
+                    "llmmesh_router_requests_total",
+                    llmmesh_door=door,
+                    gen_ai_request_model="mock-drip",
+                )
+                for door in ("grpc", "http")
+            }
+            return counts if all(counts.values()) else {}
+
+        counts = wait_for(cancelled)
+        assert counts == {"grpc": 1, "http": 1}
+        samples = loaded.scrape("router")
+        for door in ("grpc", "http"):
+            code = {"llmmesh_door": door, "gen_ai_request_model": "mock-drip", "llmmesh_code": "CANCELLED"}
+            assert _value(samples, "llmmesh_router_requests_total", **code) == 1
+        in_flight = wait_for(lambda: _value(loaded.scrape("router"), "llmmesh_router_in_flight") == 0)
+        assert in_flight
+
+    def test_in_flight_is_split_by_door_and_call(self, loaded: ScrapedMesh) -> None:
+        """The in-flight gauge has a series per door and call shape that has served a request."""
+        series = {
+            (s.labels.get("llmmesh_door"), s.labels.get("llmmesh_call"))
+            for s in loaded.scrape("router")
+            if s.name == "llmmesh_router_in_flight"
+        }
+        assert {("grpc", "unary"), ("grpc", "stream"), ("http", "unary"), ("http", "stream")} <= series
+
+
 class TestPerProcess:
     def test_adapter_exports_no_router_or_agent_instruments(self, loaded: ScrapedMesh) -> None:
         """The adapter serves its GenAI client metrics and in-flight calls, nothing of the router's or agent's."""
@@ -175,6 +249,30 @@ class TestAccessLog:
         assert '"answer_model": "mock-fast"' in fallback
         assert '"output_tokens":' in fallback
         assert not [line for line in lines if "count me" in line]
+
+    def test_every_door_and_operation_writes_its_line(self, loaded: ScrapedMesh) -> None:
+        """HTTP chat, responses, embeddings, refusals, cut streams and gRPC Embed each write one line."""
+        lines = wait_for(
+            lambda: (
+                [
+                    json.loads(line)
+                    for line in loaded.router.log().splitlines()
+                    if '"event": "request"' in line and '"model": "mock-drip"' in line
+                ]
+                if loaded.router.log().count('"model": "mock-drip"') >= 2
+                else []
+            )
+        )
+        assert sorted((line["door"], line["code"]) for line in lines) == [("grpc", "CANCELLED"), ("http", "CANCELLED")]
+        records = [json.loads(line) for line in loaded.router.log().splitlines() if '"event": "request"' in line]
+        routes = {(r["door"], r.get("route"), r["code"], r.get("http_status")) for r in records if r["door"] == "http"}
+        assert ("http", "/v1/responses", "OK", 200) in routes
+        assert ("http", "/v1/embeddings", "OK", 200) in routes
+        assert ("http", "/v1/chat/completions", "NOT_FOUND", 404) in routes
+        assert ("http", "/v1/chat/completions", "INVALID_ARGUMENT", 400) in routes
+        embeds = [r for r in records if r["operation"] == "embeddings" and r["door"] == "grpc"]
+        assert [(e["model"], e["code"], e["input_tokens"]) for e in embeds] == [("mock-vectors", "OK", 2)]
+        assert not [line for line in loaded.router.log().splitlines() if "count me" in line]
 
 
 def test_access_log_is_off_by_default(tmp_path: Path) -> None:

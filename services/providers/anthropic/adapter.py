@@ -54,11 +54,13 @@ class AnthropicAdapter(ProviderAdapter):
         models: list[str],
         default_max_tokens: int,
         instance: str = PROVIDER,
+        adaptive_thinking_models: frozenset[str] = frozenset(),
     ) -> None:
         self._client = client
         self.redactor = Redactor([client.api_key or "", client.auth_token or ""])
         self._models = models or list(DEFAULT_MODELS)
         self._default_max_tokens = default_max_tokens
+        self._adaptive = adaptive_thinking_models
         self._instance = instance
 
     def list_models(self) -> list[chat_pb2.ModelInfo]:
@@ -68,7 +70,9 @@ class AnthropicAdapter(ProviderAdapter):
         ]
 
     async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:
-        kwargs = build_create_kwargs(request, default_max_tokens=self._default_max_tokens)
+        kwargs = build_create_kwargs(
+            request, default_max_tokens=self._default_max_tokens, adaptive_models=self._adaptive
+        )
         _check_time_left(timeout)
         try:
             async with asyncio.timeout(timeout):
@@ -99,7 +103,9 @@ class AnthropicAdapter(ProviderAdapter):
     async def stream_chat(
         self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
     ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
-        kwargs = build_create_kwargs(request, default_max_tokens=self._default_max_tokens)
+        kwargs = build_create_kwargs(
+            request, default_max_tokens=self._default_max_tokens, adaptive_models=self._adaptive
+        )
         _check_time_left(timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         assembler = StreamAssembler()
@@ -146,8 +152,6 @@ class AnthropicAdapter(ProviderAdapter):
                 stop_details=assembler.stop_details,
                 ignored=ignored_settings(request),
             )
-            if assembler.thinking:
-                extension["thinking"] = assembler.thinking
             set_extension(final.extensions, extension)
         yield pb.ProviderServiceStreamChatResponse(final=final)
 

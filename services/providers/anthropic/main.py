@@ -24,6 +24,13 @@ class AnthropicSettings(ProviderSettings):
     anthropic_default_max_tokens: int = Field(
         4096, ge=1, le=1_000_000, description="max_tokens for requests that set none (Anthropic requires one)."
     )
+    anthropic_adaptive_thinking_models: str = Field(
+        "",
+        description=(
+            "Comma-separated models that take adaptive thinking: settings.reasoning.effort alone becomes "
+            "thinking {type: adaptive} with output_config.effort there, a manual thinking budget elsewhere."
+        ),
+    )
 
 
 def build_client(settings: AnthropicSettings, api_key: str) -> anthropic.AsyncAnthropic:
@@ -48,6 +55,9 @@ def build_anthropic_adapter(_: ProviderSettings) -> AnthropicAdapter:
         models=settings.model_names,
         default_max_tokens=settings.anthropic_default_max_tokens,
         instance=settings.provider_instance or PROVIDER,
+        adaptive_thinking_models=frozenset(
+            name.strip() for name in settings.anthropic_adaptive_thinking_models.split(",") if name.strip()
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from google.protobuf import json_format, struct_pb2
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import invalid_argument, unsupported_feature
+from services.common.reasoning import effort_name, own_reasoning, reasoning_of
 
 PROVIDER = "anthropic"
 
@@ -31,6 +32,13 @@ IMAGE_MIME_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _TOP_LEVEL_OPTIONS = ("thinking", "metadata", "service_tier", "inference_geo", "cache_control")
 _OTHER_OPTIONS = ("effort", "disable_parallel_tool_use")
 ALLOWED_OPTIONS = (*_TOP_LEVEL_OPTIONS, *_OTHER_OPTIONS)
+
+# Anthropic's smallest thinking budget (ThinkingConfigEnabledParam: "Must be ≥1024").
+MIN_THINKING_BUDGET = 1024
+# settings.reasoning.effort alone, on a model not listed as adaptive: a manual budget.
+EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+# The shared efforts as output_config.effort words (Anthropic has no "minimal").
+_ADAPTIVE_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
 
 # GenerationSettings the Messages API (SDK 2.10) has no field for: dropped and
 # reported in the response's extensions.anthropic.ignored_settings.
@@ -59,7 +67,9 @@ def ignored_settings(request: Request) -> list[str]:
     return [name for name in _IGNORED_SETTINGS if request.settings.HasField(name)]
 
 
-def build_create_kwargs(request: Request, *, default_max_tokens: int) -> dict[str, Any]:
+def build_create_kwargs(
+    request: Request, *, default_max_tokens: int, adaptive_models: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The `messages.create` arguments for `request` (without stream and timeout)."""
     options = extension_of(request)
     for key in options:
@@ -68,14 +78,19 @@ def build_create_kwargs(request: Request, *, default_max_tokens: int) -> dict[st
                 f"extensions.anthropic.{key}", f"is not a supported option; use one of {', '.join(ALLOWED_OPTIONS)}"
             )
     system, messages = _map_messages(request.messages)
-    if request.assistant_prefix:
-        _prefill(messages, request.assistant_prefix, thinking=_thinking_on(options.get("thinking")))
     settings = request.settings
     kwargs: dict[str, Any] = {
         "model": request.model,
         "max_tokens": settings.max_output_tokens if settings.HasField("max_output_tokens") else default_max_tokens,
         "messages": messages,
     }
+    thinking, effort = _thinking(request, kwargs, adaptive=request.model in adaptive_models)
+    if "thinking" not in options and thinking is not None:
+        options["thinking"] = thinking
+    if "effort" not in options and effort is not None:
+        options["effort"] = effort
+    if request.assistant_prefix:
+        _prefill(messages, request.assistant_prefix, thinking=_thinking_on(options.get("thinking")))
     if system:
         kwargs["system"] = system
     if settings.stop:
@@ -94,6 +109,51 @@ def build_create_kwargs(request: Request, *, default_max_tokens: int) -> dict[st
         if key in options:
             kwargs[key] = options[key]
     return kwargs
+
+
+def _thinking(request: Request, kwargs: dict[str, Any], *, adaptive: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """settings.reasoning → (thinking, output_config.effort); may raise max_tokens to fit the budget.
+
+    A budget is a manual `enabled` budget (at least 1024, below max_tokens; 0
+    turns thinking off). An effort alone is adaptive thinking with that effort
+    on the models LLMMESH_ANTHROPIC_ADAPTIVE_THINKING_MODELS lists, else a
+    manual budget from EFFORT_BUDGETS (every thinking model takes those).
+    """
+    reasoning = reasoning_of(request)
+    if reasoning is None:
+        return None, None
+    effort = effort_name(reasoning)
+    if reasoning.HasField("budget_tokens"):
+        budget = reasoning.budget_tokens
+        if budget == 0:
+            return {"type": "disabled"}, None
+        if budget < MIN_THINKING_BUDGET:
+            raise unsupported_feature(
+                "settings.reasoning.budget_tokens",
+                f"Anthropic's smallest thinking budget is {MIN_THINKING_BUDGET} tokens; ask for at least that",
+            )
+    elif effort is None:
+        return None, None
+    elif adaptive:
+        return {"type": "adaptive"}, _ADAPTIVE_EFFORTS[effort]
+    else:
+        budget = EFFORT_BUDGETS[effort]
+    _fit_budget(request, kwargs, budget)
+    return {"type": "enabled", "budget_tokens": budget}, None
+
+
+def _fit_budget(request: Request, kwargs: dict[str, Any], budget: int) -> None:
+    """Anthropic wants budget_tokens below max_tokens (thinking counts toward it)."""
+    if budget < kwargs["max_tokens"]:
+        return
+    if request.settings.HasField("max_output_tokens"):
+        raise unsupported_feature(
+            "settings.reasoning.budget_tokens",
+            f"{budget} is not below settings.max_output_tokens ({kwargs['max_tokens']}), as Anthropic requires; "
+            "raise max_output_tokens or lower the budget",
+        )
+    # No limit was asked for: keep the default room for the answer on top of the thinking.
+    kwargs["max_tokens"] = budget + kwargs["max_tokens"]
 
 
 def _map_messages(messages: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -160,6 +220,8 @@ def _content_blocks(path: str, message: chat_pb2.Message, *, allow_images: bool)
     blocks: list[dict[str, Any]] = []
     for part_index, part in enumerate(message.content):
         part_path = f"{path}.content[{part_index}]"
+        if part.WhichOneof("kind") == "reasoning":
+            continue  # replayed first, as thinking blocks (`_assistant_blocks`)
         if part.WhichOneof("kind") == "text":
             if part.text:  # Anthropic rejects empty text blocks
                 blocks.append({"type": "text", "text": part.text})
@@ -194,9 +256,22 @@ def _base64_image(path: str, mime_type: str, data: str) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "base64", "media_type": mime_type, "data": data}}
 
 
+def _thinking_blocks(message: chat_pb2.Message) -> list[dict[str, Any]]:
+    """This provider's reasoning parts as thinking / redacted_thinking blocks; other providers' are dropped."""
+    blocks: list[dict[str, Any]] = []
+    for part in own_reasoning(message, PROVIDER):
+        if part.redacted_data:
+            blocks.append({"type": "redacted_thinking", "data": part.redacted_data})
+        else:
+            blocks.append({"type": "thinking", "thinking": part.text, "signature": part.signature})
+    return blocks
+
+
 def _assistant_blocks(path: str, message: chat_pb2.Message) -> list[dict[str, Any]]:
-    # Thinking blocks go first, unchanged: Anthropic checks their signatures.
-    thinking = extension_of(message).get("thinking", [])
+    # Thinking blocks go first, unchanged: Anthropic checks their signatures. Reasoning parts
+    # are the contract's form; extensions.anthropic.thinking the older one, read when there are none.
+    own = _thinking_blocks(message)
+    thinking = own or extension_of(message).get("thinking", [])
     if not isinstance(thinking, list) or not all(
         isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking") for block in thinking
     ):

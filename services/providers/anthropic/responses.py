@@ -66,21 +66,20 @@ def message_usage(message: Message) -> chat_pb2.Usage:
 
 
 def assistant_message(message: Message) -> chat_pb2.Message:
-    """Text parts and tool calls; thinking blocks kept in extensions for the round trip."""
+    """Reasoning parts (thinking blocks, with their signatures, for the round trip), text parts and tool calls."""
     result = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
-    thinking: list[dict[str, Any]] = []
     for block in message.content:
         if block.type == "text":
             result.content.add(text=block.text)
         elif block.type == "tool_use":
             result.tool_calls.add(id=block.id, name=block.name, arguments_json=json.dumps(block.input))
         elif block.type == "thinking":
-            thinking.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
+            result.content.add(
+                reasoning=chat_pb2.ReasoningPart(text=block.thinking, signature=block.signature, provider=PROVIDER)
+            )
         elif block.type == "redacted_thinking":
-            thinking.append({"type": "redacted_thinking", "data": block.data})
+            result.content.add(reasoning=chat_pb2.ReasoningPart(redacted_data=block.data, provider=PROVIDER))
         # Server-tool blocks cannot occur: the adapter sends client tools only.
-    if thinking:
-        set_extension(result.extensions, {"thinking": thinking})
     return result
 
 

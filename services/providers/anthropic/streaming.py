@@ -7,11 +7,12 @@ from typing import Any
 from anthropic.types import RawMessageStreamEvent
 
 from llmmesh.v1 import chat_pb2
+from services.providers.anthropic.mapping import PROVIDER
 from services.providers.anthropic.responses import usage_of
 
 
 class StreamAssembler:
-    """Feeds on raw events; remembers stop reason, usage, ids and thinking blocks."""
+    """Feeds on raw events; remembers stop reason, usage and ids; thinking blocks become reasoning deltas."""
 
     def __init__(self) -> None:
         self.model = ""
@@ -19,15 +20,14 @@ class StreamAssembler:
         self.stop_reason: str | None = None
         self.stop_sequence: str | None = None
         self.stop_details: Any = None
-        self.thinking: list[dict[str, Any]] = []
         #: message_delta reported the final output count (the usage of the whole answer).
         self.final_usage_seen = False
         self._usage: dict[str, int | None] = {}
         # Anthropic content-block index → our tool-call index, and whether it got arguments.
         self._tool_index: dict[int, int] = {}
         self._tool_has_arguments: dict[int, bool] = {}
-        # Content-block index → the thinking block being assembled.
-        self._thinking_blocks: dict[int, dict[str, Any]] = {}
+        # Anthropic content-block index → our reasoning-part index.
+        self._reasoning_index: dict[int, int] = {}
 
     def feed(self, event: RawMessageStreamEvent) -> list[chat_pb2.ChatDelta]:
         """The deltas this event produces (often none)."""
@@ -79,12 +79,15 @@ class StreamAssembler:
                 chat_pb2.ChatDelta(tool_calls=[chat_pb2.ToolCallDelta(index=tool_index, id=block.id, name=block.name)])
             ]
         if block.type == "thinking":
-            entry = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
-            self._thinking_blocks[index] = entry
-            self.thinking.append(entry)
-        elif block.type == "redacted_thinking":
-            self.thinking.append({"type": "redacted_thinking", "data": block.data})
+            reasoning = self._reasoning(index, text=block.thinking, signature=block.signature)
+            return [chat_pb2.ChatDelta(reasoning=reasoning)]
+        if block.type == "redacted_thinking":
+            return [chat_pb2.ChatDelta(reasoning=self._reasoning(index, redacted_data=block.data))]
         return []
+
+    def _reasoning(self, block_index: int, **fields: str) -> chat_pb2.ReasoningDelta:
+        index = self._reasoning_index.setdefault(block_index, len(self._reasoning_index))
+        return chat_pb2.ReasoningDelta(index=index, provider=PROVIDER, **fields)
 
     def _block_delta(self, index: int, delta: Any) -> list[chat_pb2.ChatDelta]:
         if delta.type == "text_delta":
@@ -100,11 +103,10 @@ class StreamAssembler:
                     ]
                 )
             ]
-        entry = self._thinking_blocks.get(index)
-        if entry is not None and delta.type == "thinking_delta":
-            entry["thinking"] += delta.thinking
-        elif entry is not None and delta.type == "signature_delta":
-            entry["signature"] = delta.signature
+        if index in self._reasoning_index and delta.type == "thinking_delta" and delta.thinking:
+            return [chat_pb2.ChatDelta(reasoning=self._reasoning(index, text=delta.thinking))]
+        if index in self._reasoning_index and delta.type == "signature_delta":
+            return [chat_pb2.ChatDelta(reasoning=self._reasoning(index, signature=delta.signature))]
         return []
 
     def _block_stop(self, index: int) -> list[chat_pb2.ChatDelta]:
@@ -137,4 +139,4 @@ class PrefixSeam:
         delta.text = delta.text.lstrip()
         if delta.text:
             self._pending = False
-        return delta if delta.text or delta.tool_calls else None
+        return delta if delta.text or delta.tool_calls or delta.HasField("reasoning") else None

@@ -47,6 +47,7 @@ from google.protobuf import json_format, struct_pb2
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import invalid_argument, unsupported_feature
+from services.common.reasoning import effort_name
 
 PROVIDER = "google"
 Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
@@ -133,6 +134,10 @@ def _tool_calls_by_id(request: Request) -> dict[str, chat_pb2.ToolCall]:
 def _text_only(path: str, message: chat_pb2.Message) -> list[types.Part]:
     parts = []
     for index, part in enumerate(message.content):
+        if part.WhichOneof("kind") == "reasoning":
+            # Gemini's own thoughts come back through extensions.google.thought_signature; another
+            # provider's reasoning parts carry signatures Gemini rejects, so they are left out.
+            continue
         if part.WhichOneof("kind") != "text":
             raise unsupported_feature(
                 f"{path}.content[{index}]", "Gemini takes only text here; move images to a user message"
@@ -310,6 +315,8 @@ def _settings(settings: chat_pb2.GenerationSettings) -> dict[str, Any]:
         if not -_INT32_MAX - 1 <= settings.seed <= _INT32_MAX:
             raise unsupported_feature("settings.seed", "Gemini takes a 32-bit seed; use a value in -2^31..2^31-1")
         kwargs["seed"] = settings.seed
+    if settings.HasField("reasoning"):
+        kwargs["thinking_config"] = _thinking_config(settings.reasoning)
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
         kwargs["response_mime_type"] = "application/json"
@@ -317,6 +324,17 @@ def _settings(settings: chat_pb2.GenerationSettings) -> dict[str, Any]:
         kwargs["response_mime_type"] = "application/json"
         kwargs["response_json_schema"] = json_format.MessageToDict(response_format.json_schema)
     return kwargs
+
+
+def _thinking_config(reasoning: chat_pb2.ReasoningSettings) -> types.ThinkingConfig:
+    """Shared reasoning settings → Gemini's thinking_config (extensions.google.thinking_config, if sent, wins)."""
+    include = reasoning.include_thoughts or None
+    # Gemini refuses a level and a budget together; every Gemini thinking model takes a budget, Gemini 3 a level.
+    if reasoning.HasField("budget_tokens"):
+        return types.ThinkingConfig(thinking_budget=reasoning.budget_tokens, include_thoughts=include)
+    effort = effort_name(reasoning)
+    level = types.ThinkingLevel(effort.upper()) if effort else None
+    return types.ThinkingConfig(thinking_level=level, include_thoughts=include)
 
 
 def _request_options(extensions: struct_pb2.Struct) -> dict[str, Any]:

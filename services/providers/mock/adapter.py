@@ -44,6 +44,7 @@ from services.common.errors import (
     invalid_argument,
 )
 from services.providers.base import ProviderAdapter
+from services.providers.mock import reasoning
 from services.providers.mock.config import Failure, MockConfig, MockModel, Script, ScriptTurn
 
 _FINISH_REASONS = {
@@ -88,7 +89,10 @@ class MockAdapter(ProviderAdapter):
         try:
             await self._delay_or_fail(model, overrides)
             turn = self._answer(model, request, overrides)
+            thought = reasoning.thought(request, _last_user_text(request), supported=model.reasoning)
             message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+            if thought is not None:
+                message.content.add(reasoning=thought)
             if turn.text:
                 message.content.add(text=turn.text)
             for index, call in enumerate(turn.tool_calls):
@@ -98,7 +102,7 @@ class MockAdapter(ProviderAdapter):
             response = pb.ProviderServiceChatResponse(
                 message=message,
                 finish_reason=self._finish_reason(turn, overrides),
-                usage=_usage(request, turn),
+                usage=_usage(request, turn, thought),
                 response_model=model.name,
                 response_id=f"mock-{call_id}",
                 extensions=_response_extensions(overrides),
@@ -116,8 +120,10 @@ class MockAdapter(ProviderAdapter):
         try:
             await self._delay_or_fail(model, overrides)
             turn = self._answer(model, request, overrides)
+            thought = reasoning.thought(request, _last_user_text(request), supported=model.reasoning)
             cut_after = overrides.get("stream_cut_after")
-            for sent, delta in enumerate(_deltas(turn, request)):
+            thought_deltas = reasoning.deltas(thought) if thought is not None else []
+            for sent, delta in enumerate(thought_deltas + _deltas(turn, request)):
                 if cut_after is not None and sent >= int(cut_after):
                     self._record("cut", call_id, model.name)
                     return  # ends without a final message: a truncated stream
@@ -127,7 +133,7 @@ class MockAdapter(ProviderAdapter):
             yield pb.ProviderServiceStreamChatResponse(
                 final=pb.ProviderStreamFinal(
                     finish_reason=self._finish_reason(turn, overrides),
-                    usage=_usage(request, turn),
+                    usage=_usage(request, turn, thought),
                     response_model=model.name,
                     response_id=f"mock-{call_id}",
                     extensions=_response_extensions(overrides),
@@ -344,9 +350,12 @@ def _count_input_tokens(request: Request) -> int:
     return total
 
 
-def _usage(request: Request, turn: ScriptTurn) -> chat_pb2.Usage:
+def _usage(request: Request, turn: ScriptTurn, thought: chat_pb2.ReasoningPart | None = None) -> chat_pb2.Usage:
     output = len(turn.text.split()) + sum(4 + len(call.arguments) for call in turn.tool_calls)
-    return chat_pb2.Usage(input_tokens=_count_input_tokens(request), output_tokens=max(output, 1))
+    thinking = reasoning.tokens(thought)
+    return chat_pb2.Usage(
+        input_tokens=_count_input_tokens(request), output_tokens=max(output, 1) + thinking, reasoning_tokens=thinking
+    )
 
 
 def _assistant_turns(request: Request) -> int:

@@ -59,6 +59,8 @@ class MockModel(_Strict):
     scripted: bool = False
     #: Vector length when this is an embedding model (0: it is not); vectors are hash-seeded per text.
     dimensions: int = Field(0, ge=0, le=65536)
+    #: Answers settings.reasoning with a deterministic thought; false refuses it (UNSUPPORTED_FEATURE).
+    reasoning: bool = True
 
     @model_validator(mode="after")
     def _failure_rates_fit(self) -> MockModel:

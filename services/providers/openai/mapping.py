@@ -39,6 +39,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import invalid_argument, unsupported_feature
+from services.common.reasoning import effort_name, reasoning_of
 
 PROVIDER = "openai"
 
@@ -113,6 +114,7 @@ def request_kwargs(
             kwargs["tool_choice"] = choice
     if request.HasField("settings"):
         kwargs.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
+    kwargs.update(_reasoning(request))
     extra_body = options.pop("extra_body", None)
     kwargs.update(options)
     if stream:
@@ -204,6 +206,10 @@ def _image_url(image: chat_pb2.ImagePart) -> str:
 def _text_only_content(path: str, message: chat_pb2.Message, role: str) -> str | None:
     texts: list[str] = []
     for index, part in enumerate(message.content):
+        if part.WhichOneof("kind") == "reasoning":
+            # Chat Completions takes no reasoning back (nor do the compatible servers that send
+            # `reasoning_content`): dropped, as every adapter drops parts it cannot replay.
+            continue
         if part.WhichOneof("kind") != "text":
             raise unsupported_feature(
                 f"{path}.content[{index}].image",
@@ -224,6 +230,23 @@ def _message_round_trip(message: chat_pb2.Message) -> dict[str, Any]:
         if key in extras and extras[key] is not None:
             out[key] = extras[key]
     return out
+
+
+def _reasoning(request: Request) -> dict[str, Any]:
+    """Shared reasoning settings → `reasoning_effort`, the one reasoning knob of Chat Completions."""
+    reasoning = reasoning_of(request)
+    if reasoning is None:
+        return {}
+    effort = effort_name(reasoning)
+    if effort is None:
+        if reasoning.HasField("budget_tokens"):
+            raise unsupported_feature(
+                "settings.reasoning.budget_tokens",
+                "OpenAI Chat Completions takes reasoning_effort, not a token budget; set settings.reasoning.effort",
+            )
+        return {}
+    # budget_tokens next to an effort is a hint for budget-taking providers: the effort says it here.
+    return {"reasoning_effort": effort}
 
 
 def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
@@ -338,6 +361,9 @@ def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceCh
     choice = completion.choices[0]
     message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
     sdk_message = choice.message
+    reasoning_text = _reasoning_content(sdk_message)
+    if reasoning_text:
+        message.content.add(reasoning=chat_pb2.ReasoningPart(text=reasoning_text, provider=PROVIDER))
     if sdk_message.content:
         message.content.add(text=sdk_message.content)
     elif sdk_message.refusal:
@@ -374,6 +400,14 @@ def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceCh
     return response
 
 
+def _reasoning_content(sdk_object: Any) -> str:
+    """`reasoning_content`: not OpenAI's (its Chat Completions returns no reasoning), but what
+    OpenAI-compatible reasoning servers (vLLM, DeepSeek, llama.cpp) add to the message and delta."""
+    extra = getattr(sdk_object, "model_extra", None) or {}
+    value = extra.get("reasoning_content")
+    return value if isinstance(value, str) else ""
+
+
 class StreamState:
     """What a stream has said so far, to build deltas and the final message."""
 
@@ -405,6 +439,9 @@ class StreamState:
         if sdk_delta is None:
             return None
         delta = chat_pb2.ChatDelta(text=sdk_delta.content or "")
+        reasoning_text = _reasoning_content(sdk_delta)
+        if reasoning_text:
+            delta.reasoning.CopyFrom(chat_pb2.ReasoningDelta(index=0, text=reasoning_text, provider=PROVIDER))
         if sdk_delta.refusal:
             # Shown as text, as a unary answer shows it; the final repeats it as a refusal.
             self.refusal.append(sdk_delta.refusal)
@@ -417,7 +454,7 @@ class StreamState:
                 out.id = call.id or ""
                 out.name = (call.function.name if call.function else None) or ""
             out.arguments_json_delta = (call.function.arguments if call.function else None) or ""
-        return delta if delta.text or delta.tool_calls else None
+        return delta if delta.text or delta.tool_calls or delta.HasField("reasoning") else None
 
     def final(self, headroom: chat_pb2.RateLimitHeadroom) -> pb.ProviderStreamFinal:
         final = pb.ProviderStreamFinal(

@@ -18,6 +18,8 @@ from services.testing.fake_anthropic import FakeAnthropic
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 DEFAULT_MAX_TOKENS = 1024
+#: The model the adapter is told takes adaptive thinking.
+ADAPTIVE_MODEL = "claude-opus-4-8"
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,7 @@ def adapter(fake: FakeAnthropic, api_key: str, tmp_path_factory: pytest.TempPath
             # Debug logs make "the key never reaches the log" a real check.
             "LLMMESH_LOG_LEVEL": "debug",
             "LLMMESH_MODELS": "",
+            "LLMMESH_ANTHROPIC_ADAPTIVE_THINKING_MODELS": f"{ADAPTIVE_MODEL}",
         },
     )
     yield process

@@ -15,6 +15,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import MeshError
 from services.common.processes import ServiceProcess, run_to_exit
+from services.common.reasoning import ReasoningAssembler
 from services.testing.fake_anthropic import (
     FakeAnthropic,
     dropped_connection,
@@ -27,7 +28,7 @@ from services.testing.fake_anthropic import (
     stream_events,
     usage,
 )
-from tests.providers.anthropic.conftest import DEFAULT_MAX_TOKENS, assert_golden, text_message, user
+from tests.providers.anthropic.conftest import ADAPTIVE_MODEL, DEFAULT_MAX_TOKENS, assert_golden, text_message, user
 
 MODEL = "claude-haiku-4-5"
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
@@ -261,7 +262,7 @@ class TestTools:
         ]
 
     def test_thinking_round_trip(self, stub: Any, fake: FakeAnthropic) -> None:
-        """Thinking blocks (with signatures) come back in message extensions and are replayed first in that turn."""
+        """Thinking blocks come back as reasoning parts with their signatures and are replayed first in that turn."""
         fake.script(
             json_reply(
                 message(
@@ -269,16 +270,19 @@ class TestTools:
                     redacted_thinking=["opaque-data"],
                     tool_calls=[("toolu_a", "get_weather", {"city": "Paris"})],
                     stop_reason="tool_use",
+                    usage_=usage(12, 90, thinking_tokens=70),
                 )
             )
         )
         first = _chat(
             stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Paris?")], tools=[_weather_tool()])
         )
-        assert _extension(first.message)["thinking"] == [
-            {"type": "thinking", "thinking": "Need the weather tool.", "signature": "sig-abc"},
-            {"type": "redacted_thinking", "data": "opaque-data"},
+        assert [part.reasoning for part in first.message.content] == [
+            chat_pb2.ReasoningPart(text="Need the weather tool.", signature="sig-abc", provider="anthropic"),
+            chat_pb2.ReasoningPart(redacted_data="opaque-data", provider="anthropic"),
         ]
+        assert first.usage.reasoning_tokens == 70
+        assert not first.message.extensions.fields
         fake.script(json_reply(message(text="21°C")))
         follow_up = [
             user("Paris?"),
@@ -289,8 +293,93 @@ class TestTools:
         ]
         _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=follow_up, tools=[_weather_tool()]))
         assistant = fake.requests[1].body["messages"][1]
-        assert [block["type"] for block in assistant["content"]] == ["thinking", "redacted_thinking", "tool_use"]
-        assert assistant["content"][0]["signature"] == "sig-abc"
+        assert assistant["content"] == [
+            {"type": "thinking", "thinking": "Need the weather tool.", "signature": "sig-abc"},
+            {"type": "redacted_thinking", "data": "opaque-data"},
+            {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"city": "Paris"}},
+        ]
+
+    def test_legacy_thinking_extension_still_replayed(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A history holding thinking blocks in extensions.anthropic.thinking (the older form) is still replayed."""
+        fake.script(json_reply(message(text="ok")))
+        earlier = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, content=[chat_pb2.ContentPart(text="Hi")])
+        earlier.extensions.update(
+            {"anthropic": {"thinking": [{"type": "thinking", "thinking": "t", "signature": "sig-old"}]}}
+        )
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("a"), earlier, user("b")]))
+        assert fake.requests[0].body["messages"][1]["content"][0]["signature"] == "sig-old"
+
+    def test_foreign_reasoning_is_dropped(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Reasoning another provider made cannot pass Anthropic's signature check: it is not sent."""
+        fake.script(json_reply(message(text="ok")))
+        earlier = chat_pb2.Message(
+            role=chat_pb2.ROLE_ASSISTANT,
+            content=[
+                chat_pb2.ContentPart(reasoning=chat_pb2.ReasoningPart(text="g", signature="Zm9v", provider="google")),
+                chat_pb2.ContentPart(text="Hi"),
+            ],
+        )
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("a"), earlier, user("b")]))
+        assert fake.requests[0].body["messages"][1]["content"] == [{"type": "text", "text": "Hi"}]
+
+
+def _reasoning_request(**reasoning: Any) -> pb.ProviderServiceChatRequest:
+    max_tokens = reasoning.pop("max_output_tokens", None)
+    model = reasoning.pop("model", MODEL)
+    settings = chat_pb2.GenerationSettings(reasoning=chat_pb2.ReasoningSettings(**reasoning))
+    if max_tokens is not None:
+        settings.max_output_tokens = max_tokens
+    return pb.ProviderServiceChatRequest(model=model, messages=[user("Think")], settings=settings)
+
+
+class TestReasoningSettings:
+    def test_budget_is_a_manual_thinking_budget(self, stub: Any, fake: FakeAnthropic) -> None:
+        """budget_tokens becomes thinking {enabled, budget_tokens}, kept below max_tokens."""
+        fake.script(json_reply(message(text="ok")))
+        _chat(stub, _reasoning_request(budget_tokens=3000, max_output_tokens=8000))
+        body = fake.requests[0].body
+        assert (body["thinking"], body["max_tokens"]) == ({"type": "enabled", "budget_tokens": 3000}, 8000)
+
+    def test_budget_above_the_default_max_tokens_raises_it(self, stub: Any, fake: FakeAnthropic) -> None:
+        """With no max_output_tokens, max_tokens grows to the budget plus the default answer room."""
+        fake.script(json_reply(message(text="ok")))
+        _chat(stub, _reasoning_request(budget_tokens=4000))
+        assert fake.requests[0].body["max_tokens"] == 4000 + DEFAULT_MAX_TOKENS
+
+    def test_effort_alone_is_a_budget_or_adaptive(self, stub: Any, fake: FakeAnthropic) -> None:
+        """An effort is a manual budget from the table, or adaptive thinking with output_config.effort on
+        the models LLMMESH_ANTHROPIC_ADAPTIVE_THINKING_MODELS lists."""
+        fake.script(json_reply(message(text="ok")), json_reply(message(text="ok")))
+        _chat(stub, _reasoning_request(effort=chat_pb2.REASONING_EFFORT_LOW, max_output_tokens=9000))
+        _chat(stub, _reasoning_request(effort=chat_pb2.REASONING_EFFORT_MINIMAL, model=ADAPTIVE_MODEL))
+        manual, adaptive = (request.body for request in fake.requests)
+        assert manual["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+        assert "output_config" not in manual
+        assert adaptive["thinking"] == {"type": "adaptive"}
+        assert adaptive["output_config"] == {"effort": "low"}
+
+    def test_zero_budget_turns_thinking_off(self, stub: Any, fake: FakeAnthropic) -> None:
+        """budget_tokens 0 is thinking {type: disabled}."""
+        fake.script(json_reply(message(text="ok")))
+        _chat(stub, _reasoning_request(budget_tokens=0))
+        assert fake.requests[0].body["thinking"] == {"type": "disabled"}
+
+    @pytest.mark.parametrize(
+        ("reasoning", "words"),
+        [
+            ({"budget_tokens": 500}, "smallest thinking budget"),
+            ({"budget_tokens": 4000, "max_output_tokens": 4000}, "below"),
+        ],
+    )
+    def test_budgets_anthropic_cannot_take_are_unsupported(
+        self, stub: Any, fake: FakeAnthropic, reasoning: dict[str, Any], words: str
+    ) -> None:
+        """A budget below 1024 or not below max_output_tokens: UNSUPPORTED_FEATURE naming the field, no upstream call."""
+        error = _error(lambda: _chat(stub, _reasoning_request(**reasoning)))
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FEATURE")
+        assert "settings.reasoning.budget_tokens" in str(error)
+        assert words in str(error)
+        assert fake.requests == []
 
 
 class TestImages:
@@ -372,13 +461,42 @@ class TestStreaming:
         }
         assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
 
-    def test_streamed_thinking_in_final(self, stub: Any, fake: FakeAnthropic) -> None:
-        """Streamed thinking text and signature are assembled into the final's extensions."""
-        body = message(thinking=[("Let me think.", "sig-stream")], text="Done.")
+    def test_streamed_thinking_is_reasoning_deltas(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Thinking text, then its signature, stream as reasoning deltas of one index, before the text;
+        assembled, they replay on the next turn as the thinking block."""
+        body = message(
+            thinking=[("Let me think.", "sig-stream")],
+            redacted_thinking=["opaque"],
+            text="Done.",
+            usage_=usage(12, 40, thinking_tokens=30),
+        )
         fake.script(sse_reply(stream_events(body)))
         events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]))
-        assert _extension(events[-1].final)["thinking"] == [
-            {"type": "thinking", "thinking": "Let me think.", "signature": "sig-stream"}
+        assembler = ReasoningAssembler()
+        for event in events[:-1]:
+            if event.delta.HasField("reasoning"):
+                assert not event.delta.text
+                assembler.add(event.delta.reasoning)
+        assert assembler.parts() == [
+            chat_pb2.ReasoningPart(text="Let me think.", signature="sig-stream", provider="anthropic"),
+            chat_pb2.ReasoningPart(redacted_data="opaque", provider="anthropic"),
+        ]
+        assert "".join(event.delta.text for event in events[:-1]) == "Done."
+        assert events[-1].final.usage.reasoning_tokens == 30
+        assert "thinking" not in _extension(events[-1].final)
+        earlier = chat_pb2.Message(
+            role=chat_pb2.ROLE_ASSISTANT,
+            content=[
+                *(chat_pb2.ContentPart(reasoning=part) for part in assembler.parts()),
+                chat_pb2.ContentPart(text="Done."),
+            ],
+        )
+        fake.script(json_reply(message(text="ok")))
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi"), earlier, user("More")]))
+        assert [block["type"] for block in fake.requests[1].body["messages"][1]["content"]] == [
+            "thinking",
+            "redacted_thinking",
+            "text",
         ]
 
     def test_truncated_stream(self, stub: Any, fake: FakeAnthropic) -> None:

@@ -194,6 +194,35 @@ class TestChat:
         assert reply.message.content[0].text == '{"answer": 4}'
         assert_golden("system_and_settings", fake.requests[0].body)
 
+    def test_shared_reasoning_settings_become_thinking_config(self, stub: Any, fake: FakeGemini) -> None:
+        """A budget goes as thinking_budget (never beside a level, which Gemini refuses); an effort alone as thinking_level."""
+        cases = [
+            (
+                chat_pb2.ReasoningSettings(
+                    effort=chat_pb2.REASONING_EFFORT_LOW, budget_tokens=2048, include_thoughts=True
+                ),
+                {"thinking_budget": 2048, "include_thoughts": True},
+            ),
+            (chat_pb2.ReasoningSettings(effort=chat_pb2.REASONING_EFFORT_HIGH), {"thinking_level": "HIGH"}),
+        ]
+        for reasoning, expected in cases:
+            fake.script(Reply(body=fg.response([fg.text_part("ok")])))
+            stub.Chat(
+                chat_request(user("Think."), settings=chat_pb2.GenerationSettings(reasoning=reasoning)), timeout=10
+            )
+            assert fake.requests[-1].body["generationConfig"]["thinkingConfig"] == expected
+
+    def test_foreign_reasoning_parts_left_out_of_history(self, stub: Any, fake: FakeGemini) -> None:
+        """Another provider's signed reasoning in an assistant turn is not sent: Gemini rejects signatures it did not make."""
+        fake.script(Reply(body=fg.response([fg.text_part("ok")])))
+        thought = chat_pb2.ContentPart(
+            reasoning=chat_pb2.ReasoningPart(text="hmm", signature="c2ln", provider="anthropic")
+        )
+        assistant = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, content=[thought, text("4")])
+        stub.Chat(chat_request(user("2+2?"), assistant, user("Again.")), timeout=10)
+        contents = fake.requests[0].body["contents"]
+        assert contents[1] == {"role": "model", "parts": [{"text": "4"}]}
+
     def test_images(self, stub: Any, fake: FakeGemini) -> None:
         """Image bytes and data URLs go inline; https URLs go as file_data with a MIME type."""
         fake.script(Reply(body=fg.response([fg.text_part("Two cats.")])))

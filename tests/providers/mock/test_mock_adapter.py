@@ -22,6 +22,7 @@ CONFIG = {
         {"name": "tail", "latency": [{"weight": 0.5, "ms": 0}, {"weight": 0.5, "ms": 150}]},
         {"name": "scripted", "scripted": True},
         {"name": "embedder", "dimensions": 8},
+        {"name": "plain", "reasoning": False},
     ],
     "scripts": [
         {
@@ -69,7 +70,7 @@ class TestMockBehaviour:
         """ListModels labels every model as a mock."""
         response = stub.ListModels(ppb.ProviderServiceListModelsRequest(), timeout=5)
         assert response.provider == "mock"
-        assert [m.name for m in response.models] == ["steady", "flaky", "tail", "scripted", "embedder"]
+        assert [m.name for m in response.models] == ["steady", "flaky", "tail", "scripted", "embedder", "plain"]
         assert all(m.mock and m.description.startswith("MOCK") for m in response.models)
 
     def test_failure_rate_is_honoured_with_retry_info(self, stub) -> None:
@@ -124,7 +125,7 @@ class TestMockBehaviour:
         with pytest.raises(grpc.RpcError) as caught:
             stub.Chat(_request("gpt-5", _user("x")), timeout=5)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-        assert "served: embedder, flaky, scripted, steady, tail" in caught.value.details()
+        assert "served: embedder, flaky, plain, scripted, steady, tail" in caught.value.details()
 
     def test_per_request_failure_override(self, stub) -> None:
         """extensions.mock.fail_code makes one call fail with that code and reason."""
@@ -132,6 +133,67 @@ class TestMockBehaviour:
             stub.Chat(_request("steady", _user("x"), fail_code="UNAVAILABLE", fail_reason="TEST"), timeout=5)
         error = MeshError.from_rpc_error(caught.value)
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "TEST")
+
+
+def _thinking(request: ppb.ProviderServiceChatRequest, **reasoning: object) -> ppb.ProviderServiceChatRequest:
+    request.settings.reasoning.CopyFrom(chat_pb2.ReasoningSettings(**reasoning))
+    return request
+
+
+class TestMockReasoning:
+    def test_reasoning_part_before_the_text_with_tokens(self, stub) -> None:
+        """Asked for reasoning with thoughts, the mock answers a signed thought first and bills its words."""
+        request = _thinking(
+            _request("tail", _user("Why?")), effort=chat_pb2.REASONING_EFFORT_HIGH, include_thoughts=True
+        )
+        response = stub.Chat(request, timeout=5)
+        first, second = response.message.content
+        assert first.reasoning.text == "Thinking (high, budget 0) about: Why?"
+        assert first.reasoning.signature.startswith("mock-sig-")
+        assert first.reasoning.provider == "mock"
+        assert second.text == "[mock tail] Why?"
+        assert response.usage.reasoning_tokens == 8
+        assert response.usage.output_tokens == 3 + 8
+
+    def test_thought_round_trips_and_a_tampered_one_is_refused(self, stub) -> None:
+        """A thought sent back as returned is verified (and counted); edited, it is INVALID_ARGUMENT naming it."""
+        request = _thinking(_request("tail", _user("Why?")), budget_tokens=64, include_thoughts=True)
+        earlier = stub.Chat(request, timeout=5).message
+        follow_up = _thinking(
+            _request("tail", _user("Why?"), earlier, _user("And?")), budget_tokens=64, include_thoughts=True
+        )
+        again = stub.Chat(follow_up, timeout=5)
+        assert again.message.content[0].reasoning.text.endswith("; 1 earlier thoughts verified")
+        earlier.content[0].reasoning.text += " (edited)"
+        tampered = _thinking(_request("tail", _user("Why?"), earlier, _user("And?")), budget_tokens=64)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(tampered, timeout=5)
+        error = MeshError.from_rpc_error(caught.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "messages[1].content[0].reasoning.signature" in str(error)
+
+    def test_stream_signature_only_without_thoughts(self, stub) -> None:
+        """Without include_thoughts a stream carries the signature alone, on reasoning index 0, before the text."""
+        request = _thinking(_request("tail", _user("Why?")), effort=chat_pb2.REASONING_EFFORT_LOW)
+        events = list(stub.StreamChat(ppb.ProviderServiceStreamChatRequest(**_fields(request)), timeout=5))
+        first = events[0].delta.reasoning
+        assert (first.index, first.text, first.provider) == (0, "", "mock")
+        assert first.signature.startswith("mock-sig-")
+        assert all(not event.delta.HasField("reasoning") for event in events[1:])
+        assert events[-1].final.usage.reasoning_tokens == 8
+
+    def test_model_without_reasoning_refuses_as_unsupported(self, stub) -> None:
+        """A model configured `reasoning: false` refuses UNSUPPORTED_FEATURE naming settings.reasoning."""
+        request = _thinking(_request("plain", _user("Why?")), effort=chat_pb2.REASONING_EFFORT_LOW)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(request, timeout=5)
+        error = MeshError.from_rpc_error(caught.value)
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FEATURE")
+        assert "settings.reasoning" in str(error)
+
+
+def _fields(request: ppb.ProviderServiceChatRequest) -> dict[str, object]:
+    return {field.name: value for field, value in request.ListFields()}
 
 
 def _embed(

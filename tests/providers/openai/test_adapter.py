@@ -339,6 +339,45 @@ class TestChat:
         assert response.usage.reasoning_tokens == 40
         assert response.usage.output_tokens == 50
 
+    def test_reasoning_effort_is_sent_and_foreign_reasoning_dropped(self, stub, fake):
+        """settings.reasoning.effort becomes reasoning_effort; reasoning parts in the history are not sent."""
+        fake.script(Reply.json(completion("42", usage_body=usage(5, 50, reasoning=40))))
+        history = chat_pb2.Message(
+            role=chat_pb2.ROLE_ASSISTANT,
+            content=[
+                chat_pb2.ContentPart(
+                    reasoning=chat_pb2.ReasoningPart(text="hmm", signature="c2ln", provider="anthropic")
+                ),
+                chat_pb2.ContentPart(text="Earlier answer"),
+            ],
+        )
+        settings = chat_pb2.GenerationSettings(
+            reasoning=chat_pb2.ReasoningSettings(effort=chat_pb2.REASONING_EFFORT_MINIMAL, budget_tokens=2048)
+        )
+        response = stub.Chat(chat_request(user("Q1"), history, user("Think"), settings=settings), timeout=10)
+        assert response.usage.reasoning_tokens == 40
+        body = fake.chat_requests[0].body
+        assert body["reasoning_effort"] == "minimal"
+        assert body["messages"][1] == {"role": "assistant", "content": "Earlier answer"}
+
+    def test_budget_without_effort_is_unsupported(self, stub, fake):
+        """A token budget alone cannot be said to Chat Completions: UNSUPPORTED_FEATURE, so the router moves on."""
+        settings = chat_pb2.GenerationSettings(reasoning=chat_pb2.ReasoningSettings(budget_tokens=2048))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(chat_request(user("Think"), settings=settings), timeout=10)
+        error = _failure(caught.value)
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FEATURE")
+        assert "settings.reasoning.budget_tokens" in str(error)
+        assert fake.chat_requests == []
+
+    def test_compatible_server_reasoning_content_comes_back(self, stub, fake):
+        """A compatible server's message.reasoning_content becomes a reasoning part before the text."""
+        fake.script(Reply.json(completion("4", reasoning_content="2+2 is 4")))
+        response = stub.Chat(chat_request(user("2+2?")), timeout=10)
+        kinds = [part.WhichOneof("kind") for part in response.message.content]
+        assert kinds == ["reasoning", "text"]
+        assert response.message.content[0].reasoning == chat_pb2.ReasoningPart(text="2+2 is 4", provider="openai")
+
     def test_list_models(self, stub):
         """ListModels returns the LLMMESH_MODELS names under provider openai."""
         response = stub.ListModels(pb.ProviderServiceListModelsRequest(), timeout=10)
@@ -362,6 +401,17 @@ class TestStreaming:
         assert final.response_id == "chatcmpl-fake2"
         assert final.headroom.remaining_tokens == 799000
         assert_golden("stream_text", fake.chat_requests[0].body)
+
+    def test_reasoning_content_stream(self, stub, fake):
+        """A compatible server's delta.reasoning_content streams as reasoning deltas before the text."""
+        events = [chunk(role="assistant", reasoning_content="Let me"), chunk(reasoning_content=" think")]
+        events += text_stream(["Done"])[1:]
+        fake.script(Reply.stream(events))
+        received = _stream(stub, stream_request(user("Think")))
+        reasoning = [event.delta.reasoning for event in received[:-1] if event.delta.HasField("reasoning")]
+        assert "".join(delta.text for delta in reasoning) == "Let me think"
+        assert {(delta.index, delta.provider) for delta in reasoning} == {(0, "openai")}
+        assert "".join(event.delta.text for event in received[:-1]) == "Done"
 
     def test_tool_call_stream(self, stub, fake):
         """Tool-call argument deltas keep their index; id and name come on each call's first delta only."""
