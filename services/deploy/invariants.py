@@ -6,6 +6,7 @@ problems as readable strings that name the object, the field and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -17,6 +18,9 @@ COMPONENT = "app.kubernetes.io/component"
 NAME = "app.kubernetes.io/name"
 CALLER_LABEL = "llmmesh.dev/caller"
 GRPC_PORT_NAME = "grpc"
+METRICS_PORT_NAME = "metrics"
+# The namespace label that lets a Prometheus scrape the metrics port (network-policies.yaml).
+MONITORING_NAMESPACE_LABEL = "llmmesh.dev/monitoring"
 # after_stop hooks (close channels and SDK clients, flush telemetry) get this
 # much of terminationGracePeriodSeconds on top of preStop + drain + grace.
 CLEANUP_MARGIN_SECONDS = 5
@@ -184,6 +188,49 @@ def _check_shutdown(at: str, pod: Obj, container: Obj, env: Mapping[str, str]) -
         )
 
 
+# The default deadline each workload's calls run under; adapters serve the router's calls.
+DEADLINE_VARIABLES = {"router": "LLMMESH_DEFAULT_DEADLINE_SECONDS", "agent": "LLMMESH_AGENT_DEFAULT_DEADLINE_SECONDS"}
+DEADLINE_SOURCE = {"router": "router", "agent": "agent", "provider": "router"}
+
+
+def _default_deadlines(objects: list[Obj]) -> dict[str, float]:
+    """Component → its default deadline, read from the rendered env (router and agent)."""
+    found: dict[str, float] = {}
+    for deployment in filter(is_llmmesh, deployments(objects)):
+        component = pod_labels(deployment).get(COMPONENT, "")
+        variable = DEADLINE_VARIABLES.get(component)
+        for container in containers(deployment):
+            value = literal_env(container).get(variable or "")
+            with contextlib.suppress(ValueError):
+                found[component] = max(found.get(component, 0.0), float(value or "nan"))
+    return {k: v for k, v in found.items() if v == v}  # drop NaN (unset)
+
+
+def check_grace_covers_deadlines(objects: list[Obj]) -> Iterator[str]:
+    """LLMMESH_GRACE_SECONDS ≥ the default deadline, so a rollout cuts no call still within it.
+
+    With the shutdown check above (terminationGracePeriodSeconds ≥ preStop + drain + grace +
+    cleanup) the pod's grace then covers the deadline plus the drain margin.
+    """
+    deadlines = _default_deadlines(objects)
+    for deployment in filter(is_llmmesh, deployments(objects)):
+        source = DEADLINE_SOURCE.get(pod_labels(deployment).get(COMPONENT, ""))
+        if source is None or source not in deadlines:
+            continue
+        deadline = deadlines[source]
+        for container in containers(deployment):
+            try:
+                grace = float(literal_env(container).get("LLMMESH_GRACE_SECONDS", "10"))
+            except ValueError:
+                continue  # the settings check names the bad value
+            if grace < deadline:
+                yield (
+                    f"{ref(deployment)} container {container.get('name')}: LLMMESH_GRACE_SECONDS {grace:g} < the {source}'s"
+                    f" {DEADLINE_VARIABLES[source]} {deadline:g}: a rollout would cut calls still within their deadline"
+                    " (raise the grace and terminationGracePeriodSeconds, or cap the deadline)"
+                )
+
+
 def _check_spread(where: str, pod: Obj, labels: Mapping[str, str]) -> Iterator[str]:
     constraints = pod.get("topologySpreadConstraints") or []
     if not constraints:
@@ -217,7 +264,7 @@ def check_services(objects: list[Obj]) -> Iterator[str]:
 
 
 def check_disruption_and_scaling(objects: list[Obj]) -> Iterator[str]:
-    """PDBs select one Deployment; one HPA per router and adapter Deployment, aimed at it."""
+    """PDBs select one Deployment; one HPA per router, adapter and agent Deployment, aimed at it."""
     for pdb in (o for o in objects if o.get("kind") == "PodDisruptionBudget"):
         matched = _matching(objects, pdb.get("spec", {}).get("selector"), pdb["metadata"].get("namespace"))
         if len(matched) != 1:
@@ -233,7 +280,7 @@ def check_disruption_and_scaling(objects: list[Obj]) -> Iterator[str]:
         if spec.get("minReplicas", 1) > spec.get("maxReplicas", 0):
             yield f"{ref(hpa)}: minReplicas {spec.get('minReplicas')} > maxReplicas {spec.get('maxReplicas')}"
     for deployment in filter(is_llmmesh, deployments(objects)):
-        if pod_labels(deployment).get(COMPONENT) not in ("router", "provider"):
+        if pod_labels(deployment).get(COMPONENT) not in ("router", "provider", "agent"):
             continue
         found = hpas_by_target.get(deployment["metadata"]["name"], [])
         if len(found) != 1:
@@ -277,11 +324,38 @@ def _check_reachability(objects: list[Obj], policies: list[Obj]) -> Iterator[str
             for source_name, source_namespace, source_labels, source_component in sources:
                 if source_name == ref(target):
                     continue
-                reachable = _ingress_allowed(policies, namespace, pod_labels(target), source_namespace, source_labels)
+                reachable = _ingress_allowed(
+                    policies, namespace, pod_labels(target), source_namespace, source_labels, GRPC_PORT_NAME
+                )
                 if reachable and source_component not in allowed:
                     yield f"{ref(target)}: NetworkPolicies let {source_name} reach it; only {sorted(allowed)} may"
                 if not reachable and source_component in allowed:
                     yield f"{ref(target)}: NetworkPolicies block {source_name}, which must reach it"
+
+
+def check_metrics_reachability(objects: list[Obj]) -> Iterator[str]:
+    """Each llmmesh pod declares its `metrics` port; only a namespace labelled for monitoring reaches
+    it, and only it (a scraper gets no way into the gRPC port)."""
+    policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
+    scraper = ("monitoring", {MONITORING_NAMESPACE_LABEL: "true"}, {"app.kubernetes.io/name": "prometheus"})
+    for deployment in filter(is_llmmesh, deployments(objects)):
+        if pod_labels(deployment).get(COMPONENT) not in ("router", "provider", "agent"):
+            continue
+        ports = {p.get("name") for c in containers(deployment) for p in c.get("ports") or []}
+        if METRICS_PORT_NAME not in ports:
+            yield f"{ref(deployment)}: no container port named {METRICS_PORT_NAME!r} (LLMMESH_PROMETHEUS_PORT) to scrape"
+            continue
+        namespace, labels = deployment["metadata"].get("namespace"), pod_labels(deployment)
+        source_ns, ns_labels, source_labels = scraper
+        if not _ingress_allowed(policies, namespace, labels, source_ns, source_labels, METRICS_PORT_NAME, ns_labels):
+            yield (
+                f"{ref(deployment)}: NetworkPolicies block Prometheus (namespace labelled"
+                f" {MONITORING_NAMESPACE_LABEL}=true) from the {METRICS_PORT_NAME} port"
+            )
+        if _ingress_allowed(policies, namespace, labels, source_ns, source_labels, GRPC_PORT_NAME, ns_labels):
+            yield f"{ref(deployment)}: NetworkPolicies let the monitoring namespace reach the grpc port; only metrics"
+        if _ingress_allowed(policies, namespace, labels, "elsewhere", {}, METRICS_PORT_NAME):
+            yield f"{ref(deployment)}: NetworkPolicies let any namespace reach the {METRICS_PORT_NAME} port"
 
 
 def _ingress_allowed(
@@ -290,7 +364,10 @@ def _ingress_allowed(
     labels: Mapping[str, str],
     source_namespace: str | None,
     source_labels: Mapping[str, str],
+    port: str | None = None,
+    source_namespace_labels: Mapping[str, str] | None = None,
 ) -> bool:
+    """Whether a policy admits the source; with `port`, only rules open to that named port count."""
     selecting = [
         p
         for p in policies
@@ -300,9 +377,11 @@ def _ingress_allowed(
     ]
     if not selecting:
         return True
-    namespace_labels = {"kubernetes.io/metadata.name": source_namespace or ""}
+    namespace_labels = {"kubernetes.io/metadata.name": source_namespace or "", **(source_namespace_labels or {})}
     for policy in selecting:
         for rule in policy["spec"].get("ingress") or []:
+            if port is not None and rule.get("ports") and not any(p.get("port") == port for p in rule["ports"]):
+                continue
             peers = rule.get("from")
             if not peers:
                 return True
@@ -360,9 +439,11 @@ def check_configmap_references(objects: list[Obj]) -> Iterator[str]:
 ALL_CHECKS = (
     check_pods,
     check_llmmesh_pods,
+    check_grace_covers_deadlines,
     check_services,
     check_disruption_and_scaling,
     check_network_policies,
+    check_metrics_reachability,
     check_secrets,
     check_configmap_references,
 )

@@ -8,7 +8,9 @@ hold (services.deploy.invariants), and each Deployment's environment matches
 what its code reads (services.deploy.env_check), processes reach Consul on
 their node, every Secret referenced is listed in README.md and created by
 deploy/k8s/create-secrets.sh, and the prod overlay keeps its promises (auth,
-TLS, no mock: services.deploy.production). Also: the routing ConfigMap's
+TLS, no mock: services.deploy.production). deploy/k8s/monitoring renders and
+its PodMonitors scrape the prod pods on a port they declare; adapter and
+agent HPAs scale on a Pods metric its prometheus-adapter values serve. Also: the routing ConfigMap's
 copy equals the embedded default, the Dockerfile's sources and entrypoint
 exist, and docs/settings.md is what the settings classes generate. Exit 1
 with every problem listed, else 0.
@@ -29,6 +31,12 @@ from services.deploy.code_env import CodeEnv, derive
 from services.deploy.dockerfile import dockerfile_problems
 from services.deploy.env_check import check_env, llmmesh_containers, workload_of
 from services.deploy.invariants import Obj, check_objects
+from services.deploy.monitoring import (
+    ADAPTER_VALUES,
+    custom_metric_problems,
+    podmonitor_problems,
+    served_custom_metrics,
+)
 from services.deploy.production import production_problems, read_text
 from services.deploy.render import RenderError, render, schema_problems
 
@@ -36,6 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROUTING_DEFAULT = Path("services/router/defaults/routing.yaml")
 ROUTING_COPY = Path("base/config/routing.yaml")
 SECRETS_SCRIPT = Path("create-secrets.sh")
+MONITORING = Path("monitoring")
 # Builds held to the production rules (auth on, TLS on every hop, no mock).
 PRODUCTION_BUILDS = frozenset({"overlays/prod"})
 
@@ -85,6 +94,7 @@ def check_tree(root: Path, repo: Path = REPO, code: Mapping[str, CodeEnv] | None
         problems = schema_problems(objects) + check_objects(objects) + findings.problems
         problems += production_problems(objects, readme, script, production=label in PRODUCTION_BUILDS)
         problems += _command_problems(objects, known, report.notes)
+        problems += custom_metric_problems(objects, served_custom_metrics(root / MONITORING / ADAPTER_VALUES.name))
         report.problems += [f"[{label}] {p}" for p in problems]
         report.notes += findings.notes
         for name, reads in findings.ahead_read.items():
@@ -95,7 +105,20 @@ def check_tree(root: Path, repo: Path = REPO, code: Mapping[str, CodeEnv] | None
         if all(reads)
     ]
     report.notes = list(dict.fromkeys(report.notes))
+    report.problems += _monitoring_problems(root, rendered.get("overlays/prod"))
     return report
+
+
+def _monitoring_problems(root: Path, prod: list[Obj] | None) -> list[str]:
+    """deploy/k8s/monitoring renders and its PodMonitors scrape the prod pods (no CRD schemas offline)."""
+    folder = root / MONITORING
+    if prod is None or not (folder / "kustomization.yaml").exists():
+        return []
+    try:
+        monitors = render(folder)
+    except RenderError as error:
+        return [f"[monitoring] {error}"]
+    return [f"[monitoring] {p}" for p in podmonitor_problems(monitors, prod)]
 
 
 def _routing_copy_problems(root: Path, repo: Path) -> list[str]:

@@ -75,6 +75,93 @@ def _panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return flat
 
 
+# The job names the alerts and the dashboard select on, by component.
+JOBS = {
+    "router": re.compile(r"llmmesh-router"),
+    "provider": re.compile(r"llmmesh-provider-[a-z0-9-]+"),
+    "agent": re.compile(r"llmmesh-agent"),
+}
+
+
+def podmonitor_problems(monitors: list[dict[str, Any]], workloads: list[dict[str, Any]]) -> list[str]:
+    """Each llmmesh component has one PodMonitor; each selects Deployments' pods in `workloads`,
+    scrapes a port they declare and names `job` (jobLabel) as the alerts expect."""
+    from services.deploy.invariants import COMPONENT, containers, deployments, pod_labels, selector_matches
+
+    problems: list[str] = []
+    covered: set[str] = set()
+    for monitor in (m for m in monitors if m.get("kind") == "PodMonitor"):
+        where, spec = f"PodMonitor/{monitor['metadata']['name']}", monitor.get("spec", {})
+        pods = [d for d in deployments(workloads) if selector_matches(spec.get("selector"), pod_labels(d))]
+        if not pods:
+            problems.append(f"{where}: selector {spec.get('selector')} matches no Deployment's pods")
+        for deployment in pods:
+            labels, at = pod_labels(deployment), f"{where} → Deployment/{deployment['metadata']['name']}"
+            covered.add(deployment["metadata"]["name"])
+            ports = {p.get("name") for c in containers(deployment) for p in c.get("ports") or []}
+            for endpoint in spec.get("podMetricsEndpoints") or []:
+                if endpoint.get("port") not in ports:
+                    problems.append(f"{at}: port {endpoint.get('port')!r} is no container port ({sorted(ports)})")
+            job, pattern = labels.get(spec.get("jobLabel", "")), JOBS.get(labels.get(COMPONENT, ""))
+            if pattern is not None and (job is None or not pattern.fullmatch(job)):
+                # Without jobLabel (or a pod lacking it) the Operator names the job <namespace>/<monitor>.
+                default = f"{monitor['metadata'].get('namespace', '')}/{monitor['metadata']['name']}"
+                problems.append(
+                    f"{at}: job would be {job or default!r};"
+                    f" the alerts select {pattern.pattern!r} (set jobLabel: app.kubernetes.io/name)"
+                )
+    for deployment in deployments(workloads):
+        name, component = deployment["metadata"]["name"], pod_labels(deployment).get(COMPONENT, "")
+        if component in JOBS and name not in covered:
+            problems.append(f"Deployment/{name}: no PodMonitor in deploy/k8s/monitoring scrapes it")
+    return problems
+
+
+ADAPTER_VALUES = MONITORING / "prometheus-adapter-values.yaml"
+# Components that scale on in-flight work (a Pods metric) with CPU beside it.
+SCALED_ON_LOAD = ("provider", "agent")
+
+
+def served_custom_metrics(path: Path = ADAPTER_VALUES) -> set[str]:
+    """The Pods metric names prometheus-adapter serves with these values (rules.custom[].name.as)."""
+    values = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return {rule.get("name", {}).get("as", "") for rule in (values.get("rules") or {}).get("custom") or []}
+
+
+def exported_metrics() -> set[str]:
+    """Every llmmesh metric as Prometheus names it (dots become underscores)."""
+    from services.common import telemetry_names as names
+
+    return {
+        value.replace(".", "_")
+        for key, value in vars(names).items()
+        if key.startswith("METRIC_") and isinstance(value, str)
+    }
+
+
+def custom_metric_problems(objects: list[dict[str, Any]], served: set[str]) -> list[str]:
+    """Adapter and agent HPAs scale on a Pods metric that prometheus-adapter serves and the code
+    exports, with CPU as the second metric."""
+    from services.deploy.invariants import COMPONENT, deployments, pod_labels
+
+    component = {d["metadata"]["name"]: pod_labels(d).get(COMPONENT, "") for d in deployments(objects)}
+    exported, problems = exported_metrics(), []
+    for hpa in (o for o in objects if o.get("kind") == "HorizontalPodAutoscaler"):
+        where, metrics = f"HorizontalPodAutoscaler/{hpa['metadata']['name']}", hpa["spec"].get("metrics") or []
+        pods = [m["pods"]["metric"]["name"] for m in metrics if m.get("type") == "Pods"]
+        for name in pods:
+            if name not in served:
+                problems.append(f"{where}: Pods metric {name!r} has no rule in {ADAPTER_VALUES.name} (rules.custom)")
+            if name not in exported:
+                problems.append(f"{where}: Pods metric {name!r} is no metric llmmesh exports")
+        if component.get(hpa["spec"].get("scaleTargetRef", {}).get("name", "")) in SCALED_ON_LOAD:
+            if not pods:
+                problems.append(f"{where}: no Pods metric: adapters and the agent scale on in-flight work")
+            if not any(m.get("type") == "Resource" and m["resource"].get("name") == "cpu" for m in metrics):
+                problems.append(f"{where}: no cpu Resource metric beside the in-flight one (the fallback)")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["rules"]:

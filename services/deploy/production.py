@@ -131,6 +131,8 @@ def check_secrets_listed(objects: list[Obj], documented: set[str], created: set[
 def check_production(objects: list[Obj]) -> Iterator[str]:
     """The prod overlay's promises: auth on, TLS on every hop (mTLS into adapters), no mock anywhere."""
     yield from _check_no_mock(objects)
+    yield from check_hpa_owns_replicas(objects)
+    yield from check_images_by_digest(objects)
     for deployment, container in _llmmesh_containers(objects):
         at = f"{ref(deployment)} container {container.get('name')}"
         env = literal_env(container)
@@ -154,6 +156,37 @@ def check_production(objects: list[Obj]) -> Iterator[str]:
                 yield f"{at}: LLMMESH_INTERNAL_ALLOWED_CLIENTS is empty: name the router's certificate (llmmesh-router)"
         if component == "router" and not env.get("LLMMESH_TLS_SERVER_NAME"):
             yield f"{at}: LLMMESH_TLS_SERVER_NAME is empty: the router dials adapter pod IPs; name their certificate"
+
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def check_images_by_digest(objects: list[Obj]) -> Iterator[str]:
+    """Production pulls every container image by digest: a tag can move under running pods."""
+    for deployment in (o for o in objects if o.get("kind") == "Deployment"):
+        spec = deployment.get("spec", {}).get("template", {}).get("spec", {})
+        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+            image = str(container.get("image", ""))
+            if not DIGEST.search(image):
+                yield (
+                    f"{ref(deployment)} container {container.get('name')}: image {image!r} is not pinned by digest:"
+                    " set images[].digest in the overlay (kustomize edit set image name=repo@sha256:...)"
+                )
+
+
+def check_hpa_owns_replicas(objects: list[Obj]) -> Iterator[str]:
+    """A Deployment an HPA scales sets no spec.replicas: each apply would reset the HPA's count."""
+    scaled = {
+        o.get("spec", {}).get("scaleTargetRef", {}).get("name")
+        for o in objects
+        if o.get("kind") == "HorizontalPodAutoscaler"
+    }
+    for deployment in (o for o in objects if o.get("kind") == "Deployment"):
+        if deployment["metadata"].get("name") in scaled and "replicas" in deployment.get("spec", {}):
+            yield (
+                f"{ref(deployment)}: spec.replicas {deployment['spec']['replicas']} beside its HorizontalPodAutoscaler:"
+                " every kubectl apply resets the count the HPA chose; drop replicas and set the HPA's minReplicas"
+            )
 
 
 def _check_no_mock(objects: list[Obj]) -> Iterator[str]:

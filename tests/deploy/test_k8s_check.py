@@ -115,13 +115,39 @@ class TestProbesAndPods:
         """terminationGracePeriodSeconds below preStop + drain + grace + cleanup is refused, with the sum."""
         edit(
             tree / "base/router/deployment.yaml",
-            "terminationGracePeriodSeconds: 75",
+            "terminationGracePeriodSeconds: 135",
             "terminationGracePeriodSeconds: 30",
         )
         assert (
-            "terminationGracePeriodSeconds 30 < preStop 5 + LLMMESH_DRAIN_SECONDS 5 + LLMMESH_GRACE_SECONDS 60"
-            " + cleanup 5 = 75" in problems_of(tree, code)
+            "terminationGracePeriodSeconds 30 < preStop 5 + LLMMESH_DRAIN_SECONDS 5 + LLMMESH_GRACE_SECONDS 120"
+            " + cleanup 5 = 135" in problems_of(tree, code)
         )
+
+    def test_agent_grace_shorter_than_its_deadline(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """An agent whose grace is below its 300 s default deadline is refused, even with a pod grace that fits."""
+        edit(
+            tree / "base/agent/deployment.yaml",
+            'LLMMESH_GRACE_SECONDS, value: "300"',
+            'LLMMESH_GRACE_SECONDS, value: "60"',
+        )
+        assert (
+            "[base] Deployment/llmmesh-agent container llmmesh: LLMMESH_GRACE_SECONDS 60 < the agent's"
+            " LLMMESH_AGENT_DEFAULT_DEADLINE_SECONDS 300" in problems_of(tree, code)
+        )
+
+    def test_adapter_grace_follows_the_router_deadline(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Raising the router's default deadline past the adapters' grace names every adapter."""
+        edit(
+            tree / "base/router/deployment.yaml",
+            'LLMMESH_DEFAULT_DEADLINE_SECONDS, value: "120"',
+            'LLMMESH_DEFAULT_DEADLINE_SECONDS, value: "600"',
+        )
+        found = problems_of(tree, code)
+        assert (
+            "[overlays/prod] Deployment/llmmesh-provider-openai container llmmesh: LLMMESH_GRACE_SECONDS 120"
+            " < the router's LLMMESH_DEFAULT_DEADLINE_SECONDS 600" in found
+        )
+        assert "Deployment/llmmesh-router container llmmesh: LLMMESH_GRACE_SECONDS 120 < the router's" in found
 
     def test_unknown_field_fails_the_schema(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A misspelt field is caught by the offline Kubernetes schema, strictly."""
@@ -173,6 +199,150 @@ class TestSelectorsAndPorts:
             in found
         )
         assert "Deployment/llmmesh-provider-google: needs exactly one HorizontalPodAutoscaler, has []" in found
+
+
+class TestReplicasAndHpas:
+    def test_agent_needs_an_hpa(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Dropping the agent's HPA is named in every build."""
+        edit(tree / "base/agent/kustomization.yaml", "  - hpa.yaml\n", "")
+        edit(
+            tree / "overlays/prod/patch-scale.yaml",
+            "metadata: {name: llmmesh-agent}\nspec: {minReplicas: 2",
+            "metadata: {name: llmmesh-agentX}\nspec: {minReplicas: 2",
+        )
+        found = problems_of(tree, code)
+        assert "[base] Deployment/llmmesh-agent: needs exactly one HorizontalPodAutoscaler, has []" in found
+
+    def test_replicas_beside_an_hpa_in_prod(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """spec.replicas on a Deployment an HPA owns fails the prod overlay only (dev pins counts on purpose)."""
+        edit(
+            tree / "overlays/prod/patch-scale.yaml",
+            "metadata: {name: llmmesh-router}\nspec:\n",
+            "metadata: {name: llmmesh-router}\nspec:\n  replicas: 3\n",
+        )
+        found = problems_of(tree, code)
+        assert "[overlays/prod] Deployment/llmmesh-router: spec.replicas 3 beside its HorizontalPodAutoscaler" in found
+        assert "[overlays/dev] Deployment/llmmesh-router: spec.replicas" not in found
+
+
+class TestScraping:
+    def test_podmonitor_port_must_exist(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A PodMonitor scraping a port its pods do not declare is named, per Deployment."""
+        text = (tree / "monitoring/podmonitors.yaml").read_text()
+        (tree / "monitoring/podmonitors.yaml").write_text(text.replace("{port: metrics,", "{port: metric,"))
+        found = problems_of(tree, code)
+        assert (
+            "[monitoring] PodMonitor/llmmesh-agent → Deployment/llmmesh-agent: port 'metric' is no container port"
+            in found
+        )
+        assert "PodMonitor/llmmesh-provider → Deployment/llmmesh-provider-google: port 'metric'" in found
+
+    def test_podmonitor_job_must_match_the_alerts(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Without jobLabel the Operator names the job namespace/monitor, which the alerts do not select."""
+        edit(tree / "monitoring/podmonitors.yaml", "  jobLabel: app.kubernetes.io/name\n", "")
+        found = problems_of(tree, code)
+        assert (
+            "[monitoring] PodMonitor/llmmesh-router → Deployment/llmmesh-router: job would be 'llmmesh/llmmesh-router'"
+            in found
+        )
+
+    def test_every_component_is_scraped(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A provider PodMonitor selecting no pods leaves every prod adapter unscraped."""
+        edit(
+            tree / "monitoring/podmonitors.yaml",
+            "app.kubernetes.io/component: provider,",
+            "app.kubernetes.io/component: adapter,",
+        )
+        found = problems_of(tree, code)
+        assert "[monitoring] PodMonitor/llmmesh-provider: selector" in found
+        assert (
+            "[monitoring] Deployment/llmmesh-provider-openai: no PodMonitor in deploy/k8s/monitoring scrapes it"
+            in found
+        )
+
+    def test_metrics_port_declared(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """An llmmesh container without the `metrics` port is named."""
+        edit(
+            tree / "base/agent/deployment.yaml",
+            "{name: metrics, containerPort: 9464",
+            "{name: prom, containerPort: 9464",
+        )
+        found = problems_of(tree, code)
+        assert "[base] Deployment/llmmesh-agent: no container port named 'metrics'" in found
+
+    def test_network_policy_admits_the_scraper_only(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Opening the metrics rule to every namespace, or dropping it, is named."""
+        policies = tree / "base/network-policies.yaml"
+        text = policies.read_text()
+        label = '        - namespaceSelector:\n            matchLabels: {llmmesh.dev/monitoring: "true"}\n'
+        assert text.count(label) == 3
+        policies.write_text(text.replace(label, "        - namespaceSelector: {}\n", 1))
+        found = problems_of(tree, code)
+        assert "[base] Deployment/llmmesh-router: NetworkPolicies let any namespace reach the metrics port" in found
+        policies.write_text(
+            text.replace("        - {port: metrics, protocol: TCP}\n", "        - {port: grpc, protocol: TCP}\n", 1)
+        )
+        found = problems_of(tree, code)
+        assert "[base] Deployment/llmmesh-router: NetworkPolicies block Prometheus (namespace labelled" in found
+        assert (
+            "[base] Deployment/llmmesh-router: NetworkPolicies let the monitoring namespace reach the grpc port"
+            in found
+        )
+
+
+class TestScalingOnLoad:
+    def test_real_hpas_scale_adapters_and_agent_on_in_flight(self) -> None:
+        """The prod adapter and agent HPAs name a Pods metric and CPU; prometheus-adapter serves the metric."""
+        from services.deploy.monitoring import served_custom_metrics
+        from services.deploy.render import render
+
+        hpas = {
+            o["metadata"]["name"]: o for o in render(K8S / "overlays/prod") if o["kind"] == "HorizontalPodAutoscaler"
+        }
+        for name, metric in (
+            ("llmmesh-provider-openai", "llmmesh_adapter_in_flight"),
+            ("llmmesh-agent", "llmmesh_agent_in_flight"),
+        ):
+            metrics = hpas[name]["spec"]["metrics"]
+            assert [m["type"] for m in metrics] == ["Pods", "Resource"]
+            assert metrics[0]["pods"]["metric"]["name"] == metric
+            assert metrics[1]["resource"]["name"] == "cpu"
+        assert served_custom_metrics() >= {"llmmesh_adapter_in_flight", "llmmesh_agent_in_flight"}
+
+    def test_metric_without_an_adapter_rule(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """An HPA metric prometheus-adapter does not serve (or llmmesh does not export) is named."""
+        edit(tree / "base/agent/hpa.yaml", "name: llmmesh_agent_in_flight", "name: llmmesh_agent_runs_active")
+        found = problems_of(tree, code)
+        assert (
+            "[base] HorizontalPodAutoscaler/llmmesh-agent: Pods metric 'llmmesh_agent_runs_active' has no rule in"
+            " prometheus-adapter-values.yaml" in found
+        )
+        assert "Pods metric 'llmmesh_agent_runs_active' is no metric llmmesh exports" in found
+
+    def test_adapter_hpa_on_cpu_only(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """Back to CPU alone, every adapter HPA is named."""
+        hpa = tree / "base/providers/adapter/hpa.yaml"
+        text = hpa.read_text()
+        start, end = text.index("    - type: Pods\n"), text.index("    - type: Resource\n")
+        hpa.write_text(text[:start] + text[end:])
+        found = problems_of(tree, code)
+        assert "[overlays/prod] HorizontalPodAutoscaler/llmmesh-provider-anthropic: no Pods metric" in found
+
+
+class TestImageDigests:
+    def test_prod_image_by_tag_is_refused(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
+        """A prod overlay pulling by tag names every Deployment; dev (by tag on purpose) is not held to it."""
+        edit(
+            tree / "overlays/prod/kustomization.yaml",
+            "    digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n",
+            '    newTag: "0.1.0"\n',
+        )
+        found = problems_of(tree, code)
+        assert (
+            "[overlays/prod] Deployment/llmmesh-router container llmmesh: image 'registry.example.com/llmmesh:0.1.0'"
+            " is not pinned by digest" in found
+        )
+        assert "[overlays/dev] Deployment/llmmesh-router container llmmesh: image" not in found
 
 
 class TestNetworkPolicies:

@@ -95,9 +95,9 @@ class TestRules:
 
 class TestKustomization:
     def test_renders_the_rule_and_the_dashboard_configmap(self) -> None:
-        """kubectl kustomize deploy/k8s/monitoring: the PrometheusRule and a grafana_dashboard ConfigMap."""
+        """kubectl kustomize deploy/k8s/monitoring: the PrometheusRule, PodMonitors and a grafana_dashboard ConfigMap."""
         objects = {obj["kind"]: obj for obj in render(monitoring.MONITORING)}
-        assert set(objects) == {"PrometheusRule", "ConfigMap"}
+        assert set(objects) == {"PrometheusRule", "ConfigMap", "PodMonitor"}
         assert objects["PrometheusRule"]["spec"] == monitoring.rules_spec()
         config_map = objects["ConfigMap"]
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
