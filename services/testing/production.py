@@ -87,6 +87,9 @@ OVERRIDES: dict[str, Override] = {
     ),
     "LLMMESH_ROUTER_REPLICAS": Override("2", "the topology runs two router replicas, not prod's three"),
     "LLMMESH_HTTP_PORT": Override("0", "prod leaves the HTTP door off; the suite tests it (0: a free port)"),
+    "LLMMESH_PROMETHEUS_PORT": Override(
+        "", "every process would bind prod's 9464 on one host; the suite reads metrics from its OTLP receiver"
+    ),
 }
 # Variables prod leaves to their defaults that the suite sets.
 ADDED: dict[str, Override] = {

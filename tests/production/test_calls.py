@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import grpc
@@ -295,7 +296,7 @@ class TestRequestMetrics:
     def test_both_doors_are_counted(self, mesh: ProductionMesh) -> None:
         """A gRPC chat, an HTTP chat and an HTTP refusal each raise the routers' request counter by one, per door."""
         keys = {("grpc", "OK"), ("http", "OK"), ("http", "UNAUTHENTICATED")}
-        before = _request_counts(mesh)
+        before = _settled_request_counts(mesh)
         with mesh.channel() as channel:
             router_service_pb2_grpc.RouterServiceStub(channel).Chat(
                 chat("mock-small"), timeout=30, metadata=mesh.caller()
@@ -312,6 +313,20 @@ class TestRequestMetrics:
 
         grown = mesh.receiver.wait_for(lambda _: raised(), timeout=30)
         assert grown == dict.fromkeys(keys, 1.0)
+
+
+def _settled_request_counts(
+    mesh: ProductionMesh, quiet: float = 2.5, within: float = 30.0
+) -> dict[tuple[str, str], float]:
+    """The counts once no export has changed them for `quiet` seconds: earlier tests' requests arrive a second late."""
+    deadline = time.monotonic() + within
+    counts, since = _request_counts(mesh), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.25)
+        latest = _request_counts(mesh)
+        if latest != counts:
+            counts, since = latest, time.monotonic()
+    return counts
 
 
 def _request_counts(mesh: ProductionMesh) -> dict[tuple[str, str], float]:
