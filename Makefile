@@ -46,7 +46,7 @@ run: setup  ## Start the local mesh, send a demo request through it, stop it
 # stay shared within a file, and the production-shaped suite's files (tests/production/) share one mesh on one worker.
 TEST_WORKERS ?= 2
 
-test: setup k8s-check monitoring-tools  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
+test: setup monitoring-tools k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The alert and dashboard tests run Debian's prometheus and promtool (tests/deploy/test_monitoring*.py): installed

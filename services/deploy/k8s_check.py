@@ -35,6 +35,7 @@ from services.deploy.monitoring import (
     ADAPTER_VALUES,
     custom_metric_problems,
     podmonitor_problems,
+    promtool_rule_problems,
     served_custom_metrics,
 )
 from services.deploy.production import production_problems, read_text
@@ -106,6 +107,11 @@ def check_tree(root: Path, repo: Path = REPO, code: Mapping[str, CodeEnv] | None
     ]
     report.notes = list(dict.fromkeys(report.notes))
     report.problems += _monitoring_problems(root, rendered.get("overlays/prod"))
+    rule_problems = promtool_rule_problems(root / MONITORING / "prometheus-rules.yaml")
+    if rule_problems is None:
+        report.notes.append("promtool not installed: the alert rules were not checked (make monitoring-tools)")
+    else:
+        report.problems += [f"[monitoring] {p}" for p in rule_problems]
     return report
 
 

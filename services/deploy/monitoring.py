@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,24 @@ def rules_spec(path: Path = RULES) -> dict[str, Any]:
     if rule.get("kind") != "PrometheusRule":
         raise ValueError(f"{path}: expected a PrometheusRule, found {rule.get('kind')}")
     return dict(rule["spec"])
+
+
+def promtool_rule_problems(path: Path = RULES) -> list[str] | None:
+    """`promtool check rules` on the PrometheusRule's spec; None when promtool is not installed."""
+    promtool = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
+    if promtool is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as rules:
+        rules.write(rules_file_text(path))
+        rules.flush()
+        result = subprocess.run([promtool, "check", "rules", rules.name], capture_output=True, text=True, timeout=60)
+    if result.returncode == 0:
+        return []
+    return [
+        f"{path.name}: promtool check rules: {line}"
+        for line in result.stdout.splitlines() + result.stderr.splitlines()
+        if line.strip()
+    ]
 
 
 def rules_file_text(path: Path = RULES) -> str:

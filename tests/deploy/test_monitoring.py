@@ -52,6 +52,16 @@ class TestRules:
         done = _promtool("test", "rules", *(t.name for t in UNIT_TESTS), cwd=rules_dir)
         assert done.returncode == 0, done.stdout + done.stderr
 
+    def test_k8s_check_refuses_a_broken_rule(self, tmp_path: Path) -> None:
+        """make k8s-check runs promtool on the PrometheusRule: an expression Prometheus cannot parse is a problem."""
+        require("promtool")
+        assert monitoring.promtool_rule_problems() == []
+        broken = tmp_path / "prometheus-rules.yaml"
+        broken.write_text(monitoring.RULES.read_text().replace("> 0.05", "> > 0.05", 1))
+        problems = monitoring.promtool_rule_problems(broken)
+        assert problems
+        assert all("promtool check rules" in p for p in problems)
+
     def test_unit_tests_fail_when_a_threshold_moves(self, rules_dir: Path) -> None:
         """The unit tests can fail: the error ratio's threshold raised tenfold, its firing case fails."""
         rules = rules_dir / "llmmesh-rules.yaml"
