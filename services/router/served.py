@@ -24,7 +24,6 @@ import grpc
 import structlog
 from opentelemetry import trace
 
-from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import telemetry_genai as genai
 from services.common import telemetry_names as names
@@ -248,11 +247,11 @@ class Served:
         if isinstance(answer, rpb.EmbedResponse):
             return answer.usage.input_tokens, 0, self._paid if self._paid is not None else answer.estimated_cost_usd
         answers: list[Any] = [answer, *answer.alternatives] if isinstance(answer, rpb.ChatResponse) else [answer]
-        total = chat_pb2.Usage()
-        for one in answers:
-            total.input_tokens += one.usage.input_tokens
-            total.output_tokens += one.usage.output_tokens
-        return total.input_tokens, total.output_tokens, sum(one.estimated_cost_usd for one in answers)
+        return (
+            sum(one.usage.input_tokens for one in answers),
+            sum(one.usage.output_tokens for one in answers),
+            sum(one.estimated_cost_usd for one in answers),
+        )
 
     def _log(self, code: str, seconds: float, http_status: int | None) -> None:
         input_tokens, output_tokens, cost = self._usage()
