@@ -241,17 +241,8 @@ class HttpGateway:
             record.answered(answer)
             # Fan-out answers all cost money, not only the one returned first.
             await self._admission.record(tenant, [answer, *answer.alternatives])
-        except MeshError as error:
-            record.fail(error)
-            _log_failure(error)
-            return wire.error(error)
-        except (_ClientGoneError, ClientDisconnect):
-            record.fail(_ClientGoneError())
-            return Response(status_code=499)
-        except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
-            failure = _internal(error)
-            record.fail(failure)
-            return wire.error(failure)
+        except Exception as error:  # noqa: BLE001 - every failure is recorded and answered in OpenAI's format
+            return _failed(record, error, wire.error)
         return wire.answer(answer)
 
     async def _embeddings(self, request: Request) -> Response:
@@ -270,17 +261,8 @@ class HttpGateway:
             response, paid = await _unless_disconnected(request, self._embedder.embed(parsed.request, deadline))
             record.embedded(response, paid)
             await self._admission.record_embed(tenant, response.usage.input_tokens, paid)
-        except MeshError as error:
-            record.fail(error)
-            _log_failure(error)
-            return embeddings_door.error(error, parsed)
-        except (_ClientGoneError, ClientDisconnect):
-            record.fail(_ClientGoneError())
-            return Response(status_code=499)
-        except Exception as error:  # noqa: BLE001 - last line of defence; logged, answered in OpenAI's format
-            failure = _internal(error)
-            record.fail(failure)
-            return embeddings_door.error(failure, parsed)
+        except Exception as error:  # noqa: BLE001 - every failure is recorded and answered in OpenAI's format
+            return _failed(record, error, lambda failure: embeddings_door.error(failure, parsed))
         return embeddings_door.answer(response, parsed.encoding)
 
     async def _stream(
@@ -513,6 +495,20 @@ async def _disconnected(request: Request) -> None:
 def _error_response(error: MeshError) -> Response:
     _log_failure(error)
     return error_response(error)
+
+
+def _failed(record: Served, error: Exception, answer: Callable[[MeshError], Response]) -> Response:
+    """A failed request's record and answer: 499 for a client gone, else the error in the door's format."""
+    if isinstance(error, (_ClientGoneError, ClientDisconnect)):
+        record.fail(_ClientGoneError())
+        return Response(status_code=499)
+    if isinstance(error, MeshError):
+        _log_failure(error)
+        failure = error
+    else:
+        failure = _internal(error)  # last line of defence: logged with its traceback
+    record.fail(failure)
+    return answer(failure)
 
 
 def _log_failure(error: MeshError) -> None:
