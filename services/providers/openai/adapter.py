@@ -2,9 +2,14 @@
 
 One `openai.AsyncOpenAI` client per process, built with `max_retries=0` (the
 router owns retries); each call passes the caller's time left as the SDK
-timeout. Calls go through `with_raw_response` so the rate-limit headers are
-readable for headroom. Streams are closed in `finally`, so a cancelled gRPC
-call aborts the upstream HTTP request.
+timeout. Chat calls go through the SDK's low-level `post` with the body the
+adapter already holds as plain JSON: the SDK still builds the headers (auth,
+user agent, its `x-stainless-*` set), applies the timeout and raises its own
+`APIStatusError` subclasses, but skips the typed transform of the arguments
+and the pydantic model of the answer, which the mapping would only take apart
+again. The answer comes back as the raw `httpx2.Response` (rate-limit headers
+for headroom) and is decoded with orjson. Streams are closed in `finally`, so
+a cancelled gRPC call aborts the upstream HTTP request.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+import httpx2
+import orjson
 import structlog
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types import CreateEmbeddingResponse
-from openai.types.chat import ChatCompletion
 
 from llmmesh.v1 import chat_pb2, embeddings_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
@@ -80,16 +86,16 @@ class OpenAIAdapter(ProviderAdapter):
         ]
 
     async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:
-        kwargs = self._kwargs(request, stream=False)
+        body = self._body(request, stream=False)
         _check_budget(timeout)
         started = time.monotonic()
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**kwargs, timeout=timeout)
-            headers = dict(raw.headers)
-            completion = raw.parse()
+            answer = await self._post(body, timeout=timeout)
+            headers = dict(answer.headers)
+            completion = _json_body(answer)
         except UPSTREAM_ERRORS as error:
             raise self._upstream_failure(error, request.model, started) from None
-        if not isinstance(completion, ChatCompletion) or not getattr(completion, "choices", None):
+        if not isinstance(completion, dict) or not completion.get("choices"):
             # A non-JSON 200 comes back from the SDK as plain text, not as an error.
             unusable = malformed("the upstream returned no choices (is the base URL an OpenAI-compatible API?)")
             raise self._upstream_failure(unusable, request.model, started)
@@ -101,19 +107,26 @@ class OpenAIAdapter(ProviderAdapter):
     async def stream_chat(
         self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
     ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
-        kwargs = self._kwargs(request, stream=True)
+        body = self._body(request, stream=True)
         _check_budget(timeout)
         started = time.monotonic()
         state = mapping.StreamState()
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**kwargs, timeout=timeout)
+            # object: each event comes back as its decoded JSON, not as a ChatCompletionChunk model.
+            stream = await self._client.post(
+                "/chat/completions",
+                content=orjson.dumps(body),
+                cast_to=object,
+                options=_options(timeout),
+                stream=True,
+                stream_cls=AsyncStream[object],
+            )
         except UPSTREAM_ERRORS as error:
             raise self._upstream_failure(error, request.model, started) from None
-        headroom = _headroom(dict(raw.headers))
-        response = raw.http_response
+        response = stream.response
+        headroom = _headroom(dict(response.headers))
         try:
-            check_event_stream(self.provider, raw.headers)
-            stream = raw.parse()
+            check_event_stream(self.provider, response.headers)
             async for chunk in stream:
                 with reading_body(self.provider):
                     delta = state.delta_from(chunk)
@@ -170,9 +183,15 @@ class OpenAIAdapter(ProviderAdapter):
     async def aclose(self) -> None:
         await self._client.close()
 
-    def _kwargs(self, request: mapping.Request, *, stream: bool) -> dict[str, Any]:
-        return mapping.request_kwargs(
+    def _body(self, request: mapping.Request, *, stream: bool) -> dict[str, Any]:
+        return mapping.request_body(
             request, stream=stream, max_tokens_field=self._max_tokens_field, stream_usage=self._stream_usage
+        )
+
+    async def _post(self, body: dict[str, Any], *, timeout: float) -> httpx2.Response:
+        """`POST /chat/completions` through the SDK (its headers, auth, timeout, status errors); the raw answer."""
+        return await self._client.post(
+            "/chat/completions", content=orjson.dumps(body), cast_to=httpx2.Response, options=_options(timeout)
         )
 
     def _upstream_failure(self, error: BaseException, model: str, started: float) -> MeshError:
@@ -197,6 +216,24 @@ def _check_budget(timeout: float) -> None:
             "openai: no time left for the upstream call",
             reason=REASON_UPSTREAM_TIMEOUT,
         )
+
+
+def _options(timeout: float) -> RequestOptions:
+    # The bearer key, as the SDK's own create() asks for it.
+    return {"timeout": timeout, "security": {"bearer_auth": True}}
+
+
+def _json_body(answer: httpx2.Response) -> Any:
+    """The decoded body, as the SDK decodes one: JSON whatever the content type; None for a non-JSON
+    body under a non-JSON content type (the SDK hands back text then); broken JSON under a JSON
+    content type raises (orjson's JSONDecodeError is json's)."""
+    try:
+        return orjson.loads(answer.content)
+    except orjson.JSONDecodeError:
+        content_type = answer.headers.get("content-type", "*").split(";")[0]
+        if content_type.endswith("json"):
+            raise
+        return None
 
 
 #: A bare ValueError comes from the SDK's base64 decoder (no data, or bytes it cannot read).

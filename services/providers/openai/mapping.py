@@ -1,9 +1,13 @@
 """Unified chat request ⇄ OpenAI Chat Completions, both ways.
 
-Request side: `request_kwargs` builds the keyword arguments for
-`AsyncOpenAI.chat.completions.create` (plain JSON-able dicts, the wire shape).
-Response side: `message_from_completion`, `usage_from`, `finish_reason_from`
-and `StreamState` turn SDK objects back into llmmesh protos.
+Request side: `request_body` builds the JSON body of `POST /chat/completions`
+(plain JSON-able dicts, the wire shape: the adapter sends it through the SDK's
+low-level `post`, so the SDK's typed transform never walks it).
+Response side: `response_from_completion`, `usage_from`, `finish_reason_from`
+and `StreamState` turn the decoded JSON (plain dicts, not the SDK's pydantic
+models) back into llmmesh protos. A missing key reads as None, as the SDK's
+lax models read it; a value of the wrong type fails in the mapping, inside
+`reading_body`.
 
 Extensions (all under the key "openai"):
 
@@ -33,8 +37,6 @@ from collections.abc import Mapping
 from typing import Any, Literal, TypeAlias
 
 from google.protobuf import json_format, struct_pb2
-from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
@@ -95,41 +97,41 @@ _TOOL_CHOICES = {
 # ---------------------------------------------------------------- request side
 
 
-def request_kwargs(
+def request_body(
     request: Request, *, stream: bool, max_tokens_field: MaxTokensField, stream_usage: bool
 ) -> dict[str, Any]:
-    """Keyword arguments for `chat.completions.create` (without timeout)."""
+    """The JSON body of `POST /chat/completions`, `extra_body` merged in as the SDK merges it."""
     if request.assistant_prefix:
         # A trailing assistant message is history to Chat Completions: the answer would start over.
         raise unsupported_feature("assistant_prefix", "OpenAI Chat Completions cannot continue an assistant prefix")
     options = _request_options(request)
-    kwargs: dict[str, Any] = {
+    body: dict[str, Any] = {
         "model": request.model,
         "messages": [_message(f"messages[{i}]", message) for i, message in enumerate(request.messages)],
     }
     if request.tools:
-        kwargs["tools"] = [_tool(tool) for tool in request.tools]
+        body["tools"] = [_tool(tool) for tool in request.tools]
         choice = _tool_choice(request.tool_choice)
         if choice is not None:
-            kwargs["tool_choice"] = choice
+            body["tool_choice"] = choice
     if request.HasField("settings"):
-        kwargs.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
-    kwargs.update(_reasoning(request))
+        body.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
+    body.update(_reasoning(request))
     extra_body = options.pop("extra_body", None)
-    kwargs.update(options)
+    body.update(options)
     if stream:
-        kwargs["stream"] = True
+        body["stream"] = True
         if stream_usage:
             # Without it the stream carries no usage at all.
-            kwargs["stream_options"] = {"include_usage": True}
+            body["stream_options"] = {"include_usage": True}
     if extra_body:
-        clashes = sorted(set(extra_body) & (set(kwargs) | {"stream", "stream_options", "n"}))
+        clashes = sorted(set(extra_body) & (set(body) | {"stream", "stream_options", "n"}))
         if clashes:
             raise invalid_argument(
                 f"extensions.openai.extra_body.{clashes[0]}", "is set by the adapter; use the shared field instead"
             )
-        kwargs["extra_body"] = extra_body
-    return kwargs
+        body.update(extra_body)
+    return body
 
 
 def _request_options(request: Request) -> dict[str, Any]:
@@ -330,16 +332,16 @@ def finish_reason_from(raw: str | None, *, refused: bool = False) -> chat_pb2.Fi
     return _FINISH_REASONS.get(raw, chat_pb2.FINISH_REASON_OTHER)
 
 
-def usage_from(usage: CompletionUsage | None) -> chat_pb2.Usage:
+def usage_from(usage: Mapping[str, Any] | None) -> chat_pb2.Usage:
     if usage is None:
         return chat_pb2.Usage()
-    prompt_details = getattr(usage, "prompt_tokens_details", None)
-    completion_details = getattr(usage, "completion_tokens_details", None)
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
     return chat_pb2.Usage(
-        input_tokens=usage.prompt_tokens or 0,
-        output_tokens=usage.completion_tokens or 0,
-        cached_input_tokens=(getattr(prompt_details, "cached_tokens", None) or 0) if prompt_details else 0,
-        reasoning_tokens=(getattr(completion_details, "reasoning_tokens", None) or 0) if completion_details else 0,
+        input_tokens=usage.get("prompt_tokens") or 0,
+        output_tokens=usage.get("completion_tokens") or 0,
+        cached_input_tokens=(prompt_details.get("cached_tokens") or 0) if prompt_details else 0,
+        reasoning_tokens=(completion_details.get("reasoning_tokens") or 0) if completion_details else 0,
     )
 
 
@@ -356,55 +358,60 @@ def response_extensions(
     return _struct(values) if values else None
 
 
-def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceChatResponse:
-    """A complete answer; the caller checked that `choices` is not empty."""
-    choice = completion.choices[0]
+def response_from_completion(completion: Mapping[str, Any]) -> pb.ProviderServiceChatResponse:
+    """A complete answer (the decoded JSON body); the caller checked that `choices` is not empty."""
+    choice = completion["choices"][0]
     message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
-    sdk_message = choice.message
-    reasoning_text = _reasoning_content(sdk_message)
+    answer = choice.get("message")
+    content, refusal = answer.get("content"), answer.get("refusal")
+    reasoning_text = _reasoning_content(answer)
     if reasoning_text:
         message.content.add(reasoning=chat_pb2.ReasoningPart(text=reasoning_text, provider=PROVIDER))
-    if sdk_message.content:
-        message.content.add(text=sdk_message.content)
-    elif sdk_message.refusal:
+    if content:
+        message.content.add(text=content)
+    elif refusal:
         # The shared contract has no refusal field: the caller sees it as text.
-        message.content.add(text=sdk_message.refusal)
-    for call in sdk_message.tool_calls or []:
-        function = getattr(call, "function", None)
+        message.content.add(text=refusal)
+    for call in answer.get("tool_calls") or []:
+        function = call.get("function")
         if function is None:  # custom (free-form) tools are never sent, so never expected back
             continue
-        message.tool_calls.add(id=call.id, name=function.name, arguments_json=function.arguments or "")
+        message.tool_calls.add(
+            id=call.get("id"), name=function.get("name"), arguments_json=function.get("arguments") or ""
+        )
     extras: dict[str, Any] = {}
-    if sdk_message.refusal:
-        extras["refusal"] = sdk_message.refusal
-    if sdk_message.audio is not None:
-        extras["audio"] = {"id": sdk_message.audio.id}
-    if sdk_message.annotations:
-        extras["annotations"] = [annotation.model_dump(mode="json") for annotation in sdk_message.annotations]
+    if refusal:
+        extras["refusal"] = refusal
+    audio = answer.get("audio")
+    if audio is not None:
+        extras["audio"] = {"id": audio.get("id")}
+    annotations = answer.get("annotations")
+    if annotations:
+        extras["annotations"] = list(annotations)
     if extras:
         message.extensions.CopyFrom(_struct(extras))
+    finish_reason = choice.get("finish_reason")
     response = pb.ProviderServiceChatResponse(
         message=message,
-        finish_reason=finish_reason_from(choice.finish_reason, refused=bool(sdk_message.refusal)),
-        usage=usage_from(completion.usage),
-        response_model=completion.model or "",
-        response_id=completion.id or "",
+        finish_reason=finish_reason_from(finish_reason, refused=bool(refusal)),
+        usage=usage_from(completion.get("usage")),
+        response_model=completion.get("model") or "",
+        response_id=completion.get("id") or "",
     )
     extensions = response_extensions(
-        system_fingerprint=completion.system_fingerprint,
-        service_tier=completion.service_tier,
-        raw_finish_reason=choice.finish_reason,
+        system_fingerprint=completion.get("system_fingerprint"),
+        service_tier=completion.get("service_tier"),
+        raw_finish_reason=finish_reason,
     )
     if extensions is not None:
         response.extensions.CopyFrom(extensions)
     return response
 
 
-def _reasoning_content(sdk_object: Any) -> str:
+def _reasoning_content(body: Mapping[str, Any]) -> str:
     """`reasoning_content`: not OpenAI's (its Chat Completions returns no reasoning), but what
     OpenAI-compatible reasoning servers (vLLM, DeepSeek, llama.cpp) add to the message and delta."""
-    extra = getattr(sdk_object, "model_extra", None) or {}
-    value = extra.get("reasoning_content")
+    value = body.get("reasoning_content")
     return value if isinstance(value, str) else ""
 
 
@@ -413,7 +420,7 @@ class StreamState:
 
     def __init__(self) -> None:
         self.raw_finish_reason: str | None = None
-        self.usage: CompletionUsage | None = None
+        self.usage: Mapping[str, Any] | None = None
         self.model = ""
         self.response_id = ""
         self.system_fingerprint: str | None = None
@@ -421,39 +428,45 @@ class StreamState:
         self.refusal: list[str] = []
         self._started_calls: set[int] = set()
 
-    def delta_from(self, chunk: ChatCompletionChunk) -> chat_pb2.ChatDelta | None:
-        """Records the chunk's metadata; returns the delta to send, or None if it carries none."""
-        self.model = chunk.model or self.model
-        self.response_id = chunk.id or self.response_id
-        self.system_fingerprint = chunk.system_fingerprint or self.system_fingerprint
-        self.service_tier = chunk.service_tier or self.service_tier
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if not chunk.choices:
+    def delta_from(self, chunk: Any) -> chat_pb2.ChatDelta | None:
+        """Records the chunk's metadata (the decoded JSON of one event); returns the delta to send, or None."""
+        self.model = chunk.get("model") or self.model
+        self.response_id = chunk.get("id") or self.response_id
+        self.system_fingerprint = chunk.get("system_fingerprint") or self.system_fingerprint
+        self.service_tier = chunk.get("service_tier") or self.service_tier
+        usage = chunk.get("usage")
+        if usage is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices:
             return None
-        choice = chunk.choices[0]
-        if choice.finish_reason:
-            self.raw_finish_reason = choice.finish_reason
+        choice = choices[0]
+        finish_reason = choice.get("finish_reason")
+        if finish_reason:
+            self.raw_finish_reason = finish_reason
         # Some compatible servers send a bare finish chunk without a delta.
-        sdk_delta = getattr(choice, "delta", None)
+        sdk_delta = choice.get("delta")
         if sdk_delta is None:
             return None
-        delta = chat_pb2.ChatDelta(text=sdk_delta.content or "")
+        delta = chat_pb2.ChatDelta(text=sdk_delta.get("content") or "")
         reasoning_text = _reasoning_content(sdk_delta)
         if reasoning_text:
             delta.reasoning.CopyFrom(chat_pb2.ReasoningDelta(index=0, text=reasoning_text, provider=PROVIDER))
-        if sdk_delta.refusal:
+        refusal = sdk_delta.get("refusal")
+        if refusal:
             # Shown as text, as a unary answer shows it; the final repeats it as a refusal.
-            self.refusal.append(sdk_delta.refusal)
-            delta.text += sdk_delta.refusal
-        for call in sdk_delta.tool_calls or []:
-            out = delta.tool_calls.add(index=call.index)
-            if call.index not in self._started_calls:
+            self.refusal.append(refusal)
+            delta.text += refusal
+        for call in sdk_delta.get("tool_calls") or []:
+            index = call.get("index")
+            out = delta.tool_calls.add(index=index)
+            function = call.get("function")
+            if index not in self._started_calls:
                 # id and name travel on the first delta of each call only.
-                self._started_calls.add(call.index)
-                out.id = call.id or ""
-                out.name = (call.function.name if call.function else None) or ""
-            out.arguments_json_delta = (call.function.arguments if call.function else None) or ""
+                self._started_calls.add(index)
+                out.id = call.get("id") or ""
+                out.name = (function.get("name") if function else None) or ""
+            out.arguments_json_delta = (function.get("arguments") if function else None) or ""
         return delta if delta.text or delta.tool_calls or delta.HasField("reasoning") else None
 
     def final(self, headroom: chat_pb2.RateLimitHeadroom) -> pb.ProviderStreamFinal:
