@@ -22,7 +22,7 @@ import grpc
 import httpx2
 import orjson
 import structlog
-from openai import AsyncOpenAI, AsyncStream, RequestOptions
+from openai import AsyncOpenAI, RequestOptions
 from openai.types import CreateEmbeddingResponse
 
 from llmmesh.v1 import chat_pb2, embeddings_pb2
@@ -30,7 +30,7 @@ from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
 from services.common.redaction import Redactor
 from services.providers.base import ProviderAdapter
-from services.providers.openai import mapping
+from services.providers.openai import events, mapping
 from services.providers.openai.errors import UPSTREAM_ERRORS, malformed, mesh_error
 from services.providers.upstream_errors import check_event_stream, headroom_from_headers, reading_body
 
@@ -112,26 +112,18 @@ class OpenAIAdapter(ProviderAdapter):
         started = time.monotonic()
         state = mapping.StreamState()
         try:
-            # object: each event comes back as its decoded JSON, not as a ChatCompletionChunk model.
-            stream = await self._client.post(
-                "/chat/completions",
-                content=orjson.dumps(body),
-                cast_to=object,
-                options=_options(timeout),
-                stream=True,
-                stream_cls=AsyncStream[object],
-            )
+            response = await self._post(body, timeout=timeout, stream=True)
         except UPSTREAM_ERRORS as error:
             raise self._upstream_failure(error, request.model, started) from None
-        response = stream.response
         headroom = _headroom(dict(response.headers))
         try:
             check_event_stream(self.provider, response.headers)
-            async for chunk in stream:
+            async for chunk in events.chunks(response):
+                event = pb.ProviderServiceStreamChatResponse()
                 with reading_body(self.provider):
-                    delta = state.delta_from(chunk)
-                if delta is not None:
-                    yield pb.ProviderServiceStreamChatResponse(delta=delta)
+                    filled = state.delta_into(chunk, event.delta)
+                if filled:
+                    yield event
         except UPSTREAM_ERRORS as error:
             raise self._upstream_failure(error, request.model, started) from None
         finally:
@@ -188,10 +180,15 @@ class OpenAIAdapter(ProviderAdapter):
             request, stream=stream, max_tokens_field=self._max_tokens_field, stream_usage=self._stream_usage
         )
 
-    async def _post(self, body: dict[str, Any], *, timeout: float) -> httpx2.Response:
-        """`POST /chat/completions` through the SDK (its headers, auth, timeout, status errors); the raw answer."""
+    async def _post(self, body: dict[str, Any], *, timeout: float, stream: bool = False) -> httpx2.Response:
+        """`POST /chat/completions` through the SDK (its headers, auth, timeout, status errors); the raw answer,
+        its body unread when `stream`."""
         return await self._client.post(
-            "/chat/completions", content=orjson.dumps(body), cast_to=httpx2.Response, options=_options(timeout)
+            "/chat/completions",
+            content=orjson.dumps(body),
+            cast_to=httpx2.Response,
+            options=_options(timeout),
+            stream=stream,
         )
 
     def _upstream_failure(self, error: BaseException, model: str, started: float) -> MeshError:

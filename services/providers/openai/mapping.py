@@ -428,8 +428,9 @@ class StreamState:
         self.refusal: list[str] = []
         self._started_calls: set[int] = set()
 
-    def delta_from(self, chunk: Any) -> chat_pb2.ChatDelta | None:
-        """Records the chunk's metadata (the decoded JSON of one event); returns the delta to send, or None."""
+    def delta_into(self, chunk: Any, delta: chat_pb2.ChatDelta) -> bool:
+        """Records the chunk's metadata (the decoded JSON of one event) and fills `delta` (the outgoing
+        message's own field: no copy); False when the chunk carries nothing to send."""
         self.model = chunk.get("model") or self.model
         self.response_id = chunk.get("id") or self.response_id
         self.system_fingerprint = chunk.get("system_fingerprint") or self.system_fingerprint
@@ -439,35 +440,42 @@ class StreamState:
             self.usage = usage
         choices = chunk.get("choices")
         if not choices:
-            return None
+            return False
         choice = choices[0]
         finish_reason = choice.get("finish_reason")
         if finish_reason:
             self.raw_finish_reason = finish_reason
         # Some compatible servers send a bare finish chunk without a delta.
-        sdk_delta = choice.get("delta")
-        if sdk_delta is None:
-            return None
-        delta = chat_pb2.ChatDelta(text=sdk_delta.get("content") or "")
-        reasoning_text = _reasoning_content(sdk_delta)
+        sent = choice.get("delta")
+        if sent is None:
+            return False
+        text = sent.get("content") or ""
+        reasoning_text = _reasoning_content(sent)
         if reasoning_text:
-            delta.reasoning.CopyFrom(chat_pb2.ReasoningDelta(index=0, text=reasoning_text, provider=PROVIDER))
-        refusal = sdk_delta.get("refusal")
+            delta.reasoning.index = 0
+            delta.reasoning.text = reasoning_text
+            delta.reasoning.provider = PROVIDER
+        refusal = sent.get("refusal")
         if refusal:
             # Shown as text, as a unary answer shows it; the final repeats it as a refusal.
             self.refusal.append(refusal)
-            delta.text += refusal
-        for call in sdk_delta.get("tool_calls") or []:
-            index = call.get("index")
-            out = delta.tool_calls.add(index=index)
-            function = call.get("function")
-            if index not in self._started_calls:
-                # id and name travel on the first delta of each call only.
-                self._started_calls.add(index)
-                out.id = call.get("id") or ""
-                out.name = (function.get("name") if function else None) or ""
-            out.arguments_json_delta = (function.get("arguments") if function else None) or ""
-        return delta if delta.text or delta.tool_calls or delta.HasField("reasoning") else None
+            text += refusal
+        if text:
+            delta.text = text
+        for call in sent.get("tool_calls") or []:
+            self._tool_call(call, delta)
+        return bool(text or delta.tool_calls or reasoning_text)
+
+    def _tool_call(self, call: Any, delta: chat_pb2.ChatDelta) -> None:
+        index = call.get("index")
+        out = delta.tool_calls.add(index=index)
+        function = call.get("function")
+        if index not in self._started_calls:
+            # id and name travel on the first delta of each call only.
+            self._started_calls.add(index)
+            out.id = call.get("id") or ""
+            out.name = (function.get("name") if function else None) or ""
+        out.arguments_json_delta = (function.get("arguments") if function else None) or ""
 
     def final(self, headroom: chat_pb2.RateLimitHeadroom) -> pb.ProviderStreamFinal:
         final = pb.ProviderStreamFinal(
