@@ -174,12 +174,18 @@ def _validate_message(path: str, message: chat_pb2.Message, max_content_bytes: i
         return
     if message.HasField("tool_result"):
         raise invalid_argument(f"{path}.tool_result", "is only allowed on ROLE_TOOL messages")
+    if message.refusal and message.role != chat_pb2.ROLE_ASSISTANT:
+        raise invalid_argument(f"{path}.refusal", "is only allowed on ROLE_ASSISTANT messages (the model's refusal)")
+    if len(message.refusal.encode()) > max_content_bytes:
+        raise invalid_argument(
+            f"{path}.refusal", f"is above the limit of {max_content_bytes} bytes (LLMMESH_MAX_CONTENT_BYTES)"
+        )
     if message.tool_calls and message.role != chat_pb2.ROLE_ASSISTANT:
         raise invalid_argument(f"{path}.tool_calls", "are only allowed on ROLE_ASSISTANT messages")
     for call_index, call in enumerate(message.tool_calls):
         if not call.name:
             raise invalid_argument(f"{path}.tool_calls[{call_index}].name", "is empty")
-    if not message.content and not message.tool_calls:
+    if not message.content and not message.tool_calls and not message.refusal:
         raise invalid_argument(f"{path}.content", "is empty; add a text part")
     if message.role == chat_pb2.ROLE_USER and not any(_says_something(part) for part in message.content):
         raise invalid_argument(

@@ -415,26 +415,17 @@ def _says_nothing(message: Message) -> bool:
 
 
 def _modern(index: int, message: Message, legacy_calls: dict[str, str]) -> Message:
-    """History as OpenAI returns it, in the current spelling: refusals as text, legacy calls as tool calls.
+    """History as OpenAI returns it, in the current spelling: legacy calls as tool calls.
 
-    A refusal is what the assistant said: the next model reads it as the
-    assistant's text (a refusal part likewise). A deprecated `function_call`
-    becomes a tool call with an id of the door's own, which the `function`
-    turn that answers it (matched by name) echoes.
+    A deprecated `function_call` becomes a tool call with an id of the door's
+    own, which the `function` turn that answers it (matched by name) echoes.
+    (A refusal, or refusal parts, becomes `Message.refusal` in `_message`.)
     """
     update: dict[str, Any] = {}
-    if message.role == "assistant":
-        if message.refusal and not message.content:
-            update["content"] = message.refusal
-        elif isinstance(message.content, list):
-            update["content"] = [
-                ContentPart(type="text", text=part.refusal or "") if part.type == "refusal" else part
-                for part in message.content
-            ]
-        if message.function_call is not None and not message.tool_calls:
-            call_id = f"call_legacy_{index}"
-            legacy_calls[message.function_call.name] = call_id
-            update["tool_calls"] = [ToolCall(id=call_id, function=message.function_call)]
+    if message.role == "assistant" and message.function_call is not None and not message.tool_calls:
+        call_id = f"call_legacy_{index}"
+        legacy_calls[message.function_call.name] = call_id
+        update["tool_calls"] = [ToolCall(id=call_id, function=message.function_call)]
     if message.role == "function":
         name = message.name or ""
         update["tool_call_id"] = legacy_calls.get(name, f"call_legacy_{name}")
@@ -455,11 +446,16 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
             )
         )
         return result
+    refusals = [message.refusal] if message.refusal and message.role == "assistant" else []
     if isinstance(message.content, str):
         result.content.add(text=message.content)
     else:
         for part_index, part in enumerate(message.content or ()):
+            if part.type == "refusal" and message.role == "assistant":
+                refusals.append(part.refusal or "")  # OpenAI returns refusals as parts too
+                continue
             result.content.append(_part(f"messages[{index}].content[{part_index}]", part))
+    result.refusal = "".join(refusals)
     for call in message.tool_calls or ():
         arguments = call.function.arguments
         arguments_json = arguments if isinstance(arguments, str) else json.dumps(arguments)

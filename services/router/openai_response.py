@@ -29,6 +29,8 @@ _FINISH_REASONS = {
     chat_pb2.FINISH_REASON_LENGTH: "length",
     chat_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
     chat_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    # OpenAI ends a refusal with "stop"; `message.refusal` says it was one.
+    chat_pb2.FINISH_REASON_REFUSAL: "stop",
 }
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -77,8 +79,8 @@ def _message(message: chat_pb2.Message, *, legacy: bool = False) -> dict[str, An
     text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
     result: dict[str, Any] = {
         "role": "assistant",
-        "content": text if text or not message.tool_calls else None,
-        "refusal": None,
+        "content": text if text or not (message.tool_calls or message.refusal) else None,
+        "refusal": message.refusal or None,
     }
     if legacy and message.tool_calls:
         call = message.tool_calls[0]
@@ -216,6 +218,8 @@ def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if delta.text:
         result["content"] = delta.text
+    if delta.refusal:
+        result["refusal"] = delta.refusal
     if delta.tool_calls:
         calls = []
         for call in delta.tool_calls:
@@ -237,6 +241,8 @@ def _legacy_delta(delta: chat_pb2.ChatDelta) -> dict[str, Any] | None:
     result: dict[str, Any] = {}
     if delta.text:
         result["content"] = delta.text
+    if delta.refusal:
+        result["refusal"] = delta.refusal
     calls = [call for call in delta.tool_calls if call.index == 0]
     if calls:
         function: dict[str, str] = {"arguments": "".join(call.arguments_json_delta for call in calls)}

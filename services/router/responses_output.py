@@ -41,6 +41,10 @@ _INCOMPLETE = {
 }
 
 
+_TEXT = "output_text"
+_REFUSAL = "refusal"
+
+
 def response_id() -> str:
     return f"resp_{uuid.uuid4().hex}"
 
@@ -64,8 +68,12 @@ def _text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def _message_item(identifier: str, text: str, status: str) -> dict[str, Any]:
-    content = [_text_part(text)] if status != "in_progress" else []
+def _content_part(kind: str, text: str) -> dict[str, Any]:
+    """An output message's content part: `output_text`, or `refusal` (the model declined)."""
+    return {"type": "refusal", "refusal": text} if kind == _REFUSAL else _text_part(text)
+
+
+def _message_item(identifier: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
     return {"type": "message", "id": identifier, "status": status, "role": "assistant", "content": content}
 
 
@@ -150,6 +158,8 @@ def _mesh(answer: rpb.ChatResponse | rpb.StreamChatFinal) -> dict[str, Any]:
     return {
         "provider": answer.provider,
         "response_model": answer.response_model,
+        # The upstream's id; the Responses `id` is the door's own.
+        "response_id": answer.response_id,
         "estimated_cost_usd": answer.estimated_cost_usd,
         "attempts": openai_response.attempts(answer.attempts),
     }
@@ -160,8 +170,11 @@ def response_object(parsed: ParsedResponses, answer: rpb.ChatResponse, identifie
     message = answer.message
     text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
     output: list[dict[str, Any]] = []
-    if text or not message.tool_calls:
-        output.append(_message_item(_item_id("msg"), text, "completed"))
+    content = [_text_part(text)] if text or not message.refusal else []
+    if message.refusal:
+        content.append(_content_part(_REFUSAL, message.refusal))
+    if text or message.refusal or not message.tool_calls:
+        output.append(_message_item(_item_id("msg"), content, "completed"))
     for call in message.tool_calls:
         output.append(_call_item(_item_id("fc"), call.id, call.name, call.arguments_json, "completed"))
     shell = ResponseShell(parsed, identifier, answer.model)
@@ -178,7 +191,10 @@ def failure(code: grpc.StatusCode, message: str) -> dict[str, Any]:
 class _OpenItem:
     index: int
     item: dict[str, Any]
+    #: A call's argument fragments.
     text: list[str] = field(default_factory=list)
+    #: A message's content parts so far: (kind, fragments), the last one open.
+    parts: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 class ResponseEvents:
@@ -228,20 +244,48 @@ class ResponseEvents:
         events: list[dict[str, Any]] = []
         if delta.text:
             events += self._text(delta.text)
+        if delta.refusal:
+            events += self._content(_REFUSAL, delta.refusal)
         for call in delta.tool_calls:
             events += self._call_delta(call)
         return events
 
     def _text(self, text: str) -> list[dict[str, Any]]:
+        return self._content(_TEXT, text)
+
+    def _content(self, kind: str, fragment: str) -> list[dict[str, Any]]:
+        """A fragment of the message's text or refusal; a change of kind starts the next content part."""
         events: list[dict[str, Any]] = []
         if self._message is None:
-            item = _message_item(_item_id("msg"), "", "in_progress")
+            item = _message_item(_item_id("msg"), [], "in_progress")
             self._message = _OpenItem(self._reserve(item), item)
             events.append(self._event("response.output_item.added", output_index=self._message.index, item=item))
-            events.append(self._event("response.content_part.added", part=_text_part(""), **self._where(self._message)))
-        self._message.text.append(text)
-        events.append(self._event("response.output_text.delta", delta=text, logprobs=[], **self._where(self._message)))
+        message = self._message
+        if not message.parts or message.parts[-1][0] != kind:
+            if message.parts:
+                events += self._close_part(message)
+            message.parts.append((kind, []))
+            events.append(
+                self._event("response.content_part.added", part=_content_part(kind, ""), **self._where(message))
+            )
+        message.parts[-1][1].append(fragment)
+        if kind == _REFUSAL:
+            events.append(self._event("response.refusal.delta", delta=fragment, **self._where(message)))
+        else:
+            events.append(
+                self._event("response.output_text.delta", delta=fragment, logprobs=[], **self._where(message))
+            )
         return events
+
+    def _close_part(self, message: _OpenItem) -> list[dict[str, Any]]:
+        kind, fragments = message.parts[-1]
+        text = "".join(fragments)
+        where = self._where(message)
+        if kind == _REFUSAL:
+            done = self._event("response.refusal.done", refusal=text, **where)
+        else:
+            done = self._event("response.output_text.done", text=text, logprobs=[], **where)
+        return [done, self._event("response.content_part.done", part=_content_part(kind, text), **where)]
 
     def _call_delta(self, call: chat_pb2.ToolCallDelta) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -285,15 +329,11 @@ class ResponseEvents:
         if self._message is None:
             return []
         message, self._message = self._message, None
-        text = "".join(message.text)
-        where = self._where(message)
-        done = _message_item(message.item["id"], text, "completed")
+        events = self._close_part(message)
+        content = [_content_part(kind, "".join(fragments)) for kind, fragments in message.parts]
+        done = _message_item(message.item["id"], content, "completed")
         self._output[message.index] = done
-        return [
-            self._event("response.output_text.done", text=text, logprobs=[], **where),
-            self._event("response.content_part.done", part=_text_part(text), **where),
-            self._event("response.output_item.done", output_index=message.index, item=done),
-        ]
+        return [*events, self._event("response.output_item.done", output_index=message.index, item=done)]
 
     def _close_call(self, open_call: _OpenItem) -> list[dict[str, Any]]:
         arguments = "".join(open_call.text)
@@ -317,7 +357,7 @@ class ResponseEvents:
 
     @staticmethod
     def _where(item: _OpenItem) -> dict[str, Any]:
-        return {"item_id": item.item["id"], "output_index": item.index, "content_index": 0}
+        return {"item_id": item.item["id"], "output_index": item.index, "content_index": max(len(item.parts) - 1, 0)}
 
 
 def sse(event: dict[str, Any]) -> bytes:

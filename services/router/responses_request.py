@@ -248,6 +248,10 @@ def _message(path: str, item: dict[str, Any], fields: ResponsesFields) -> chat_p
         message.content.add(text=content)
     elif isinstance(content, list):
         for index, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") == "refusal" and role == "assistant":
+                # The model's refusal in history: Message.refusal, which each adapter sends back its way.
+                message.refusal += _string(part, "refusal", f"{path}.content[{index}]")
+                continue
             message.content.append(_part(f"{path}.content[{index}]", part))
     elif content is not None:
         raise invalid_argument(f"{path}.content", "must be a string or a list of content parts")

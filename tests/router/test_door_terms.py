@@ -402,11 +402,11 @@ class TestHistoryAsOpenAIReturnsIt:
         assert response.status_code == 200, response.text
         assert (await _start(mesh))["messages"] == 4
 
-    def test_refusal_is_the_assistants_text(self) -> None:
-        """In process: a refusal is what the assistant said, so the next model reads it as its text."""
+    def test_refusal_is_the_assistants_refusal(self) -> None:
+        """In process: a refusal (field or parts) becomes Message.refusal, which each adapter sends back its way."""
         parsed = openai_request.parse_chat_body({"model": "m", "messages": self.REFUSALS})
-        texts = [message.content[0].text for message in parsed.request.messages[1:3]]
-        assert texts == ["I can't help with that.", "Still no."]
+        refusals = [(message.refusal, list(message.content)) for message in parsed.request.messages[1:3]]
+        assert refusals == [("I can't help with that.", []), ("Still no.", [])]
 
     async def test_tool_call_only_turn_and_empty_turn(self, raw: httpx2.AsyncClient, mesh: MockMesh) -> None:
         """A turn with tool calls and `content: null` is kept; a turn with nothing at all is left out."""

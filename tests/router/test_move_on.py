@@ -154,3 +154,50 @@ class TestContentFilteredAnswers:
         final = events[-1].final
         assert (final.model, final.finish_reason) == ("first", chat_pb2.FINISH_REASON_CONTENT_FILTER)
         assert len(final.attempts) == 1
+
+
+REFUSED = {"refusal": "I can't help with that."}
+
+
+class TestRefusedAnswers:
+    async def test_unary_refusal_falls_back_under_the_content_filter_policy(self, stub) -> None:
+        """A refusal moves on under fallback_on_content_filter, as it did when it counted as a content filter."""
+        request = _request(rpb.ChatRequest, _by_model(first=REFUSED), fallback_on_content_filter=True)
+        response = await stub.Chat(request, timeout=10)
+        assert (response.model, response.finish_reason, response.message.refusal) == (
+            "second",
+            chat_pb2.FINISH_REASON_STOP,
+            "",
+        )
+        assert _outcomes(response.attempts)[0] == ("first", rpb.ATTEMPT_OUTCOME_FAILED, "CONTENT_FILTERED")
+        assert "refused" in response.attempts[0].message
+
+    async def test_unary_refusal_is_the_answer_without_the_policy(self, stub) -> None:
+        """Without the policy the caller gets the refusal: FINISH_REASON_REFUSAL and Message.refusal."""
+        response = await stub.Chat(_request(rpb.ChatRequest, _by_model(first=REFUSED)), timeout=10)
+        assert (response.model, response.finish_reason) == ("first", chat_pb2.FINISH_REASON_REFUSAL)
+        assert response.message.refusal == "I can't help with that."
+
+    async def test_stream_refusal_deltas_wait_so_the_stream_can_fall_back(self, stub) -> None:
+        """Refusal deltas before any other output are held for the final: with the policy the stream falls
+        back and the caller never sees the refusal."""
+        request = _request(rpb.StreamChatRequest, _by_model(first=REFUSED), fallback_on_content_filter=True)
+        events = await _stream(stub, request)
+        assert (events[-1].final.model, events[-1].final.finish_reason) == ("second", chat_pb2.FINISH_REASON_STOP)
+        assert all(not event.delta.refusal for event in events[:-1])
+        assert "".join(event.delta.text for event in events[:-1]) == "[mock second] a b c"
+
+    async def test_stream_refusal_reaches_the_caller_when_no_one_does_better(self, stub) -> None:
+        """Every candidate refusing: the primary's refusal deltas, then its final with FINISH_REASON_REFUSAL."""
+        scripts = _by_model(first=REFUSED, second={"refusal": "Nor can I."})
+        events = await _stream(stub, _request(rpb.StreamChatRequest, scripts, fallback_on_content_filter=True))
+        assert "".join(event.delta.refusal for event in events[:-1]) == "I can't help with that."
+        final = events[-1].final
+        assert (final.model, final.finish_reason) == ("first", chat_pb2.FINISH_REASON_REFUSAL)
+        assert [a.model for a in final.attempts] == ["first", "second"]
+
+    async def test_stream_refusal_without_the_policy_streams_as_it_came(self, stub) -> None:
+        """Without the policy the held refusal deltas all arrive, before the final."""
+        events = await _stream(stub, _request(rpb.StreamChatRequest, _by_model(first=REFUSED)))
+        assert "".join(event.delta.refusal for event in events[:-1]) == "I can't help with that."
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_REFUSAL

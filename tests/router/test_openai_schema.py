@@ -51,6 +51,9 @@ BAD_CHAT: list[tuple[int, dict[str, Any]]] = [
 ]
 
 
+REFUSAL = {"refusal": "I can't help with that."}
+
+
 @cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator({**SCHEMAS, "$ref": f"#/$defs/{name}"})
@@ -119,8 +122,9 @@ class TestChatCompletions:
                 "messages": USER,
                 "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": JSON_SCHEMA}},
             },
+            {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
         ],
-        ids=["text", "tools", "fallback", "legacy-functions", "json-schema"],
+        ids=["text", "tools", "fallback", "legacy-functions", "json-schema", "refusal"],
     )
     async def test_answers(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/chat/completions", json=body)
@@ -135,8 +139,9 @@ class TestChatCompletions:
             {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS},
             {"model": "mock-agent", "messages": MONTHLY, "functions": [tool["function"] for tool in TOOLS]},
             {"model": "mock-down", "messages": USER},
+            {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
         ],
-        ids=["text", "usage", "tools", "legacy-functions", "fallback"],
+        ids=["text", "usage", "tools", "legacy-functions", "fallback", "refusal"],
     )
     async def test_chunks(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         chunks = await _stream(raw, "/v1/chat/completions", body)
@@ -193,8 +198,10 @@ class TestResponses:
                 "max_output_tokens": 1,
                 "llmmesh": {"extensions": {"mock": {"finish_reason": "length"}}},
             },
+            {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": REFUSAL}}},
+            {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": {**REFUSAL, "text": "Well,"}}}},
         ],
-        ids=["text", "tools", "json-schema", "incomplete"],
+        ids=["text", "tools", "json-schema", "incomplete", "refusal", "text-then-refusal"],
     )
     async def test_answers_and_events(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/responses", json=body)

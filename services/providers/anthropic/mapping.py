@@ -280,6 +280,9 @@ def _assistant_blocks(path: str, message: chat_pb2.Message) -> list[dict[str, An
         )
     blocks: list[dict[str, Any]] = [dict(block) for block in thinking]
     blocks.extend(_content_blocks(path, message, allow_images=False))
+    if message.refusal:
+        # The Messages API has no refusal block: what the assistant said, as text.
+        blocks.append({"type": "text", "text": message.refusal})
     for call_index, call in enumerate(message.tool_calls):
         blocks.append(
             {

@@ -20,7 +20,7 @@ _FINISH_REASONS = {
     # Output stopped because the context filled up: the answer is cut, like max_tokens.
     "model_context_window_exceeded": chat_pb2.FINISH_REASON_LENGTH,
     "tool_use": chat_pb2.FINISH_REASON_TOOL_CALLS,
-    "refusal": chat_pb2.FINISH_REASON_CONTENT_FILTER,
+    "refusal": chat_pb2.FINISH_REASON_REFUSAL,
     "pause_turn": chat_pb2.FINISH_REASON_OTHER,
 }
 
@@ -65,9 +65,26 @@ def message_usage(message: Message) -> chat_pb2.Usage:
     )
 
 
+def refusal_text(stop_reason: str | None, stop_details: Any) -> str:
+    """`Message.refusal` for a stop_reason "refusal": Anthropic's explanation, else a sentence naming it.
+
+    Anthropic sends no words of refusal (the text so far stays the answer's
+    text); callers, and OpenAI clients at the door, still need one to see it.
+    """
+    if stop_reason != "refusal":
+        return ""
+    explanation = getattr(stop_details, "explanation", None)
+    if explanation:
+        return str(explanation)
+    category = getattr(stop_details, "category", None)
+    return "Anthropic declined to answer (stop_reason refusal" + (f", category {category})" if category else ")")
+
+
 def assistant_message(message: Message) -> chat_pb2.Message:
     """Reasoning parts (thinking blocks, with their signatures, for the round trip), text parts and tool calls."""
-    result = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+    result = chat_pb2.Message(
+        role=chat_pb2.ROLE_ASSISTANT, refusal=refusal_text(message.stop_reason, message.stop_details)
+    )
     for block in message.content:
         if block.type == "text":
             result.content.add(text=block.text)

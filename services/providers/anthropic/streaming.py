@@ -8,7 +8,7 @@ from anthropic.types import RawMessageStreamEvent
 
 from llmmesh.v1 import chat_pb2
 from services.providers.anthropic.mapping import PROVIDER
-from services.providers.anthropic.responses import usage_of
+from services.providers.anthropic.responses import refusal_text, usage_of
 
 
 class StreamAssembler:
@@ -47,6 +47,10 @@ class StreamAssembler:
             self.stop_details = event.delta.stop_details or self.stop_details
             self._take_usage(event.usage)
             self.final_usage_seen = self.final_usage_seen or getattr(event.usage, "output_tokens", None) is not None
+            refusal = refusal_text(event.delta.stop_reason, event.delta.stop_details)
+            if refusal:
+                # The refusal is known only with the stop reason: one delta, just before the final.
+                return [chat_pb2.ChatDelta(refusal=refusal)]
         return []
 
     def usage(self) -> chat_pb2.Usage:

@@ -112,7 +112,10 @@ def build_request(request: Request) -> GeminiRequest:
         elif message.role == chat_pb2.ROLE_USER:
             contents.append(types.Content(role="user", parts=_content_parts(path, message)))
         elif message.role == chat_pb2.ROLE_ASSISTANT:
-            contents.append(types.Content(role="model", parts=_assistant_parts(path, message)))
+            parts = _assistant_parts(path, message)
+            if message.refusal:  # Gemini has no refusal part: what the assistant said, as text
+                parts.append(types.Part(text=message.refusal))
+            contents.append(types.Content(role="model", parts=parts))
         else:
             part = _function_response_part(path, message.tool_result, calls_by_id)
             # Parallel results go back in one turn, as Gemini asked for them in one.

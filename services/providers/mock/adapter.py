@@ -8,7 +8,8 @@ MockConfig per model, and per request from `extensions["mock"]`:
     field), retry_after_s, text (answer to give; "" for none), finish_reason ("stop", "length", ...),
     stream_cut_after (end the stream after N deltas without a final message),
     response_extensions (an object returned as the answer's extensions["mock"],
-    unary and stream alike),
+    unary and stream alike), refusal (decline with this text: Message.refusal,
+    streamed as ChatDelta.refusal words, FINISH_REASON_REFUSAL; no text unless `text` says),
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
 
@@ -52,6 +53,7 @@ _FINISH_REASONS = {
     "length": chat_pb2.FINISH_REASON_LENGTH,
     "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS,
     "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER,
+    "refusal": chat_pb2.FINISH_REASON_REFUSAL,
 }
 Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
 
@@ -90,7 +92,7 @@ class MockAdapter(ProviderAdapter):
             await self._delay_or_fail(model, overrides)
             turn = self._answer(model, request, overrides)
             thought = reasoning.thought(request, _last_user_text(request), supported=model.reasoning)
-            message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+            message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, refusal=_refusal(overrides))
             if thought is not None:
                 message.content.add(reasoning=thought)
             if turn.text:
@@ -123,7 +125,8 @@ class MockAdapter(ProviderAdapter):
             thought = reasoning.thought(request, _last_user_text(request), supported=model.reasoning)
             cut_after = overrides.get("stream_cut_after")
             thought_deltas = reasoning.deltas(thought) if thought is not None else []
-            for sent, delta in enumerate(thought_deltas + _deltas(turn, request)):
+            refusal_deltas = [chat_pb2.ChatDelta(refusal=word) for word in _split_keeping_spaces(_refusal(overrides))]
+            for sent, delta in enumerate(thought_deltas + _deltas(turn, request) + refusal_deltas):
                 if cut_after is not None and sent >= int(cut_after):
                     self._record("cut", call_id, model.name)
                     return  # ends without a final message: a truncated stream
@@ -230,9 +233,9 @@ class MockAdapter(ProviderAdapter):
                 reason=REASON_CONTEXT_WINDOW_EXCEEDED,
                 metadata={"context_window": str(model.context_window), "prompt_tokens": str(tokens)},
             )
-        if "text" in overrides:
+        if "text" in overrides or "refusal" in overrides:
             # An empty text is an answer without content (a withheld answer streams no delta).
-            turn = ScriptTurn.model_construct(text=str(overrides["text"]), tool_calls=[])
+            turn = ScriptTurn.model_construct(text=str(overrides.get("text", "")), tool_calls=[])
         elif model.scripted:
             turn = _play_script(self._scripts, request)
         else:
@@ -246,6 +249,8 @@ class MockAdapter(ProviderAdapter):
             if named not in _FINISH_REASONS:
                 raise invalid_argument("extensions.mock.finish_reason", f"must be one of {sorted(_FINISH_REASONS)}")
             return _FINISH_REASONS[named]
+        if _refusal(overrides):
+            return chat_pb2.FINISH_REASON_REFUSAL
         return chat_pb2.FINISH_REASON_TOOL_CALLS if turn.tool_calls else chat_pb2.FINISH_REASON_STOP
 
     def _record_failure(self, call_id: int, model: str, error: BaseException) -> None:
@@ -282,6 +287,13 @@ def _overrides(model: MockModel, extensions: struct_pb2.Struct) -> dict[str, Any
     overrides: dict[str, Any] = json_format.MessageToDict(extensions.fields["mock"].struct_value)
     overrides.update(overrides.pop("by_model", {}).get(model.name, {}))
     return overrides
+
+
+def _refusal(overrides: dict[str, Any]) -> str:
+    value = overrides.get("refusal", "")
+    if not isinstance(value, str):
+        raise invalid_argument("extensions.mock.refusal", "must be the refusal text")
+    return value
 
 
 def _embedding_length(model: MockModel, request: pb.ProviderServiceEmbedRequest) -> int:

@@ -14,13 +14,11 @@ Extensions (all under the key "openai"):
   merged into the JSON body for OpenAI-compatible servers, e.g. vLLM's
   `top_k`; it may not override a field this module maps).
 * `Message.extensions["openai"]` on an assistant message — round-tripped
-  fields: `refusal` (text) and `audio` ({"id": ...}); returned on answers
-  together with `annotations` (URL citations, response-only). A refusal also
-  shows as the message text (the shared contract has no refusal field) and
-  ends the answer with FINISH_REASON_CONTENT_FILTER, unary and streamed
-  alike (a stream sends the refusal as text deltas and repeats it in the
-  final's extensions); on the way back that text is sent as `refusal` only,
-  not duplicated as content.
+  fields: `audio` ({"id": ...}); returned on answers together with
+  `annotations` (URL citations, response-only). `refusal` there is still read
+  on input (older callers echo it), but answers carry a refusal in the shared
+  `Message.refusal` (streams: `ChatDelta.refusal`) with
+  FINISH_REASON_REFUSAL, and it goes back upstream as `refusal`.
 * `ProviderServiceChatResponse.extensions["openai"]` / `ProviderStreamFinal`
   — `system_fingerprint`, `service_tier` and `finish_reason` (the raw value,
   when it maps to FINISH_REASON_OTHER).
@@ -177,8 +175,10 @@ def _message(path: str, message: chat_pb2.Message) -> dict[str, Any]:
                 for call in message.tool_calls
             ]
         extras = _message_round_trip(message)
+        if message.refusal:
+            extras["refusal"] = message.refusal
         if extras.get("refusal") and out.get("content") == extras["refusal"]:
-            del out["content"]  # the refusal we showed as text goes back as a refusal only
+            del out["content"]  # older answers showed the refusal as text too: it goes back as a refusal only
         out.update(extras)
     return out
 
@@ -320,13 +320,13 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 def finish_reason_from(raw: str | None, *, refused: bool = False) -> chat_pb2.FinishReason.ValueType:
     """OpenAI finish reason → enum; None stays UNSPECIFIED, unknown values are OTHER.
 
-    A refusal comes with finish reason "stop", but the model withheld the
-    answer on policy grounds: that is a content filter for the router and callers.
+    A refusal comes with finish reason "stop", but the model declined to
+    answer: FINISH_REASON_REFUSAL, with the text in `Message.refusal`.
     """
     if raw is None:
         return chat_pb2.FINISH_REASON_UNSPECIFIED
     if refused and raw == "stop":
-        return chat_pb2.FINISH_REASON_CONTENT_FILTER
+        return chat_pb2.FINISH_REASON_REFUSAL
     return _FINISH_REASONS.get(raw, chat_pb2.FINISH_REASON_OTHER)
 
 
@@ -366,17 +366,13 @@ def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceCh
         message.content.add(reasoning=chat_pb2.ReasoningPart(text=reasoning_text, provider=PROVIDER))
     if sdk_message.content:
         message.content.add(text=sdk_message.content)
-    elif sdk_message.refusal:
-        # The shared contract has no refusal field: the caller sees it as text.
-        message.content.add(text=sdk_message.refusal)
+    message.refusal = sdk_message.refusal or ""
     for call in sdk_message.tool_calls or []:
         function = getattr(call, "function", None)
         if function is None:  # custom (free-form) tools are never sent, so never expected back
             continue
         message.tool_calls.add(id=call.id, name=function.name, arguments_json=function.arguments or "")
     extras: dict[str, Any] = {}
-    if sdk_message.refusal:
-        extras["refusal"] = sdk_message.refusal
     if sdk_message.audio is not None:
         extras["audio"] = {"id": sdk_message.audio.id}
     if sdk_message.annotations:
@@ -418,7 +414,7 @@ class StreamState:
         self.response_id = ""
         self.system_fingerprint: str | None = None
         self.service_tier: str | None = None
-        self.refusal: list[str] = []
+        self.refused = False
         self._started_calls: set[int] = set()
 
     def delta_from(self, chunk: ChatCompletionChunk) -> chat_pb2.ChatDelta | None:
@@ -443,9 +439,8 @@ class StreamState:
         if reasoning_text:
             delta.reasoning.CopyFrom(chat_pb2.ReasoningDelta(index=0, text=reasoning_text, provider=PROVIDER))
         if sdk_delta.refusal:
-            # Shown as text, as a unary answer shows it; the final repeats it as a refusal.
-            self.refusal.append(sdk_delta.refusal)
-            delta.text += sdk_delta.refusal
+            self.refused = True
+            delta.refusal = sdk_delta.refusal
         for call in sdk_delta.tool_calls or []:
             out = delta.tool_calls.add(index=call.index)
             if call.index not in self._started_calls:
@@ -454,11 +449,11 @@ class StreamState:
                 out.id = call.id or ""
                 out.name = (call.function.name if call.function else None) or ""
             out.arguments_json_delta = (call.function.arguments if call.function else None) or ""
-        return delta if delta.text or delta.tool_calls or delta.HasField("reasoning") else None
+        return delta if delta.text or delta.refusal or delta.tool_calls or delta.HasField("reasoning") else None
 
     def final(self, headroom: chat_pb2.RateLimitHeadroom) -> pb.ProviderStreamFinal:
         final = pb.ProviderStreamFinal(
-            finish_reason=finish_reason_from(self.raw_finish_reason, refused=bool(self.refusal)),
+            finish_reason=finish_reason_from(self.raw_finish_reason, refused=self.refused),
             usage=usage_from(self.usage),
             response_model=self.model,
             response_id=self.response_id,
@@ -472,8 +467,6 @@ class StreamState:
         )
         if extensions is not None:
             values.update(json_format.MessageToDict(extensions)[PROVIDER])
-        if self.refusal:
-            values["refusal"] = "".join(self.refusal)
         if values:
             final.extensions.CopyFrom(_struct(values))
         return final

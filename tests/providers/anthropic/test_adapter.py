@@ -150,7 +150,7 @@ class TestChat:
             ("max_tokens", chat_pb2.FINISH_REASON_LENGTH),
             ("model_context_window_exceeded", chat_pb2.FINISH_REASON_LENGTH),
             ("tool_use", chat_pb2.FINISH_REASON_TOOL_CALLS),
-            ("refusal", chat_pb2.FINISH_REASON_CONTENT_FILTER),
+            ("refusal", chat_pb2.FINISH_REASON_REFUSAL),
             ("pause_turn", chat_pb2.FINISH_REASON_OTHER),
         ],
     )
@@ -515,13 +515,33 @@ class TestStreaming:
         assert received
         assert not any(event.HasField("final") for event in received)
 
-    def test_streamed_refusal_is_content_filter(self, stub: Any, fake: FakeAnthropic) -> None:
-        """A stream ending in stop_reason "refusal" has a final with FINISH_REASON_CONTENT_FILTER and the raw reason."""
-        fake.script(sse_reply(stream_events(message(text="I can't", stop_reason="refusal"))))
+    def test_streamed_refusal_is_a_refusal(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A stream ending in stop_reason "refusal": the text so far, one refusal delta with Anthropic's
+        explanation, then FINISH_REASON_REFUSAL and the raw reason and details."""
+        details = {"type": "refusal", "category": "cyber", "explanation": "This could enable malware."}
+        fake.script(sse_reply(stream_events(message(text="I can't", stop_reason="refusal", stop_details=details))))
         events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]))
-        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
-        assert _extension(events[-1].final)["stop_reason"] == "refusal"
+        assert "".join(event.delta.text for event in events[:-1]) == "I can't"
+        assert [event.delta.refusal for event in events[:-1] if event.delta.refusal] == ["This could enable malware."]
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+        assert _extension(events[-1].final)["stop_details"]["category"] == "cyber"
         assert events[-1].final.response_id == "msg_fake_01"
+
+    def test_refusal_without_explanation_names_it(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A unary refusal without an explanation still says it was one (naming the category) in Message.refusal."""
+        details = {"type": "refusal", "category": "bio"}
+        fake.script(json_reply(message(stop_reason="refusal", stop_details=details)))
+        response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert response.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+        assert response.message.refusal == "Anthropic declined to answer (stop_reason refusal, category bio)"
+
+    def test_refusal_in_history_goes_back_as_text(self, stub: Any, fake: FakeAnthropic) -> None:
+        """An assistant turn's Message.refusal reaches Anthropic as that turn's text (it has no refusal block)."""
+        fake.script(json_reply(message(text="ok")))
+        refused = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, refusal="I can't help with that.")
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Bad"), refused, user("Fine?")]))
+        sent = fake.requests[-1].body["messages"][1]
+        assert sent == {"role": "assistant", "content": [{"type": "text", "text": "I can't help with that."}]}
 
     def test_stream_without_final_usage_is_truncated(self, stub: Any, fake: FakeAnthropic) -> None:
         """A message_delta with a stop reason but no output count: UNAVAILABLE STREAM_TRUNCATED, not usage from message_start."""

@@ -376,6 +376,13 @@ class TestTools:
             "parts": [{"text": "Thinking done.", "thoughtSignature": base64.urlsafe_b64encode(SIGNATURE).decode()}],
         }
 
+    def test_refusal_in_history_goes_back_as_text(self, stub: Any, fake: FakeGemini) -> None:
+        """An assistant turn's Message.refusal reaches Gemini as the model turn's text (it has no refusal part)."""
+        fake.script(Reply(body=fg.response([fg.text_part("OK.")])))
+        refused = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, refusal="I can't help with that.")
+        stub.Chat(chat_request(user("Bad"), refused, user("Fine?")), timeout=10)
+        assert fake.requests[0].body["contents"][1] == {"role": "model", "parts": [{"text": "I can't help with that."}]}
+
     def test_tool_result_without_known_name_refused(self, stub: Any, fake: FakeGemini) -> None:
         """A tool result with no name and no matching earlier call is INVALID_ARGUMENT naming the field."""
         request = chat_request(

@@ -306,15 +306,23 @@ class TestChat:
         assert fake.chat_requests == []
 
     def test_refusal_round_trips(self, stub, fake):
-        """A refusal comes back as text plus message.extensions.openai.refusal, and goes back as a refusal next turn."""
+        """A refusal comes back in Message.refusal, and goes back as OpenAI's `refusal` next turn."""
         fake.script(Reply.json(completion(None, refusal="I can't help with that.")))
         response = stub.Chat(chat_request(user("Something bad")), timeout=10)
-        assert response.message.extensions["openai"]["refusal"] == "I can't help with that."
-        assert response.message.content[0].text == "I can't help with that."
+        assert response.message.refusal == "I can't help with that."
+        assert response.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
         fake.script(Reply.json(completion("Sure.")))
         stub.Chat(chat_request(user("Something bad"), response.message, user("Something fine")), timeout=10)
         sent = fake.chat_requests[0].body["messages"][1]
         assert sent == {"role": "assistant", "refusal": "I can't help with that."}
+
+    def test_older_refusal_echo_goes_back_once(self, stub, fake):
+        """An assistant turn as older answers gave it (text plus extensions.openai.refusal) goes back as a refusal only."""
+        old = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, content=[chat_pb2.ContentPart(text="No.")])
+        old.extensions.update({"openai": {"refusal": "No."}})
+        fake.script(Reply.json(completion("Sure.")))
+        stub.Chat(chat_request(user("Something bad"), old, user("Something fine")), timeout=10)
+        assert fake.chat_requests[0].body["messages"][1] == {"role": "assistant", "refusal": "No."}
 
     @pytest.mark.parametrize(
         ("raw", "expected"),
@@ -481,18 +489,19 @@ class TestStreaming:
         assert not any(event.HasField("final") for event in received)
 
     def test_streamed_refusal_is_a_refusal(self, stub, fake):
-        """A streamed refusal arrives as text with finish reason CONTENT_FILTER and extensions.openai.refusal, as unary maps it."""
+        """A streamed refusal arrives as refusal deltas (no text) with FINISH_REASON_REFUSAL, as unary maps it."""
         fake.script(Reply.stream(refusal_stream(["I can't ", "help with that."])))
         events = _stream(stub, stream_request(user("Something bad")))
-        assert "".join(event.delta.text for event in events[:-1]) == "I can't help with that."
+        assert "".join(event.delta.refusal for event in events[:-1]) == "I can't help with that."
+        assert "".join(event.delta.text for event in events[:-1]) == ""
         final = events[-1].final
-        assert final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
-        assert final.extensions["openai"]["refusal"] == "I can't help with that."
+        assert final.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+        assert "refusal" not in final.extensions["openai"]
         assert final.response_id == "chatcmpl-fake2"
         fake.script(Reply.json(completion(None, refusal="I can't help with that.")))
         unary = stub.Chat(chat_request(user("Something bad")), timeout=10)
         assert unary.finish_reason == final.finish_reason
-        assert unary.message.content[0].text == "I can't help with that."
+        assert (unary.message.refusal, list(unary.message.content)) == ("I can't help with that.", [])
 
     def test_assistant_prefix_is_unsupported(self, stub, fake):
         """Chat Completions cannot continue an assistant prefix: UNSUPPORTED_FEATURE naming it, nothing sent upstream."""

@@ -1,0 +1,115 @@
+"""Issue 17's answer fields at the HTTP door, with OpenAI's names, through the real openai SDK.
+
+Refusals (`message.refusal`, `delta.refusal`, Responses `refusal` parts and
+events) and the upstream response id in the `llmmesh` field, against a live
+router and mock adapter. The wire shapes are checked against OpenAI's schema
+in test_openai_schema.py; these tests pin what the SDK reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from services.testing.mesh import MockMesh
+from tests.router.test_http_gateway import MOCK_CONFIG, ROUTING, USER, http_port_of
+
+REFUSAL = "I can't help with that."
+
+
+def _mock(**options: Any) -> dict[str, Any]:
+    """An extra_body that scripts the mock for one request and turns off router retries."""
+    return {"llmmesh": {"max_retries": 0, "extensions": {"mock": options}}}
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockMesh]:
+    with MockMesh(
+        mock_config=MOCK_CONFIG,
+        routing=ROUTING,
+        env={"LLMMESH_HTTP_PORT": "0"},
+        workdir=tmp_path_factory.mktemp("door-contract-items"),
+    ) as started:
+        yield started
+
+
+@pytest.fixture
+async def client(door: MockMesh) -> AsyncIterator[openai.AsyncOpenAI]:
+    base_url = f"http://127.0.0.1:{http_port_of(door)}/v1"
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=20) as sdk:
+        yield sdk
+
+
+class TestRefusalsInChatCompletions:
+    async def test_unary_refusal_is_message_refusal(self, client: openai.AsyncOpenAI) -> None:
+        """A refused answer: `message.refusal`, `content: null`, finish_reason "stop", as OpenAI answers."""
+        answer = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(refusal=REFUSAL)
+        )
+        choice = answer.choices[0]
+        assert (choice.message.refusal, choice.message.content, choice.finish_reason) == (REFUSAL, None, "stop")
+
+    async def test_streamed_refusal_is_refusal_deltas(self, client: openai.AsyncOpenAI) -> None:
+        """A refused stream: `delta.refusal` fragments, no content, then finish_reason "stop"."""
+        stream = await client.chat.completions.create(
+            model="mock-small", messages=USER, stream=True, extra_body=_mock(refusal=REFUSAL)
+        )
+        chunks = [chunk async for chunk in stream]
+        deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+        assert "".join(delta.refusal or "" for delta in deltas) == REFUSAL
+        assert "".join(delta.content or "" for delta in deltas) == ""
+        assert chunks[-1].choices[0].finish_reason == "stop"
+
+    async def test_refusal_goes_back_as_history(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """The SDK's refused message, replayed, reaches the provider as the assistant's refusal."""
+        first = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(refusal=REFUSAL)
+        )
+        replay = first.choices[0].message.model_dump(exclude_none=True)
+        door.clear_events()
+        again = await client.chat.completions.create(
+            model="mock-small", messages=[*USER, replay, {"role": "user", "content": "something else"}]
+        )
+        assert again.choices[0].message.content == "[mock mock-small] something else"
+        start = next(event for event in door.events() if event["event"] == "start")
+        assert start["messages"] == 3
+
+
+class TestRefusalsInResponses:
+    async def test_unary_refusal_is_a_refusal_part(self, client: openai.AsyncOpenAI) -> None:
+        """A refused answer is a message whose one content part is `refusal`; output_text stays empty."""
+        response = await client.responses.create(model="mock-small", input="hi", extra_body=_mock(refusal=REFUSAL))
+        [item] = response.output
+        assert item.type == "message"
+        assert [(part.type, getattr(part, "refusal", None)) for part in item.content] == [("refusal", REFUSAL)]
+        assert response.output_text == ""
+
+    async def test_streamed_refusal_events(self, client: openai.AsyncOpenAI) -> None:
+        """Streamed: response.refusal.delta events, then response.refusal.done with the whole refusal,
+        and the completed response carries the refusal part."""
+        stream = await client.responses.create(
+            model="mock-small", input="hi", stream=True, extra_body=_mock(refusal=REFUSAL, text="Well,")
+        )
+        events = [event async for event in stream]
+        kinds = [event.type for event in events]
+        assert "".join(event.delta for event in events if event.type == "response.refusal.delta") == REFUSAL
+        [done] = [event for event in events if event.type == "response.refusal.done"]
+        assert (done.refusal, done.content_index) == (REFUSAL, 1)
+        assert kinds.index("response.output_text.done") < kinds.index("response.refusal.delta")
+        final = events[-1].response
+        assert [part.type for part in final.output[0].content] == ["output_text", "refusal"]
+
+
+class TestResponseId:
+    async def test_responses_llmmesh_field_names_the_upstream_response_id(self, client: openai.AsyncOpenAI) -> None:
+        """Unary and streamed Responses answers carry the upstream's id in `llmmesh.response_id`."""
+        response = await client.responses.create(model="mock-small", input="hi")
+        assert response.model_extra["llmmesh"]["response_id"].startswith("mock-")
+        stream = await client.responses.create(model="mock-small", input="hi", stream=True)
+        events = [event async for event in stream]
+        mesh = events[-1].response.model_extra["llmmesh"]
+        assert mesh["response_id"].startswith("mock-")
+        assert mesh["response_id"] != response.model_extra["llmmesh"]["response_id"]
