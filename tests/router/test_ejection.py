@@ -174,7 +174,10 @@ def giving_up_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     static = {"services": {"llmmesh-provider-mock": [giving_up.address, healthy.address]}}
     (workdir / "routing.yaml").write_text(yaml.safe_dump(routing))
     (workdir / "static.yaml").write_text(yaml.safe_dump(static))
-    env = {"LLMMESH_ROUTING_FILE": str(workdir / "routing.yaml"), "LLMMESH_STATIC_DISCOVERY_FILE": str(workdir / "static.yaml")}
+    env = {
+        "LLMMESH_ROUTING_FILE": str(workdir / "routing.yaml"),
+        "LLMMESH_STATIC_DISCOVERY_FILE": str(workdir / "static.yaml"),
+    }
     process = start_service(["-m", "services.router"], name="router-giving-up", workdir=workdir, env=env)
     try:
         yield process, giving_up.address, healthy.address
