@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
 # SDK versions whose behaviour docs/sdk-notes.md was checked against.
 SDK_PINS := -P openai==3.51.0 -P anthropic==2.10.0 -P google-genai==3.3.0
 export UV_PYTHON_DOWNLOADS := never
@@ -46,7 +47,7 @@ run: setup  ## Start the local mesh, send a demo request through it, stop it
 # stay shared within a file, and the production-shaped suite's files (tests/production/) share one mesh on one worker.
 TEST_WORKERS ?= 2
 
-test: setup monitoring-tools node-clients k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
+test: setup $(BUF) monitoring-tools node-clients k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The alert and dashboard tests run Debian's prometheus and promtool (tests/deploy/test_monitoring*.py): installed
@@ -83,10 +84,18 @@ fuzz-engine: setup  ## The router engine's model-based test at length: SCHEDULES
 k8s-check: setup  ## Render deploy/k8s overlays; schemas, invariants, env vars vs code and docs/settings.md; Dockerfile
 	$(BIN)/python -m services.deploy.k8s_check
 
-proto: setup  ## Regenerate gen/llmmesh from protos/
+# The contract as last generated (a buf image): every change is checked against it by `buf breaking` before
+# the stubs are regenerated, and tests/contracts/test_compatibility.py fails when it is stale or broken against.
+# Breaking llmmesh.v1 on purpose means deleting this file in a reviewed commit.
+CONTRACT_IMAGE := gen/llmmesh.binpb
+
+proto: setup $(BUF)  ## Check protos/ against the last contract (buf breaking), regenerate gen/llmmesh and the image
+	@if [ -f $(CONTRACT_IMAGE) ]; then $(BUF) breaking --against $(CONTRACT_IMAGE) \
+		|| { echo "make: the change above breaks llmmesh.v1 for existing callers; add a field or message instead" >&2; exit 1; }; fi
 	rm -f gen/llmmesh/v1/*_pb2*.py gen/llmmesh/v1/*_pb2*.pyi
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=gen --pyi_out=gen --grpc_python_out=gen \
 		$$(find protos -name '*.proto' | sort)
+	$(BUF) build --exclude-source-info -o $(CONTRACT_IMAGE)
 
 proto-check: setup  ## Fail when gen/llmmesh is stale against protos/ (make proto fixes it)
 	$(BIN)/pytest -q tests/contracts/test_generated_code.py
@@ -94,11 +103,11 @@ proto-check: setup  ## Fail when gen/llmmesh is stale against protos/ (make prot
 docs: setup  ## Regenerate docs/settings.md from the settings classes (k8s-check fails when it is stale)
 	$(BIN)/python -m services.deploy.settings_doc --write
 
-.tools/node_modules/.bin/buf:
+$(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-lint: setup .tools/node_modules/.bin/buf  ## buf lint, ruff, mypy (buf comes from npm: needs node and npm)
-	.tools/node_modules/.bin/buf lint
+lint: setup $(BUF)  ## buf lint, ruff, mypy (buf comes from npm: needs node and npm)
+	$(BUF) lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
