@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 SUPPORTED_PYTHON := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))
 .DEFAULT_GOAL := help
 
-.PHONY: help setup venv-check run test monitoring-tools fuzz-engine k8s-check lint proto proto-check docs lock bench clean
+.PHONY: help setup venv-check run test monitoring-tools node-clients fuzz-engine k8s-check lint proto proto-check docs lock bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
@@ -47,7 +47,7 @@ run: setup  ## Start the local mesh, send a demo request through it, stop it
 # stay shared within a file, and the production-shaped suite's files (tests/production/) share one mesh on one worker.
 TEST_WORKERS ?= 2
 
-test: setup $(BUF) monitoring-tools k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
+test: setup $(BUF) monitoring-tools node-clients k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The alert and dashboard tests run Debian's prometheus and promtool (tests/deploy/test_monitoring*.py): installed
@@ -59,6 +59,20 @@ monitoring-tools:  ## Install prometheus and promtool (Debian package `prometheu
 				|| echo "warning: could not install prometheus; the monitoring tests will be skipped" >&2; \
 		else echo "warning: prometheus/promtool not found and cannot be installed here (apt-get install prometheus); the monitoring tests will be skipped" >&2; fi; \
 	fi
+
+# The npm `openai` client tests (tests/router/test_node_openai_client.py) drive each major from its own
+# lockfile, which also pins the Node.js that major supports (registry packages node-linux-*), into
+# git-ignored node_modules; reinstalled when a lockfile changes. Without npm: a warning, and those tests
+# skip (fail when CI is set).
+NODE_CLIENTS := $(patsubst %/package-lock.json,%/node_modules/.installed,$(wildcard tests/clients/node/*/package-lock.json))
+
+node-clients: $(NODE_CLIENTS)  ## Install the npm openai clients (majors 6 and 7) the client tests drive: npm ci
+
+tests/clients/node/%/node_modules/.installed: tests/clients/node/%/package-lock.json tests/clients/node/%/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "npm ci in tests/clients/node/$*"; \
+		npm ci --prefix tests/clients/node/$* --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "warning: npm not found (apt-get install nodejs npm); the npm openai client tests will be skipped" >&2; fi
 
 # `make test` runs 80 schedules of the engine's model-based test; this runs many more (a new seed range: SEED=).
 fuzz-engine: setup  ## The router engine's model-based test at length: SCHEDULES=400 (default), SEED=1500
@@ -101,5 +115,5 @@ lint: setup $(BUF)  ## buf lint, ruff, mypy (buf comes from npm: needs node and 
 bench: setup  ## Benchmarks (ratios measured side by side); ARGS=--quick for a short run
 	$(BIN)/python -m tests.bench $(ARGS)
 
-clean:  ## Remove .venv and the tool caches (then make setup starts over)
-	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache
+clean:  ## Remove .venv, the tool caches and the node clients (then make setup starts over)
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache tests/clients/node/*/node_modules
