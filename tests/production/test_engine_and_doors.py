@@ -143,6 +143,18 @@ class TestStructuredOutput:
         body = mesh.openai.chat_requests[-1].body
         assert body["tools"][0]["function"]["strict"] is True
         assert body["response_format"]["json_schema"]["strict"] is True
+        # The Responses API's names for the same flags.
+        mesh.openai.script(fake_openai.Reply.json(fake_openai.completion('{"city": "Oslo"}')))
+        client.responses.create(
+            model=MODELS["openai"],
+            input="Where?",
+            tools=[{"type": "function", "name": "lookup", "parameters": schema, "strict": False}],
+            text={"format": {"type": "json_schema", "name": "place", "schema": schema, "strict": True}},
+            timeout=30,
+        )
+        body = mesh.openai.chat_requests[-1].body
+        assert body["tools"][0]["function"]["strict"] is False
+        assert body["response_format"]["json_schema"]["strict"] is True
 
     def test_json_object_mode_streams_from_anthropic(self, mesh: ProductionMesh) -> None:
         """JSON-object mode on Claude is a forced tool: its input streams to the caller as the answer's text."""
