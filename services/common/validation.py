@@ -99,8 +99,23 @@ def validate_chat_request(request: ChatLike, *, limits: InputLimits = DEFAULT_LI
             raise invalid_argument(
                 "tool_choice.name", f"names tool {choice.name!r}, which is not in tools; add it or change the mode"
             )
+        _validate_allowed_tools(choice, tool_names)
     if request.HasField("settings"):
         _validate_settings(request.settings, limits.max_output_tokens)
+
+
+def _validate_allowed_tools(choice: chat_pb2.ToolChoice, tool_names: set[str]) -> None:
+    if not choice.allowed_tools:
+        return
+    if choice.mode in (chat_pb2.TOOL_CHOICE_MODE_NONE, chat_pb2.TOOL_CHOICE_MODE_NAMED):
+        raise invalid_argument(
+            "tool_choice.allowed_tools", "applies with TOOL_CHOICE_MODE_AUTO or TOOL_CHOICE_MODE_REQUIRED only"
+        )
+    for index, name in enumerate(choice.allowed_tools):
+        if name not in tool_names:
+            raise invalid_argument(
+                f"tool_choice.allowed_tools[{index}]", f"names tool {name!r}, which is not in tools; add it there"
+            )
 
 
 def _validate_json_depth(request: ChatLike) -> None:

@@ -196,6 +196,8 @@ _RULES: list[_Rule] = [
     _rule(r"^settings\.(.+)$", r"\1"),
     _rule(r"^tools\[(\d+)\]\.(name|description|parameters)$", r"tools[\1].function.\2"),
     _rule(r"^tool_choice\.name$", "tool_choice.function.name"),
+    _rule(r"^tool_choice\.allowed_tools(.*)$", r"tool_choice.allowed_tools.tools\1"),
+    _rule(r"^tool_choice\.parallel_tool_calls$", "parallel_tool_calls"),
     _rule(r"^messages\[(\d+)\]\.tool_result\.tool_call_id$", r"messages[\1].tool_call_id"),
     _rule(r"^messages\[(\d+)\]\.tool_result.*$", r"messages[\1].content"),
     _rule(r"^messages\[(\d+)\]\.tool_calls\[(\d+)\]\.name$", r"messages[\1].tool_calls[\2].function.name"),

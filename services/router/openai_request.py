@@ -150,6 +150,18 @@ class NamedToolChoice(_Lenient):
     function: NamedFunction
 
 
+class AllowedTools(_Lenient):
+    mode: Literal["auto", "required"]
+    tools: list[NamedToolChoice] = Field(min_length=1)
+
+
+class AllowedToolsChoice(_Lenient):
+    """`{"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}`: a choice limited to some tools."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
 LegacyFunctionCall = Literal["none", "auto"] | NamedFunction
 
 
@@ -189,7 +201,8 @@ class ChatCompletionBody(_Lenient):
     model: str
     messages: list[Message]
     tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
     response_format: ResponseFormat | None = None
     temperature: Number | None = None
     top_p: Number | None = None
@@ -396,9 +409,15 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
     elif isinstance(choice, NamedToolChoice):
         request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
         request.tool_choice.name = choice.function.name
+    elif isinstance(choice, AllowedToolsChoice):
+        request.tool_choice.mode = _TOOL_CHOICE_MODES[choice.allowed_tools.mode]
+        request.tool_choice.allowed_tools.extend(tool.function.name for tool in choice.allowed_tools.tools)
     elif choice is not None:
         request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
         request.tool_choice.name = choice.name
+    if body.parallel_tool_calls is not None and request.tools:
+        # Only with tools, where it means something (OpenAI refuses it without them).
+        request.tool_choice.parallel_tool_calls = body.parallel_tool_calls
     _settings(request.settings, body)
     if not request.settings.ListFields():
         request.ClearField("settings")

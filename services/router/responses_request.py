@@ -347,11 +347,36 @@ def _tools(request: rpb.ChatRequest | rpb.StreamChatRequest, body: ResponsesBody
                 "tool_choice", f"{choice!r} is not supported; use auto, none, required or a function"
             )
         request.tool_choice.mode = _TOOL_CHOICE_MODES[choice]
+    elif choice is not None and choice.get("type") == "allowed_tools":
+        _allowed_tools(request, choice)
     elif choice is not None:
         if choice.get("type") != "function":
-            raise invalid_argument("tool_choice.type", "only {'type': 'function', 'name': ...} is supported")
+            raise invalid_argument(
+                "tool_choice.type", "only {'type': 'function', 'name': ...} or 'allowed_tools' is supported"
+            )
         request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
         request.tool_choice.name = _string(choice, "name", "tool_choice")
+    if body.parallel_tool_calls is not None and request.tools:
+        request.tool_choice.parallel_tool_calls = body.parallel_tool_calls
+
+
+def _allowed_tools(request: rpb.ChatRequest | rpb.StreamChatRequest, choice: dict[str, Any]) -> None:
+    """`{"type": "allowed_tools", "mode": "auto" | "required", "tools": [{"type": "function", "name"}]}`."""
+    mode = choice.get("mode")
+    if mode not in ("auto", "required"):
+        raise invalid_argument("tool_choice.mode", "must be 'auto' or 'required' with allowed_tools")
+    tools = choice.get("tools")
+    if not isinstance(tools, list) or not tools:
+        raise invalid_argument(
+            "tool_choice.tools", "must list the allowed tools, e.g. [{'type': 'function', 'name': ...}]"
+        )
+    request.tool_choice.mode = _TOOL_CHOICE_MODES[mode]
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise invalid_argument(
+                f"tool_choice.tools[{index}]", "only function tools are supported: {'type': 'function', 'name': ...}"
+            )
+        request.tool_choice.allowed_tools.append(_string(tool, "name", f"tool_choice.tools[{index}]"))
 
 
 def _settings(settings: chat_pb2.GenerationSettings, body: ResponsesBody) -> None:
@@ -385,6 +410,8 @@ _FLAT = [
     (re.compile(r"^settings\.response_format.*$"), "text.format"),
     (re.compile(r"^tools\[(\d+)\]\.(name|description|parameters)$"), r"tools[\1].\2"),
     (re.compile(r"^tool_choice\.name$"), "tool_choice.name"),
+    (re.compile(r"^tool_choice\.allowed_tools(.*)$"), r"tool_choice.tools\1"),
+    (re.compile(r"^tool_choice\.parallel_tool_calls$"), "parallel_tool_calls"),
 ]
 
 

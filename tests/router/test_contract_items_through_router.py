@@ -171,3 +171,53 @@ class TestRefusals:
         fakes.openai.script(fo.Reply.json(fo.completion("Sure.")))
         await stub.Chat(rpb.ChatRequest(model=GPT, messages=history), timeout=20)
         assert fakes.openai.chat_requests[-1].body["messages"][1] == {"role": "assistant", "refusal": "No."}
+
+
+def _tools() -> list[chat_pb2.ToolDefinition]:
+    return [chat_pb2.ToolDefinition(name="get_weather"), chat_pb2.ToolDefinition(name="get_time")]
+
+
+class TestToolChoiceLimits:
+    async def test_no_parallel_calls_moves_from_gemini_to_openai(self, stub, fakes) -> None:
+        """Gemini cannot turn parallel calls off: the router moves on, and OpenAI gets parallel_tool_calls false
+        and its allowed_tools choice; nothing reached Gemini."""
+        fakes.google.script()
+        fakes.openai.script(fo.Reply.json(fo.completion("ok")))
+        choice = chat_pb2.ToolChoice(
+            mode=chat_pb2.TOOL_CHOICE_MODE_AUTO, allowed_tools=["get_time"], parallel_tool_calls=False
+        )
+        request = rpb.ChatRequest(
+            model="gemini-then-gpt", messages=[_user("Time?")], tools=_tools(), tool_choice=choice
+        )
+        response = await stub.Chat(request, timeout=20)
+        assert response.model == GPT
+        assert response.attempts[0].moved_on_because == "google cannot serve tool_choice.parallel_tool_calls"
+        assert fakes.google.requests == []
+        body = fakes.openai.chat_requests[-1].body
+        assert body["parallel_tool_calls"] is False
+        assert body["tool_choice"]["allowed_tools"]["tools"] == [{"type": "function", "function": {"name": "get_time"}}]
+
+    @pytest.mark.parametrize("model", [CLAUDE, GEMINI])
+    async def test_allowed_tools_on_a_stream(self, stub, fakes, model: str) -> None:
+        """A stream limited to some tools reaches Anthropic as only those tools, Gemini as allowedFunctionNames."""
+        _script_text(fakes, model, stream=True)
+        choice = chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED, allowed_tools=["get_time"])
+        request = rpb.StreamChatRequest(model=model, messages=[_user("Time?")], tools=_tools(), tool_choice=choice)
+        events = await _stream(stub, request)
+        assert events[-1].HasField("final")
+        if model == CLAUDE:
+            body = fakes.anthropic.requests[-1].body
+            assert ([tool["name"] for tool in body["tools"]], body["tool_choice"]) == (["get_time"], {"type": "any"})
+        else:
+            config = fakes.google.requests[-1].body["toolConfig"]["functionCallingConfig"]
+            assert config == {"mode": "ANY", "allowedFunctionNames": ["get_time"]}
+
+    async def test_unknown_allowed_tool_is_refused_before_any_attempt(self, stub, fakes) -> None:
+        """An allowed tool not in tools is INVALID_ARGUMENT naming tool_choice.allowed_tools[i]."""
+        choice = chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_AUTO, allowed_tools=["get_time", "nope"])
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Chat(
+                rpb.ChatRequest(model=GPT, messages=[_user("Hi")], tools=_tools(), tool_choice=choice), timeout=20
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "tool_choice.allowed_tools[1]" in (caught.value.details() or "")

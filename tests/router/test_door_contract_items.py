@@ -1,8 +1,9 @@
-"""Issue 17's answer fields at the HTTP door, with OpenAI's names, through the real openai SDK.
+"""Issue 17's contract items at the HTTP door, with OpenAI's names, through the real openai SDK.
 
 Refusals (`message.refusal`, `delta.refusal`, Responses `refusal` parts and
-events) and the upstream response id in the `llmmesh` field, against a live
-router and mock adapter. The wire shapes are checked against OpenAI's schema
+events), the upstream response id in the `llmmesh` field, and tool choice
+limited to some tools (`allowed_tools`) with `parallel_tool_calls`, against a
+live router and mock adapter (whose start events say what reached it). The wire shapes are checked against OpenAI's schema
 in test_openai_schema.py; these tests pin what the SDK reads.
 """
 
@@ -15,9 +16,11 @@ import openai
 import pytest
 
 from services.testing.mesh import MockMesh
-from tests.router.test_http_gateway import MOCK_CONFIG, ROUTING, USER, http_port_of
+from tests.router.test_http_gateway import MOCK_CONFIG, ROUTING, TOOLS, USER, http_port_of
 
 REFUSAL = "I can't help with that."
+MONTHLY = [{"role": "user", "content": "what is the monthly total?"}]
+RESPONSES_TOOLS = [{"type": "function", **tool["function"]} for tool in TOOLS]
 
 
 def _mock(**options: Any) -> dict[str, Any]:
@@ -113,3 +116,71 @@ class TestResponseId:
         mesh = events[-1].response.model_extra["llmmesh"]
         assert mesh["response_id"].startswith("mock-")
         assert mesh["response_id"] != response.model_extra["llmmesh"]["response_id"]
+
+
+def _start(door: MockMesh) -> dict[str, Any]:
+    return next(event for event in door.events() if event["event"] == "start")
+
+
+class TestToolChoiceLimits:
+    async def test_chat_allowed_tools_and_parallel_tool_calls(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """tool_choice allowed_tools and parallel_tool_calls reach the provider; the scripted answer keeps only
+        the allowed call."""
+        door.clear_events()
+        choice = {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "calculator"}}]},
+        }
+        answer = await client.chat.completions.create(
+            model="mock-agent", messages=MONTHLY, tools=TOOLS, tool_choice=choice, parallel_tool_calls=False
+        )
+        calls = answer.choices[0].message.tool_calls or []
+        assert [call.function.name for call in calls] == ["calculator"]
+        start = _start(door)
+        assert (start["allowed_tools"], start["parallel_tool_calls"]) == (["calculator"], False)
+
+    async def test_parallel_tool_calls_false_keeps_one_call(self, client: openai.AsyncOpenAI) -> None:
+        """parallel_tool_calls false streamed: one call where the script has two."""
+        stream = await client.chat.completions.create(
+            model="mock-agent", messages=MONTHLY, tools=TOOLS, parallel_tool_calls=False, stream=True
+        )
+        indices = {
+            call.index async for chunk in stream if chunk.choices for call in chunk.choices[0].delta.tool_calls or []
+        }
+        assert indices == {0}
+
+    async def test_unknown_allowed_tool_names_the_field(self, client: openai.AsyncOpenAI) -> None:
+        """An allowed tool that is not in tools: 400 naming it as the caller spelled it."""
+        choice = {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]},
+        }
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="mock-agent", messages=MONTHLY, tools=TOOLS, tool_choice=choice)
+        assert caught.value.param == "tool_choice.allowed_tools.tools[0]"
+
+    async def test_responses_allowed_tools_and_parallel_tool_calls(
+        self, client: openai.AsyncOpenAI, door: MockMesh
+    ) -> None:
+        """The Responses spelling ({type: allowed_tools, mode, tools}) maps the same way and is echoed back."""
+        door.clear_events()
+        choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "current_time"}]}
+        response = await client.responses.create(
+            model="mock-agent",
+            input=MONTHLY[0]["content"],
+            tools=RESPONSES_TOOLS,
+            tool_choice=choice,
+            parallel_tool_calls=False,
+        )
+        assert [item.name for item in response.output if item.type == "function_call"] == ["current_time"]
+        assert (response.parallel_tool_calls, response.tool_choice.type) == (False, "allowed_tools")
+        start = _start(door)
+        assert (start["allowed_tools"], start["parallel_tool_calls"]) == (["current_time"], False)
+
+    async def test_responses_unknown_allowed_tool_names_the_field(self, client: openai.AsyncOpenAI) -> None:
+        choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "nope"}]}
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(
+                model="mock-agent", input="monthly", tools=RESPONSES_TOOLS, tool_choice=choice
+            )
+        assert caught.value.param == "tool_choice.tools[0]"

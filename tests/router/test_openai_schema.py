@@ -52,6 +52,13 @@ BAD_CHAT: list[tuple[int, dict[str, Any]]] = [
 
 
 REFUSAL = {"refusal": "I can't help with that."}
+ALLOWED_TOOLS = {
+    "parallel_tool_calls": False,
+    "tool_choice": {
+        "type": "allowed_tools",
+        "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "calculator"}}]},
+    },
+}
 
 
 @cache
@@ -123,8 +130,9 @@ class TestChatCompletions:
                 "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": JSON_SCHEMA}},
             },
             {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
+            {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, **ALLOWED_TOOLS},
         ],
-        ids=["text", "tools", "fallback", "legacy-functions", "json-schema", "refusal"],
+        ids=["text", "tools", "fallback", "legacy-functions", "json-schema", "refusal", "allowed-tools"],
     )
     async def test_answers(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/chat/completions", json=body)
@@ -200,8 +208,19 @@ class TestResponses:
             },
             {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": REFUSAL}}},
             {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": {**REFUSAL, "text": "Well,"}}}},
+            {
+                "model": "mock-agent",
+                "input": MONTHLY[0]["content"],
+                "tools": FUNCTION_TOOLS,
+                "parallel_tool_calls": False,
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "mode": "auto",
+                    "tools": [{"type": "function", "name": "calculator"}],
+                },
+            },
         ],
-        ids=["text", "tools", "json-schema", "incomplete", "refusal", "text-then-refusal"],
+        ids=["text", "tools", "json-schema", "incomplete", "refusal", "text-then-refusal", "allowed-tools"],
     )
     async def test_answers_and_events(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/responses", json=body)

@@ -111,7 +111,9 @@ def build_create_kwargs(
     if output_config:
         kwargs["output_config"] = output_config
     if request.tools:
-        kwargs["tools"] = [_tool(tool) for tool in request.tools]
+        # Anthropic has no allowed-tools field: a choice limited to some tools sends only those.
+        allowed = set(request.tool_choice.allowed_tools)
+        kwargs["tools"] = [_tool(tool) for tool in request.tools if not allowed or tool.name in allowed]
     tool_choice = _tool_choice(request, options.get("disable_parallel_tool_use"))
     if tool_choice is not None:
         kwargs["tool_choice"] = tool_choice
@@ -335,10 +337,24 @@ def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
     return mapped
 
 
-def _tool_choice(request: Request, disable_parallel: Any) -> dict[str, Any] | None:
-    mode = request.tool_choice.mode
-    if disable_parallel is not None and not isinstance(disable_parallel, bool):
+def _disable_parallel(request: Request, option: Any) -> bool | None:
+    """tool_choice.parallel_tool_calls (or the older extension option) as `disable_parallel_tool_use`."""
+    if option is not None and not isinstance(option, bool):
         raise invalid_argument("extensions.anthropic.disable_parallel_tool_use", "must be true or false")
+    if not request.tool_choice.HasField("parallel_tool_calls"):
+        return option  # type: ignore[no-any-return]
+    disable = not request.tool_choice.parallel_tool_calls
+    if option is not None and option != disable:
+        raise invalid_argument(
+            "extensions.anthropic.disable_parallel_tool_use",
+            "contradicts tool_choice.parallel_tool_calls; set only the shared field",
+        )
+    return disable
+
+
+def _tool_choice(request: Request, option: Any) -> dict[str, Any] | None:
+    mode = request.tool_choice.mode
+    disable_parallel = _disable_parallel(request, option)
     if not request.tools:
         if mode == chat_pb2.TOOL_CHOICE_MODE_REQUIRED:
             raise invalid_argument("tool_choice.mode", "is REQUIRED but the request has no tools")

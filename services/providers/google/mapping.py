@@ -265,9 +265,27 @@ def _tool_mode(request: Request) -> types.FunctionCallingConfigMode | None:
     choice is the model's. ANY (a call required) holds calls to their schemas already."""
     mode = _TOOL_CHOICE.get(request.tool_choice.mode)
     strict = any(tool.strict for tool in request.tools)
-    if strict and mode in (None, types.FunctionCallingConfigMode.AUTO):
+    # allowed_function_names applies with ANY or VALIDATED only: a model's choice among some tools is VALIDATED.
+    limited = bool(request.tool_choice.allowed_tools)
+    if (strict or limited) and mode in (None, types.FunctionCallingConfigMode.AUTO):
         return types.FunctionCallingConfigMode.VALIDATED
     return mode
+
+
+def _allowed_function_names(request: Request) -> list[str] | None:
+    choice = request.tool_choice
+    if choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED:
+        return [choice.name]
+    return list(choice.allowed_tools) or None
+
+
+def _check_parallel_tool_calls(request: Request) -> None:
+    choice = request.tool_choice
+    if choice.HasField("parallel_tool_calls") and not choice.parallel_tool_calls:
+        raise unsupported_feature(
+            "tool_choice.parallel_tool_calls",
+            "Gemini cannot turn off parallel function calls; leave it unset or true",
+        )
 
 
 def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateContentConfig:
@@ -293,14 +311,12 @@ def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateC
                 ]
             )
         ]
+        _check_parallel_tool_calls(request)
         mode = _tool_mode(request)
         if mode is not None:
             kwargs["tool_config"] = types.ToolConfig(
                 function_calling_config=types.FunctionCallingConfig(
-                    mode=mode,
-                    allowed_function_names=[request.tool_choice.name]
-                    if request.tool_choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED
-                    else None,
+                    mode=mode, allowed_function_names=_allowed_function_names(request)
                 )
             )
     kwargs.update(_settings(request.settings))

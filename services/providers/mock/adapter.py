@@ -13,6 +13,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
 
+A scripted turn keeps only the tool calls `tool_choice.allowed_tools` allows
+(only the first with `parallel_tool_calls` false); the start event records both.
+
 An `assistant_prefix` the answer starts with is left out of it: the mock
 continues a prefix, as the routing file may say with `continues_prefix`.
 
@@ -198,6 +201,7 @@ class MockAdapter(ProviderAdapter):
             last_role=chat_pb2.Role.Name(last.role) if last is not None else "",
             last_text=_text_of(last) if last is not None else "",
             assistant_prefix=request.assistant_prefix,
+            **_tool_choice_seen(request),
         )
         return model, overrides, call_id
 
@@ -240,7 +244,7 @@ class MockAdapter(ProviderAdapter):
             turn = _play_script(self._scripts, request)
         else:
             turn = ScriptTurn(text=f"[mock {model.name}] {_last_user_text(request)}")
-        return _continued(turn, request.assistant_prefix)
+        return _continued(_within_tool_choice(turn, request.tool_choice), request.assistant_prefix)
 
     @staticmethod
     def _finish_reason(turn: ScriptTurn, overrides: dict[str, Any]) -> chat_pb2.FinishReason.ValueType:
@@ -287,6 +291,27 @@ def _overrides(model: MockModel, extensions: struct_pb2.Struct) -> dict[str, Any
     overrides: dict[str, Any] = json_format.MessageToDict(extensions.fields["mock"].struct_value)
     overrides.update(overrides.pop("by_model", {}).get(model.name, {}))
     return overrides
+
+
+def _tool_choice_seen(request: Request) -> dict[str, Any]:
+    """What the start event records of the tool choice, so tests see what reached the provider."""
+    choice = request.tool_choice
+    seen: dict[str, Any] = {}
+    if choice.allowed_tools:
+        seen["allowed_tools"] = list(choice.allowed_tools)
+    if choice.HasField("parallel_tool_calls"):
+        seen["parallel_tool_calls"] = choice.parallel_tool_calls
+    return seen
+
+
+def _within_tool_choice(turn: ScriptTurn, choice: chat_pb2.ToolChoice) -> ScriptTurn:
+    """A scripted turn keeps only the calls the tool choice allows (one, with parallel_tool_calls false)."""
+    calls = [call for call in turn.tool_calls if not choice.allowed_tools or call.name in choice.allowed_tools]
+    if choice.HasField("parallel_tool_calls") and not choice.parallel_tool_calls:
+        calls = calls[:1]
+    if len(calls) == len(turn.tool_calls):
+        return turn
+    return ScriptTurn.model_construct(text=turn.text, tool_calls=calls)
 
 
 def _refusal(overrides: dict[str, Any]) -> str:

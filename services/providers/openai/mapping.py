@@ -110,6 +110,7 @@ def request_kwargs(
         choice = _tool_choice(request.tool_choice)
         if choice is not None:
             kwargs["tool_choice"] = choice
+        kwargs.update(_parallel_tool_calls(request, options))
     if request.HasField("settings"):
         kwargs.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
     kwargs.update(_reasoning(request))
@@ -262,7 +263,25 @@ def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
 def _tool_choice(choice: chat_pb2.ToolChoice) -> str | dict[str, Any] | None:
     if choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED:
         return {"type": "function", "function": {"name": choice.name}}
+    if choice.allowed_tools:
+        # ChatCompletionAllowedToolChoiceParam: the other tools stay defined (and cached) but uncallable.
+        mode = "required" if choice.mode == chat_pb2.TOOL_CHOICE_MODE_REQUIRED else "auto"
+        tools = [{"type": "function", "function": {"name": name}} for name in choice.allowed_tools]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": tools}}
     return _TOOL_CHOICES.get(choice.mode)
+
+
+def _parallel_tool_calls(request: Request, options: dict[str, Any]) -> dict[str, Any]:
+    """tool_choice.parallel_tool_calls → `parallel_tool_calls` (OpenAI takes it only with tools)."""
+    if not request.tool_choice.HasField("parallel_tool_calls"):
+        return {}
+    shared = request.tool_choice.parallel_tool_calls
+    if options.get("parallel_tool_calls", shared) != shared:
+        raise invalid_argument(
+            "extensions.openai.parallel_tool_calls",
+            "contradicts tool_choice.parallel_tool_calls; set only the shared field",
+        )
+    return {"parallel_tool_calls": shared}
 
 
 def _settings(

@@ -246,6 +246,35 @@ class TestTools:
         tools = fake.requests[0].body["tools"]
         assert [tool.get("strict") for tool in tools] == [True, None]
 
+    def test_allowed_tools_and_no_parallel_calls(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Anthropic has no allowed-tools field: only the allowed tools are sent; parallel_tool_calls false is
+        tool_choice.disable_parallel_tool_use."""
+        fake.script(json_reply(message(text="ok")))
+        tools = [_weather_tool(), chat_pb2.ToolDefinition(name="get_time", description="The time in a city.")]
+        choice = chat_pb2.ToolChoice(
+            mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED, allowed_tools=["get_time"], parallel_tool_calls=False
+        )
+        _chat(
+            stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Time?")], tools=tools, tool_choice=choice)
+        )
+        body = fake.requests[0].body
+        assert [tool["name"] for tool in body["tools"]] == ["get_time"]
+        assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+        assert_golden("allowed_tools", body)
+
+    def test_parallel_tool_calls_against_the_extension_is_refused(self, stub: Any, fake: FakeAnthropic) -> None:
+        """The older extensions.anthropic.disable_parallel_tool_use contradicting the shared field: refused by name."""
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL,
+            messages=[user("Time?")],
+            tools=[_weather_tool()],
+            tool_choice=chat_pb2.ToolChoice(parallel_tool_calls=True),
+        )
+        request.extensions.update({"anthropic": {"disable_parallel_tool_use": True}})
+        error = _error(lambda: _chat(stub, request))
+        assert error.field == "extensions.anthropic.disable_parallel_tool_use"
+        assert fake.requests == []
+
     def test_multi_turn_tool_results(self, stub: Any, fake: FakeAnthropic) -> None:
         """Tool calls become tool_use blocks; both results of one turn go in ONE user message."""
         fake.script(json_reply(message(text="Paris is 21°C; Oslo's station is offline.")))

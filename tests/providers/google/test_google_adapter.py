@@ -291,6 +291,35 @@ class TestChat:
 
 
 class TestTools:
+    def test_allowed_tools_are_allowed_function_names(self, stub: Any, fake: FakeGemini) -> None:
+        """A model's choice among some tools is VALIDATED with allowedFunctionNames (Gemini takes the names only
+        with ANY or VALIDATED); a required one is ANY; parallel_tool_calls true is Gemini's default."""
+        fake.script(Reply(body=fg.response([fg.text_part("ok")])), Reply(body=fg.response([fg.text_part("ok")])))
+        choice = chat_pb2.ToolChoice(
+            mode=chat_pb2.TOOL_CHOICE_MODE_AUTO, allowed_tools=["get_time"], parallel_tool_calls=True
+        )
+        stub.Chat(chat_request(user("Time?"), tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=choice), timeout=10)
+        body = fake.requests[0].body
+        assert body["toolConfig"]["functionCallingConfig"] == {
+            "mode": "VALIDATED",
+            "allowedFunctionNames": ["get_time"],
+        }
+        assert_golden("allowed_tools", body)
+        choice.mode = chat_pb2.TOOL_CHOICE_MODE_REQUIRED
+        stub.Chat(chat_request(user("Time?"), tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=choice), timeout=10)
+        assert fake.requests[-1].body["toolConfig"]["functionCallingConfig"]["mode"] == "ANY"
+
+    def test_no_parallel_calls_is_unsupported(self, stub: Any, fake: FakeGemini) -> None:
+        """Gemini cannot turn parallel calls off: UNSUPPORTED_FEATURE naming the field, so the router moves on."""
+        choice = chat_pb2.ToolChoice(parallel_tool_calls=False)
+        error = failure(stub.Chat, chat_request(user("Time?"), tools=[WEATHER_TOOL], tool_choice=choice), timeout=10)
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "tool_choice.parallel_tool_calls",
+        )
+        assert fake.requests == []
+
     def test_parallel_tool_calls(self, stub: Any, fake: FakeGemini) -> None:
         """Several function calls in one turn come back as ToolCalls, ids kept or synthesised, signature kept."""
         fake.script(

@@ -412,6 +412,36 @@ class TestChat:
         assert all(model.provider_instances == ["openai"] and not model.mock for model in response.models)
 
 
+class TestToolChoiceLimits:
+    def _tools(self) -> list[chat_pb2.ToolDefinition]:
+        return [weather_tool(), chat_pb2.ToolDefinition(name="get_time", description="The time.")]
+
+    def test_allowed_tools_and_no_parallel_calls(self, stub, fake):
+        """allowed_tools is OpenAI's allowed_tools choice (every tool still defined); parallel_tool_calls passes on."""
+        fake.script(Reply.json(completion("ok")))
+        choice = chat_pb2.ToolChoice(
+            mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED, allowed_tools=["get_time"], parallel_tool_calls=False
+        )
+        stub.Chat(chat_request(user("Time?"), tools=self._tools(), tool_choice=choice), timeout=10)
+        body = fake.chat_requests[0].body
+        assert body["tool_choice"] == {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]},
+        }
+        assert (body["parallel_tool_calls"], len(body["tools"])) == (False, 2)
+        assert_golden("allowed_tools", body)
+
+    def test_contradicting_extension_is_refused(self, stub, fake):
+        """extensions.openai.parallel_tool_calls against the shared field: INVALID_ARGUMENT naming it, nothing sent."""
+        request = chat_request(
+            user("Time?"), tools=self._tools(), tool_choice=chat_pb2.ToolChoice(parallel_tool_calls=True)
+        )
+        request.extensions.update({"openai": {"parallel_tool_calls": False}})
+        error = _chat_error(stub, request)
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "extensions.openai.parallel_tool_calls")
+        assert fake.chat_requests == []
+
+
 class TestStreaming:
     def test_text_stream(self, stub, fake):
         """Text deltas in order, then exactly one final with finish reason, usage, model and headroom."""
