@@ -235,6 +235,10 @@ def _validate_reasoning(reasoning: chat_pb2.ReasoningSettings, max_output_tokens
         )
 
 
+#: The most alternatives per token any provider returns (OpenAI's and Gemini's limit).
+MAX_TOP_LOGPROBS = 20
+
+
 def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens: int) -> None:
     if settings.HasField("max_output_tokens") and not 1 <= settings.max_output_tokens <= max_output_tokens:
         raise invalid_argument(
@@ -255,6 +259,11 @@ def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens:
         raise invalid_argument("settings.stop", "contains an empty stop sequence")
     if settings.HasField("reasoning"):
         _validate_reasoning(settings.reasoning, max_output_tokens)
+    if settings.HasField("top_logprobs"):
+        if not settings.logprobs:
+            raise invalid_argument("settings.top_logprobs", "needs settings.logprobs set to true")
+        if not 0 <= settings.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise invalid_argument("settings.top_logprobs", f"{settings.top_logprobs} is outside 0..{MAX_TOP_LOGPROBS}")
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA and not response_format.json_schema.fields:
         raise invalid_argument(

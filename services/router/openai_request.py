@@ -216,7 +216,7 @@ class ChatCompletionBody(_Lenient):
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     logprobs: StrictBool | None = None
-    top_logprobs: StrictInt | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
     # Deprecated in OpenAI's API in favour of tools / tool_choice, and mapped onto them.
     functions: list[FunctionDefinition] | None = None
     function_call: LegacyFunctionCall | None = None
@@ -267,7 +267,6 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
         raise validation_problem(error) from None
     if body.n not in (None, 1):
         raise invalid_argument("n", f"{body.n} is not supported; the mesh returns one choice (omit n or send 1)")
-    _refuse_logprobs(body)
     fields = BodyFields(
         max_tokens_field="max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens",
         legacy_functions=_legacy_functions(body),
@@ -276,20 +275,6 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
     request = _build(cls(), body, fallback_header, fields)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ParsedChat(request=request, stream=bool(body.stream), include_usage=include_usage, fields=fields)
-
-
-_NO_LOGPROBS = (
-    "is not supported yet: the mesh's providers do not return log probabilities through it; "
-    "omit it (or send false / null)"
-)
-
-
-def _refuse_logprobs(body: ChatCompletionBody) -> None:
-    """Refused rather than dropped: a caller asking for them must not get an answer that silently lacks them."""
-    if body.logprobs:
-        raise invalid_argument("logprobs", _NO_LOGPROBS)
-    if body.top_logprobs is not None:
-        raise invalid_argument("top_logprobs", _NO_LOGPROBS)
 
 
 def _legacy_functions(body: ChatCompletionBody) -> bool:
@@ -521,6 +506,10 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
         settings.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
     if body.seed is not None:
         settings.seed = body.seed
+    if body.logprobs:
+        settings.logprobs = True
+    if body.top_logprobs is not None:
+        settings.top_logprobs = body.top_logprobs
     if body.response_format is not None:
         response_format = settings.response_format
         response_format.type = _RESPONSE_FORMATS[body.response_format.type]

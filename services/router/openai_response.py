@@ -21,6 +21,7 @@ import grpc
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common import logprobs
 from services.router.balancer import Balancer
 from services.router.config import Candidate, ModelRoute
 
@@ -93,6 +94,11 @@ def _message(message: chat_pb2.Message, *, legacy: bool = False) -> dict[str, An
     return result
 
 
+def _logprobs(values: Any) -> dict[str, Any] | None:
+    """A choice's `logprobs`: the content tokens' (refusal tokens are not carried), null when there are none."""
+    return {"content": logprobs.to_openai(values), "refusal": None} if len(values) else None
+
+
 def _mesh_fields(answer: rpb.ChatResponse | rpb.StreamChatFinal) -> dict[str, Any]:
     """The `llmmesh` field, the same for a completion and a stream's final chunk."""
     return {
@@ -118,7 +124,7 @@ def completion(response: rpb.ChatResponse, identifier: str, *, legacy: bool = Fa
             "index": index,
             "message": _message(answer.message, legacy=legacy),
             "finish_reason": _finish(answer.finish_reason, legacy),
-            "logprobs": None,
+            "logprobs": _logprobs(answer.message.logprobs),
         }
         for index, answer in enumerate(answers)
     ]
@@ -178,8 +184,8 @@ class ChunkStream:
         return chunk
 
     @staticmethod
-    def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def _choice(delta: dict[str, Any], finish: str | None = None, logprobs: Any = ()) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": _logprobs(logprobs), "finish_reason": finish}
 
     def opening(self) -> dict[str, Any]:
         """The first chunk: the assistant role, as OpenAI sends it."""
@@ -190,7 +196,7 @@ class ChunkStream:
         kind = event.WhichOneof("event")
         if kind == "delta":
             delta = _legacy_delta(event.delta) if self._legacy else _delta(event.delta)
-            return [self._chunk([self._choice(delta)])] if delta is not None else []
+            return [self._chunk([self._choice(delta, logprobs=event.delta.logprobs)])] if delta is not None else []
         if kind == "continuation":
             self._model = event.continuation.model
             notice = {

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ import grpc
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common import logprobs as logprobs_module
 from services.router import openai_response
 from services.router.responses_request import ParsedResponses, echoed_tools
 
@@ -64,13 +66,29 @@ def usage(value: chat_pb2.Usage) -> dict[str, Any]:
     }
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()) -> dict[str, Any]:
+    # LogProb wants `bytes` as a list, never null: empty where the provider gave none.
+    values = [{**entry, "bytes": entry["bytes"] or []} for entry in logprobs_module.to_openai(logprobs)]
+    for entry in values:
+        entry["top_logprobs"] = [{**top, "bytes": top["bytes"] or []} for top in entry["top_logprobs"]]
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": values}
 
 
-def _content_part(kind: str, text: str) -> dict[str, Any]:
+def _event_logprobs(values: Sequence[chat_pb2.TokenLogprob]) -> list[dict[str, Any]]:
+    """ResponseLogProb: token, logprob and top_logprobs without bytes (delta and done events)."""
+    return [
+        {
+            "token": item.token,
+            "logprob": item.logprob,
+            "top_logprobs": [{"token": top.token, "logprob": top.logprob} for top in item.top_logprobs],
+        }
+        for item in values
+    ]
+
+
+def _content_part(kind: str, text: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()) -> dict[str, Any]:
     """An output message's content part: `output_text`, or `refusal` (the model declined)."""
-    return {"type": "refusal", "refusal": text} if kind == _REFUSAL else _text_part(text)
+    return {"type": "refusal", "refusal": text} if kind == _REFUSAL else _text_part(text, logprobs)
 
 
 def _message_item(identifier: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
@@ -170,7 +188,7 @@ def response_object(parsed: ParsedResponses, answer: rpb.ChatResponse, identifie
     message = answer.message
     text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
     output: list[dict[str, Any]] = []
-    content = [_text_part(text)] if text or not message.refusal else []
+    content = [_text_part(text, message.logprobs)] if text or not message.refusal else []
     if message.refusal:
         content.append(_content_part(_REFUSAL, message.refusal))
     if text or message.refusal or not message.tool_calls:
@@ -193,8 +211,8 @@ class _OpenItem:
     item: dict[str, Any]
     #: A call's argument fragments.
     text: list[str] = field(default_factory=list)
-    #: A message's content parts so far: (kind, fragments), the last one open.
-    parts: list[tuple[str, list[str]]] = field(default_factory=list)
+    #: A message's content parts so far: (kind, fragments, token log probabilities), the last one open.
+    parts: list[tuple[str, list[str], list[chat_pb2.TokenLogprob]]] = field(default_factory=list)
 
 
 class ResponseEvents:
@@ -243,7 +261,7 @@ class ResponseEvents:
     def _delta(self, delta: chat_pb2.ChatDelta) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         if delta.text:
-            events += self._text(delta.text)
+            events += self._content(_TEXT, delta.text, delta.logprobs)
         if delta.refusal:
             events += self._content(_REFUSAL, delta.refusal)
         for call in delta.tool_calls:
@@ -253,7 +271,9 @@ class ResponseEvents:
     def _text(self, text: str) -> list[dict[str, Any]]:
         return self._content(_TEXT, text)
 
-    def _content(self, kind: str, fragment: str) -> list[dict[str, Any]]:
+    def _content(
+        self, kind: str, fragment: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()
+    ) -> list[dict[str, Any]]:
         """A fragment of the message's text or refusal; a change of kind starts the next content part."""
         events: list[dict[str, Any]] = []
         if self._message is None:
@@ -264,28 +284,30 @@ class ResponseEvents:
         if not message.parts or message.parts[-1][0] != kind:
             if message.parts:
                 events += self._close_part(message)
-            message.parts.append((kind, []))
+            message.parts.append((kind, [], []))
             events.append(
                 self._event("response.content_part.added", part=_content_part(kind, ""), **self._where(message))
             )
         message.parts[-1][1].append(fragment)
+        message.parts[-1][2].extend(logprobs)
+        where = self._where(message)
         if kind == _REFUSAL:
-            events.append(self._event("response.refusal.delta", delta=fragment, **self._where(message)))
+            events.append(self._event("response.refusal.delta", delta=fragment, **where))
         else:
             events.append(
-                self._event("response.output_text.delta", delta=fragment, logprobs=[], **self._where(message))
+                self._event("response.output_text.delta", delta=fragment, logprobs=_event_logprobs(logprobs), **where)
             )
         return events
 
     def _close_part(self, message: _OpenItem) -> list[dict[str, Any]]:
-        kind, fragments = message.parts[-1]
+        kind, fragments, values = message.parts[-1]
         text = "".join(fragments)
         where = self._where(message)
         if kind == _REFUSAL:
             done = self._event("response.refusal.done", refusal=text, **where)
         else:
-            done = self._event("response.output_text.done", text=text, logprobs=[], **where)
-        return [done, self._event("response.content_part.done", part=_content_part(kind, text), **where)]
+            done = self._event("response.output_text.done", text=text, logprobs=_event_logprobs(values), **where)
+        return [done, self._event("response.content_part.done", part=_content_part(kind, text, values), **where)]
 
     def _call_delta(self, call: chat_pb2.ToolCallDelta) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -330,7 +352,7 @@ class ResponseEvents:
             return []
         message, self._message = self._message, None
         events = self._close_part(message)
-        content = [_content_part(kind, "".join(fragments)) for kind, fragments in message.parts]
+        content = [_content_part(kind, "".join(fragments), values) for kind, fragments, values in message.parts]
         done = _message_item(message.item["id"], content, "completed")
         self._output[message.index] = done
         return [*events, self._event("response.output_item.done", output_index=message.index, item=done)]

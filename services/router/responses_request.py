@@ -61,7 +61,6 @@ _FORMATS = {
     "json_object": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
     "json_schema": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
 }
-_NO_LOGPROBS = "is not supported yet: the mesh's providers do not return log probabilities through it"
 _LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _STATELESS = "the mesh's Responses API is stateless and stores nothing; send the whole conversation in input"
 
@@ -107,7 +106,7 @@ class ResponsesBody(_Lenient):
     conversation: str | dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
     parallel_tool_calls: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
     include: list[str] | None = None
     llmmesh: MeshOptions | None = None
 
@@ -182,12 +181,6 @@ def _refuse_state(body: ResponsesBody) -> None:
         raise invalid_argument("store", f"true is not supported; {_STATELESS} (omit store or send false)")
     if body.background:
         raise invalid_argument("background", "true is not supported; the mesh answers in the request (omit it)")
-    # Refused rather than dropped, as on chat completions: the mesh carries no log probabilities yet.
-    if body.top_logprobs is not None:
-        raise invalid_argument("top_logprobs", f"{_NO_LOGPROBS} (omit it or send null)")
-    for index, item in enumerate(body.include or ()):
-        if item == _LOGPROBS_INCLUDE:
-            raise invalid_argument(f"include[{index}]", f"{item!r}: {_NO_LOGPROBS} (leave it out of include)")
 
 
 # -- input ------------------------------------------------------------------------------------
@@ -380,6 +373,11 @@ def _allowed_tools(request: rpb.ChatRequest | rpb.StreamChatRequest, choice: dic
 
 
 def _settings(settings: chat_pb2.GenerationSettings, body: ResponsesBody) -> None:
+    # include's "message.output_text.logprobs" asks for them; top_logprobs alone does too.
+    if _LOGPROBS_INCLUDE in (body.include or ()) or body.top_logprobs is not None:
+        settings.logprobs = True
+    if body.top_logprobs is not None:
+        settings.top_logprobs = body.top_logprobs
     if body.temperature is not None:
         settings.temperature = body.temperature
     if body.top_p is not None:

@@ -136,14 +136,20 @@ def response(
     model_version: str = "gemini-2.5-flash-001",
     response_id: str = "resp-1",
     block_reason: str | None = None,
+    logprobs: list[tuple[str, float, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """A GenerateContentResponse JSON body (or one SSE event of a stream)."""
+    """A GenerateContentResponse JSON body (or one SSE event of a stream).
+
+    `logprobs`: (chosen token, its log probability, {top token: log probability}) per step,
+    as the candidate's logprobsResult.
+    """
     payload: dict[str, Any] = {"modelVersion": model_version, "responseId": response_id}
     if parts is not None or finish_reason is not None:
         candidate = types.Candidate(
             content=types.Content(role="model", parts=parts or []),
             finish_reason=types.FinishReason(finish_reason) if finish_reason else None,
             index=0,
+            logprobs_result=_logprobs_result(logprobs) if logprobs is not None else None,
         )
         payload["candidates"] = [_dump(candidate)]
     if block_reason:
@@ -153,6 +159,18 @@ def response(
     if usage_metadata is not None:
         payload["usageMetadata"] = usage_metadata
     return payload
+
+
+def _logprobs_result(steps: list[tuple[str, float, dict[str, float]]]) -> types.LogprobsResult:
+    return types.LogprobsResult(
+        chosen_candidates=[types.LogprobsResultCandidate(token=t, log_probability=lp) for t, lp, _ in steps],
+        top_candidates=[
+            types.LogprobsResultTopCandidates(
+                candidates=[types.LogprobsResultCandidate(token=t, log_probability=lp) for t, lp in top.items()]
+            )
+            for _, _, top in steps
+        ],
+    )
 
 
 def text_stream(pieces: list[str], *, finish_reason: str | None = "STOP", **kwargs: Any) -> list[dict[str, Any]]:

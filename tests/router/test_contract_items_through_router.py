@@ -3,8 +3,9 @@ official SDK against its loopback fake upstream.
 
 The upstream response id on unary answers and stream finals; refusals as
 `Message.refusal` / `ChatDelta.refusal` with FINISH_REASON_REFUSAL; tool
-choice limited to a subset of tools and `parallel_tool_calls`, as each
-provider's wire format says.
+choice limited to a subset of tools and `parallel_tool_calls`; log
+probabilities where the provider returns them, refused by name where not, as
+each provider's wire format says.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ROUTING = {
         CLAUDE: {"provider": "anthropic"},
         GEMINI: {"provider": "google"},
         "gemini-then-gpt": {"provider": "google", "upstream_model": GEMINI, "fallbacks": [GPT]},
+        "claude-then-gemini": {"provider": "anthropic", "upstream_model": CLAUDE, "fallbacks": [GEMINI]},
     },
 }
 
@@ -221,3 +223,39 @@ class TestToolChoiceLimits:
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "tool_choice.allowed_tools[1]" in (caught.value.details() or "")
+
+
+class TestLogprobs:
+    async def test_anthropic_refuses_and_gemini_answers_with_logprobs(self, stub, fakes) -> None:
+        """Anthropic has no log probabilities: the router moves on to Gemini, whose logprobsResult reaches the
+        caller as Message.logprobs (unary) and ChatDelta.logprobs (stream)."""
+        fakes.anthropic.reset()
+        steps = [("Hi", -0.5, {"Hi": -0.5, "Yo": -1.5})]
+        fakes.google.script(fg.Reply(body=fg.response([fg.text_part("Hi")], logprobs=steps)))
+        settings = chat_pb2.GenerationSettings(logprobs=True, top_logprobs=2)
+        request = rpb.ChatRequest(model="claude-then-gemini", messages=[_user("Hi")], settings=settings)
+        response = await stub.Chat(request, timeout=20)
+        assert response.model == GEMINI
+        assert response.attempts[0].moved_on_because == "anthropic cannot serve settings.logprobs"
+        assert fakes.anthropic.requests == []
+        assert [(t.token, t.logprob, len(t.top_logprobs)) for t in response.message.logprobs] == [("Hi", -0.5, 2)]
+        stream = [fg.response([fg.text_part("Hi")], usage_metadata=fg.usage(2, 1), logprobs=steps)]
+        fakes.google.script(fg.Reply(events=stream))
+        events = await _stream(stub, rpb.StreamChatRequest(model=GEMINI, messages=[_user("Hi")], settings=settings))
+        assert [t.token for event in events[:-1] for t in event.delta.logprobs] == ["Hi"]
+
+    async def test_openai_logprobs_unary_and_stream(self, stub, fakes) -> None:
+        """OpenAI's logprobs.content, bytes included, reach the caller through the router."""
+        fakes.openai.script(fo.Reply.json(fo.completion("Hi", logprobs=[fo.token_logprob("Hi", -0.25)])))
+        settings = chat_pb2.GenerationSettings(logprobs=True)
+        response = await stub.Chat(rpb.ChatRequest(model=GPT, messages=[_user("Hi")], settings=settings), timeout=20)
+        assert [(t.token, t.token_bytes) for t in response.message.logprobs] == [("Hi", b"Hi")]
+        chunks = [
+            fo.chunk(role="assistant", content=""),
+            fo.chunk(content="Hi", logprobs=[fo.token_logprob("Hi", -0.25)]),
+            fo.chunk(finish_reason="stop"),
+            fo.chunk(no_choices=True, usage_body=fo.usage(3, 1)),
+        ]
+        fakes.openai.script(fo.Reply.stream(chunks))
+        events = await _stream(stub, rpb.StreamChatRequest(model=GPT, messages=[_user("Hi")], settings=settings))
+        assert [t.logprob for event in events[:-1] for t in event.delta.logprobs] == [-0.25]

@@ -184,3 +184,42 @@ class TestToolChoiceLimits:
                 model="mock-agent", input="monthly", tools=RESPONSES_TOOLS, tool_choice=choice
             )
         assert caught.value.param == "tool_choice.tools[0]"
+
+
+class TestLogprobs:
+    async def test_chat_logprobs_unary_and_stream(self, client: openai.AsyncOpenAI) -> None:
+        """logprobs / top_logprobs come back in choice.logprobs.content, as the SDK reads them, on both paths."""
+        answer = await client.chat.completions.create(model="mock-small", messages=USER, logprobs=True, top_logprobs=2)
+        content = answer.choices[0].logprobs.content
+        assert "".join(item.token for item in content) == answer.choices[0].message.content
+        assert [len(item.top_logprobs) for item in content] == [2] * len(content)
+        assert content[0].bytes == list(content[0].token.encode())
+        stream = await client.chat.completions.create(
+            model="mock-small", messages=USER, logprobs=True, top_logprobs=2, stream=True
+        )
+        streamed = [
+            item
+            for chunk in [chunk async for chunk in stream]
+            if chunk.choices and chunk.choices[0].logprobs
+            for item in chunk.choices[0].logprobs.content or []
+        ]
+        assert [item.model_dump() for item in streamed] == [item.model_dump() for item in content]
+
+    async def test_responses_logprobs_unary_and_stream(self, client: openai.AsyncOpenAI) -> None:
+        """include message.output_text.logprobs (with top_logprobs) fills output_text's logprobs and the deltas'."""
+        response = await client.responses.create(
+            model="mock-small", input="hi", include=["message.output_text.logprobs"], top_logprobs=1
+        )
+        part = response.output[0].content[0]
+        assert "".join(item.token for item in part.logprobs) == part.text
+        assert all(len(item.top_logprobs) == 1 for item in part.logprobs)
+        stream = await client.responses.create(
+            model="mock-small", input="hi", include=["message.output_text.logprobs"], top_logprobs=1, stream=True
+        )
+        events = [event async for event in stream]
+        deltas = [
+            item.token for event in events if event.type == "response.output_text.delta" for item in event.logprobs
+        ]
+        assert "".join(deltas) == part.text
+        [done] = [event for event in events if event.type == "response.output_text.done"]
+        assert [item.token for item in done.logprobs] == deltas

@@ -43,7 +43,7 @@ BAD_CHAT: list[tuple[int, dict[str, Any]]] = [
     (400, {"temperature": 9}),
     (400, {"messages": []}),
     (400, {"tool_choice": {"type": "function"}}),
-    (400, {"logprobs": True}),
+    (400, {"top_logprobs": 2}),
     (400, {"messages": [{"role": "user", "content": "word " * 9000}]}),
     (404, {"model": "no-such-model"}),
     (429, {"llmmesh": {"max_retries": 0, "extensions": {"mock": {"fail_code": "RESOURCE_EXHAUSTED"}}}}),
@@ -131,8 +131,9 @@ class TestChatCompletions:
             },
             {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
             {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, **ALLOWED_TOOLS},
+            {"model": "mock-small", "messages": USER, "logprobs": True, "top_logprobs": 2},
         ],
-        ids=["text", "tools", "fallback", "legacy-functions", "json-schema", "refusal", "allowed-tools"],
+        ids=["text", "tools", "fallback", "legacy-functions", "json-schema", "refusal", "allowed-tools", "logprobs"],
     )
     async def test_answers(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/chat/completions", json=body)
@@ -148,8 +149,9 @@ class TestChatCompletions:
             {"model": "mock-agent", "messages": MONTHLY, "functions": [tool["function"] for tool in TOOLS]},
             {"model": "mock-down", "messages": USER},
             {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
+            {"model": "mock-small", "messages": USER, "logprobs": True, "top_logprobs": 2},
         ],
-        ids=["text", "usage", "tools", "legacy-functions", "fallback", "refusal"],
+        ids=["text", "usage", "tools", "legacy-functions", "fallback", "refusal", "logprobs"],
     )
     async def test_chunks(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         chunks = await _stream(raw, "/v1/chat/completions", body)
@@ -219,8 +221,9 @@ class TestResponses:
                     "tools": [{"type": "function", "name": "calculator"}],
                 },
             },
+            {"model": "mock-small", "input": "hi", "include": ["message.output_text.logprobs"], "top_logprobs": 2},
         ],
-        ids=["text", "tools", "json-schema", "incomplete", "refusal", "text-then-refusal", "allowed-tools"],
+        ids=["text", "tools", "json-schema", "incomplete", "refusal", "text-then-refusal", "allowed-tools", "logprobs"],
     )
     async def test_answers_and_events(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/responses", json=body)
@@ -241,7 +244,7 @@ class TestResponses:
 
     @pytest.mark.parametrize(
         ("status", "changes"),
-        [(400, {"store": True}), (400, {"temperature": 9}), (400, {"top_logprobs": 2}), (404, {"model": "nope"})],
+        [(400, {"store": True}), (400, {"temperature": 9}), (400, {"top_logprobs": 21}), (404, {"model": "nope"})],
         ids=str,
     )
     async def test_error_bodies(self, raw: httpx2.AsyncClient, status: int, changes: dict[str, Any]) -> None:

@@ -87,6 +87,8 @@ def build_create_kwargs(
             )
     system, messages = _map_messages(request.messages)
     settings = request.settings
+    if settings.logprobs:
+        raise unsupported_feature("settings.logprobs", "Anthropic returns no log probabilities")
     kwargs: dict[str, Any] = {
         "model": request.model,
         "max_tokens": settings.max_output_tokens if settings.HasField("max_output_tokens") else default_max_tokens,

@@ -154,7 +154,7 @@ class GoogleAdapter(ProviderAdapter):
         async for chunk in self._chunks(mapped, config, request):
             with reading_body(self.provider):
                 delta = reader.feed(chunk)
-            if delta.text or delta.tool_calls:
+            if delta.text or delta.tool_calls or delta.logprobs:
                 yield pb.ProviderServiceStreamChatResponse(delta=delta)
         self._check_answered(reader)
         if reader.finish_reason is None:

@@ -346,6 +346,10 @@ def _settings(settings: chat_pb2.GenerationSettings) -> dict[str, Any]:
         kwargs["seed"] = settings.seed
     if settings.HasField("reasoning"):
         kwargs["thinking_config"] = _thinking_config(settings.reasoning)
+    if settings.logprobs:
+        kwargs["response_logprobs"] = True
+        if settings.HasField("top_logprobs"):
+            kwargs["logprobs"] = settings.top_logprobs
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
         kwargs["response_mime_type"] = "application/json"
@@ -428,6 +432,7 @@ class ResponseReader:
     block_reason: str = ""
     block_message: str = ""
     saw_candidate: bool = False
+    logprobs: list[chat_pb2.TokenLogprob] = field(default_factory=list)
 
     def feed(self, response: types.GenerateContentResponse) -> chat_pb2.ChatDelta:
         delta = chat_pb2.ChatDelta()
@@ -449,6 +454,8 @@ class ResponseReader:
         parts = candidate.content.parts if candidate.content is not None else None
         for part in parts or []:
             self._part(part, delta)
+        delta.logprobs.extend(logprobs_of(candidate.logprobs_result))
+        self.logprobs.extend(delta.logprobs)
         return delta
 
     def _part(self, part: types.Part, delta: chat_pb2.ChatDelta) -> None:
@@ -495,6 +502,7 @@ class ResponseReader:
         if self.text:
             message.content.add(text="".join(self.text))
         message.tool_calls.extend(state.call for state in self.calls)
+        message.logprobs.extend(self.logprobs)
         google: dict[str, Any] = {}
         if self.text_signature:
             google["thought_signature"] = _b64(self.text_signature)
@@ -541,6 +549,27 @@ class ResponseReader:
         if google:
             extensions.update({PROVIDER: google})
         return extensions
+
+
+def logprobs_of(result: types.LogprobsResult | None) -> list[chat_pb2.TokenLogprob]:
+    """Gemini's chosen token at each step with the top candidates of that step (Gemini gives no bytes)."""
+    if result is None:
+        return []
+    tops = result.top_candidates or []
+    out = []
+    for step, chosen in enumerate(result.chosen_candidates or []):
+        alternatives = tops[step].candidates or [] if step < len(tops) else []
+        out.append(
+            chat_pb2.TokenLogprob(
+                token=chosen.token or "",
+                logprob=chosen.log_probability or 0.0,
+                top_logprobs=[
+                    chat_pb2.TopLogprob(token=top.token or "", logprob=top.log_probability or 0.0)
+                    for top in alternatives
+                ],
+            )
+        )
+    return out
 
 
 def assistant_turn(request: Request) -> int:

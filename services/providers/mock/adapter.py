@@ -16,6 +16,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
 A scripted turn keeps only the tool calls `tool_choice.allowed_tools` allows
 (only the first with `parallel_tool_calls` false); the start event records both.
 
+`settings.logprobs` gets made-up, deterministic log probabilities, one
+"token" per word (and `top_logprobs` alternatives named `<word>~<rank>`).
+
 An `assistant_prefix` the answer starts with is left out of it: the mock
 continues a prefix, as the routing file may say with `continues_prefix`.
 
@@ -100,6 +103,7 @@ class MockAdapter(ProviderAdapter):
                 message.content.add(reasoning=thought)
             if turn.text:
                 message.content.add(text=turn.text)
+                message.logprobs.extend(_logprobs(request, _split_keeping_spaces(turn.text)))
             for index, call in enumerate(turn.tool_calls):
                 message.tool_calls.add(
                     id=_call_id(request, index), name=call.name, arguments_json=json.dumps(call.arguments)
@@ -129,7 +133,9 @@ class MockAdapter(ProviderAdapter):
             cut_after = overrides.get("stream_cut_after")
             thought_deltas = reasoning.deltas(thought) if thought is not None else []
             refusal_deltas = [chat_pb2.ChatDelta(refusal=word) for word in _split_keeping_spaces(_refusal(overrides))]
-            for sent, delta in enumerate(thought_deltas + _deltas(turn, request) + refusal_deltas):
+            for sent, delta in enumerate(
+                thought_deltas + _with_logprobs(request, _deltas(turn, request)) + refusal_deltas
+            ):
                 if cut_after is not None and sent >= int(cut_after):
                     self._record("cut", call_id, model.name)
                     return  # ends without a final message: a truncated stream
@@ -291,6 +297,31 @@ def _overrides(model: MockModel, extensions: struct_pb2.Struct) -> dict[str, Any
     overrides: dict[str, Any] = json_format.MessageToDict(extensions.fields["mock"].struct_value)
     overrides.update(overrides.pop("by_model", {}).get(model.name, {}))
     return overrides
+
+
+def _logprobs(request: Request, words: list[str], start: int = 0) -> list[chat_pb2.TokenLogprob]:
+    """Made-up but deterministic log probabilities, one "token" per word, when settings.logprobs asks."""
+    settings = request.settings
+    if not settings.logprobs:
+        return []
+    out = []
+    for index, word in enumerate(words, start):
+        logprob = -0.25 * (index % 4)
+        alternatives = [
+            chat_pb2.TopLogprob(token=f"{word.strip()}~{rank}", logprob=logprob - rank, token_bytes=word.encode())
+            for rank in range(1, settings.top_logprobs + 1)
+        ]
+        out.append(
+            chat_pb2.TokenLogprob(token=word, logprob=logprob, token_bytes=word.encode(), top_logprobs=alternatives)
+        )
+    return out
+
+
+def _with_logprobs(request: Request, deltas: list[chat_pb2.ChatDelta]) -> list[chat_pb2.ChatDelta]:
+    for index, delta in enumerate(deltas):
+        if delta.text:
+            delta.logprobs.extend(_logprobs(request, [delta.text], start=index))
+    return deltas
 
 
 def _tool_choice_seen(request: Request) -> dict[str, Any]:

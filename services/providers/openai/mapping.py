@@ -36,6 +36,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
+from services.common import logprobs
 from services.common.errors import invalid_argument, unsupported_feature
 from services.common.reasoning import effort_name, reasoning_of
 
@@ -298,6 +299,10 @@ def _settings(
         out["stop"] = list(settings.stop)
     if settings.HasField("seed"):
         out["seed"] = settings.seed
+    if settings.logprobs:
+        out["logprobs"] = True
+        if settings.HasField("top_logprobs"):
+            out["top_logprobs"] = settings.top_logprobs
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_TEXT:
         out["response_format"] = {"type": "text"}
@@ -391,6 +396,7 @@ def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceCh
     if sdk_message.content:
         message.content.add(text=sdk_message.content)
     message.refusal = sdk_message.refusal or ""
+    message.logprobs.extend(_logprobs(choice))
     for call in sdk_message.tool_calls or []:
         function = getattr(call, "function", None)
         if function is None:  # custom (free-form) tools are never sent, so never expected back
@@ -418,6 +424,12 @@ def response_from_completion(completion: ChatCompletion) -> pb.ProviderServiceCh
     if extensions is not None:
         response.extensions.CopyFrom(extensions)
     return response
+
+
+def _logprobs(choice: Any) -> list[chat_pb2.TokenLogprob]:
+    """The content tokens' log probabilities of a choice or a chunk's choice (refusal tokens' are left out)."""
+    found = getattr(choice, "logprobs", None)
+    return logprobs.from_openai(found.content or []) if found is not None else []
 
 
 def _reasoning_content(sdk_object: Any) -> str:
@@ -458,7 +470,7 @@ class StreamState:
         sdk_delta = getattr(choice, "delta", None)
         if sdk_delta is None:
             return None
-        delta = chat_pb2.ChatDelta(text=sdk_delta.content or "")
+        delta = chat_pb2.ChatDelta(text=sdk_delta.content or "", logprobs=_logprobs(choice))
         reasoning_text = _reasoning_content(sdk_delta)
         if reasoning_text:
             delta.reasoning.CopyFrom(chat_pb2.ReasoningDelta(index=0, text=reasoning_text, provider=PROVIDER))
@@ -473,7 +485,8 @@ class StreamState:
                 out.id = call.id or ""
                 out.name = (call.function.name if call.function else None) or ""
             out.arguments_json_delta = (call.function.arguments if call.function else None) or ""
-        return delta if delta.text or delta.refusal or delta.tool_calls or delta.HasField("reasoning") else None
+        carries = delta.text or delta.refusal or delta.tool_calls or delta.logprobs or delta.HasField("reasoning")
+        return delta if carries else None
 
     def final(self, headroom: chat_pb2.RateLimitHeadroom) -> pb.ProviderStreamFinal:
         final = pb.ProviderStreamFinal(

@@ -275,6 +275,14 @@ class TestTools:
         assert error.field == "extensions.anthropic.disable_parallel_tool_use"
         assert fake.requests == []
 
+    def test_logprobs_are_unsupported(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Anthropic returns no log probabilities: UNSUPPORTED_FEATURE naming settings.logprobs, nothing sent."""
+        settings = chat_pb2.GenerationSettings(logprobs=True)
+        request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")], settings=settings)
+        error = _error(lambda: _chat(stub, request))
+        assert (error.reason, error.field) == ("UNSUPPORTED_FEATURE", "settings.logprobs")
+        assert fake.requests == []
+
     def test_multi_turn_tool_results(self, stub: Any, fake: FakeAnthropic) -> None:
         """Tool calls become tool_use blocks; both results of one turn go in ONE user message."""
         fake.script(json_reply(message(text="Paris is 21°C; Oslo's station is offline.")))

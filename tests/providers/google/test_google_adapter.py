@@ -438,6 +438,34 @@ class TestTools:
         assert fake.requests == []
 
 
+class TestLogprobs:
+    def test_logprobs_asked_for_and_mapped_back(self, stub: Any, fake: FakeGemini) -> None:
+        """settings.logprobs is responseLogprobs (top_logprobs: logprobs); logprobsResult comes back as
+        Message.logprobs, each chosen token with its step's top candidates."""
+        steps = [("Hi", -0.1, {"Hi": -0.1, "Hello": -2.5}), ("!", -0.2, {"!": -0.2})]
+        fake.script(Reply(body=fg.response([fg.text_part("Hi!")], logprobs=steps)))
+        settings = chat_pb2.GenerationSettings(logprobs=True, top_logprobs=2)
+        response = stub.Chat(chat_request(user("Hi"), settings=settings), timeout=10)
+        config = fake.requests[0].body["generationConfig"]
+        assert (config["responseLogprobs"], config["logprobs"]) == (True, 2)
+        assert_golden("logprobs", fake.requests[0].body)
+        first = response.message.logprobs[0]
+        assert (first.token, first.logprob) == ("Hi", -0.1)
+        assert [(top.token, top.logprob) for top in first.top_logprobs] == [("Hi", -0.1), ("Hello", -2.5)]
+        assert [item.token for item in response.message.logprobs] == ["Hi", "!"]
+
+    def test_streamed_logprobs_ride_their_deltas(self, stub: Any, fake: FakeGemini) -> None:
+        events = [
+            fg.response([fg.text_part("Hi")], finish_reason=None, logprobs=[("Hi", -0.1, {})]),
+            fg.response([fg.text_part("!")], usage_metadata=fg.usage(3, 2), logprobs=[("!", -0.2, {})]),
+        ]
+        fake.script(Reply(events=events))
+        settings = chat_pb2.GenerationSettings(logprobs=True)
+        received = list(stub.StreamChat(stream_request(user("Hi"), settings=settings), timeout=10))
+        pairs = [(e.delta.text, [t.token for t in e.delta.logprobs]) for e in received[:-1]]
+        assert pairs == [("Hi", ["Hi"]), ("!", ["!"])]
+
+
 class TestStreaming:
     def test_streaming_text(self, stub: Any, fake: FakeGemini) -> None:
         """SSE chunks become text deltas, then exactly one final with finish reason and usage."""

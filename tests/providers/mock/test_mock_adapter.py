@@ -260,3 +260,17 @@ class TestMockRefusal:
         assert "".join(event.delta.refusal for event in events[:-1]) == "I can't help with that."
         assert all(not event.delta.text for event in events[:-1])
         assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+
+
+class TestMockLogprobs:
+    def test_one_made_up_token_per_word_unary_and_stream(self, stub) -> None:
+        """settings.logprobs: one TokenLogprob per word, top_logprobs alternatives, the same on both paths."""
+        request = _request("tail", _user("a b"))
+        request.settings.logprobs = True
+        request.settings.top_logprobs = 2
+        unary = stub.Chat(request, timeout=5)
+        events = list(stub.StreamChat(ppb.ProviderServiceStreamChatRequest(**_fields(request)), timeout=5))
+        streamed = [item for event in events[:-1] for item in event.delta.logprobs]
+        assert list(unary.message.logprobs) == streamed
+        assert "".join(item.token for item in streamed) == "".join(event.delta.text for event in events[:-1])
+        assert [len(item.top_logprobs) for item in streamed] == [2] * len(streamed)

@@ -21,6 +21,7 @@ from services.testing.fake_openai import (
     completion,
     refusal_stream,
     text_stream,
+    token_logprob,
     tool_call,
     tool_call_delta,
     usage,
@@ -440,6 +441,37 @@ class TestToolChoiceLimits:
         error = _chat_error(stub, request)
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "extensions.openai.parallel_tool_calls")
         assert fake.chat_requests == []
+
+
+class TestLogprobs:
+    def test_logprobs_asked_for_and_mapped_back(self, stub, fake):
+        """settings.logprobs / top_logprobs reach OpenAI; the choice's logprobs.content come back as Message.logprobs."""
+        content = [token_logprob("Hi", -0.1, top={"Hello": -2.5}), token_logprob("!", -0.0)]
+        fake.script(Reply.json(completion("Hi!", logprobs=content)))
+        settings = chat_pb2.GenerationSettings(logprobs=True, top_logprobs=1)
+        response = stub.Chat(chat_request(user("Hi"), settings=settings), timeout=10)
+        body = fake.chat_requests[0].body
+        assert (body["logprobs"], body["top_logprobs"]) == (True, 1)
+        assert_golden("logprobs", body)
+        first = response.message.logprobs[0]
+        assert (first.token, first.logprob, first.token_bytes) == ("Hi", -0.1, b"Hi")
+        assert [(top.token, top.logprob) for top in first.top_logprobs] == [("Hello", -2.5)]
+        assert [item.token for item in response.message.logprobs] == ["Hi", "!"]
+
+    def test_streamed_logprobs_ride_their_deltas(self, stub, fake):
+        """Each chunk's logprobs come with its text delta."""
+        events = [
+            chunk(role="assistant", content=""),
+            chunk(content="Hi", logprobs=[token_logprob("Hi", -0.2)]),
+            chunk(content="!", logprobs=[token_logprob("!", -0.3)]),
+            chunk(finish_reason="stop"),
+            chunk(no_choices=True, usage_body=usage(5, 2)),
+        ]
+        fake.script(Reply.stream(events))
+        settings = chat_pb2.GenerationSettings(logprobs=True)
+        received = _stream(stub, stream_request(user("Hi"), settings=settings))
+        pairs = [(e.delta.text, [(t.token, t.logprob) for t in e.delta.logprobs]) for e in received[:-1]]
+        assert [pair for pair in pairs if pair[1]] == [("Hi", [("Hi", -0.2)]), ("!", [("!", -0.3)])]
 
 
 class TestStreaming:
