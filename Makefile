@@ -60,7 +60,7 @@ monitoring-tools:  ## Install prometheus and promtool (Debian package `prometheu
 	fi
 
 # LiteLLM (a client the door is tested with, and the bench's comparison) has pins that conflict with ours, so it lives
-# in its own pinned venv, .tools/litellm-venv (services/testing/litellm_venv.py; about 15 s cold with uv). Without an
+# in its own pinned venv, .tools/litellm-venv (services/testing/litellm_venv.py; about 10 s cold with uv). Without an
 # index: a warning, and tests/router/test_litellm_client.py skips (fails when CI is set).
 litellm-venv: setup  ## The pinned LiteLLM venv (.tools/litellm-venv) for the LiteLLM client tests and make bench
 	@$(BIN)/python -m services.testing.litellm_venv

@@ -30,6 +30,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LITELLM_PIN = "litellm[proxy]==1.108.7"
+# LiteLLM's own dependencies are ranges: uv resolves them as of this date, so a later release of one cannot break
+# a clean clone's `make test` (move it with the pin).
+RESOLVED_AS_OF = "2026-12-01T00:00:00Z"
 # The repository's root: the venv is the same one whichever directory pytest or the bench runs from.
 ROOT = Path(__file__).resolve().parents[2]
 VENV_DIR = ROOT / ".tools" / "litellm-venv"
@@ -83,7 +86,8 @@ def _install_steps(venv: Path) -> list[list[str]]:
     uv = Path(sys.executable).parent / "uv"
     if uv.exists():
         make = [str(uv), "venv", "--quiet", "--clear", "--python", sys.executable, str(venv)]
-        install = [str(uv), "pip", "install", "--quiet", "--python", str(venv_python(venv)), LITELLM_PIN]
+        install = [str(uv), "pip", "install", "--quiet", "--python", str(venv_python(venv))]
+        install += ["--exclude-newer", RESOLVED_AS_OF, LITELLM_PIN]
     else:
         make = [sys.executable, "-m", "venv", "--clear", str(venv)]
         install = [str(venv_python(venv)), "-m", "pip", "install", "--quiet", LITELLM_PIN]
