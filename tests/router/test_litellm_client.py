@@ -1,7 +1,7 @@
 """LiteLLM as a client of the HTTP door: the litellm SDK in its own venv against a live router and mock.
 
 One router (a tenant key, the HTTP door) and one mock adapter as real
-processes; `litellm_client.py` runs once with the pinned LiteLLM venv's
+processes; `tests/clients/litellm/cases.py` runs once with the pinned LiteLLM venv's
 python (services/testing/litellm_venv.py; `make test` makes it) and prints
 what every call returned or raised: chat, async chat, streams, tools,
 `litellm.responses()` unary and streamed, `litellm.embedding()`, and the
@@ -25,13 +25,12 @@ import pytest
 from services.testing import litellm_venv
 from services.testing.mesh import MockMesh
 from services.testing.prometheus_server import in_ci
-from tests.router.test_http_gateway import MOCK_CONFIG, ROUTING, http_port_of
+from tests.router.test_door_terms import MOCK, OPENAI_CONTEXT, ROUTES
+from tests.router.test_http_gateway import http_port_of
 from tests.security.helpers import write_tenants
 
-SCRIPT = Path(__file__).with_name("litellm_client.py")
+SCRIPT = Path(__file__).parents[1] / "clients" / "litellm" / "cases.py"
 KEY = "llmk_litellm-door-0123456789abcdefghijklmnopqr"
-MOCK: dict[str, Any] = {**MOCK_CONFIG, "models": [*MOCK_CONFIG["models"], {"name": "vec-a", "dimensions": 8}]}
-ROUTES: dict[str, Any] = {**ROUTING, "models": {**ROUTING["models"], "vec-a": {"provider": "mock", "dimensions": 8}}}
 ECHO_SMALL = "[mock mock-small] hi there"
 OBSERVED = "Observed: current_time = 12:00; calculator = 14808."
 SCRIPTED_CALLS = [
@@ -180,7 +179,7 @@ class TestContextWindow:
         result = run["context_window"]
         assert result.get("error") == "ContextWindowExceededError", result
         assert "BadRequestError" in result["bases"]
-        assert "maximum context length is 8192 tokens" in result["message"]
+        assert f"{OPENAI_CONTEXT} 8192 tokens" in result["message"]
 
     @pytest.mark.parametrize("case", ["context_window_fallback_dict", "router_fallback", "router_afallback"])
     def test_fallbacks_fire_to_the_bigger_model(self, run: dict[str, Any], case: str) -> None:

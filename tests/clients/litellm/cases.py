@@ -1,6 +1,6 @@
 """The litellm SDK against the mesh's HTTP door: run with the LiteLLM venv's python, not llmmesh's.
 
-`python litellm_client.py BASE_URL API_KEY` runs every case once and prints
+`python tests/clients/litellm/cases.py BASE_URL API_KEY` runs every case once and prints
 one JSON object on its last line, case name to what the client saw, or to the exception it
 raised (class name, its bases, message); tests/router/test_litellm_client.py
 asserts on it. Only litellm and the standard library are imported here:
