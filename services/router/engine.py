@@ -284,6 +284,7 @@ def provider_request(
         tool_choice=request.tool_choice,
         settings=request.settings,
         assistant_prefix=assistant_prefix,
+        caller=request.caller,
     )
     # Provider-only options reach adapters of that provider only.
     own = request.extensions.fields.get(candidate.kind)

@@ -117,7 +117,7 @@ def error_body(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-_LEADING_FIELD = re.compile(r"^((?:settings|routing|extensions|tools|tool_choice|messages)(?:\.\w+|\[\d+\])*): ")
+_LEADING_FIELD = re.compile(r"^((?:settings|routing|extensions|tools|tool_choice|messages|caller)(?:\.\w+|\[\d+\])*): ")
 # The router names its gRPC RPCs and metadata; the door's callers know HTTP endpoints and headers.
 _HTTP_WORDING = {
     REASON_MISSING_CREDENTIALS: "no credentials: send an 'Authorization: Bearer <api key>' header",
@@ -207,6 +207,8 @@ _RULES: list[_Rule] = [
     _rule(r"^routing\.hedge_delay$", "llmmesh.hedge_delay_ms"),
     _rule(r"^routing\.(.+)$", r"llmmesh.\1"),
     _rule(r"^extensions\.(.+)$", r"llmmesh.extensions.\1"),
+    _rule(r"^caller\.user$", lambda _m, fields: fields.user_field),
+    _rule(r"^caller\.labels(.*)$", r"metadata\1"),
 ]
 
 

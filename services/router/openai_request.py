@@ -207,6 +207,10 @@ class ChatCompletionBody(_Lenient):
     # Deprecated in OpenAI's API in favour of tools / tool_choice, and mapped onto them.
     functions: list[FunctionDefinition] | None = None
     function_call: LegacyFunctionCall | None = None
+    # Who the request is for: the end user (`safety_identifier`, or the older `user`) and labels (`metadata`).
+    safety_identifier: str | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -222,6 +226,8 @@ class BodyFields:
     message_indices: list[int] = field(default_factory=list)
     # The caller sent the deprecated `functions` / `function_call`: answers and errors use them too.
     legacy_functions: bool = False
+    # Which body field carried the end user (CallerContext.user).
+    user_field: str = "safety_identifier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +378,9 @@ def _printable(text: str) -> str:
 
 def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, fields: BodyFields) -> _R:
     request.model = body.model
+    apply_caller(request.caller, body.safety_identifier, body.user, body.metadata, fields)
+    if not request.caller.ListFields():
+        request.ClearField("caller")
     tool_names: dict[str, str] = {}
     legacy_calls: dict[str, str] = {}
     for index, message in enumerate(body.messages):
@@ -516,6 +525,22 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
                 response_format.json_schema.update(schema.schema_)
             if schema.strict is not None:
                 response_format.strict = schema.strict
+
+
+def apply_caller(
+    caller: chat_pb2.CallerContext,
+    safety_identifier: str | None,
+    user: str | None,
+    metadata: dict[str, str] | None,
+    fields: BodyFields,
+) -> None:
+    """OpenAI's end-user fields and `metadata` as the CallerContext (validated with the rest of the request)."""
+    if safety_identifier:
+        caller.user = safety_identifier
+    elif user:
+        caller.user = user
+        fields.user_field = "user"
+    caller.labels.update(metadata or {})
 
 
 def apply_routing(

@@ -40,6 +40,7 @@ from services.router.openai_request import (
     BodyFields,
     MeshOptions,
     ParsedChat,
+    apply_caller,
     apply_routing,
     validation_problem,
 )
@@ -106,6 +107,8 @@ class ResponsesBody(_Lenient):
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
+    safety_identifier: str | None = None
+    user: str | None = None
     parallel_tool_calls: bool | None = None
     top_logprobs: int | None = None
     include: list[str] | None = None
@@ -154,6 +157,9 @@ def parse_responses_body(payload: object, *, fallback_header: str | None = None)
     fields = ResponsesFields(max_tokens_field="max_output_tokens")
     cls: type[rpb.ChatRequest] | type[rpb.StreamChatRequest] = rpb.StreamChatRequest if stream else rpb.ChatRequest
     request = cls(model=body.model)
+    apply_caller(request.caller, body.safety_identifier, body.user, body.metadata, fields)
+    if not request.caller.ListFields():
+        request.ClearField("caller")
     _messages(request, body, fields)
     _tools(request, body)
     _settings(request.settings, body)

@@ -301,6 +301,9 @@ def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateC
                 )
             )
     kwargs.update(_settings(request.settings))
+    if request.caller.labels:
+        # Gemini has no end-user field; labels attribute billing (extensions.google.labels wins).
+        kwargs["labels"] = dict(sorted(request.caller.labels.items()))
     options = _request_options(request.extensions)
     kwargs.update(options)
     try:

@@ -336,6 +336,15 @@ class TestTools:
         stub.Chat(chat_request(user("Paris?"), tools=[strict, TIME_TOOL], tool_choice=chat_pb2.ToolChoice(mode=choice)))
         assert fake.requests[0].body["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
 
+    def test_caller_labels_are_gemini_labels(self, stub: Any, fake: FakeGemini) -> None:
+        """Labels go to Gemini's `labels`; Gemini has no end-user field, so the user goes nowhere."""
+        fake.script(Reply(body=fg.response([fg.text_part("Hi.")])))
+        caller = chat_pb2.CallerContext(user="u-9", labels={"team": "ads"})
+        stub.Chat(chat_request(user("hi"), caller=caller), timeout=10)
+        body = fake.requests[0].body
+        assert body["labels"] == {"team": "ads"}
+        assert "u-9" not in json.dumps(body)
+
     def test_tool_results_round_trip(self, stub: Any, fake: FakeGemini) -> None:
         """Calls go back as model functionCall parts (signature, upstream ids only), results as one user turn."""
         fake.script(Reply(body=fg.response([fg.text_part("Sunny, 14:00.")])))
