@@ -137,6 +137,7 @@ class FunctionDefinition(_Lenient):
     name: str
     description: str = ""
     parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
 
 
 class Tool(_Lenient):
@@ -392,6 +393,8 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
         definition = request.tools.add(name=tool.function.name, description=tool.function.description)
         if tool.function.parameters is not None:
             definition.parameters.update(tool.function.parameters)
+        if tool.function.strict is not None:
+            definition.strict = tool.function.strict
     choice = body.tool_choice if body.tool_choice is not None else body.function_call
     if isinstance(choice, str):
         request.tool_choice.mode = _TOOL_CHOICE_MODES[choice]
@@ -528,6 +531,8 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
             response_format.schema_name = schema.name
             if schema.schema_ is not None:
                 response_format.json_schema.update(schema.schema_)
+            if schema.strict is not None:
+                response_format.strict = schema.strict
 
 
 def apply_routing(

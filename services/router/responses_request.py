@@ -363,6 +363,11 @@ def _tools(request: rpb.ChatRequest | rpb.StreamChatRequest, body: ResponsesBody
             definition.parameters.update(parameters)
         elif parameters is not None:
             raise invalid_argument(f"tools[{index}].parameters", "must be a JSON Schema object")
+        strict = tool.get("strict")
+        if isinstance(strict, bool):
+            definition.strict = strict
+        elif strict is not None:
+            raise invalid_argument(f"tools[{index}].strict", "must be true, false or null")
     choice = body.tool_choice
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICE_MODES:
@@ -400,6 +405,8 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ResponsesBody) -> Non
             settings.response_format.schema_name = text_format.name
             if text_format.schema_ is not None:
                 settings.response_format.json_schema.update(text_format.schema_)
+            if text_format.strict is not None:
+                settings.response_format.strict = text_format.strict
 
 
 # -- field names in errors --------------------------------------------------------------------

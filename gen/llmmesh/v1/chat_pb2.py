@@ -26,55 +26,55 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15llmmesh/v1/chat.proto\x12\nllmmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"G\n\tImagePart\x12\r\n\x03url\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\tB\x08\n\x06source\"Y\n\rReasoningPart\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x15\n\rredacted_data\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\"}\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12&\n\x05image\x18\x02 \x01(\x0b\x32\x15.llmmesh.v1.ImagePartH\x00\x12.\n\treasoning\x18\x03 \x01(\x0b\x32\x19.llmmesh.v1.ReasoningPartH\x00\x42\x06\n\x04kind\"`\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"D\n\nToolChoice\x12(\n\x04mode\x18\x01 \x01(\x0e\x32\x1a.llmmesh.v1.ToolChoiceMode\x12\x0c\n\x04name\x18\x02 \x01(\t\"i\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12+\n\nextensions\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"S\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x10\n\x08is_error\x18\x04 \x01(\x08\"\xe5\x01\n\x07Message\x12\x1e\n\x04role\x18\x01 \x01(\x0e\x32\x10.llmmesh.v1.Role\x12(\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x17.llmmesh.v1.ContentPart\x12(\n\ntool_calls\x18\x03 \x03(\x0b\x32\x14.llmmesh.v1.ToolCall\x12+\n\x0btool_result\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolResult\x12\x0c\n\x04name\x18\x05 \x01(\t\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x81\x01\n\x0eResponseFormat\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.llmmesh.v1.ResponseFormatType\x12,\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bschema_name\x18\x03 \x01(\t\"\x88\x01\n\x11ReasoningSettings\x12+\n\x06\x65\x66\x66ort\x18\x01 \x01(\x0e\x32\x1b.llmmesh.v1.ReasoningEffort\x12\x1a\n\rbudget_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x10include_thoughts\x18\x03 \x01(\x08\x42\x10\n\x0e_budget_tokens\"\xa3\x02\n\x12GenerationSettings\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x33\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1a.llmmesh.v1.ResponseFormat\x12\x30\n\treasoning\x18\x07 \x01(\x0b\x32\x1d.llmmesh.v1.ReasoningSettingsB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x14\n\x12_max_output_tokensB\x07\n\x05_seed\"k\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x04 \x01(\x03\"\xbf\x02\n\x11RateLimitHeadroom\x12\x1f\n\x12remaining_requests\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0elimit_requests\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1d\n\x10remaining_tokens\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x19\n\x0climit_tokens\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x31\n\x0erequests_reset\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0ctokens_reset\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x15\n\x13_remaining_requestsB\x11\n\x0f_limit_requestsB\x13\n\x11_remaining_tokensB\x0f\n\r_limit_tokens\"\x83\x01\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1c\n\x14\x61rguments_json_delta\x18\x04 \x01(\t\x12+\n\nextensions\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"i\n\x0eReasoningDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x15\n\rredacted_data\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\"w\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12-\n\ntool_calls\x18\x02 \x03(\x0b\x32\x19.llmmesh.v1.ToolCallDelta\x12-\n\treasoning\x18\x03 \x01(\x0b\x32\x1a.llmmesh.v1.ReasoningDelta\"\xa6\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\x12\x16\n\x0e\x63ontext_window\x18\x04 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0c\n\x04mock\x18\x06 \x01(\x08\x12\x1a\n\x12provider_instances\x18\x07 \x03(\t\x12\x11\n\tavailable\x18\x08 \x01(\x08*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x05*\xa3\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x1a\n\x16TOOL_CHOICE_MODE_NAMED\x10\x04*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\xa3\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x1c\n\x18REASONING_EFFORT_MINIMAL\x10\x01\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x02\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x03\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15llmmesh/v1/chat.proto\x12\nllmmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"G\n\tImagePart\x12\r\n\x03url\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\tB\x08\n\x06source\"Y\n\rReasoningPart\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x15\n\rredacted_data\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\"}\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12&\n\x05image\x18\x02 \x01(\x0b\x32\x15.llmmesh.v1.ImagePartH\x00\x12.\n\treasoning\x18\x03 \x01(\x0b\x32\x19.llmmesh.v1.ReasoningPartH\x00\x42\x06\n\x04kind\"\x80\x01\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"D\n\nToolChoice\x12(\n\x04mode\x18\x01 \x01(\x0e\x32\x1a.llmmesh.v1.ToolChoiceMode\x12\x0c\n\x04name\x18\x02 \x01(\t\"i\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12+\n\nextensions\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"S\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x10\n\x08is_error\x18\x04 \x01(\x08\"\xe5\x01\n\x07Message\x12\x1e\n\x04role\x18\x01 \x01(\x0e\x32\x10.llmmesh.v1.Role\x12(\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x17.llmmesh.v1.ContentPart\x12(\n\ntool_calls\x18\x03 \x03(\x0b\x32\x14.llmmesh.v1.ToolCall\x12+\n\x0btool_result\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolResult\x12\x0c\n\x04name\x18\x05 \x01(\t\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa1\x01\n\x0eResponseFormat\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.llmmesh.v1.ResponseFormatType\x12,\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bschema_name\x18\x03 \x01(\t\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"\x88\x01\n\x11ReasoningSettings\x12+\n\x06\x65\x66\x66ort\x18\x01 \x01(\x0e\x32\x1b.llmmesh.v1.ReasoningEffort\x12\x1a\n\rbudget_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x10include_thoughts\x18\x03 \x01(\x08\x42\x10\n\x0e_budget_tokens\"\xa3\x02\n\x12GenerationSettings\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x33\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1a.llmmesh.v1.ResponseFormat\x12\x30\n\treasoning\x18\x07 \x01(\x0b\x32\x1d.llmmesh.v1.ReasoningSettingsB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x14\n\x12_max_output_tokensB\x07\n\x05_seed\"k\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x04 \x01(\x03\"\xbf\x02\n\x11RateLimitHeadroom\x12\x1f\n\x12remaining_requests\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0elimit_requests\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1d\n\x10remaining_tokens\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x19\n\x0climit_tokens\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x31\n\x0erequests_reset\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0ctokens_reset\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x15\n\x13_remaining_requestsB\x11\n\x0f_limit_requestsB\x13\n\x11_remaining_tokensB\x0f\n\r_limit_tokens\"\x83\x01\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1c\n\x14\x61rguments_json_delta\x18\x04 \x01(\t\x12+\n\nextensions\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"i\n\x0eReasoningDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x15\n\rredacted_data\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\"w\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12-\n\ntool_calls\x18\x02 \x03(\x0b\x32\x19.llmmesh.v1.ToolCallDelta\x12-\n\treasoning\x18\x03 \x01(\x0b\x32\x1a.llmmesh.v1.ReasoningDelta\"\xa6\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\x12\x16\n\x0e\x63ontext_window\x18\x04 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0c\n\x04mock\x18\x06 \x01(\x08\x12\x1a\n\x12provider_instances\x18\x07 \x03(\t\x12\x11\n\tavailable\x18\x08 \x01(\x08*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x05*\xa3\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x1a\n\x16TOOL_CHOICE_MODE_NAMED\x10\x04*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\xa3\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x1c\n\x18REASONING_EFFORT_MINIMAL\x10\x01\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x02\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x03\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2509
-  _globals['_ROLE']._serialized_end=2604
-  _globals['_FINISHREASON']._serialized_start=2607
-  _globals['_FINISHREASON']._serialized_end=2791
-  _globals['_TOOLCHOICEMODE']._serialized_start=2794
-  _globals['_TOOLCHOICEMODE']._serialized_end=2957
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=2960
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=3125
-  _globals['_REASONINGEFFORT']._serialized_start=3128
-  _globals['_REASONINGEFFORT']._serialized_end=3291
+  _globals['_ROLE']._serialized_start=2574
+  _globals['_ROLE']._serialized_end=2669
+  _globals['_FINISHREASON']._serialized_start=2672
+  _globals['_FINISHREASON']._serialized_end=2856
+  _globals['_TOOLCHOICEMODE']._serialized_start=2859
+  _globals['_TOOLCHOICEMODE']._serialized_end=3022
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=3025
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=3190
+  _globals['_REASONINGEFFORT']._serialized_start=3193
+  _globals['_REASONINGEFFORT']._serialized_end=3356
   _globals['_IMAGEPART']._serialized_start=99
   _globals['_IMAGEPART']._serialized_end=170
   _globals['_REASONINGPART']._serialized_start=172
   _globals['_REASONINGPART']._serialized_end=261
   _globals['_CONTENTPART']._serialized_start=263
   _globals['_CONTENTPART']._serialized_end=388
-  _globals['_TOOLDEFINITION']._serialized_start=390
-  _globals['_TOOLDEFINITION']._serialized_end=486
-  _globals['_TOOLCHOICE']._serialized_start=488
-  _globals['_TOOLCHOICE']._serialized_end=556
-  _globals['_TOOLCALL']._serialized_start=558
-  _globals['_TOOLCALL']._serialized_end=663
-  _globals['_TOOLRESULT']._serialized_start=665
-  _globals['_TOOLRESULT']._serialized_end=748
-  _globals['_MESSAGE']._serialized_start=751
-  _globals['_MESSAGE']._serialized_end=980
-  _globals['_RESPONSEFORMAT']._serialized_start=983
-  _globals['_RESPONSEFORMAT']._serialized_end=1112
-  _globals['_REASONINGSETTINGS']._serialized_start=1115
-  _globals['_REASONINGSETTINGS']._serialized_end=1251
-  _globals['_GENERATIONSETTINGS']._serialized_start=1254
-  _globals['_GENERATIONSETTINGS']._serialized_end=1545
-  _globals['_USAGE']._serialized_start=1547
-  _globals['_USAGE']._serialized_end=1654
-  _globals['_RATELIMITHEADROOM']._serialized_start=1657
-  _globals['_RATELIMITHEADROOM']._serialized_end=1976
-  _globals['_TOOLCALLDELTA']._serialized_start=1979
-  _globals['_TOOLCALLDELTA']._serialized_end=2110
-  _globals['_REASONINGDELTA']._serialized_start=2112
-  _globals['_REASONINGDELTA']._serialized_end=2217
-  _globals['_CHATDELTA']._serialized_start=2219
-  _globals['_CHATDELTA']._serialized_end=2338
-  _globals['_MODELINFO']._serialized_start=2341
-  _globals['_MODELINFO']._serialized_end=2507
+  _globals['_TOOLDEFINITION']._serialized_start=391
+  _globals['_TOOLDEFINITION']._serialized_end=519
+  _globals['_TOOLCHOICE']._serialized_start=521
+  _globals['_TOOLCHOICE']._serialized_end=589
+  _globals['_TOOLCALL']._serialized_start=591
+  _globals['_TOOLCALL']._serialized_end=696
+  _globals['_TOOLRESULT']._serialized_start=698
+  _globals['_TOOLRESULT']._serialized_end=781
+  _globals['_MESSAGE']._serialized_start=784
+  _globals['_MESSAGE']._serialized_end=1013
+  _globals['_RESPONSEFORMAT']._serialized_start=1016
+  _globals['_RESPONSEFORMAT']._serialized_end=1177
+  _globals['_REASONINGSETTINGS']._serialized_start=1180
+  _globals['_REASONINGSETTINGS']._serialized_end=1316
+  _globals['_GENERATIONSETTINGS']._serialized_start=1319
+  _globals['_GENERATIONSETTINGS']._serialized_end=1610
+  _globals['_USAGE']._serialized_start=1612
+  _globals['_USAGE']._serialized_end=1719
+  _globals['_RATELIMITHEADROOM']._serialized_start=1722
+  _globals['_RATELIMITHEADROOM']._serialized_end=2041
+  _globals['_TOOLCALLDELTA']._serialized_start=2044
+  _globals['_TOOLCALLDELTA']._serialized_end=2175
+  _globals['_REASONINGDELTA']._serialized_start=2177
+  _globals['_REASONINGDELTA']._serialized_end=2282
+  _globals['_CHATDELTA']._serialized_start=2284
+  _globals['_CHATDELTA']._serialized_end=2403
+  _globals['_MODELINFO']._serialized_start=2406
+  _globals['_MODELINFO']._serialized_end=2572
 # @@protoc_insertion_point(module_scope)

@@ -307,6 +307,16 @@ def _json_or_text(content: str) -> Any:
         return content
 
 
+def _tool_mode(request: Request) -> types.FunctionCallingConfigMode | None:
+    """The function-calling mode; a strict tool asks for VALIDATED (calls held to their schemas) where the
+    choice is the model's. ANY (a call required) holds calls to their schemas already."""
+    mode = _TOOL_CHOICE.get(request.tool_choice.mode)
+    strict = any(tool.strict for tool in request.tools)
+    if strict and mode in (None, types.FunctionCallingConfigMode.AUTO):
+        return types.FunctionCallingConfigMode.VALIDATED
+    return mode
+
+
 def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateContentConfig:
     kwargs: dict[str, Any] = {
         # Both would send extra requests behind the router's back.
@@ -330,7 +340,7 @@ def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateC
                 ]
             )
         ]
-        mode = _TOOL_CHOICE.get(request.tool_choice.mode)
+        mode = _tool_mode(request)
         if mode is not None:
             kwargs["tool_config"] = types.ToolConfig(
                 function_calling_config=types.FunctionCallingConfig(

@@ -254,6 +254,8 @@ def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
     if tool.description:
         function["description"] = tool.description
     function["parameters"] = struct_to_dict(tool.parameters) if tool.parameters.fields else {"type": "object"}
+    if tool.HasField("strict"):
+        function["strict"] = tool.strict
     return {"type": "function", "function": function}
 
 
@@ -287,6 +289,9 @@ def _settings(
             "name": response_format.schema_name or "response",
             "schema": struct_to_dict(response_format.json_schema),
         }
+        # The shared field wins over the older extensions.openai.json_schema_strict.
+        if response_format.HasField("strict"):
+            strict = response_format.strict
         if strict is not None:
             schema["strict"] = strict
         out["response_format"] = {"type": "json_schema", "json_schema": schema}

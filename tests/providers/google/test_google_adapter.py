@@ -324,6 +324,21 @@ class TestTools:
         assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
         assert [d["name"] for d in body["tools"][0]["functionDeclarations"]] == ["get_weather", "get_time"]
 
+    @pytest.mark.parametrize(
+        ("choice", "mode"),
+        [(chat_pb2.TOOL_CHOICE_MODE_UNSPECIFIED, "VALIDATED"), (chat_pb2.TOOL_CHOICE_MODE_REQUIRED, "ANY")],
+    )
+    def test_strict_tool_holds_calls_to_their_schemas(
+        self, stub: Any, fake: FakeGemini, choice: int, mode: str
+    ) -> None:
+        """A strict tool asks for VALIDATED function calling where the model chooses; a required call is ANY."""
+        fake.script(Reply(body=fg.response([fg.text_part("Sunny.")])))
+        strict = chat_pb2.ToolDefinition()
+        strict.CopyFrom(WEATHER_TOOL)
+        strict.strict = True
+        stub.Chat(chat_request(user("Paris?"), tools=[strict, TIME_TOOL], tool_choice=chat_pb2.ToolChoice(mode=choice)))
+        assert fake.requests[0].body["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
+
     def test_tool_results_round_trip(self, stub: Any, fake: FakeGemini) -> None:
         """Calls go back as model functionCall parts (signature, upstream ids only), results as one user turn."""
         fake.script(Reply(body=fg.response([fg.text_part("Sunny, 14:00.")])))

@@ -177,6 +177,24 @@ class TestChat:
         stub.Chat(chat_request(user("JSON please"), settings=settings), timeout=10)
         assert fake.chat_requests[0].body["response_format"] == {"type": "json_object"}
 
+    def test_strict_tools_and_schema(self, stub, fake):
+        """`strict` on a tool and on the response schema become OpenAI's strict flags (the shared field wins)."""
+        fake.script(Reply.json(completion('{"answer": 4}')))
+        tool = weather_tool()
+        tool.strict = True
+        settings = chat_pb2.GenerationSettings(
+            response_format=chat_pb2.ResponseFormat(
+                type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=struct({"type": "object"}), strict=False
+            )
+        )
+        request = chat_request(
+            user("2+2?"), tools=[tool], settings=settings, extensions=struct({"openai": {"json_schema_strict": True}})
+        )
+        stub.Chat(request, timeout=10)
+        body = fake.chat_requests[0].body
+        assert body["tools"][0]["function"]["strict"] is True
+        assert body["response_format"]["json_schema"]["strict"] is False
+
     def test_parallel_tool_calls_come_back(self, stub, fake):
         """Several tool calls in one answer come back with ids, names and the exact arguments text."""
         fake.script(
