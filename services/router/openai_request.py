@@ -32,6 +32,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError, invalid_argument
 from services.common.json_depth import MAX_JSON_DEPTH, python_depth_exceeds, too_deep
+from services.router import door_reasoning
 
 FALLBACK_HEADER = "x-llmmesh-fallback-models"
 _INT32_MAX = 2**31 - 1
@@ -120,6 +121,9 @@ class Message(_Lenient):
     refusal: str | None = None
     # Deprecated function calling: the assistant's one call.
     function_call: FunctionCall | None = None
+    # An assistant turn's reasoning as the door returned it (door_reasoning.py).
+    reasoning_content: str | None = None
+    reasoning_details: list[Any] | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -204,6 +208,7 @@ class ChatCompletionBody(_Lenient):
     stream_options: StreamOptions | None = None
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = None
+    reasoning_effort: str | None = None
     # Deprecated in OpenAI's API in favour of tools / tool_choice, and mapped onto them.
     functions: list[FunctionDefinition] | None = None
     function_call: LegacyFunctionCall | None = None
@@ -423,6 +428,8 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
 def _says_nothing(message: Message) -> bool:
     if message.role != "assistant" or message.tool_calls or message.function_call or message.refusal:
         return False
+    if message.reasoning_details or message.reasoning_content:
+        return False
     return not message.content
 
 
@@ -467,6 +474,12 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
             )
         )
         return result
+    if message.role == "assistant":
+        # Reasoning first, as the model produced it before its answer.
+        path = f"messages[{index}].reasoning_details"
+        result.content.extend(
+            door_reasoning.parts_from_details(path, message.reasoning_details, message.reasoning_content)
+        )
     if isinstance(message.content, str):
         result.content.add(text=message.content)
     else:
@@ -515,6 +528,10 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
         settings.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
     if body.seed is not None:
         settings.seed = body.seed
+    # With an effort, thoughts are asked for: the door returns them as reasoning_content.
+    reasoning = door_reasoning.reasoning_settings("reasoning_effort", body.reasoning_effort, include_thoughts=True)
+    if reasoning is not None:
+        settings.reasoning.CopyFrom(reasoning)
     if body.response_format is not None:
         response_format = settings.response_format
         response_format.type = _RESPONSE_FORMATS[body.response_format.type]
