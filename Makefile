@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 SUPPORTED_PYTHON := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))
 .DEFAULT_GOAL := help
 
-.PHONY: help setup venv-check run test monitoring-tools node-clients fuzz-engine k8s-check lint proto proto-check docs lock bench clean
+.PHONY: help setup venv-check run test monitoring-tools node-clients litellm-venv fuzz-engine k8s-check lint proto proto-check docs lock bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
@@ -47,7 +47,7 @@ run: setup  ## Start the local mesh, send a demo request through it, stop it
 # stay shared within a file, and the production-shaped suite's files (tests/production/) share one mesh on one worker.
 TEST_WORKERS ?= 2
 
-test: setup $(BUF) monitoring-tools node-clients k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
+test: setup $(BUF) monitoring-tools node-clients litellm-venv k8s-check  ## The whole test suite on TEST_WORKERS processes (after the deployment check)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The alert and dashboard tests run Debian's prometheus and promtool (tests/deploy/test_monitoring*.py): installed
@@ -73,6 +73,12 @@ tests/clients/node/%/node_modules/.installed: tests/clients/node/%/package-lock.
 		echo "npm ci in tests/clients/node/$*"; \
 		npm ci --prefix tests/clients/node/$* --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "warning: npm not found (apt-get install nodejs npm); the npm openai client tests will be skipped" >&2; fi
+
+# LiteLLM (a client the door is tested with, and the bench's comparison) has pins that conflict with ours, so it lives
+# in its own pinned venv, .tools/litellm-venv (services/testing/litellm_venv.py; about 10 s cold with uv). Without an
+# index: a warning, and tests/router/test_litellm_client.py skips (fails when CI is set).
+litellm-venv: setup  ## The pinned LiteLLM venv (.tools/litellm-venv) for the LiteLLM client tests and make bench
+	@$(BIN)/python -m services.testing.litellm_venv
 
 # `make test` runs 80 schedules of the engine's model-based test; this runs many more (a new seed range: SEED=).
 fuzz-engine: setup  ## The router engine's model-based test at length: SCHEDULES=400 (default), SEED=1500
@@ -112,7 +118,7 @@ lint: setup $(BUF)  ## buf lint, ruff, mypy (buf comes from npm: needs node and 
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: setup  ## Benchmarks (ratios measured side by side); ARGS=--quick for a short run
+bench: setup litellm-venv  ## Benchmarks (ratios measured side by side); ARGS=--quick for a short run
 	$(BIN)/python -m tests.bench $(ARGS)
 
 clean:  ## Remove .venv, the tool caches and the node clients (then make setup starts over)

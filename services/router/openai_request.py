@@ -32,6 +32,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError, invalid_argument
 from services.common.json_depth import MAX_JSON_DEPTH, python_depth_exceeds, too_deep
+from services.router import door_reasoning
 
 FALLBACK_HEADER = "x-llmmesh-fallback-models"
 _INT32_MAX = 2**31 - 1
@@ -120,6 +121,9 @@ class Message(_Lenient):
     refusal: str | None = None
     # Deprecated function calling: the assistant's one call.
     function_call: FunctionCall | None = None
+    # An assistant turn's reasoning as the door returned it (door_reasoning.py).
+    reasoning_content: str | None = None
+    reasoning_details: list[Any] | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -217,9 +221,14 @@ class ChatCompletionBody(_Lenient):
     stream_options: StreamOptions | None = None
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
+    reasoning_effort: str | None = None
     # Deprecated in OpenAI's API in favour of tools / tool_choice, and mapped onto them.
     functions: list[FunctionDefinition] | None = None
     function_call: LegacyFunctionCall | None = None
+    # Who the request is for: the end user (`safety_identifier`, or the older `user`) and labels (`metadata`).
+    safety_identifier: str | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -235,6 +244,8 @@ class BodyFields:
     message_indices: list[int] = field(default_factory=list)
     # The caller sent the deprecated `functions` / `function_call`: answers and errors use them too.
     legacy_functions: bool = False
+    # Which body field carried the end user (CallerContext.user).
+    user_field: str = "safety_identifier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +381,9 @@ def _printable(text: str) -> str:
 
 def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, fields: BodyFields) -> _R:
     request.model = body.model
+    apply_caller(request.caller, body.safety_identifier, body.user, body.metadata, fields)
+    if not request.caller.ListFields():
+        request.ClearField("caller")
     tool_names: dict[str, str] = {}
     legacy_calls: dict[str, str] = {}
     for index, message in enumerate(body.messages):
@@ -418,6 +432,8 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
 def _says_nothing(message: Message) -> bool:
     if message.role != "assistant" or message.tool_calls or message.function_call or message.refusal:
         return False
+    if message.reasoning_details or message.reasoning_content:
+        return False
     return not message.content
 
 
@@ -453,6 +469,12 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
             )
         )
         return result
+    if message.role == "assistant":
+        # Reasoning first, as the model produced it before its answer.
+        path = f"messages[{index}].reasoning_details"
+        result.content.extend(
+            door_reasoning.parts_from_details(path, message.reasoning_details, message.reasoning_content)
+        )
     refusals = [message.refusal] if message.refusal and message.role == "assistant" else []
     if isinstance(message.content, str):
         result.content.add(text=message.content)
@@ -510,6 +532,10 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
         settings.logprobs = True
     if body.top_logprobs is not None:
         settings.top_logprobs = body.top_logprobs
+    # With an effort, thoughts are asked for: the door returns them as reasoning_content.
+    reasoning = door_reasoning.reasoning_settings("reasoning_effort", body.reasoning_effort, include_thoughts=True)
+    if reasoning is not None:
+        settings.reasoning.CopyFrom(reasoning)
     if body.response_format is not None:
         response_format = settings.response_format
         response_format.type = _RESPONSE_FORMATS[body.response_format.type]
@@ -520,6 +546,22 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
                 response_format.json_schema.update(schema.schema_)
             if schema.strict is not None:
                 response_format.strict = schema.strict
+
+
+def apply_caller(
+    caller: chat_pb2.CallerContext,
+    safety_identifier: str | None,
+    user: str | None,
+    metadata: dict[str, str] | None,
+    fields: BodyFields,
+) -> None:
+    """OpenAI's end-user fields and `metadata` as the CallerContext (validated with the rest of the request)."""
+    if safety_identifier:
+        caller.user = safety_identifier
+    elif user:
+        caller.user = user
+        fields.user_field = "user"
+    caller.labels.update(metadata or {})
 
 
 def apply_routing(

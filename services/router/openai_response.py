@@ -22,6 +22,7 @@ import grpc
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import logprobs
+from services.router import door_reasoning
 from services.router.balancer import Balancer
 from services.router.config import Candidate, ModelRoute
 
@@ -82,6 +83,7 @@ def _message(message: chat_pb2.Message, *, legacy: bool = False) -> dict[str, An
         "role": "assistant",
         "content": text if text or not (message.tool_calls or message.refusal) else None,
         "refusal": message.refusal or None,
+        **door_reasoning.message_fields(message),
     }
     if legacy and message.tool_calls:
         call = message.tool_calls[0]
@@ -222,6 +224,8 @@ class ChunkStream:
 
 def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    if delta.HasField("reasoning"):
+        result.update(door_reasoning.delta_fields(delta.reasoning))
     if delta.text:
         result["content"] = delta.text
     if delta.refusal:
@@ -245,6 +249,8 @@ def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
 def _legacy_delta(delta: chat_pb2.ChatDelta) -> dict[str, Any] | None:
     """The `functions` stream shape: `function_call` deltas of the first call; later calls are not sent."""
     result: dict[str, Any] = {}
+    if delta.HasField("reasoning"):
+        result.update(door_reasoning.delta_fields(delta.reasoning))
     if delta.text:
         result["content"] = delta.text
     if delta.refusal:

@@ -170,3 +170,17 @@ class TestStructuredOutput:
             chat_pb2.FINISH_REASON_STOP,
         )
         assert mesh.anthropic.requests[-1].body["tool_choice"] == {"type": "tool", "name": "json_object"}
+
+
+class TestCallerContext:
+    def test_end_user_and_labels_reach_the_providers(self, mesh: ProductionMesh) -> None:
+        """CallerContext crosses router and adapters: Anthropic's metadata.user_id, Gemini's labels."""
+        caller = chat_pb2.CallerContext(user="u-prod-1", labels={"team": "search"})
+        script_text(mesh, "anthropic", "for the user")
+        script_text(mesh, "google", "for the labels")
+        with mesh.channel() as channel:
+            stub = _router(channel)
+            for kind in ("anthropic", "google"):
+                stub.Chat(chat(MODELS[kind], caller=caller), timeout=30, metadata=mesh.caller())
+        assert mesh.anthropic.requests[-1].body["metadata"] == {"user_id": "u-prod-1"}
+        assert mesh.google.requests[-1].body["labels"] == {"team": "search"}

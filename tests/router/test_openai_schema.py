@@ -129,11 +129,22 @@ class TestChatCompletions:
                 "messages": USER,
                 "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": JSON_SCHEMA}},
             },
+            {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, "reasoning_effort": "low"},
             {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
             {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, **ALLOWED_TOOLS},
             {"model": "mock-small", "messages": USER, "logprobs": True, "top_logprobs": 2},
         ],
-        ids=["text", "tools", "fallback", "legacy-functions", "json-schema", "refusal", "allowed-tools", "logprobs"],
+        ids=[
+            "text",
+            "tools",
+            "fallback",
+            "legacy-functions",
+            "json-schema",
+            "reasoning",
+            "refusal",
+            "allowed-tools",
+            "logprobs",
+        ],
     )
     async def test_answers(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/chat/completions", json=body)
@@ -148,10 +159,11 @@ class TestChatCompletions:
             {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS},
             {"model": "mock-agent", "messages": MONTHLY, "functions": [tool["function"] for tool in TOOLS]},
             {"model": "mock-down", "messages": USER},
+            {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, "reasoning_effort": "high"},
             {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
             {"model": "mock-small", "messages": USER, "logprobs": True, "top_logprobs": 2},
         ],
-        ids=["text", "usage", "tools", "legacy-functions", "fallback", "refusal", "logprobs"],
+        ids=["text", "usage", "tools", "legacy-functions", "fallback", "reasoning", "refusal", "logprobs"],
     )
     async def test_chunks(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         chunks = await _stream(raw, "/v1/chat/completions", body)
@@ -208,6 +220,13 @@ class TestResponses:
                 "max_output_tokens": 1,
                 "llmmesh": {"extensions": {"mock": {"finish_reason": "length"}}},
             },
+            {
+                "model": "mock-agent",
+                "input": MONTHLY[0]["content"],
+                "tools": FUNCTION_TOOLS,
+                "reasoning": {"effort": "high", "summary": "detailed"},
+                "include": ["reasoning.encrypted_content"],
+            },
             {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": REFUSAL}}},
             {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": {**REFUSAL, "text": "Well,"}}}},
             {
@@ -223,7 +242,17 @@ class TestResponses:
             },
             {"model": "mock-small", "input": "hi", "include": ["message.output_text.logprobs"], "top_logprobs": 2},
         ],
-        ids=["text", "tools", "json-schema", "incomplete", "refusal", "text-then-refusal", "allowed-tools", "logprobs"],
+        ids=[
+            "text",
+            "tools",
+            "json-schema",
+            "incomplete",
+            "reasoning",
+            "refusal",
+            "text-then-refusal",
+            "allowed-tools",
+            "logprobs",
+        ],
     )
     async def test_answers_and_events(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/responses", json=body)

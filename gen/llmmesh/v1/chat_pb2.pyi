@@ -110,6 +110,21 @@ class ContentPart(_message.Message):
     reasoning: ReasoningPart
     def __init__(self, text: _Optional[str] = ..., image: _Optional[_Union[ImagePart, _Mapping]] = ..., reasoning: _Optional[_Union[ReasoningPart, _Mapping]] = ...) -> None: ...
 
+class CallerContext(_message.Message):
+    __slots__ = ("user", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USER_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, user: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class ToolDefinition(_message.Message):
     __slots__ = ("name", "description", "parameters", "strict")
     NAME_FIELD_NUMBER: _ClassVar[int]

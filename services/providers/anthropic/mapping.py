@@ -122,6 +122,10 @@ def build_create_kwargs(
     for key in _TOP_LEVEL_OPTIONS:
         if key in options:
             kwargs[key] = options[key]
+    metadata = kwargs.get("metadata", {})
+    if request.caller.user and isinstance(metadata, dict) and "user_id" not in metadata:
+        # The end user, for Anthropic's abuse detection; extensions.anthropic.metadata.user_id wins.
+        kwargs["metadata"] = {**metadata, "user_id": request.caller.user}
     return kwargs
 
 

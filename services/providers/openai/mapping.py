@@ -116,6 +116,7 @@ def request_kwargs(
         kwargs.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
     kwargs.update(_reasoning(request))
     extra_body = options.pop("extra_body", None)
+    kwargs.update(_caller(request.caller, options))
     kwargs.update(options)
     if stream:
         kwargs["stream"] = True
@@ -130,6 +131,17 @@ def request_kwargs(
             )
         kwargs["extra_body"] = extra_body
     return kwargs
+
+
+def _caller(caller: chat_pb2.CallerContext, options: dict[str, Any]) -> dict[str, Any]:
+    """The end user as `safety_identifier` (OpenAI's successor to `user`); labels as `metadata`, which
+    OpenAI takes only for a stored completion. Options the caller set in extensions.openai win."""
+    out: dict[str, Any] = {}
+    if caller.user and "safety_identifier" not in options and "user" not in options:
+        out["safety_identifier"] = caller.user
+    if caller.labels and options.get("store") is True and "metadata" not in options:
+        out["metadata"] = dict(sorted(caller.labels.items()))
+    return out
 
 
 def _request_options(request: Request) -> dict[str, Any]:

@@ -283,6 +283,14 @@ class TestTools:
         assert (error.reason, error.field) == ("UNSUPPORTED_FEATURE", "settings.logprobs")
         assert fake.requests == []
 
+    def test_caller_user_is_metadata_user_id(self, stub: Any, fake: FakeAnthropic) -> None:
+        fake.script(json_reply(message(text="Hi.")))
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL, messages=[user("Hi")], caller=chat_pb2.CallerContext(user="u-7", labels={"team": "ads"})
+        )
+        _chat(stub, request)
+        assert fake.requests[0].body["metadata"] == {"user_id": "u-7"}
+
     def test_multi_turn_tool_results(self, stub: Any, fake: FakeAnthropic) -> None:
         """Tool calls become tool_use blocks; both results of one turn go in ONE user message."""
         fake.script(json_reply(message(text="Paris is 21°C; Oslo's station is offline.")))

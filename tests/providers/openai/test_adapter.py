@@ -196,6 +196,17 @@ class TestChat:
         assert body["tools"][0]["function"]["strict"] is True
         assert body["response_format"]["json_schema"]["strict"] is False
 
+    def test_caller_context(self, stub, fake):
+        """The end user is `safety_identifier`; labels become `metadata` only for a stored completion."""
+        fake.script(Reply.json(completion("a")), Reply.json(completion("b")))
+        caller = chat_pb2.CallerContext(user="u-1", labels={"team": "ads"})
+        stub.Chat(chat_request(user("hi"), caller=caller), timeout=10)
+        stored = chat_request(user("hi"), caller=caller, extensions=struct({"openai": {"store": True}}))
+        stub.Chat(stored, timeout=10)
+        first, second = (recorded.body for recorded in fake.chat_requests)
+        assert (first["safety_identifier"], "metadata" in first) == ("u-1", False)
+        assert (second["safety_identifier"], second["metadata"]) == ("u-1", {"team": "ads"})
+
     def test_parallel_tool_calls_come_back(self, stub, fake):
         """Several tool calls in one answer come back with ids, names and the exact arguments text."""
         fake.script(
