@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmmesh.v1 import chat_pb2
+from services.common.caller import validate_caller
 from services.common.errors import invalid_argument
 from services.common.json_depth import struct_depth_exceeds, too_deep
 from services.common.settings import ENV_PREFIX
@@ -63,6 +64,8 @@ class ChatLike(Protocol):
     def settings(self) -> chat_pb2.GenerationSettings: ...
     @property
     def extensions(self) -> struct_pb2.Struct: ...
+    @property
+    def caller(self) -> chat_pb2.CallerContext: ...
 
     def ByteSize(self) -> int: ...  # noqa: N802 - protobuf's name
     def HasField(self, field_name: str) -> bool: ...  # noqa: N802 - protobuf's name
@@ -101,6 +104,8 @@ def validate_chat_request(request: ChatLike, *, limits: InputLimits = DEFAULT_LI
             )
     if request.HasField("settings"):
         _validate_settings(request.settings, limits.max_output_tokens)
+    if request.HasField("caller"):
+        validate_caller(request.caller)
 
 
 def _validate_json_depth(request: ChatLike) -> None:

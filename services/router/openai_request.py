@@ -32,6 +32,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError, invalid_argument
 from services.common.json_depth import MAX_JSON_DEPTH, python_depth_exceeds, too_deep
+from services.router import door_reasoning
 
 FALLBACK_HEADER = "x-llmmesh-fallback-models"
 _INT32_MAX = 2**31 - 1
@@ -120,6 +121,9 @@ class Message(_Lenient):
     refusal: str | None = None
     # Deprecated function calling: the assistant's one call.
     function_call: FunctionCall | None = None
+    # An assistant turn's reasoning as the door returned it (door_reasoning.py).
+    reasoning_content: str | None = None
+    reasoning_details: list[Any] | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -133,6 +137,7 @@ class FunctionDefinition(_Lenient):
     name: str
     description: str = ""
     parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
 
 
 class Tool(_Lenient):
@@ -203,9 +208,14 @@ class ChatCompletionBody(_Lenient):
     stream_options: StreamOptions | None = None
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = None
+    reasoning_effort: str | None = None
     # Deprecated in OpenAI's API in favour of tools / tool_choice, and mapped onto them.
     functions: list[FunctionDefinition] | None = None
     function_call: LegacyFunctionCall | None = None
+    # Who the request is for: the end user (`safety_identifier`, or the older `user`) and labels (`metadata`).
+    safety_identifier: str | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -221,6 +231,8 @@ class BodyFields:
     message_indices: list[int] = field(default_factory=list)
     # The caller sent the deprecated `functions` / `function_call`: answers and errors use them too.
     legacy_functions: bool = False
+    # Which body field carried the end user (CallerContext.user).
+    user_field: str = "safety_identifier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +383,9 @@ def _printable(text: str) -> str:
 
 def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, fields: BodyFields) -> _R:
     request.model = body.model
+    apply_caller(request.caller, body.safety_identifier, body.user, body.metadata, fields)
+    if not request.caller.ListFields():
+        request.ClearField("caller")
     tool_names: dict[str, str] = {}
     legacy_calls: dict[str, str] = {}
     for index, message in enumerate(body.messages):
@@ -387,6 +402,8 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
         definition = request.tools.add(name=tool.function.name, description=tool.function.description)
         if tool.function.parameters is not None:
             definition.parameters.update(tool.function.parameters)
+        if tool.function.strict is not None:
+            definition.strict = tool.function.strict
     choice = body.tool_choice if body.tool_choice is not None else body.function_call
     if isinstance(choice, str):
         request.tool_choice.mode = _TOOL_CHOICE_MODES[choice]
@@ -410,6 +427,8 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
 
 def _says_nothing(message: Message) -> bool:
     if message.role != "assistant" or message.tool_calls or message.function_call or message.refusal:
+        return False
+    if message.reasoning_details or message.reasoning_content:
         return False
     return not message.content
 
@@ -455,6 +474,12 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
             )
         )
         return result
+    if message.role == "assistant":
+        # Reasoning first, as the model produced it before its answer.
+        path = f"messages[{index}].reasoning_details"
+        result.content.extend(
+            door_reasoning.parts_from_details(path, message.reasoning_details, message.reasoning_content)
+        )
     if isinstance(message.content, str):
         result.content.add(text=message.content)
     else:
@@ -503,6 +528,10 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
         settings.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
     if body.seed is not None:
         settings.seed = body.seed
+    # With an effort, thoughts are asked for: the door returns them as reasoning_content.
+    reasoning = door_reasoning.reasoning_settings("reasoning_effort", body.reasoning_effort, include_thoughts=True)
+    if reasoning is not None:
+        settings.reasoning.CopyFrom(reasoning)
     if body.response_format is not None:
         response_format = settings.response_format
         response_format.type = _RESPONSE_FORMATS[body.response_format.type]
@@ -511,6 +540,24 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
             response_format.schema_name = schema.name
             if schema.schema_ is not None:
                 response_format.json_schema.update(schema.schema_)
+            if schema.strict is not None:
+                response_format.strict = schema.strict
+
+
+def apply_caller(
+    caller: chat_pb2.CallerContext,
+    safety_identifier: str | None,
+    user: str | None,
+    metadata: dict[str, str] | None,
+    fields: BodyFields,
+) -> None:
+    """OpenAI's end-user fields and `metadata` as the CallerContext (validated with the rest of the request)."""
+    if safety_identifier:
+        caller.user = safety_identifier
+    elif user:
+        caller.user = user
+        fields.user_field = "user"
+    caller.labels.update(metadata or {})
 
 
 def apply_routing(

@@ -21,6 +21,7 @@ import grpc
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.router import door_reasoning
 from services.router.balancer import Balancer
 from services.router.config import Candidate, ModelRoute
 
@@ -79,6 +80,7 @@ def _message(message: chat_pb2.Message, *, legacy: bool = False) -> dict[str, An
         "role": "assistant",
         "content": text if text or not message.tool_calls else None,
         "refusal": None,
+        **door_reasoning.message_fields(message),
     }
     if legacy and message.tool_calls:
         call = message.tool_calls[0]
@@ -214,6 +216,8 @@ class ChunkStream:
 
 def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    if delta.HasField("reasoning"):
+        result.update(door_reasoning.delta_fields(delta.reasoning))
     if delta.text:
         result["content"] = delta.text
     if delta.tool_calls:
@@ -235,6 +239,8 @@ def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
 def _legacy_delta(delta: chat_pb2.ChatDelta) -> dict[str, Any] | None:
     """The `functions` stream shape: `function_call` deltas of the first call; later calls are not sent."""
     result: dict[str, Any] = {}
+    if delta.HasField("reasoning"):
+        result.update(door_reasoning.delta_fields(delta.reasoning))
     if delta.text:
         result["content"] = delta.text
     calls = [call for call in delta.tool_calls if call.index == 0]

@@ -1,12 +1,17 @@
 """Router answers → OpenAI Responses objects and stream events.
 
-A unary answer becomes one `response` object: a `message` output item with
-one `output_text` part (when there is text) and one `function_call` item
-per tool call. A length or content-filter stop is `status: "incomplete"`
+A unary answer becomes one `response` object: a `reasoning` item per
+reasoning part (its text as `summary`; with `include:
+["reasoning.encrypted_content"]`, what the provider needs back packed into
+`encrypted_content`), a `message` output item with one `output_text` part
+(when there is text) and one `function_call` item per tool call. A length or content-filter stop is `status: "incomplete"`
 with `incomplete_details.reason`. Streams follow the order OpenAI sends and
 clients (the SDK's stream helper, the Agents SDK, LangChain) rely on:
 
     response.created, response.in_progress,
+    response.output_item.added (reasoning), response.reasoning_summary_part.added,
+    response.reasoning_summary_text.delta ..., response.reasoning_summary_text.done,
+    response.reasoning_summary_part.done, response.output_item.done,
     response.output_item.added (message), response.content_part.added,
     response.output_text.delta ..., response.output_text.done,
     response.content_part.done, response.output_item.done,
@@ -32,7 +37,7 @@ import grpc
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
-from services.router import openai_response
+from services.router import door_reasoning, openai_response
 from services.router.responses_request import ParsedResponses, echoed_tools
 
 _INCOMPLETE = {
@@ -80,6 +85,16 @@ def _call_item(identifier: str, call_id: str, name: str, arguments: str, status:
     }
 
 
+def _reasoning_item(identifier: str, part: chat_pb2.ReasoningPart, status: str, *, encrypted: bool) -> dict[str, Any]:
+    summary = [{"type": "summary_text", "text": part.text}] if part.text else []
+    packed = door_reasoning.pack(part) if encrypted else None
+    return {"type": "reasoning", "id": identifier, "summary": summary, "encrypted_content": packed, "status": status}
+
+
+def wants_encrypted(parsed: ParsedResponses) -> bool:
+    return door_reasoning.ENCRYPTED_INCLUDE in (parsed.body.include or ())
+
+
 class ResponseShell:
     """The `response` object's fields that echo the request; status and output are filled per event."""
 
@@ -88,6 +103,10 @@ class ResponseShell:
         self.model = model
         self._parsed = parsed
         self._created = int(time.time())
+
+    @property
+    def parsed(self) -> ParsedResponses:
+        return self._parsed
 
     def render(
         self,
@@ -119,7 +138,9 @@ class ResponseShell:
             "top_p": body.top_p,
             "max_output_tokens": body.max_output_tokens,
             "previous_response_id": None,
-            "reasoning": {"effort": body.reasoning.effort, "summary": None} if body.reasoning is not None else None,
+            "reasoning": {"effort": body.reasoning.effort, "summary": body.reasoning.summary}
+            if body.reasoning is not None
+            else None,
             "store": False,
             "text": {"format": _format_echo(parsed=self._parsed)},
             "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
@@ -159,7 +180,11 @@ def response_object(parsed: ParsedResponses, answer: rpb.ChatResponse, identifie
     """The `response` object for a unary answer."""
     message = answer.message
     text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
-    output: list[dict[str, Any]] = []
+    encrypted = wants_encrypted(parsed)
+    output: list[dict[str, Any]] = [
+        _reasoning_item(_item_id("rs"), part, "completed", encrypted=encrypted)
+        for part in door_reasoning.reasoning_parts(message)
+    ]
     if text or not message.tool_calls:
         output.append(_message_item(_item_id("msg"), text, "completed"))
     for call in message.tool_calls:
@@ -181,6 +206,14 @@ class _OpenItem:
     text: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _OpenReasoning:
+    index: int
+    item_id: str
+    part: chat_pb2.ReasoningPart
+    summary_open: bool = False
+
+
 class ResponseEvents:
     """Turns router stream events into Responses stream events (dicts with `type`), in OpenAI's order.
 
@@ -193,6 +226,8 @@ class ResponseEvents:
         self._output: list[dict[str, Any]] = []
         self._message: _OpenItem | None = None
         self._calls: dict[int, _OpenItem] = {}
+        self._reasoning: dict[int, _OpenReasoning] = {}
+        self._encrypted = wants_encrypted(shell.parsed)
 
     def _event(self, kind: str, **payload: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self._sequence, **payload}
@@ -226,6 +261,10 @@ class ResponseEvents:
 
     def _delta(self, delta: chat_pb2.ChatDelta) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
+        if delta.HasField("reasoning"):
+            events += self._reasoning_delta(delta.reasoning)
+        if delta.text or delta.tool_calls:
+            events += self._close_reasoning()
         if delta.text:
             events += self._text(delta.text)
         for call in delta.tool_calls:
@@ -241,6 +280,46 @@ class ResponseEvents:
             events.append(self._event("response.content_part.added", part=_text_part(""), **self._where(self._message)))
         self._message.text.append(text)
         events.append(self._event("response.output_text.delta", delta=text, logprobs=[], **self._where(self._message)))
+        return events
+
+    def _reasoning_delta(self, delta: chat_pb2.ReasoningDelta) -> list[dict[str, Any]]:
+        """Each reasoning part is its own output item; its text one summary part, streamed."""
+        events: list[dict[str, Any]] = []
+        open_item = self._reasoning.get(delta.index)
+        if open_item is None:
+            events += self._close_reasoning()
+            events += self._close_message()
+            part = chat_pb2.ReasoningPart(provider=delta.provider)
+            item = _reasoning_item(_item_id("rs"), part, "in_progress", encrypted=False)
+            open_item = _OpenReasoning(self._reserve(item), item["id"], part)
+            self._reasoning[delta.index] = open_item
+            events.append(self._event("response.output_item.added", output_index=open_item.index, item=item))
+        part = open_item.part
+        part.signature = delta.signature or part.signature
+        part.redacted_data = delta.redacted_data or part.redacted_data
+        if delta.text:
+            where = {"item_id": open_item.item_id, "output_index": open_item.index, "summary_index": 0}
+            if not open_item.summary_open:
+                open_item.summary_open = True
+                summary = {"type": "summary_text", "text": ""}
+                events.append(self._event("response.reasoning_summary_part.added", part=summary, **where))
+            part.text += delta.text
+            events.append(self._event("response.reasoning_summary_text.delta", delta=delta.text, **where))
+        return events
+
+    def _close_reasoning(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for open_item in sorted(self._reasoning.values(), key=lambda item: item.index):
+            where = {"item_id": open_item.item_id, "output_index": open_item.index, "summary_index": 0}
+            text = open_item.part.text
+            if open_item.summary_open:
+                summary = {"type": "summary_text", "text": text}
+                events.append(self._event("response.reasoning_summary_text.done", text=text, **where))
+                events.append(self._event("response.reasoning_summary_part.done", part=summary, **where))
+            done = _reasoning_item(open_item.item_id, open_item.part, "completed", encrypted=self._encrypted)
+            self._output[open_item.index] = done
+            events.append(self._event("response.output_item.done", output_index=open_item.index, item=done))
+        self._reasoning.clear()
         return events
 
     def _call_delta(self, call: chat_pb2.ToolCallDelta) -> list[dict[str, Any]]:
@@ -267,11 +346,12 @@ class ResponseEvents:
 
     def _final(self, final: rpb.StreamChatFinal) -> list[dict[str, Any]]:
         self._shell.model = final.model
-        events = self._close_message()
+        events = self._close_reasoning()
+        events += self._close_message()
         for open_call in sorted(self._calls.values(), key=lambda item: item.index):
             events += self._close_call(open_call)
         self._calls.clear()
-        if not self._output:
+        if all(item["type"] == "reasoning" for item in self._output):
             # A stream with no output still answers with an (empty) message, as unary does.
             events += self._text("")
             events += self._close_message()

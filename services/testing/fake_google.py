@@ -22,6 +22,12 @@ answer to a bad key: 400 INVALID_ARGUMENT with ErrorInfo API_KEY_INVALID.
 A reply's `raw_body` is sent as-is with its `content_type` (broken or
 foreign bodies; a str event is sent as-is too); with `echo_credentials=True`
 every error body repeats the key the request carried, to test redaction.
+
+Thought signatures: like Gemini 3, a request to a model whose name holds
+`signatures_required_for` ("gemini-3" by default) is refused with 400
+INVALID_ARGUMENT when a model turn's first function call carries no
+`thoughtSignature` (Gemini checks the first call of each step; Google's
+dummy value counts as one). `thought_part` builds a thought-summary part.
 """
 
 from __future__ import annotations
@@ -118,6 +124,23 @@ def usage(prompt: int = 0, candidates: int = 0, *, thoughts: int = 0, cached: in
 
 def text_part(text: str, *, thought_signature: bytes | None = None, thought: bool = False) -> types.Part:
     return types.Part(text=text, thought_signature=thought_signature, thought=thought or None)
+
+
+def thought_part(text: str, *, thought_signature: bytes | None = None) -> types.Part:
+    """A thought-summary part (`thought: true`), as Gemini sends with include_thoughts."""
+    return types.Part(text=text, thought=True, thought_signature=thought_signature)
+
+
+def missing_signature(body: Any) -> str | None:
+    """Gemini 3's complaint about the request body, or None: the first unsigned function call of a model turn."""
+    for index, content in enumerate((body or {}).get("contents", [])):
+        calls = [part for part in content.get("parts", []) if "functionCall" in part]
+        if content.get("role") == "model" and calls and not calls[0].get("thoughtSignature"):
+            return (
+                f"Function call is missing a thought_signature in functionCall parts. This is required for tools "
+                f"to work correctly. Position {index}."
+            )
+    return None
 
 
 def call_part(
@@ -229,8 +252,12 @@ def _echoing(reply: Reply, key: str, path: str) -> Reply:
 class FakeGemini:
     """The fake server; use as a context manager or call start()/stop()."""
 
-    def __init__(self, *, api_key: str | None = None, echo_credentials: bool = False) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, echo_credentials: bool = False, signatures_required_for: str = "gemini-3"
+    ) -> None:
         self.api_key = api_key
+        #: Models whose name holds this refuse function calls without a thought signature ("": none).
+        self.signatures_required_for = signatures_required_for
         #: Error bodies repeat the request's key in their message.
         self.echo_credentials = echo_credentials
         self.requests: list[RecordedRequest] = []
@@ -309,6 +336,10 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
             reply = fake._record(recorded)
             if fake.api_key is not None and key != fake.api_key:
                 reply = Reply(status=400, body=bad_key_body())
+            elif fake.signatures_required_for and f"/models/{fake.signatures_required_for}" in self.path:
+                complaint = missing_signature(recorded.body)
+                if complaint is not None:
+                    reply = error_reply(400, complaint)
             if fake.echo_credentials and reply.status >= 400:
                 reply = _echoing(reply, key or "", self.path)
             if reply.delay:

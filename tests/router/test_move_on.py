@@ -27,7 +27,11 @@ ROUTING = {
     "models": {
         "first": {"provider": "mock", "fallbacks": ["second"], "price": PRICE_A},
         "second": {"provider": "other", "price": PRICE_B},
+        # Marked as not reasoning, though the mock model behind it would: only the router can skip it.
+        "plain": {"provider": "mock", "upstream_model": "first", "reasoning": False, "fallbacks": ["second"]},
+        "plain-alone": {"provider": "mock", "upstream_model": "first", "reasoning": False},
     },
+    "auto": {"default_tier": "mixed", "tiers": {"mixed": {"models": ["plain-alone", "second"]}}},
 }
 MOCK_CONFIG = {"models": [{"name": "first"}, {"name": "second"}]}
 UNSUPPORTED = {
@@ -154,3 +158,55 @@ class TestContentFilteredAnswers:
         final = events[-1].final
         assert (final.model, final.finish_reason) == ("first", chat_pb2.FINISH_REASON_CONTENT_FILTER)
         assert len(final.attempts) == 1
+
+
+def _reasoning_request(cls: type, model: str, reasoning: chat_pb2.ReasoningSettings) -> rpb.ChatRequest:
+    return cls(
+        model=model,
+        messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, content=[chat_pb2.ContentPart(text="a b c")])],
+        settings=chat_pb2.GenerationSettings(reasoning=reasoning),
+    )
+
+
+HIGH = chat_pb2.ReasoningSettings(effort=chat_pb2.REASONING_EFFORT_HIGH, include_thoughts=True)
+
+
+class TestReasoningCapability:
+    async def test_model_that_does_not_reason_is_skipped(self, stub) -> None:
+        """`reasoning: false` in the routing file: a request asking for reasoning moves on to one that reasons."""
+        response = await stub.Chat(_reasoning_request(rpb.ChatRequest, "plain", HIGH), timeout=10)
+        assert response.model == "second"
+        assert response.message.content[0].WhichOneof("kind") == "reasoning"
+        first = response.attempts[0]
+        assert (first.model, first.reason) == ("plain", "UNSUPPORTED_FEATURE")
+        assert first.moved_on_because == "mock cannot serve settings.reasoning"
+
+    async def test_stream_skips_it_too(self, stub) -> None:
+        """The same on a stream: the reasoning deltas come from the fallback."""
+        events = await _stream(stub, _reasoning_request(rpb.StreamChatRequest, "plain", HIGH))
+        assert events[-1].final.model == "second"
+        assert any(event.delta.HasField("reasoning") for event in events[:-1])
+
+    async def test_auto_skips_it_when_reasoning_is_asked_for(self, stub) -> None:
+        """`auto` leaves out a model marked reasoning: false when the request asks for reasoning, and only then."""
+        thinking = await stub.Chat(_reasoning_request(rpb.ChatRequest, "auto", HIGH), timeout=10)
+        assert [a.model for a in thinking.attempts] == ["second"]
+        plain = await stub.Chat(_reasoning_request(rpb.ChatRequest, "auto", chat_pb2.ReasoningSettings()), timeout=10)
+        assert plain.model == "plain-alone"
+
+    async def test_reasoning_turned_off_is_served(self, stub) -> None:
+        """A budget of 0 asks for no reasoning: the model that does not reason serves it."""
+        off = chat_pb2.ReasoningSettings(budget_tokens=0)
+        response = await stub.Chat(_reasoning_request(rpb.ChatRequest, "plain", off), timeout=10)
+        assert response.model == "plain"
+
+    async def test_alone_it_is_refused_naming_the_setting(self, stub) -> None:
+        """With no candidate that reasons, the caller gets INVALID_ARGUMENT naming settings.reasoning."""
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Chat(_reasoning_request(rpb.ChatRequest, "plain-alone", HIGH), timeout=10)
+        error = MeshError.from_rpc_error(info.value)
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "settings.reasoning",
+        )

@@ -119,8 +119,9 @@ class TestChatCompletions:
                 "messages": USER,
                 "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": JSON_SCHEMA}},
             },
+            {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, "reasoning_effort": "low"},
         ],
-        ids=["text", "tools", "fallback", "legacy-functions", "json-schema"],
+        ids=["text", "tools", "fallback", "legacy-functions", "json-schema", "reasoning"],
     )
     async def test_answers(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/chat/completions", json=body)
@@ -135,8 +136,9 @@ class TestChatCompletions:
             {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS},
             {"model": "mock-agent", "messages": MONTHLY, "functions": [tool["function"] for tool in TOOLS]},
             {"model": "mock-down", "messages": USER},
+            {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, "reasoning_effort": "high"},
         ],
-        ids=["text", "usage", "tools", "legacy-functions", "fallback"],
+        ids=["text", "usage", "tools", "legacy-functions", "fallback", "reasoning"],
     )
     async def test_chunks(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         chunks = await _stream(raw, "/v1/chat/completions", body)
@@ -193,8 +195,15 @@ class TestResponses:
                 "max_output_tokens": 1,
                 "llmmesh": {"extensions": {"mock": {"finish_reason": "length"}}},
             },
+            {
+                "model": "mock-agent",
+                "input": MONTHLY[0]["content"],
+                "tools": FUNCTION_TOOLS,
+                "reasoning": {"effort": "high", "summary": "detailed"},
+                "include": ["reasoning.encrypted_content"],
+            },
         ],
-        ids=["text", "tools", "json-schema", "incomplete"],
+        ids=["text", "tools", "json-schema", "incomplete", "reasoning"],
     )
     async def test_answers_and_events(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/responses", json=body)

@@ -40,6 +40,14 @@ EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
 # The shared efforts as output_config.effort words (Anthropic has no "minimal").
 _ADAPTIVE_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
 
+# JSON-object mode, the way Anthropic's tool-use docs give it: one forced tool whose input is the answer.
+JSON_OBJECT_TOOL = "json_object"
+_JSON_OBJECT_TOOL_PARAM = {
+    "name": JSON_OBJECT_TOOL,
+    "description": "Give your whole answer as a JSON object: the input of this tool is the answer.",
+    "input_schema": {"type": "object"},
+}
+
 # GenerationSettings the Messages API (SDK 2.10) has no field for: dropped and
 # reported in the response's extensions.anthropic.ignored_settings.
 _IGNORED_SETTINGS = ("temperature", "top_p", "seed")
@@ -96,6 +104,8 @@ def build_create_kwargs(
     if settings.stop:
         kwargs["stop_sequences"] = list(settings.stop)
     output_config = _output_config(settings.response_format)
+    if answers_with_json_tool(request):
+        _force_json_tool(request, kwargs, thinking=_thinking_on(options.get("thinking")))
     if "effort" in options:
         output_config["effort"] = options["effort"]
     if output_config:
@@ -108,6 +118,10 @@ def build_create_kwargs(
     for key in _TOP_LEVEL_OPTIONS:
         if key in options:
             kwargs[key] = options[key]
+    metadata = kwargs.get("metadata", {})
+    if request.caller.user and isinstance(metadata, dict) and "user_id" not in metadata:
+        # The end user, for Anthropic's abuse detection; extensions.anthropic.metadata.user_id wins.
+        kwargs["metadata"] = {**metadata, "user_id": request.caller.user}
     return kwargs
 
 
@@ -317,6 +331,8 @@ def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
     mapped: dict[str, Any] = {"name": tool.name, "input_schema": schema}
     if tool.description:
         mapped["description"] = tool.description
+    if tool.HasField("strict"):
+        mapped["strict"] = tool.strict
     return mapped
 
 
@@ -349,12 +365,24 @@ def _output_config(response_format: chat_pb2.ResponseFormat) -> dict[str, Any]:
         # additionalProperties: false, moves unsupported keywords to descriptions).
         schema = transform_schema(struct_to_plain(response_format.json_schema))
         return {"format": {"type": "json_schema", "schema": schema}}
-    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
-        raise unsupported_feature(
-            "settings.response_format.type",
-            "Anthropic has no schema-less JSON mode; send RESPONSE_FORMAT_TYPE_JSON_SCHEMA with a json_schema",
-        )
     return {}
+
+
+def answers_with_json_tool(request: Request) -> bool:
+    """JSON-object mode: Anthropic has no schema-less JSON format, so a forced tool carries the answer."""
+    return request.settings.response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+
+
+def _force_json_tool(request: Request, kwargs: dict[str, Any], *, thinking: bool) -> None:
+    field = "settings.response_format.type"
+    if request.tools:
+        raise unsupported_feature(
+            field, "Anthropic's JSON-object mode forces a tool of its own, so it cannot offer the request's tools too"
+        )
+    if thinking:
+        raise unsupported_feature(field, "Anthropic's JSON-object mode forces a tool, which extended thinking forbids")
+    kwargs["tools"] = [_JSON_OBJECT_TOOL_PARAM]
+    kwargs["tool_choice"] = {"type": "tool", "name": JSON_OBJECT_TOOL}
 
 
 def _integral(value: Any) -> Any:

@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 
 from llmmesh.v1 import chat_pb2
 from services.common.errors import REASON_STREAM_TRUNCATED, MeshError
-from services.providers.anthropic.mapping import PROVIDER
+from services.providers.anthropic.mapping import JSON_OBJECT_TOOL, PROVIDER
 
 _FINISH_REASONS = {
     "end_turn": chat_pb2.FINISH_REASON_STOP,
@@ -25,8 +25,14 @@ _FINISH_REASONS = {
 }
 
 
-def finish_reason(stop_reason: str | None) -> chat_pb2.FinishReason.ValueType:
-    """The unified finish reason; no stop reason means the answer was cut short."""
+def finish_reason(stop_reason: str | None, *, json_tool: bool = False) -> chat_pb2.FinishReason.ValueType:
+    """The unified finish reason; no stop reason means the answer was cut short.
+
+    With `json_tool` (JSON-object mode), the forced tool's call is the answer:
+    it ends like any finished answer.
+    """
+    if json_tool and stop_reason == "tool_use":
+        return chat_pb2.FINISH_REASON_STOP
     if stop_reason is None:
         raise MeshError(
             grpc.StatusCode.UNAVAILABLE,
@@ -65,12 +71,17 @@ def message_usage(message: Message) -> chat_pb2.Usage:
     )
 
 
-def assistant_message(message: Message) -> chat_pb2.Message:
-    """Reasoning parts (thinking blocks, with their signatures, for the round trip), text parts and tool calls."""
+def assistant_message(message: Message, *, json_tool: bool = False) -> chat_pb2.Message:
+    """Reasoning parts (thinking blocks, with their signatures, for the round trip), text parts and tool calls.
+
+    With `json_tool` (JSON-object mode), the forced tool's input is the answer's text.
+    """
     result = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
     for block in message.content:
         if block.type == "text":
             result.content.add(text=block.text)
+        elif block.type == "tool_use" and json_tool and block.name == JSON_OBJECT_TOOL:
+            result.content.add(text=json.dumps(block.input))
         elif block.type == "tool_use":
             result.tool_calls.add(id=block.id, name=block.name, arguments_json=json.dumps(block.input))
         elif block.type == "thinking":

@@ -116,6 +116,7 @@ def request_kwargs(
         kwargs.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
     kwargs.update(_reasoning(request))
     extra_body = options.pop("extra_body", None)
+    kwargs.update(_caller(request.caller, options))
     kwargs.update(options)
     if stream:
         kwargs["stream"] = True
@@ -130,6 +131,17 @@ def request_kwargs(
             )
         kwargs["extra_body"] = extra_body
     return kwargs
+
+
+def _caller(caller: chat_pb2.CallerContext, options: dict[str, Any]) -> dict[str, Any]:
+    """The end user as `safety_identifier` (OpenAI's successor to `user`); labels as `metadata`, which
+    OpenAI takes only for a stored completion. Options the caller set in extensions.openai win."""
+    out: dict[str, Any] = {}
+    if caller.user and "safety_identifier" not in options and "user" not in options:
+        out["safety_identifier"] = caller.user
+    if caller.labels and options.get("store") is True and "metadata" not in options:
+        out["metadata"] = dict(sorted(caller.labels.items()))
+    return out
 
 
 def _request_options(request: Request) -> dict[str, Any]:
@@ -254,6 +266,8 @@ def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
     if tool.description:
         function["description"] = tool.description
     function["parameters"] = struct_to_dict(tool.parameters) if tool.parameters.fields else {"type": "object"}
+    if tool.HasField("strict"):
+        function["strict"] = tool.strict
     return {"type": "function", "function": function}
 
 
@@ -287,6 +301,9 @@ def _settings(
             "name": response_format.schema_name or "response",
             "schema": struct_to_dict(response_format.json_schema),
         }
+        # The shared field wins over the older extensions.openai.json_schema_strict.
+        if response_format.HasField("strict"):
+            strict = response_format.strict
         if strict is not None:
             schema["strict"] = strict
         out["response_format"] = {"type": "json_schema", "json_schema": schema}

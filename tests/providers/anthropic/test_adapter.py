@@ -192,10 +192,43 @@ class TestChat:
         assert error.field == "extensions.anthropic.temperature"
         assert fake.requests == []
 
-    def test_json_object_refused(self, stub: Any, fake: FakeAnthropic) -> None:
-        """Schema-less JSON mode is UNSUPPORTED_FEATURE naming settings.response_format.type (another candidate may serve it)."""
+    def test_json_object_mode_is_a_forced_tool(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Schema-less JSON mode, as Anthropic's docs give it: one forced tool, whose input comes back as the text."""
+        fake.script(
+            json_reply(
+                message(tool_calls=[("toolu_j", "json_object", {"city": "Paris", "n": 2})], stop_reason="tool_use")
+            )
+        )
+        request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Paris as JSON")])
+        request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        response = _chat(stub, request)
+        body = fake.requests[0].body
+        assert [tool["name"] for tool in body["tools"]] == ["json_object"]
+        assert body["tools"][0]["input_schema"] == {"type": "object"}
+        assert body["tool_choice"] == {"type": "tool", "name": "json_object"}
+        assert "output_config" not in body
+        assert json.loads(response.message.content[0].text) == {"city": "Paris", "n": 2}
+        assert (response.finish_reason, list(response.message.tool_calls)) == (chat_pb2.FINISH_REASON_STOP, [])
+
+    def test_json_object_mode_streams_the_input_as_text(self, stub: Any, fake: FakeAnthropic) -> None:
+        events = stream_events(message(tool_calls=[("toolu_j", "json_object", {"ok": True})], stop_reason="tool_use"))
+        fake.script(sse_reply(events))
+        request = pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("JSON please")])
+        request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        chunks = _stream(stub, request)
+        assert not any(chunk.delta.tool_calls for chunk in chunks if chunk.HasField("delta"))
+        assert json.loads("".join(chunk.delta.text for chunk in chunks if chunk.HasField("delta"))) == {"ok": True}
+        assert chunks[-1].final.finish_reason == chat_pb2.FINISH_REASON_STOP
+
+    @pytest.mark.parametrize("clash", ["tools", "thinking"])
+    def test_json_object_mode_cannot_join(self, stub: Any, fake: FakeAnthropic, clash: str) -> None:
+        """A forced tool excludes the request's own tools and extended thinking: UNSUPPORTED_FEATURE, nothing sent."""
         request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])
         request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        if clash == "tools":
+            request.tools.append(_weather_tool())
+        else:
+            request.settings.reasoning.budget_tokens = 2048
         error = _error(lambda: _chat(stub, request))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "settings.response_format.type")
         assert error.reason == "UNSUPPORTED_FEATURE"
@@ -203,6 +236,24 @@ class TestChat:
 
 
 class TestTools:
+    def test_strict_tool(self, stub: Any, fake: FakeAnthropic) -> None:
+        """`strict` on a tool is Anthropic's strict tool use; a tool without it sends no flag."""
+        fake.script(json_reply(message(text="Sunny.")))
+        strict = _weather_tool()
+        strict.strict = True
+        loose = chat_pb2.ToolDefinition(name="get_time", description="The time in a city.")
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Paris?")], tools=[strict, loose]))
+        tools = fake.requests[0].body["tools"]
+        assert [tool.get("strict") for tool in tools] == [True, None]
+
+    def test_caller_user_is_metadata_user_id(self, stub: Any, fake: FakeAnthropic) -> None:
+        fake.script(json_reply(message(text="Hi.")))
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL, messages=[user("Hi")], caller=chat_pb2.CallerContext(user="u-7", labels={"team": "ads"})
+        )
+        _chat(stub, request)
+        assert fake.requests[0].body["metadata"] == {"user_id": "u-7"}
+
     def test_multi_turn_tool_results(self, stub: Any, fake: FakeAnthropic) -> None:
         """Tool calls become tool_use blocks; both results of one turn go in ONE user message."""
         fake.script(json_reply(message(text="Paris is 21°C; Oslo's station is offline.")))

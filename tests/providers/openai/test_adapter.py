@@ -177,6 +177,35 @@ class TestChat:
         stub.Chat(chat_request(user("JSON please"), settings=settings), timeout=10)
         assert fake.chat_requests[0].body["response_format"] == {"type": "json_object"}
 
+    def test_strict_tools_and_schema(self, stub, fake):
+        """`strict` on a tool and on the response schema become OpenAI's strict flags (the shared field wins)."""
+        fake.script(Reply.json(completion('{"answer": 4}')))
+        tool = weather_tool()
+        tool.strict = True
+        settings = chat_pb2.GenerationSettings(
+            response_format=chat_pb2.ResponseFormat(
+                type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=struct({"type": "object"}), strict=False
+            )
+        )
+        request = chat_request(
+            user("2+2?"), tools=[tool], settings=settings, extensions=struct({"openai": {"json_schema_strict": True}})
+        )
+        stub.Chat(request, timeout=10)
+        body = fake.chat_requests[0].body
+        assert body["tools"][0]["function"]["strict"] is True
+        assert body["response_format"]["json_schema"]["strict"] is False
+
+    def test_caller_context(self, stub, fake):
+        """The end user is `safety_identifier`; labels become `metadata` only for a stored completion."""
+        fake.script(Reply.json(completion("a")), Reply.json(completion("b")))
+        caller = chat_pb2.CallerContext(user="u-1", labels={"team": "ads"})
+        stub.Chat(chat_request(user("hi"), caller=caller), timeout=10)
+        stored = chat_request(user("hi"), caller=caller, extensions=struct({"openai": {"store": True}}))
+        stub.Chat(stored, timeout=10)
+        first, second = (recorded.body for recorded in fake.chat_requests)
+        assert (first["safety_identifier"], "metadata" in first) == ("u-1", False)
+        assert (second["safety_identifier"], second["metadata"]) == ("u-1", {"team": "ads"})
+
     def test_parallel_tool_calls_come_back(self, stub, fake):
         """Several tool calls in one answer come back with ids, names and the exact arguments text."""
         fake.script(
