@@ -4,9 +4,10 @@ Kept to the scenarios that exercise every part of the harness (load worker,
 bare proxy, router and mock processes, streaming, per-request records, the
 mid-run SIGKILL, /proc readings, report, JSON) in about ten seconds, and
 the streaming scenario over the real OpenAI adapter and the fake upstream's
-stamped streams. Scenario 7 (LiteLLM) is left out: it pip-installs LiteLLM
-into a venv of its own, which the suite must not do; only its skipped report
-is checked. `make bench ARGS=--quick` runs them all.
+stamped streams. Scenario 7 (LiteLLM) is left out: its proxy's start and
+load take about a minute even at --quick (the venv it runs from is the one
+tests/router/test_litellm_client.py uses); only its skipped report is
+checked. `make bench ARGS=--quick` runs them all.
 """
 
 from __future__ import annotations

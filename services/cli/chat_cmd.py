@@ -97,11 +97,15 @@ async def stream(
     started = time.perf_counter()
     first_chunk: float | None = None
     attempts: list[rpb.Attempt] = []
+    refused = False
     async for event in client.stream_chat(model, messages, settings=settings, routing=routing):
         kind = event.WhichOneof("event")
         if kind == "delta":
             first_chunk = first_chunk or time.perf_counter() - started
             print(event.delta.text, end="", flush=True)
+            if event.delta.refusal:
+                print(("" if refused else "[refusal] ") + event.delta.refusal, end="", flush=True)
+                refused = True
             for call in event.delta.tool_calls:
                 if call.name:
                     print(f"\n[tool call {call.name}] ", end="")
@@ -117,7 +121,10 @@ async def stream(
 
 
 def print_response(answer: rpb.ChatResponse, seconds: float, *, explain: bool) -> None:
-    _print_answer(text_of(answer.message), answer, seconds, explain=explain, tool_calls=answer.message.tool_calls)
+    text = text_of(answer.message)
+    if answer.message.refusal:
+        text += ("\n" if text else "") + f"[refusal] {answer.message.refusal}"
+    _print_answer(text, answer, seconds, explain=explain, tool_calls=answer.message.tool_calls)
 
 
 def _print_answer(

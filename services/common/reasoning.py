@@ -27,6 +27,16 @@ def reasoning_of(request: Any) -> chat_pb2.ReasoningSettings | None:
     return request.settings.reasoning  # type: ignore[no-any-return]
 
 
+def asks_for_reasoning(request: Any) -> bool:
+    """Whether the request asks the model to reason: an effort, or a budget above 0 (0 turns it off)."""
+    reasoning = reasoning_of(request)
+    if reasoning is None:
+        return False
+    if reasoning.HasField("budget_tokens"):
+        return reasoning.budget_tokens > 0
+    return reasoning.effort != chat_pb2.REASONING_EFFORT_UNSPECIFIED
+
+
 def effort_name(reasoning: chat_pb2.ReasoningSettings) -> str | None:
     return EFFORT_NAMES.get(reasoning.effort)
 

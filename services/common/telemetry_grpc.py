@@ -108,15 +108,19 @@ class ServerTracingInterceptor(grpc.aio.ServerInterceptor):
         async def traced(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             parent = _extract(context.invocation_metadata())
             span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+            # The context with the span current, built once: attaching it per message is all a message costs.
+            current = trace.set_span_in_context(span)
             try:
                 # The span is current only while the handler runs, never across our own yields.
                 events = behavior(request, context)
                 while True:
-                    with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-                        try:
-                            event = await events.__anext__()
-                        except StopAsyncIteration:
-                            return
+                    token = otel_context.attach(current)
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        otel_context.detach(token)
                     yield event
             finally:
                 _record_status(span, context)

@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmmesh.v1 import chat_pb2
+from services.common.caller import validate_caller
 from services.common.errors import invalid_argument
 from services.common.json_depth import struct_depth_exceeds, too_deep
 from services.common.settings import ENV_PREFIX
@@ -63,6 +64,8 @@ class ChatLike(Protocol):
     def settings(self) -> chat_pb2.GenerationSettings: ...
     @property
     def extensions(self) -> struct_pb2.Struct: ...
+    @property
+    def caller(self) -> chat_pb2.CallerContext: ...
 
     def ByteSize(self) -> int: ...  # noqa: N802 - protobuf's name
     def HasField(self, field_name: str) -> bool: ...  # noqa: N802 - protobuf's name
@@ -99,8 +102,25 @@ def validate_chat_request(request: ChatLike, *, limits: InputLimits = DEFAULT_LI
             raise invalid_argument(
                 "tool_choice.name", f"names tool {choice.name!r}, which is not in tools; add it or change the mode"
             )
+        _validate_allowed_tools(choice, tool_names)
     if request.HasField("settings"):
         _validate_settings(request.settings, limits.max_output_tokens)
+    if request.HasField("caller"):
+        validate_caller(request.caller)
+
+
+def _validate_allowed_tools(choice: chat_pb2.ToolChoice, tool_names: set[str]) -> None:
+    if not choice.allowed_tools:
+        return
+    if choice.mode in (chat_pb2.TOOL_CHOICE_MODE_NONE, chat_pb2.TOOL_CHOICE_MODE_NAMED):
+        raise invalid_argument(
+            "tool_choice.allowed_tools", "applies with TOOL_CHOICE_MODE_AUTO or TOOL_CHOICE_MODE_REQUIRED only"
+        )
+    for index, name in enumerate(choice.allowed_tools):
+        if name not in tool_names:
+            raise invalid_argument(
+                f"tool_choice.allowed_tools[{index}]", f"names tool {name!r}, which is not in tools; add it there"
+            )
 
 
 def _validate_json_depth(request: ChatLike) -> None:
@@ -174,12 +194,18 @@ def _validate_message(path: str, message: chat_pb2.Message, max_content_bytes: i
         return
     if message.HasField("tool_result"):
         raise invalid_argument(f"{path}.tool_result", "is only allowed on ROLE_TOOL messages")
+    if message.refusal and message.role != chat_pb2.ROLE_ASSISTANT:
+        raise invalid_argument(f"{path}.refusal", "is only allowed on ROLE_ASSISTANT messages (the model's refusal)")
+    if len(message.refusal.encode()) > max_content_bytes:
+        raise invalid_argument(
+            f"{path}.refusal", f"is above the limit of {max_content_bytes} bytes (LLMMESH_MAX_CONTENT_BYTES)"
+        )
     if message.tool_calls and message.role != chat_pb2.ROLE_ASSISTANT:
         raise invalid_argument(f"{path}.tool_calls", "are only allowed on ROLE_ASSISTANT messages")
     for call_index, call in enumerate(message.tool_calls):
         if not call.name:
             raise invalid_argument(f"{path}.tool_calls[{call_index}].name", "is empty")
-    if not message.content and not message.tool_calls:
+    if not message.content and not message.tool_calls and not message.refusal:
         raise invalid_argument(f"{path}.content", "is empty; add a text part")
     if message.role == chat_pb2.ROLE_USER and not any(_says_something(part) for part in message.content):
         raise invalid_argument(
@@ -214,6 +240,10 @@ def _validate_reasoning(reasoning: chat_pb2.ReasoningSettings, max_output_tokens
         )
 
 
+#: The most alternatives per token any provider returns (OpenAI's and Gemini's limit).
+MAX_TOP_LOGPROBS = 20
+
+
 def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens: int) -> None:
     if settings.HasField("max_output_tokens") and not 1 <= settings.max_output_tokens <= max_output_tokens:
         raise invalid_argument(
@@ -234,6 +264,11 @@ def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens:
         raise invalid_argument("settings.stop", "contains an empty stop sequence")
     if settings.HasField("reasoning"):
         _validate_reasoning(settings.reasoning, max_output_tokens)
+    if settings.HasField("top_logprobs"):
+        if not settings.logprobs:
+            raise invalid_argument("settings.top_logprobs", "needs settings.logprobs set to true")
+        if not 0 <= settings.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise invalid_argument("settings.top_logprobs", f"{settings.top_logprobs} is outside 0..{MAX_TOP_LOGPROBS}")
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA and not response_format.json_schema.fields:
         raise invalid_argument(

@@ -56,6 +56,8 @@ class Admission:
         if served is not None:
             served.request(request.model, stream=isinstance(request, rpb.StreamChatRequest), tenant=tenant)
         validate_chat_request(request, limits=self._limits)
+        if served is not None and request.caller.labels:
+            served.attribute(request.caller.labels)
         if request.HasField("routing"):
             validate_routing(request.routing)
         if not auto.is_auto(request.model):

@@ -216,17 +216,24 @@ def judge_answer(finish_reason: int, *, fallback_on_content_filter: bool) -> Mes
     The one place where an answer (unary, or a stream's final before any
     delta) is turned into a failure: a 200 that ends in content filter, when
     the request's policy asks to fall back on content filters, fails as
-    FAILED_PRECONDITION CONTENT_FILTERED, like a refused prompt. The caller's
+    FAILED_PRECONDITION CONTENT_FILTERED, like a refused prompt (a model's
+    refusal, FINISH_REASON_REFUSAL, likewise: it was a content filter before
+    the contract told them apart, and another model may answer). The caller's
     policy, not the provider's fault: the breakers do not count it.
     """
-    if finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER and fallback_on_content_filter:
+    if finish_reason in _FILTERED and fallback_on_content_filter:
         return MeshError(
             grpc.StatusCode.FAILED_PRECONDITION,
-            "the answer ended in the provider's content filter",
+            "the answer ended in the provider's content filter"
+            if finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
+            else "the model refused to answer",
             reason=REASON_CONTENT_FILTERED,
         )
     return None
 
+
+#: Finish reasons `fallback_on_content_filter` falls back on.
+_FILTERED = frozenset({chat_pb2.FINISH_REASON_CONTENT_FILTER, chat_pb2.FINISH_REASON_REFUSAL})
 
 # Classes that let the router try another candidate (and, bar CANCELLED, retry).
 MOVE_ON_CODES = {

@@ -6,7 +6,8 @@ The policy, in order (documented in the README):
 3. Drop models whose context window cannot hold the prompt (estimated at 4
    characters a token) plus the requested max output tokens (or
    `auto.reserve_output_tokens`).
-4. When the request carries tools, drop models marked `supports_tools: false`.
+4. When the request carries tools, drop models marked `supports_tools: false`;
+   when it asks for reasoning, drop models marked `reasoning: false`.
 5. Move models without a discovered instance, with an open circuit breaker,
    or whose provider reported low rate-limit headroom, behind the others.
 6. The first model answers; the rest are its fallbacks, in that order.
@@ -20,6 +21,7 @@ import grpc
 
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import REASON_CONTEXT_WINDOW_EXCEEDED, REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
+from services.common.reasoning import asks_for_reasoning
 from services.router.config import Candidate, RoutingTable
 
 _CHARS_PER_TOKEN = 4
@@ -71,6 +73,7 @@ def choose(
     output = settings.max_output_tokens if settings.HasField("max_output_tokens") else auto.reserve_output_tokens
     needed = estimate_prompt_tokens(request) + output
     has_tools = bool(request.tools)
+    wants_reasoning = asks_for_reasoning(request)
     chosen: list[Candidate] = []
     for name in tier.models:
         candidate = table.lookup(name)
@@ -79,12 +82,15 @@ def choose(
             continue
         if has_tools and not candidate.supports_tools:
             continue
+        if wants_reasoning and not candidate.reasoning:
+            continue
         chosen.append(candidate)
     if not chosen:
         raise MeshError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"messages: about {needed} tokens (prompt + output) fit no model of tier {tier_name!r}"
-            + ("" if not has_tools else " that supports tools"),
+            + ("" if not has_tools else " that supports tools")
+            + ("" if not wants_reasoning else " that reasons"),
             reason=REASON_CONTEXT_WINDOW_EXCEEDED,
             field="messages",
         )

@@ -72,6 +72,9 @@ class ModelRoute(AttemptSettings):
     description: str = ""
     #: False for models that cannot call tools; `auto` skips them when tools are sent.
     supports_tools: bool = True
+    #: False for models that do not reason: a request asking for reasoning (an effort, or a
+    #: budget above 0) is one they cannot serve, and the router moves on without calling them.
+    reasoning: bool = True
     #: Vector length of an embedding model (0: a chat model). Embedding models serve Embed
     #: only, are priced by `price.input_per_mtok`, and fall back only to the same length.
     dimensions: int = Field(0, ge=0, le=65536)
@@ -240,6 +243,8 @@ class Candidate:
     hedge_delay_ms: HedgeDelay
     max_retries: int
     supports_tools: bool
+    #: The model reasons (routing file `reasoning`); false: requests asking for it move on.
+    reasoning: bool = True
     #: Vector length of an embedding model; 0 for chat models.
     dimensions: int = 0
     #: May take over a stream mid-answer (its provider is marked `continues_prefix`).
@@ -282,6 +287,7 @@ class RoutingTable:
             hedge_delay_ms=route.hedge_delay_ms if route.hedge_delay_ms is not None else defaults.hedge_delay_ms,
             max_retries=route.max_retries if route.max_retries is not None else defaults.max_retries,
             supports_tools=route.supports_tools,
+            reasoning=route.reasoning,
             dimensions=route.dimensions,
             continues_prefix=provider.continues_prefix,
         )

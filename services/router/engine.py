@@ -27,7 +27,8 @@ from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import telemetry_names as names
 from services.common.auth import current_tenant
-from services.common.errors import REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
+from services.common.errors import REASON_MODEL_NOT_FOUND, MeshError, invalid_argument, unsupported_feature
+from services.common.reasoning import asks_for_reasoning
 from services.router import access, auto
 from services.router.answers import answer_fields
 from services.router.attempts import judge_answer
@@ -277,6 +278,12 @@ def provider_request(
     *,
     assistant_prefix: str = "",
 ) -> Any:
+    if not candidate.reasoning and asks_for_reasoning(request):
+        # As an adapter refuses what its model cannot do: the attempt fails UNSUPPORTED_FEATURE and the
+        # router moves on, before any upstream call (the caller asked for reasoning, not for its absence).
+        raise unsupported_feature(
+            "settings.reasoning", f"model {candidate.name!r} does not reason (reasoning: false in the routing file)"
+        )
     built = cls(
         model=candidate.upstream_model,
         messages=request.messages,
@@ -284,6 +291,7 @@ def provider_request(
         tool_choice=request.tool_choice,
         settings=request.settings,
         assistant_prefix=assistant_prefix,
+        caller=request.caller,
     )
     # Provider-only options reach adapters of that provider only.
     own = request.extensions.fields.get(candidate.kind)

@@ -60,7 +60,7 @@ from services.router.http_limits import HttpDoorLimits, LimitedHttpToolsProtocol
 from services.router.openai_errors import http_error
 from services.router.openai_request import FALLBACK_HEADER, MAX_BODY_DEPTH, ParsedChat
 from services.router.responses_api import ResponsesWire
-from services.router.served import DOOR_HTTP, Served, served
+from services.router.served import DOOR_HTTP, REQUEST_ID_HEADER, Served, served
 from services.router.sse_keepalive import DEFAULT_KEEPALIVE, StreamKeepaliveSettings, until_settled
 
 log = structlog.get_logger(__name__)
@@ -225,6 +225,7 @@ class HttpGateway:
     async def _serve_chat(self, request: Request, wire: DoorWire) -> Response:
         """The one path of every chat-shaped operation: auth, parse, validate, deadline, engine."""
         record = served(self._engine.table, door=DOOR_HTTP, route=request.url.path)
+        record.identify(request.headers.get(REQUEST_ID_HEADER))
         return _settled(record, await _recording(record, self._chat(request, wire, record)))
 
     async def _chat(self, request: Request, wire: DoorWire, record: Served) -> Response:
@@ -248,6 +249,7 @@ class HttpGateway:
     async def _embeddings(self, request: Request) -> Response:
         """POST /v1/embeddings: the same auth, admission, deadline and engine path as gRPC Embed."""
         record = served(self._engine.table, door=DOOR_HTTP, operation=OPERATION_EMBEDDINGS, route=request.url.path)
+        record.identify(request.headers.get(REQUEST_ID_HEADER))
         return _settled(record, await _recording(record, self._embed(request, record)))
 
     async def _embed(self, request: Request, record: Served) -> Response:

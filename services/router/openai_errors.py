@@ -117,7 +117,7 @@ def error_body(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-_LEADING_FIELD = re.compile(r"^((?:settings|routing|extensions|tools|tool_choice|messages)(?:\.\w+|\[\d+\])*): ")
+_LEADING_FIELD = re.compile(r"^((?:settings|routing|extensions|tools|tool_choice|messages|caller)(?:\.\w+|\[\d+\])*): ")
 # The router names its gRPC RPCs and metadata; the door's callers know HTTP endpoints and headers.
 _HTTP_WORDING = {
     REASON_MISSING_CREDENTIALS: "no credentials: send an 'Authorization: Bearer <api key>' header",
@@ -193,20 +193,27 @@ def _fallbacks(match: re.Match[str], fields: BodyFields) -> str:
 _RULES: list[_Rule] = [
     _rule(r"^settings\.max_output_tokens$", lambda _m, fields: fields.max_tokens_field),
     _rule(r"^settings\.response_format\.json_schema$", "response_format.json_schema.schema"),
+    _rule(r"^settings\.reasoning(\..*)?$", "reasoning_effort"),
     _rule(r"^settings\.(.+)$", r"\1"),
     _rule(r"^tools\[(\d+)\]\.(name|description|parameters)$", r"tools[\1].function.\2"),
     _rule(r"^tool_choice\.name$", "tool_choice.function.name"),
+    _rule(r"^tool_choice\.allowed_tools(.*)$", r"tool_choice.allowed_tools.tools\1"),
+    _rule(r"^tool_choice\.parallel_tool_calls$", "parallel_tool_calls"),
     _rule(r"^messages\[(\d+)\]\.tool_result\.tool_call_id$", r"messages[\1].tool_call_id"),
     _rule(r"^messages\[(\d+)\]\.tool_result.*$", r"messages[\1].content"),
     _rule(r"^messages\[(\d+)\]\.tool_calls\[(\d+)\]\.name$", r"messages[\1].tool_calls[\2].function.name"),
     _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.image\.url$", r"messages[\1].content[\2].image_url.url"),
     _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.image(?:\..*)?$", r"messages[\1].content[\2].image_url"),
+    # Reasoning parts lead an assistant turn's content, in reasoning_details order.
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.reasoning(.*)$", r"messages[\1].reasoning_details[\2]\3"),
     _rule(r"^messages\[(\d+)\]\.content\[(\d+)\](.*)$", _content),
     _rule(r"^routing\.fallback_models(.*)$", _fallbacks),
     _rule(r"^routing\.per_attempt_timeout$", "llmmesh.per_attempt_timeout_ms"),
     _rule(r"^routing\.hedge_delay$", "llmmesh.hedge_delay_ms"),
     _rule(r"^routing\.(.+)$", r"llmmesh.\1"),
     _rule(r"^extensions\.(.+)$", r"llmmesh.extensions.\1"),
+    _rule(r"^caller\.user$", lambda _m, fields: fields.user_field),
+    _rule(r"^caller\.labels(.*)$", r"metadata\1"),
 ]
 
 

@@ -32,6 +32,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError, invalid_argument
 from services.common.json_depth import MAX_JSON_DEPTH, python_depth_exceeds, too_deep
+from services.router import door_reasoning
 
 FALLBACK_HEADER = "x-llmmesh-fallback-models"
 _INT32_MAX = 2**31 - 1
@@ -120,6 +121,9 @@ class Message(_Lenient):
     refusal: str | None = None
     # Deprecated function calling: the assistant's one call.
     function_call: FunctionCall | None = None
+    # An assistant turn's reasoning as the door returned it (door_reasoning.py).
+    reasoning_content: str | None = None
+    reasoning_details: list[Any] | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -133,6 +137,7 @@ class FunctionDefinition(_Lenient):
     name: str
     description: str = ""
     parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
 
 
 class Tool(_Lenient):
@@ -147,6 +152,18 @@ class NamedFunction(_Lenient):
 class NamedToolChoice(_Lenient):
     type: Literal["function"] = "function"
     function: NamedFunction
+
+
+class AllowedTools(_Lenient):
+    mode: Literal["auto", "required"]
+    tools: list[NamedToolChoice] = Field(min_length=1)
+
+
+class AllowedToolsChoice(_Lenient):
+    """`{"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}`: a choice limited to some tools."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
 
 
 LegacyFunctionCall = Literal["none", "auto"] | NamedFunction
@@ -188,7 +205,8 @@ class ChatCompletionBody(_Lenient):
     model: str
     messages: list[Message]
     tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
     response_format: ResponseFormat | None = None
     temperature: Number | None = None
     top_p: Number | None = None
@@ -202,10 +220,15 @@ class ChatCompletionBody(_Lenient):
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     logprobs: StrictBool | None = None
-    top_logprobs: StrictInt | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
+    reasoning_effort: str | None = None
     # Deprecated in OpenAI's API in favour of tools / tool_choice, and mapped onto them.
     functions: list[FunctionDefinition] | None = None
     function_call: LegacyFunctionCall | None = None
+    # Who the request is for: the end user (`safety_identifier`, or the older `user`) and labels (`metadata`).
+    safety_identifier: str | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -221,6 +244,8 @@ class BodyFields:
     message_indices: list[int] = field(default_factory=list)
     # The caller sent the deprecated `functions` / `function_call`: answers and errors use them too.
     legacy_functions: bool = False
+    # Which body field carried the end user (CallerContext.user).
+    user_field: str = "safety_identifier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +278,6 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
         raise validation_problem(error) from None
     if body.n not in (None, 1):
         raise invalid_argument("n", f"{body.n} is not supported; the mesh returns one choice (omit n or send 1)")
-    _refuse_logprobs(body)
     fields = BodyFields(
         max_tokens_field="max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens",
         legacy_functions=_legacy_functions(body),
@@ -262,20 +286,6 @@ def parse_chat_body(payload: object, *, fallback_header: str | None = None) -> P
     request = _build(cls(), body, fallback_header, fields)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ParsedChat(request=request, stream=bool(body.stream), include_usage=include_usage, fields=fields)
-
-
-_NO_LOGPROBS = (
-    "is not supported yet: the mesh's providers do not return log probabilities through it; "
-    "omit it (or send false / null)"
-)
-
-
-def _refuse_logprobs(body: ChatCompletionBody) -> None:
-    """Refused rather than dropped: a caller asking for them must not get an answer that silently lacks them."""
-    if body.logprobs:
-        raise invalid_argument("logprobs", _NO_LOGPROBS)
-    if body.top_logprobs is not None:
-        raise invalid_argument("top_logprobs", _NO_LOGPROBS)
 
 
 def _legacy_functions(body: ChatCompletionBody) -> bool:
@@ -371,6 +381,9 @@ def _printable(text: str) -> str:
 
 def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, fields: BodyFields) -> _R:
     request.model = body.model
+    apply_caller(request.caller, body.safety_identifier, body.user, body.metadata, fields)
+    if not request.caller.ListFields():
+        request.ClearField("caller")
     tool_names: dict[str, str] = {}
     legacy_calls: dict[str, str] = {}
     for index, message in enumerate(body.messages):
@@ -387,15 +400,23 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
         definition = request.tools.add(name=tool.function.name, description=tool.function.description)
         if tool.function.parameters is not None:
             definition.parameters.update(tool.function.parameters)
+        if tool.function.strict is not None:
+            definition.strict = tool.function.strict
     choice = body.tool_choice if body.tool_choice is not None else body.function_call
     if isinstance(choice, str):
         request.tool_choice.mode = _TOOL_CHOICE_MODES[choice]
     elif isinstance(choice, NamedToolChoice):
         request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
         request.tool_choice.name = choice.function.name
+    elif isinstance(choice, AllowedToolsChoice):
+        request.tool_choice.mode = _TOOL_CHOICE_MODES[choice.allowed_tools.mode]
+        request.tool_choice.allowed_tools.extend(tool.function.name for tool in choice.allowed_tools.tools)
     elif choice is not None:
         request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
         request.tool_choice.name = choice.name
+    if body.parallel_tool_calls is not None and request.tools:
+        # Only with tools, where it means something (OpenAI refuses it without them).
+        request.tool_choice.parallel_tool_calls = body.parallel_tool_calls
     _settings(request.settings, body)
     if not request.settings.ListFields():
         request.ClearField("settings")
@@ -411,30 +432,23 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
 def _says_nothing(message: Message) -> bool:
     if message.role != "assistant" or message.tool_calls or message.function_call or message.refusal:
         return False
+    if message.reasoning_details or message.reasoning_content:
+        return False
     return not message.content
 
 
 def _modern(index: int, message: Message, legacy_calls: dict[str, str]) -> Message:
-    """History as OpenAI returns it, in the current spelling: refusals as text, legacy calls as tool calls.
+    """History as OpenAI returns it, in the current spelling: legacy calls as tool calls.
 
-    A refusal is what the assistant said: the next model reads it as the
-    assistant's text (a refusal part likewise). A deprecated `function_call`
-    becomes a tool call with an id of the door's own, which the `function`
-    turn that answers it (matched by name) echoes.
+    A deprecated `function_call` becomes a tool call with an id of the door's
+    own, which the `function` turn that answers it (matched by name) echoes.
+    (A refusal, or refusal parts, becomes `Message.refusal` in `_message`.)
     """
     update: dict[str, Any] = {}
-    if message.role == "assistant":
-        if message.refusal and not message.content:
-            update["content"] = message.refusal
-        elif isinstance(message.content, list):
-            update["content"] = [
-                ContentPart(type="text", text=part.refusal or "") if part.type == "refusal" else part
-                for part in message.content
-            ]
-        if message.function_call is not None and not message.tool_calls:
-            call_id = f"call_legacy_{index}"
-            legacy_calls[message.function_call.name] = call_id
-            update["tool_calls"] = [ToolCall(id=call_id, function=message.function_call)]
+    if message.role == "assistant" and message.function_call is not None and not message.tool_calls:
+        call_id = f"call_legacy_{index}"
+        legacy_calls[message.function_call.name] = call_id
+        update["tool_calls"] = [ToolCall(id=call_id, function=message.function_call)]
     if message.role == "function":
         name = message.name or ""
         update["tool_call_id"] = legacy_calls.get(name, f"call_legacy_{name}")
@@ -455,11 +469,22 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
             )
         )
         return result
+    if message.role == "assistant":
+        # Reasoning first, as the model produced it before its answer.
+        path = f"messages[{index}].reasoning_details"
+        result.content.extend(
+            door_reasoning.parts_from_details(path, message.reasoning_details, message.reasoning_content)
+        )
+    refusals = [message.refusal] if message.refusal and message.role == "assistant" else []
     if isinstance(message.content, str):
         result.content.add(text=message.content)
     else:
         for part_index, part in enumerate(message.content or ()):
+            if part.type == "refusal" and message.role == "assistant":
+                refusals.append(part.refusal or "")  # OpenAI returns refusals as parts too
+                continue
             result.content.append(_part(f"messages[{index}].content[{part_index}]", part))
+    result.refusal = "".join(refusals)
     for call in message.tool_calls or ():
         arguments = call.function.arguments
         arguments_json = arguments if isinstance(arguments, str) else json.dumps(arguments)
@@ -503,6 +528,14 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
         settings.stop.extend([body.stop] if isinstance(body.stop, str) else body.stop)
     if body.seed is not None:
         settings.seed = body.seed
+    if body.logprobs:
+        settings.logprobs = True
+    if body.top_logprobs is not None:
+        settings.top_logprobs = body.top_logprobs
+    # With an effort, thoughts are asked for: the door returns them as reasoning_content.
+    reasoning = door_reasoning.reasoning_settings("reasoning_effort", body.reasoning_effort, include_thoughts=True)
+    if reasoning is not None:
+        settings.reasoning.CopyFrom(reasoning)
     if body.response_format is not None:
         response_format = settings.response_format
         response_format.type = _RESPONSE_FORMATS[body.response_format.type]
@@ -511,6 +544,24 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
             response_format.schema_name = schema.name
             if schema.schema_ is not None:
                 response_format.json_schema.update(schema.schema_)
+            if schema.strict is not None:
+                response_format.strict = schema.strict
+
+
+def apply_caller(
+    caller: chat_pb2.CallerContext,
+    safety_identifier: str | None,
+    user: str | None,
+    metadata: dict[str, str] | None,
+    fields: BodyFields,
+) -> None:
+    """OpenAI's end-user fields and `metadata` as the CallerContext (validated with the rest of the request)."""
+    if safety_identifier:
+        caller.user = safety_identifier
+    elif user:
+        caller.user = user
+        fields.user_field = "user"
+    caller.labels.update(metadata or {})
 
 
 def apply_routing(

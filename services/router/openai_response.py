@@ -21,6 +21,8 @@ import grpc
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common import logprobs
+from services.router import door_reasoning
 from services.router.balancer import Balancer
 from services.router.config import Candidate, ModelRoute
 
@@ -29,6 +31,8 @@ _FINISH_REASONS = {
     chat_pb2.FINISH_REASON_LENGTH: "length",
     chat_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
     chat_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    # OpenAI ends a refusal with "stop"; `message.refusal` says it was one.
+    chat_pb2.FINISH_REASON_REFUSAL: "stop",
 }
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -77,8 +81,9 @@ def _message(message: chat_pb2.Message, *, legacy: bool = False) -> dict[str, An
     text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
     result: dict[str, Any] = {
         "role": "assistant",
-        "content": text if text or not message.tool_calls else None,
-        "refusal": None,
+        "content": text if text or not (message.tool_calls or message.refusal) else None,
+        "refusal": message.refusal or None,
+        **door_reasoning.message_fields(message),
     }
     if legacy and message.tool_calls:
         call = message.tool_calls[0]
@@ -89,6 +94,11 @@ def _message(message: chat_pb2.Message, *, legacy: bool = False) -> dict[str, An
             for call in message.tool_calls
         ]
     return result
+
+
+def _logprobs(values: Any) -> dict[str, Any] | None:
+    """A choice's `logprobs`: the content tokens' (refusal tokens are not carried), null when there are none."""
+    return {"content": logprobs.to_openai(values), "refusal": None} if len(values) else None
 
 
 def _mesh_fields(answer: rpb.ChatResponse | rpb.StreamChatFinal) -> dict[str, Any]:
@@ -116,7 +126,7 @@ def completion(response: rpb.ChatResponse, identifier: str, *, legacy: bool = Fa
             "index": index,
             "message": _message(answer.message, legacy=legacy),
             "finish_reason": _finish(answer.finish_reason, legacy),
-            "logprobs": None,
+            "logprobs": _logprobs(answer.message.logprobs),
         }
         for index, answer in enumerate(answers)
     ]
@@ -176,8 +186,8 @@ class ChunkStream:
         return chunk
 
     @staticmethod
-    def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def _choice(delta: dict[str, Any], finish: str | None = None, logprobs: Any = ()) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": _logprobs(logprobs), "finish_reason": finish}
 
     def opening(self) -> dict[str, Any]:
         """The first chunk: the assistant role, as OpenAI sends it."""
@@ -188,7 +198,7 @@ class ChunkStream:
         kind = event.WhichOneof("event")
         if kind == "delta":
             delta = _legacy_delta(event.delta) if self._legacy else _delta(event.delta)
-            return [self._chunk([self._choice(delta)])] if delta is not None else []
+            return [self._chunk([self._choice(delta, logprobs=event.delta.logprobs)])] if delta is not None else []
         if kind == "continuation":
             self._model = event.continuation.model
             notice = {
@@ -214,8 +224,12 @@ class ChunkStream:
 
 def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    if delta.HasField("reasoning"):
+        result.update(door_reasoning.delta_fields(delta.reasoning))
     if delta.text:
         result["content"] = delta.text
+    if delta.refusal:
+        result["refusal"] = delta.refusal
     if delta.tool_calls:
         calls = []
         for call in delta.tool_calls:
@@ -235,8 +249,12 @@ def _delta(delta: chat_pb2.ChatDelta) -> dict[str, Any]:
 def _legacy_delta(delta: chat_pb2.ChatDelta) -> dict[str, Any] | None:
     """The `functions` stream shape: `function_call` deltas of the first call; later calls are not sent."""
     result: dict[str, Any] = {}
+    if delta.HasField("reasoning"):
+        result.update(door_reasoning.delta_fields(delta.reasoning))
     if delta.text:
         result["content"] = delta.text
+    if delta.refusal:
+        result["refusal"] = delta.refusal
     calls = [call for call in delta.tool_calls if call.index == 0]
     if calls:
         function: dict[str, str] = {"arguments": "".join(call.arguments_json_delta for call in calls)}

@@ -102,7 +102,8 @@ class Race:
         self._stopped = False
         self.timed_out = False
         self._busy: set[tuple[str, str]] = set()
-        self._unreachable: set[str] = set()  # instances this run could not connect to
+        # Instances this run passes over while another is left: ones it could not connect to, ones that gave up a call.
+        self._passed_over: set[str] = set()
         self._same_model_hedges = 0
         self._fallback: tuple[str, str] | None = None  # (from model, why) for the next attempt's span
         self._telemetry = AttemptTelemetry()
@@ -195,7 +196,9 @@ class Race:
             return None
         # A same-model hedge wants another instance; another model may share one.
         busy = frozenset(address for name, address in self._busy if name == candidate.name)
-        instance = self.engine.balancer.pool(candidate.service).pick(busy)
+        pool = self.engine.balancer.pool(candidate.service)
+        instance = pool.pick(busy | self._passed_over) if self._passed_over else None
+        instance = instance or pool.pick(busy)
         if instance is None:
             for breaker in breakers:
                 breaker.release()
@@ -355,16 +358,38 @@ class Race:
     # -- retries -------------------------------------------------------------------------
 
     def _queue_next(self, flight: Flight, error: MeshError) -> None:
-        pool_size = len(self.engine.balancer.pool(flight.candidate.service))
-        if never_sent(error) and flight.instance.address not in self._unreachable:
-            # Like gRPC's transparent retry: the call reached no adapter, so it goes to another instance
-            # (the balancer passes over this one) without spending the retry limit or budget.
-            self._unreachable.add(flight.instance.address)
-            if pool_size > len(self._unreachable):
-                self._pending.appendleft(Pending(flight.candidate, retry=flight.retry))
-                flight.attempt.moved_on_because = "could not connect; trying another instance"
-                return
+        if self._to_another_instance(flight, error):
+            return
         self._maybe_retry(flight, error)
+
+    def _to_another_instance(self, flight: Flight, error: MeshError) -> bool:
+        """Sends the candidate to another instance when this one never got the call or gave it up.
+
+        Like gRPC's transparent retry, neither spends the retry limit: the
+        caller asked for no retry of the provider's answer, and neither is
+        one. An instance that cancels a call (a draining adapter past its
+        grace) may have started the upstream request, so that move spends
+        the retry budget, which caps what a fleet of draining instances can
+        cost.
+        """
+        address = flight.instance.address
+        if address in self._passed_over:
+            return False
+        if never_sent(error):
+            why = "could not connect; trying another instance"
+        elif error.code == grpc.StatusCode.CANCELLED:
+            why = "the instance gave the call up; trying another instance"
+        else:
+            return False
+        self._passed_over.add(address)
+        pool_size = len(self.engine.balancer.pool(flight.candidate.service))
+        if pool_size <= len(self._passed_over):
+            return False
+        if error.code == grpc.StatusCode.CANCELLED and not self.engine.retry_budget.try_spend():
+            return False
+        self._pending.appendleft(Pending(flight.candidate, retry=flight.retry))
+        flight.attempt.moved_on_because = why
+        return True
 
     def _maybe_retry(self, flight: Flight, error: MeshError) -> None:
         """Queues the same candidate again when the error, the retry limit, the budget and the deadline allow."""

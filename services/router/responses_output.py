@@ -1,12 +1,17 @@
 """Router answers → OpenAI Responses objects and stream events.
 
-A unary answer becomes one `response` object: a `message` output item with
-one `output_text` part (when there is text) and one `function_call` item
-per tool call. A length or content-filter stop is `status: "incomplete"`
+A unary answer becomes one `response` object: a `reasoning` item per
+reasoning part (its text as `summary`; with `include:
+["reasoning.encrypted_content"]`, what the provider needs back packed into
+`encrypted_content`), a `message` output item with one `output_text` part
+(when there is text) and one `function_call` item per tool call. A length or content-filter stop is `status: "incomplete"`
 with `incomplete_details.reason`. Streams follow the order OpenAI sends and
 clients (the SDK's stream helper, the Agents SDK, LangChain) rely on:
 
     response.created, response.in_progress,
+    response.output_item.added (reasoning), response.reasoning_summary_part.added,
+    response.reasoning_summary_text.delta ..., response.reasoning_summary_text.done,
+    response.reasoning_summary_part.done, response.output_item.done,
     response.output_item.added (message), response.content_part.added,
     response.output_text.delta ..., response.output_text.done,
     response.content_part.done, response.output_item.done,
@@ -25,6 +30,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +38,18 @@ import grpc
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
-from services.router import openai_response
+from services.common import logprobs as logprobs_module
+from services.router import door_reasoning, openai_response
 from services.router.responses_request import ParsedResponses, echoed_tools
 
 _INCOMPLETE = {
     chat_pb2.FINISH_REASON_LENGTH: "max_output_tokens",
     chat_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
 }
+
+
+_TEXT = "output_text"
+_REFUSAL = "refusal"
 
 
 def response_id() -> str:
@@ -60,12 +71,32 @@ def usage(value: chat_pb2.Usage) -> dict[str, Any]:
     }
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()) -> dict[str, Any]:
+    # LogProb wants `bytes` as a list, never null: empty where the provider gave none.
+    values = [{**entry, "bytes": entry["bytes"] or []} for entry in logprobs_module.to_openai(logprobs)]
+    for entry in values:
+        entry["top_logprobs"] = [{**top, "bytes": top["bytes"] or []} for top in entry["top_logprobs"]]
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": values}
 
 
-def _message_item(identifier: str, text: str, status: str) -> dict[str, Any]:
-    content = [_text_part(text)] if status != "in_progress" else []
+def _event_logprobs(values: Sequence[chat_pb2.TokenLogprob]) -> list[dict[str, Any]]:
+    """ResponseLogProb: token, logprob and top_logprobs without bytes (delta and done events)."""
+    return [
+        {
+            "token": item.token,
+            "logprob": item.logprob,
+            "top_logprobs": [{"token": top.token, "logprob": top.logprob} for top in item.top_logprobs],
+        }
+        for item in values
+    ]
+
+
+def _content_part(kind: str, text: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()) -> dict[str, Any]:
+    """An output message's content part: `output_text`, or `refusal` (the model declined)."""
+    return {"type": "refusal", "refusal": text} if kind == _REFUSAL else _text_part(text, logprobs)
+
+
+def _message_item(identifier: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
     return {"type": "message", "id": identifier, "status": status, "role": "assistant", "content": content}
 
 
@@ -80,6 +111,16 @@ def _call_item(identifier: str, call_id: str, name: str, arguments: str, status:
     }
 
 
+def _reasoning_item(identifier: str, part: chat_pb2.ReasoningPart, status: str, *, encrypted: bool) -> dict[str, Any]:
+    summary = [{"type": "summary_text", "text": part.text}] if part.text else []
+    packed = door_reasoning.pack(part) if encrypted else None
+    return {"type": "reasoning", "id": identifier, "summary": summary, "encrypted_content": packed, "status": status}
+
+
+def wants_encrypted(parsed: ParsedResponses) -> bool:
+    return door_reasoning.ENCRYPTED_INCLUDE in (parsed.body.include or ())
+
+
 class ResponseShell:
     """The `response` object's fields that echo the request; status and output are filled per event."""
 
@@ -88,6 +129,10 @@ class ResponseShell:
         self.model = model
         self._parsed = parsed
         self._created = int(time.time())
+
+    @property
+    def parsed(self) -> ParsedResponses:
+        return self._parsed
 
     def render(
         self,
@@ -119,7 +164,9 @@ class ResponseShell:
             "top_p": body.top_p,
             "max_output_tokens": body.max_output_tokens,
             "previous_response_id": None,
-            "reasoning": {"effort": body.reasoning.effort, "summary": None} if body.reasoning is not None else None,
+            "reasoning": {"effort": body.reasoning.effort, "summary": body.reasoning.summary}
+            if body.reasoning is not None
+            else None,
             "store": False,
             "text": {"format": _format_echo(parsed=self._parsed)},
             "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
@@ -150,6 +197,8 @@ def _mesh(answer: rpb.ChatResponse | rpb.StreamChatFinal) -> dict[str, Any]:
     return {
         "provider": answer.provider,
         "response_model": answer.response_model,
+        # The upstream's id; the Responses `id` is the door's own.
+        "response_id": answer.response_id,
         "estimated_cost_usd": answer.estimated_cost_usd,
         "attempts": openai_response.attempts(answer.attempts),
     }
@@ -159,9 +208,16 @@ def response_object(parsed: ParsedResponses, answer: rpb.ChatResponse, identifie
     """The `response` object for a unary answer."""
     message = answer.message
     text = "".join(part.text for part in message.content if part.WhichOneof("kind") == "text")
-    output: list[dict[str, Any]] = []
-    if text or not message.tool_calls:
-        output.append(_message_item(_item_id("msg"), text, "completed"))
+    encrypted = wants_encrypted(parsed)
+    output: list[dict[str, Any]] = [
+        _reasoning_item(_item_id("rs"), part, "completed", encrypted=encrypted)
+        for part in door_reasoning.reasoning_parts(message)
+    ]
+    content = [_text_part(text, message.logprobs)] if text or not message.refusal else []
+    if message.refusal:
+        content.append(_content_part(_REFUSAL, message.refusal))
+    if text or message.refusal or not message.tool_calls:
+        output.append(_message_item(_item_id("msg"), content, "completed"))
     for call in message.tool_calls:
         output.append(_call_item(_item_id("fc"), call.id, call.name, call.arguments_json, "completed"))
     shell = ResponseShell(parsed, identifier, answer.model)
@@ -178,7 +234,18 @@ def failure(code: grpc.StatusCode, message: str) -> dict[str, Any]:
 class _OpenItem:
     index: int
     item: dict[str, Any]
+    #: A call's argument fragments.
     text: list[str] = field(default_factory=list)
+    #: A message's content parts so far: (kind, fragments, token log probabilities), the last one open.
+    parts: list[tuple[str, list[str], list[chat_pb2.TokenLogprob]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _OpenReasoning:
+    index: int
+    item_id: str
+    part: chat_pb2.ReasoningPart
+    summary_open: bool = False
 
 
 class ResponseEvents:
@@ -193,6 +260,8 @@ class ResponseEvents:
         self._output: list[dict[str, Any]] = []
         self._message: _OpenItem | None = None
         self._calls: dict[int, _OpenItem] = {}
+        self._reasoning: dict[int, _OpenReasoning] = {}
+        self._encrypted = wants_encrypted(shell.parsed)
 
     def _event(self, kind: str, **payload: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self._sequence, **payload}
@@ -226,21 +295,97 @@ class ResponseEvents:
 
     def _delta(self, delta: chat_pb2.ChatDelta) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
+        if delta.HasField("reasoning"):
+            events += self._reasoning_delta(delta.reasoning)
+        if delta.text or delta.tool_calls:
+            events += self._close_reasoning()
         if delta.text:
-            events += self._text(delta.text)
+            events += self._content(_TEXT, delta.text, delta.logprobs)
+        if delta.refusal:
+            events += self._content(_REFUSAL, delta.refusal)
         for call in delta.tool_calls:
             events += self._call_delta(call)
         return events
 
     def _text(self, text: str) -> list[dict[str, Any]]:
+        return self._content(_TEXT, text)
+
+    def _content(
+        self, kind: str, fragment: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()
+    ) -> list[dict[str, Any]]:
+        """A fragment of the message's text or refusal; a change of kind starts the next content part."""
         events: list[dict[str, Any]] = []
         if self._message is None:
-            item = _message_item(_item_id("msg"), "", "in_progress")
+            item = _message_item(_item_id("msg"), [], "in_progress")
             self._message = _OpenItem(self._reserve(item), item)
             events.append(self._event("response.output_item.added", output_index=self._message.index, item=item))
-            events.append(self._event("response.content_part.added", part=_text_part(""), **self._where(self._message)))
-        self._message.text.append(text)
-        events.append(self._event("response.output_text.delta", delta=text, logprobs=[], **self._where(self._message)))
+        message = self._message
+        if not message.parts or message.parts[-1][0] != kind:
+            if message.parts:
+                events += self._close_part(message)
+            message.parts.append((kind, [], []))
+            events.append(
+                self._event("response.content_part.added", part=_content_part(kind, ""), **self._where(message))
+            )
+        message.parts[-1][1].append(fragment)
+        message.parts[-1][2].extend(logprobs)
+        where = self._where(message)
+        if kind == _REFUSAL:
+            events.append(self._event("response.refusal.delta", delta=fragment, **where))
+        else:
+            events.append(
+                self._event("response.output_text.delta", delta=fragment, logprobs=_event_logprobs(logprobs), **where)
+            )
+        return events
+
+    def _close_part(self, message: _OpenItem) -> list[dict[str, Any]]:
+        kind, fragments, values = message.parts[-1]
+        text = "".join(fragments)
+        where = self._where(message)
+        if kind == _REFUSAL:
+            done = self._event("response.refusal.done", refusal=text, **where)
+        else:
+            done = self._event("response.output_text.done", text=text, logprobs=_event_logprobs(values), **where)
+        return [done, self._event("response.content_part.done", part=_content_part(kind, text, values), **where)]
+
+    def _reasoning_delta(self, delta: chat_pb2.ReasoningDelta) -> list[dict[str, Any]]:
+        """Each reasoning part is its own output item; its text one summary part, streamed."""
+        events: list[dict[str, Any]] = []
+        open_item = self._reasoning.get(delta.index)
+        if open_item is None:
+            events += self._close_reasoning()
+            events += self._close_message()
+            part = chat_pb2.ReasoningPart(provider=delta.provider)
+            item = _reasoning_item(_item_id("rs"), part, "in_progress", encrypted=False)
+            open_item = _OpenReasoning(self._reserve(item), item["id"], part)
+            self._reasoning[delta.index] = open_item
+            events.append(self._event("response.output_item.added", output_index=open_item.index, item=item))
+        part = open_item.part
+        part.signature = delta.signature or part.signature
+        part.redacted_data = delta.redacted_data or part.redacted_data
+        if delta.text:
+            where = {"item_id": open_item.item_id, "output_index": open_item.index, "summary_index": 0}
+            if not open_item.summary_open:
+                open_item.summary_open = True
+                summary = {"type": "summary_text", "text": ""}
+                events.append(self._event("response.reasoning_summary_part.added", part=summary, **where))
+            part.text += delta.text
+            events.append(self._event("response.reasoning_summary_text.delta", delta=delta.text, **where))
+        return events
+
+    def _close_reasoning(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for open_item in sorted(self._reasoning.values(), key=lambda item: item.index):
+            where = {"item_id": open_item.item_id, "output_index": open_item.index, "summary_index": 0}
+            text = open_item.part.text
+            if open_item.summary_open:
+                summary = {"type": "summary_text", "text": text}
+                events.append(self._event("response.reasoning_summary_text.done", text=text, **where))
+                events.append(self._event("response.reasoning_summary_part.done", part=summary, **where))
+            done = _reasoning_item(open_item.item_id, open_item.part, "completed", encrypted=self._encrypted)
+            self._output[open_item.index] = done
+            events.append(self._event("response.output_item.done", output_index=open_item.index, item=done))
+        self._reasoning.clear()
         return events
 
     def _call_delta(self, call: chat_pb2.ToolCallDelta) -> list[dict[str, Any]]:
@@ -267,11 +412,12 @@ class ResponseEvents:
 
     def _final(self, final: rpb.StreamChatFinal) -> list[dict[str, Any]]:
         self._shell.model = final.model
-        events = self._close_message()
+        events = self._close_reasoning()
+        events += self._close_message()
         for open_call in sorted(self._calls.values(), key=lambda item: item.index):
             events += self._close_call(open_call)
         self._calls.clear()
-        if not self._output:
+        if all(item["type"] == "reasoning" for item in self._output):
             # A stream with no output still answers with an (empty) message, as unary does.
             events += self._text("")
             events += self._close_message()
@@ -285,15 +431,11 @@ class ResponseEvents:
         if self._message is None:
             return []
         message, self._message = self._message, None
-        text = "".join(message.text)
-        where = self._where(message)
-        done = _message_item(message.item["id"], text, "completed")
+        events = self._close_part(message)
+        content = [_content_part(kind, "".join(fragments), values) for kind, fragments, values in message.parts]
+        done = _message_item(message.item["id"], content, "completed")
         self._output[message.index] = done
-        return [
-            self._event("response.output_text.done", text=text, logprobs=[], **where),
-            self._event("response.content_part.done", part=_text_part(text), **where),
-            self._event("response.output_item.done", output_index=message.index, item=done),
-        ]
+        return [*events, self._event("response.output_item.done", output_index=message.index, item=done)]
 
     def _close_call(self, open_call: _OpenItem) -> list[dict[str, Any]]:
         arguments = "".join(open_call.text)
@@ -317,7 +459,7 @@ class ResponseEvents:
 
     @staticmethod
     def _where(item: _OpenItem) -> dict[str, Any]:
-        return {"item_id": item.item["id"], "output_index": item.index, "content_index": 0}
+        return {"item_id": item.item["id"], "output_index": item.index, "content_index": max(len(item.parts) - 1, 0)}
 
 
 def sse(event: dict[str, Any]) -> bytes:

@@ -10,10 +10,12 @@ inputs are refused with a 400 naming the field (send the whole history in
   output_text and refusal parts), `function_call` (joined to the assistant
   turn before it, as Responses output lists them one item per call) and
   `function_call_output` (a tool result, named after its call).
-* `reasoning` items in `input` are dropped: the contract carries no
-  reasoning content between turns. `reasoning.effort` goes to OpenAI
-  candidates only, as `extensions.openai.reasoning_effort`; the other
-  reasoning options (summary) have no equivalent and are ignored.
+* `reasoning.effort` → `settings.reasoning.effort`; `reasoning.summary`
+  (any value) asks for the thoughts (`include_thoughts`). `reasoning` items
+  in `input` become reasoning parts of the assistant turn they precede, with
+  their `summary` texts and what their `encrypted_content` packed
+  (door_reasoning.py); an item without it is unsigned text that adapters
+  leave out.
 * `text.format` (text, json_object, json_schema) → the response format;
   `max_output_tokens`, `temperature`, `top_p` → generation settings;
   function tools and `tool_choice` as in chat. Built-in tools (web search,
@@ -35,11 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import invalid_argument
+from services.router import door_reasoning
 from services.router.openai_errors import openai_param
 from services.router.openai_request import (
     BodyFields,
     MeshOptions,
     ParsedChat,
+    apply_caller,
     apply_routing,
     validation_problem,
 )
@@ -61,7 +65,6 @@ _FORMATS = {
     "json_object": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
     "json_schema": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
 }
-_NO_LOGPROBS = "is not supported yet: the mesh's providers do not return log probabilities through it"
 _LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _STATELESS = "the mesh's Responses API is stateless and stores nothing; send the whole conversation in input"
 
@@ -74,6 +77,7 @@ class _Lenient(BaseModel):
 
 class Reasoning(_Lenient):
     effort: str | None = None
+    summary: str | None = None
 
 
 class TextFormat(_Lenient):
@@ -106,8 +110,10 @@ class ResponsesBody(_Lenient):
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
+    safety_identifier: str | None = None
+    user: str | None = None
     parallel_tool_calls: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
     include: list[str] | None = None
     llmmesh: MeshOptions | None = None
 
@@ -154,6 +160,9 @@ def parse_responses_body(payload: object, *, fallback_header: str | None = None)
     fields = ResponsesFields(max_tokens_field="max_output_tokens")
     cls: type[rpb.ChatRequest] | type[rpb.StreamChatRequest] = rpb.StreamChatRequest if stream else rpb.ChatRequest
     request = cls(model=body.model)
+    apply_caller(request.caller, body.safety_identifier, body.user, body.metadata, fields)
+    if not request.caller.ListFields():
+        request.ClearField("caller")
     _messages(request, body, fields)
     _tools(request, body)
     _settings(request.settings, body)
@@ -163,11 +172,8 @@ def parse_responses_body(payload: object, *, fallback_header: str | None = None)
     apply_routing(request.routing, options, fallback_header, fields)
     if not request.routing.ListFields():
         request.ClearField("routing")
-    extensions = {kind: dict(values) for kind, values in options.extensions.items()}
-    if body.reasoning is not None and body.reasoning.effort is not None:
-        extensions.setdefault("openai", {}).setdefault("reasoning_effort", body.reasoning.effort)
-    if extensions:
-        request.extensions.update(extensions)
+    if options.extensions:
+        request.extensions.update(options.extensions)
     # Streams always carry usage: response.completed reports it.
     chat = ParsedChat(request=request, stream=stream, include_usage=True, fields=fields)
     return ParsedResponses(chat=chat, body=body)
@@ -182,12 +188,6 @@ def _refuse_state(body: ResponsesBody) -> None:
         raise invalid_argument("store", f"true is not supported; {_STATELESS} (omit store or send false)")
     if body.background:
         raise invalid_argument("background", "true is not supported; the mesh answers in the request (omit it)")
-    # Refused rather than dropped, as on chat completions: the mesh carries no log probabilities yet.
-    if body.top_logprobs is not None:
-        raise invalid_argument("top_logprobs", f"{_NO_LOGPROBS} (omit it or send null)")
-    for index, item in enumerate(body.include or ()):
-        if item == _LOGPROBS_INCLUDE:
-            raise invalid_argument(f"include[{index}]", f"{item!r}: {_NO_LOGPROBS} (leave it out of include)")
 
 
 # -- input ------------------------------------------------------------------------------------
@@ -215,7 +215,14 @@ def _item(
 ) -> None:
     kind = item.get("type", "message" if "role" in item else None)
     if kind == "message":
-        request.messages.append(_message(path, item, fields))
+        message = _message(path, item, fields)
+        last = request.messages[-1] if request.messages else None
+        if message.role == chat_pb2.ROLE_ASSISTANT and last is not None and _reasoning_only(last):
+            # The assistant's answer after its reasoning items: one turn, as the model made it.
+            last.content.extend(message.content)
+            fields.messages.pop()
+            return
+        request.messages.append(message)
     elif kind == "function_call":
         _function_call(request, path, item, fields, tool_names)
     elif kind == "function_call_output":
@@ -226,7 +233,7 @@ def _item(
         request.messages.add(role=chat_pb2.ROLE_TOOL, tool_result=result)
         fields.messages.append(MessageSource(path))
     elif kind == "reasoning":
-        return  # no reasoning content in the contract: dropped (see the module docstring)
+        _reasoning_item(request, path, item, fields)
     elif kind == "item_reference":
         raise invalid_argument(f"{path}.type", f"'item_reference' needs stored items; {_STATELESS}")
     elif kind is None:
@@ -236,6 +243,30 @@ def _item(
             f"{path}.type",
             f"{kind!r} is not supported; send 'message', 'function_call', 'function_call_output' or 'reasoning' items",
         )
+
+
+def _reasoning_only(message: chat_pb2.Message) -> bool:
+    return (
+        message.role == chat_pb2.ROLE_ASSISTANT
+        and not message.tool_calls
+        and all(part.WhichOneof("kind") == "reasoning" for part in message.content)
+    )
+
+
+def _reasoning_item(
+    request: rpb.ChatRequest | rpb.StreamChatRequest, path: str, item: dict[str, Any], fields: ResponsesFields
+) -> None:
+    """A reasoning item opens the assistant turn that follows it (or joins one still only reasoning)."""
+    summary = item.get("summary") or []
+    if not isinstance(summary, list) or not all(isinstance(part, dict) for part in summary):
+        raise invalid_argument(f"{path}.summary", "must be a list of summary_text parts, as the output gave it")
+    text = "".join(str(part.get("text") or "") for part in summary)
+    part = door_reasoning.unpack(f"{path}.encrypted_content", text, item.get("encrypted_content"))
+    last = request.messages[-1] if request.messages else None
+    if last is None or not _reasoning_only(last):
+        last = request.messages.add(role=chat_pb2.ROLE_ASSISTANT)
+        fields.messages.append(MessageSource(path))
+    last.content.add(reasoning=part)
 
 
 def _message(path: str, item: dict[str, Any], fields: ResponsesFields) -> chat_pb2.Message:
@@ -248,6 +279,10 @@ def _message(path: str, item: dict[str, Any], fields: ResponsesFields) -> chat_p
         message.content.add(text=content)
     elif isinstance(content, list):
         for index, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") == "refusal" and role == "assistant":
+                # The model's refusal in history: Message.refusal, which each adapter sends back its way.
+                message.refusal += _string(part, "refusal", f"{path}.content[{index}]")
+                continue
             message.content.append(_part(f"{path}.content[{index}]", part))
     elif content is not None:
         raise invalid_argument(f"{path}.content", "must be a string or a list of content parts")
@@ -331,6 +366,11 @@ def _tools(request: rpb.ChatRequest | rpb.StreamChatRequest, body: ResponsesBody
             definition.parameters.update(parameters)
         elif parameters is not None:
             raise invalid_argument(f"tools[{index}].parameters", "must be a JSON Schema object")
+        strict = tool.get("strict")
+        if isinstance(strict, bool):
+            definition.strict = strict
+        elif strict is not None:
+            raise invalid_argument(f"tools[{index}].strict", "must be true, false or null")
     choice = body.tool_choice
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICE_MODES:
@@ -338,20 +378,59 @@ def _tools(request: rpb.ChatRequest | rpb.StreamChatRequest, body: ResponsesBody
                 "tool_choice", f"{choice!r} is not supported; use auto, none, required or a function"
             )
         request.tool_choice.mode = _TOOL_CHOICE_MODES[choice]
+    elif choice is not None and choice.get("type") == "allowed_tools":
+        _allowed_tools(request, choice)
     elif choice is not None:
         if choice.get("type") != "function":
-            raise invalid_argument("tool_choice.type", "only {'type': 'function', 'name': ...} is supported")
+            raise invalid_argument(
+                "tool_choice.type", "only {'type': 'function', 'name': ...} or 'allowed_tools' is supported"
+            )
         request.tool_choice.mode = chat_pb2.TOOL_CHOICE_MODE_NAMED
         request.tool_choice.name = _string(choice, "name", "tool_choice")
+    if body.parallel_tool_calls is not None and request.tools:
+        request.tool_choice.parallel_tool_calls = body.parallel_tool_calls
+
+
+def _allowed_tools(request: rpb.ChatRequest | rpb.StreamChatRequest, choice: dict[str, Any]) -> None:
+    """`{"type": "allowed_tools", "mode": "auto" | "required", "tools": [{"type": "function", "name"}]}`."""
+    mode = choice.get("mode")
+    if mode not in ("auto", "required"):
+        raise invalid_argument("tool_choice.mode", "must be 'auto' or 'required' with allowed_tools")
+    tools = choice.get("tools")
+    if not isinstance(tools, list) or not tools:
+        raise invalid_argument(
+            "tool_choice.tools", "must list the allowed tools, e.g. [{'type': 'function', 'name': ...}]"
+        )
+    request.tool_choice.mode = _TOOL_CHOICE_MODES[mode]
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise invalid_argument(
+                f"tool_choice.tools[{index}]", "only function tools are supported: {'type': 'function', 'name': ...}"
+            )
+        request.tool_choice.allowed_tools.append(_string(tool, "name", f"tool_choice.tools[{index}]"))
 
 
 def _settings(settings: chat_pb2.GenerationSettings, body: ResponsesBody) -> None:
+    # include's "message.output_text.logprobs" asks for them; top_logprobs alone does too.
+    if _LOGPROBS_INCLUDE in (body.include or ()) or body.top_logprobs is not None:
+        settings.logprobs = True
+    if body.top_logprobs is not None:
+        settings.top_logprobs = body.top_logprobs
     if body.temperature is not None:
         settings.temperature = body.temperature
     if body.top_p is not None:
         settings.top_p = body.top_p
     if body.max_output_tokens is not None:
         settings.max_output_tokens = body.max_output_tokens
+    if body.reasoning is not None:
+        thoughts = body.reasoning.summary is not None
+        reasoning = door_reasoning.reasoning_settings(
+            "reasoning.effort", body.reasoning.effort, include_thoughts=thoughts
+        )
+        if reasoning is None and thoughts:
+            reasoning = chat_pb2.ReasoningSettings(include_thoughts=True)
+        if reasoning is not None:
+            settings.reasoning.CopyFrom(reasoning)
     text_format = body.text.format if body.text is not None else None
     if text_format is not None:
         settings.response_format.type = _FORMATS[text_format.type]
@@ -359,6 +438,8 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ResponsesBody) -> Non
             settings.response_format.schema_name = text_format.name
             if text_format.schema_ is not None:
                 settings.response_format.json_schema.update(text_format.schema_)
+            if text_format.strict is not None:
+                settings.response_format.strict = text_format.strict
 
 
 # -- field names in errors --------------------------------------------------------------------
@@ -369,11 +450,14 @@ _CALL = re.compile(r"^\.tool_calls\[(\d+)\](.*)$")
 _FLAT = [
     (re.compile(r"^messages$"), "input"),
     (re.compile(r"^settings\.max_output_tokens$"), "max_output_tokens"),
+    (re.compile(r"^settings\.reasoning(\..*)?$"), "reasoning.effort"),
     (re.compile(r"^settings\.response_format\.json_schema$"), "text.format.schema"),
     (re.compile(r"^settings\.response_format\.schema_name$"), "text.format.name"),
     (re.compile(r"^settings\.response_format.*$"), "text.format"),
     (re.compile(r"^tools\[(\d+)\]\.(name|description|parameters)$"), r"tools[\1].\2"),
     (re.compile(r"^tool_choice\.name$"), "tool_choice.name"),
+    (re.compile(r"^tool_choice\.allowed_tools(.*)$"), r"tool_choice.tools\1"),
+    (re.compile(r"^tool_choice\.parallel_tool_calls$"), "parallel_tool_calls"),
 ]
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeAlias
 
@@ -37,6 +38,9 @@ from services.router.metrics import RouterMetrics, router_metrics
 access_log = structlog.get_logger("llmmesh.access")
 
 DOOR_GRPC = "grpc"
+# The caller's correlation id, as gRPC metadata and as an HTTP header (the HTTP door answers with its own id).
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 DOOR_HTTP = "http"
 Answer: TypeAlias = rpb.ChatResponse | rpb.StreamChatFinal
 
@@ -97,6 +101,8 @@ class Served:
         self._first_token: float | None = None
         self._failure: tuple[grpc.StatusCode, str] | None = None
         self._finished = False
+        self._request_id = ""
+        self._caller_labels: dict[str, str] = {}
 
     @property
     def finished(self) -> bool:
@@ -111,6 +117,19 @@ class Served:
         if self._in_flight is None and not self._finished:
             self._in_flight = ((names.DOOR, self._door), (names.CALL, self._call))
             self._metrics.in_flight.add(1, self._in_flight)
+
+    def identify(self, request_id: str | None) -> None:
+        """The caller's request id (`x-request-id`), for the access log and the span; one that could forge a
+        log line or flood it (not 1 to 128 of [A-Za-z0-9._:-]) is left out."""
+        if request_id and _REQUEST_ID.match(request_id):
+            self._request_id = request_id
+            self._span.set_attribute("llmmesh.request_id", request_id)
+
+    def attribute(self, labels: Mapping[str, str]) -> None:
+        """The caller's labels (CallerContext.labels, already validated), for the access log and the span."""
+        self._caller_labels = dict(sorted(labels.items()))
+        for key, value in self._caller_labels.items():
+            self._span.set_attribute(f"llmmesh.label.{key}", value)
 
     @property
     def _call(self) -> str:
@@ -273,6 +292,10 @@ class Served:
         }
         if self._route:
             fields["route"] = self._route
+        if self._request_id:
+            fields["request_id"] = self._request_id
+        if self._caller_labels:
+            fields["labels"] = self._caller_labels
         if http_status is not None:
             fields["http_status"] = http_status
         access_log.info("request", **fields)
@@ -327,8 +350,9 @@ class RequestTelemetryInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(unary_stream=self._stream(handler.unary_stream, operation))  # type: ignore[attr-defined]
         return handler._replace(unary_unary=self._unary(handler.unary_unary, operation))  # type: ignore[attr-defined]
 
-    def _open(self, request: Any, operation: str, *, stream: bool) -> Served:
+    def _open(self, request: Any, context: grpc.aio.ServicerContext, operation: str, *, stream: bool) -> Served:
         record = served(self._table, door=DOOR_GRPC, operation=operation)
+        record.identify(dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER))
         # An undecodable request has no model: refused by DecodeGuardInterceptor, counted without one.
         model = getattr(request, "model", None)
         if isinstance(model, str):
@@ -337,7 +361,7 @@ class RequestTelemetryInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, behavior: Any, operation: str) -> Any:
         async def recorded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            record = self._open(request, operation, stream=False)
+            record = self._open(request, context, operation, stream=False)
             token = _current.set(record)
             error: BaseException | None = None
             try:
@@ -353,7 +377,7 @@ class RequestTelemetryInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(self, behavior: Any, operation: str) -> Any:
         async def recorded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            record = self._open(request, operation, stream=True)
+            record = self._open(request, context, operation, stream=True)
             token = _current.set(record)
             error: BaseException | None = None
             try:

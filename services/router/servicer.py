@@ -18,6 +18,7 @@ from services.router.admission import Admission
 from services.router.balancer import Balancer
 from services.router.embeddings import EmbeddingRouter
 from services.router.engine import RouterEngine
+from services.router.model_pages import page_of
 from services.router.served import current_served
 
 
@@ -89,7 +90,10 @@ class RouterServicer:
     ) -> rpb.ListModelsResponse:
         response = rpb.ListModelsResponse()
         # Only what this tenant may use: other tenants' models are not its business.
-        models = self._admission.visible_models(current_tenant.get())
+        visible = self._admission.visible_models(current_tenant.get())
+        models, response.next_page_token = page_of(
+            visible, [name for name, _, _ in visible], request.page_size, request.page_token
+        )
         services = sorted({candidate.service for _, _, candidate in models})
         reachable = await asyncio.gather(*(self._balancer.pool(service).reachable() for service in services))
         available = dict(zip(services, reachable, strict=True))

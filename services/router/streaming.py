@@ -1,7 +1,8 @@
 """The streaming path: attempts one after another, relayed chunk by chunk.
 
 Before the first delta the stream falls back (and retries) freely, a
-content-filtered final included when the policy says so; after it the
+content-filtered or refused final included when the policy says so (refusal
+deltas before any other output are held until the final for that); after it the
 stream fails, or, when the request allows it, continues on the next
 candidate that can continue an assistant prefix (routing file:
 `continues_prefix`), never after tool-call deltas. Each attempt runs inside `Race.attempt()`, so a reader that closes the
@@ -51,7 +52,8 @@ class StreamRun:
         self._usage = chat_pb2.Usage()
         self._cost = 0.0
         self._continued = False
-        self._filtered: tuple[Candidate, ppb.ProviderStreamFinal] | None = None
+        # A filtered or refused answer kept in case no candidate does better, with its held refusal deltas.
+        self._filtered: tuple[Candidate, ppb.ProviderStreamFinal, list[chat_pb2.ChatDelta]] | None = None
 
     async def events(self) -> AsyncGenerator[rpb.StreamChatResponse, None]:
         with self.engine.margin.request():
@@ -77,7 +79,10 @@ class StreamRun:
             yield self._notice(flight, error)
         if self._filtered is not None:
             # No candidate did better than the content filter: that answer is still the answer.
-            yield rpb.StreamChatResponse(final=self._final(*self._filtered))
+            candidate, final, held = self._filtered
+            for delta in held:
+                yield rpb.StreamChatResponse(delta=delta)
+            yield rpb.StreamChatResponse(final=self._final(candidate, final))
             return
         raise self.race.error()
 
@@ -127,19 +132,29 @@ class StreamRun:
     async def _relay(self, flight: Flight) -> AsyncGenerator[rpb.StreamChatResponse, None]:
         """The attempt's deltas and, on its final message, the stream's final; errors end the attempt."""
         call = self._open(flight)
+        # Refusal deltas before any other output wait for the final: a refused answer may still fall back.
+        held: list[chat_pb2.ChatDelta] = []
         try:
             while True:
                 event = await self._read(call, flight)
                 if event.HasField("delta"):
                     if not flight.machine.streamed:
                         self.race.first_chunk(flight)
-                    self._record_sent(event.delta)
-                    yield rpb.StreamChatResponse(delta=event.delta)
+                    if not self._sent and _refusal_only(event.delta):
+                        held.append(event.delta)
+                        continue
+                    for delta in [*held, event.delta]:
+                        self._record_sent(delta)
+                        yield rpb.StreamChatResponse(delta=delta)
+                    held.clear()
                     continue
                 self._count(flight.candidate, event.final)
                 if not self._sent:  # a filtered answer falls back only before the first delta
-                    self._judge_final(flight.candidate, event.final)
+                    self._judge_final(flight.candidate, event.final, held)
                 self.race.settle(flight, WON)
+                for delta in held:
+                    self._record_sent(delta)
+                    yield rpb.StreamChatResponse(delta=delta)
                 yield rpb.StreamChatResponse(final=self._final(flight.candidate, event.final))
                 return
         finally:
@@ -156,11 +171,13 @@ class StreamRun:
         usage = final.usage
         self._cost += candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
 
-    def _judge_final(self, candidate: Candidate, final: ppb.ProviderStreamFinal) -> None:
+    def _judge_final(
+        self, candidate: Candidate, final: ppb.ProviderStreamFinal, held: list[chat_pb2.ChatDelta]
+    ) -> None:
         policy = self.race.plan.fallback_on_content_filter
         refusal = judge_answer(final.finish_reason, fallback_on_content_filter=policy)
         if refusal is not None:
-            self._filtered = self._filtered or (candidate, final)
+            self._filtered = self._filtered or (candidate, final, held)
             raise refusal
 
     def _open(self, flight: Flight) -> Any:
@@ -210,6 +227,10 @@ def _stream_timeout(flight: Flight, limit: float, *, first: bool) -> MeshError:
     return MeshError(
         grpc.StatusCode.DEADLINE_EXCEEDED, f"{flight.candidate.provider}: {what}", reason=REASON_UPSTREAM_TIMEOUT
     )
+
+
+def _refusal_only(delta: chat_pb2.ChatDelta) -> bool:
+    return bool(delta.refusal) and not (delta.text or delta.tool_calls or delta.HasField("reasoning"))
 
 
 def _add_usage(total: chat_pb2.Usage, more: chat_pb2.Usage) -> None:

@@ -37,6 +37,7 @@ from anthropic.types import (
     Message,
     OutputTokensDetails,
     RedactedThinkingBlock,
+    RefusalStopDetails,
     TextBlock,
     ThinkingBlock,
     ToolUseBlock,
@@ -283,8 +284,13 @@ def message(
     model: str = "claude-haiku-4-5-20251001",
     message_id: str = "msg_fake_01",
     usage_: Usage | None = None,
+    stop_details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A Messages API response body: thinking blocks, then text, then tool_use blocks."""
+    """A Messages API response body: thinking blocks, then text, then tool_use blocks.
+
+    `stop_details`: the RefusalStopDetails ({"type": "refusal", "category", "explanation"})
+    a stop_reason "refusal" comes with.
+    """
     content: list[Any] = [ThinkingBlock(type="thinking", thinking=t, signature=s) for t, s in thinking]
     content += [RedactedThinkingBlock(type="redacted_thinking", data=d) for d in redacted_thinking]
     texts = [text] if isinstance(text, str) else text
@@ -299,6 +305,7 @@ def message(
         stop_reason=stop_reason,  # type: ignore[arg-type]
         stop_sequence=stop_sequence,
         usage=usage_ or usage(),
+        stop_details=RefusalStopDetails.model_validate(stop_details) if stop_details is not None else None,
     )
     return built.model_dump(mode="json", exclude_none=True) | {
         "stop_reason": stop_reason,
@@ -328,7 +335,11 @@ def stream_events(body: dict[str, Any], *, truncate: bool = False, pieces: int =
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": body["stop_reason"], "stop_sequence": body.get("stop_sequence")},
+                "delta": {
+                    "stop_reason": body["stop_reason"],
+                    "stop_sequence": body.get("stop_sequence"),
+                    **({"stop_details": body["stop_details"]} if "stop_details" in body else {}),
+                },
                 "usage": delta_usage,
             },
         )

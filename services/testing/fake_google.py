@@ -22,6 +22,12 @@ answer to a bad key: 400 INVALID_ARGUMENT with ErrorInfo API_KEY_INVALID.
 A reply's `raw_body` is sent as-is with its `content_type` (broken or
 foreign bodies; a str event is sent as-is too); with `echo_credentials=True`
 every error body repeats the key the request carried, to test redaction.
+
+Thought signatures: like Gemini 3, a request to a model whose name holds
+`signatures_required_for` ("gemini-3" by default) is refused with 400
+INVALID_ARGUMENT when a model turn's first function call carries no
+`thoughtSignature` (Gemini checks the first call of each step; Google's
+dummy value counts as one). `thought_part` builds a thought-summary part.
 """
 
 from __future__ import annotations
@@ -120,6 +126,23 @@ def text_part(text: str, *, thought_signature: bytes | None = None, thought: boo
     return types.Part(text=text, thought_signature=thought_signature, thought=thought or None)
 
 
+def thought_part(text: str, *, thought_signature: bytes | None = None) -> types.Part:
+    """A thought-summary part (`thought: true`), as Gemini sends with include_thoughts."""
+    return types.Part(text=text, thought=True, thought_signature=thought_signature)
+
+
+def missing_signature(body: Any) -> str | None:
+    """Gemini 3's complaint about the request body, or None: the first unsigned function call of a model turn."""
+    for index, content in enumerate((body or {}).get("contents", [])):
+        calls = [part for part in content.get("parts", []) if "functionCall" in part]
+        if content.get("role") == "model" and calls and not calls[0].get("thoughtSignature"):
+            return (
+                f"Function call is missing a thought_signature in functionCall parts. This is required for tools "
+                f"to work correctly. Position {index}."
+            )
+    return None
+
+
 def call_part(
     name: str, args: dict[str, Any], *, call_id: str | None = None, thought_signature: bytes | None = None
 ) -> types.Part:
@@ -136,14 +159,20 @@ def response(
     model_version: str = "gemini-2.5-flash-001",
     response_id: str = "resp-1",
     block_reason: str | None = None,
+    logprobs: list[tuple[str, float, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """A GenerateContentResponse JSON body (or one SSE event of a stream)."""
+    """A GenerateContentResponse JSON body (or one SSE event of a stream).
+
+    `logprobs`: (chosen token, its log probability, {top token: log probability}) per step,
+    as the candidate's logprobsResult.
+    """
     payload: dict[str, Any] = {"modelVersion": model_version, "responseId": response_id}
     if parts is not None or finish_reason is not None:
         candidate = types.Candidate(
             content=types.Content(role="model", parts=parts or []),
             finish_reason=types.FinishReason(finish_reason) if finish_reason else None,
             index=0,
+            logprobs_result=_logprobs_result(logprobs) if logprobs is not None else None,
         )
         payload["candidates"] = [_dump(candidate)]
     if block_reason:
@@ -153,6 +182,18 @@ def response(
     if usage_metadata is not None:
         payload["usageMetadata"] = usage_metadata
     return payload
+
+
+def _logprobs_result(steps: list[tuple[str, float, dict[str, float]]]) -> types.LogprobsResult:
+    return types.LogprobsResult(
+        chosen_candidates=[types.LogprobsResultCandidate(token=t, log_probability=lp) for t, lp, _ in steps],
+        top_candidates=[
+            types.LogprobsResultTopCandidates(
+                candidates=[types.LogprobsResultCandidate(token=t, log_probability=lp) for t, lp in top.items()]
+            )
+            for _, _, top in steps
+        ],
+    )
 
 
 def text_stream(pieces: list[str], *, finish_reason: str | None = "STOP", **kwargs: Any) -> list[dict[str, Any]]:
@@ -229,8 +270,12 @@ def _echoing(reply: Reply, key: str, path: str) -> Reply:
 class FakeGemini:
     """The fake server; use as a context manager or call start()/stop()."""
 
-    def __init__(self, *, api_key: str | None = None, echo_credentials: bool = False) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, echo_credentials: bool = False, signatures_required_for: str = "gemini-3"
+    ) -> None:
         self.api_key = api_key
+        #: Models whose name holds this refuse function calls without a thought signature ("": none).
+        self.signatures_required_for = signatures_required_for
         #: Error bodies repeat the request's key in their message.
         self.echo_credentials = echo_credentials
         self.requests: list[RecordedRequest] = []
@@ -309,6 +354,10 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
             reply = fake._record(recorded)
             if fake.api_key is not None and key != fake.api_key:
                 reply = Reply(status=400, body=bad_key_body())
+            elif fake.signatures_required_for and f"/models/{fake.signatures_required_for}" in self.path:
+                complaint = missing_signature(recorded.body)
+                if complaint is not None:
+                    reply = error_reply(400, complaint)
             if fake.echo_credentials and reply.status >= 400:
                 reply = _echoing(reply, key or "", self.path)
             if reply.delay:

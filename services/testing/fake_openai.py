@@ -165,8 +165,11 @@ def completion(
     system_fingerprint: str | None = "fp_fake",
     service_tier: str | None = "default",
     reasoning_content: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A `chat.completion` object, validated by the SDK's ChatCompletion type.
+
+    `logprobs`: the choice's `logprobs.content` (see `token_logprob`).
 
     `reasoning_content` is not OpenAI's: OpenAI-compatible reasoning servers
     (vLLM, DeepSeek) add it to the message; the SDK keeps it as an extra field.
@@ -181,7 +184,14 @@ def completion(
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": {"content": logprobs, "refusal": None} if logprobs is not None else None,
+                "finish_reason": finish_reason,
+            }
+        ],
         "usage": usage_body if usage_body is not None else usage(),
         "system_fingerprint": system_fingerprint,
         "service_tier": service_tier,
@@ -201,6 +211,7 @@ def chunk(
     model: str = "gpt-4o-mini-2024-07-18",
     completion_id: str = "chatcmpl-fake2",
     reasoning_content: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One `chat.completion.chunk`, validated by the SDK's ChatCompletionChunk type
     (`reasoning_content`: the compatible servers' extra delta field, as in `completion`)."""
@@ -215,7 +226,12 @@ def chunk(
         delta["tool_calls"] = tool_calls
     if refusal is not None:
         delta["refusal"] = refusal
-    choices = [] if no_choices else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+    choice_logprobs = {"content": logprobs, "refusal": None} if logprobs is not None else None
+    choices = (
+        []
+        if no_choices
+        else [{"index": 0, "delta": delta, "logprobs": choice_logprobs, "finish_reason": finish_reason}]
+    )
     raw = {
         "id": completion_id,
         "object": "chat.completion.chunk",
@@ -227,6 +243,12 @@ def chunk(
         "usage": usage_body,
     }
     return ChatCompletionChunk.model_validate(raw).model_dump(mode="json", exclude_unset=True)
+
+
+def token_logprob(token: str, logprob: float, *, top: dict[str, float] | None = None) -> dict[str, Any]:
+    """One ChatCompletionTokenLogprob: the token's UTF-8 bytes, and `top` alternatives {token: logprob}."""
+    alternatives = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in (top or {}).items()]
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": alternatives}
 
 
 def text_stream(pieces: list[str], *, finish_reason: str | None = "stop", with_usage: bool = True) -> list[Any]:

@@ -1,10 +1,11 @@
-"""LiteLLM's proxy for the comparison: its own virtualenv, made on demand, and one worker.
+"""LiteLLM's proxy for the comparison: the shared pinned venv, and one worker.
 
 LiteLLM is not a dependency of llmmesh and never enters requirements.lock:
-`ensure_venv` makes `.bench/litellm-venv` (git-ignored) with the pinned
-`litellm[proxy]` the first time the scenario runs, from the package index pip
-is set up for. Without it (no network, no index) the scenario is skipped with
-the reason; `make bench` goes on.
+the proxy runs from the venv services/testing/litellm_venv.py makes
+(`.tools/litellm-venv`, the same one the LiteLLM client tests use; `make
+bench` depends on `make litellm-venv`, and the scenario makes it itself when
+run another way). Without it (no index) the scenario is skipped with the
+reason; `make bench` goes on.
 
 The proxy runs as LiteLLM's own CLI (`litellm --config ... --num_workers 1`)
 with a config pointing one model at the bench's fake upstream, no database,
@@ -14,11 +15,9 @@ package (no fetch at start) and its telemetry off.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,51 +26,9 @@ from pathlib import Path
 
 import yaml
 
-LITELLM_PIN = "litellm[proxy]==1.108.7"
-VENV_DIR = Path(".bench/litellm-venv")
-INSTALL_TIMEOUT_S = 900.0
+from services.testing import litellm_venv
+
 START_TIMEOUT_S = 120.0
-
-
-def venv_python(venv: Path = VENV_DIR) -> Path:
-    return venv / "bin" / "python"
-
-
-def installed_version(venv: Path = VENV_DIR) -> str:
-    """The litellm version in the venv, "" when it is not there."""
-    if not venv_python(venv).exists():
-        return ""
-    found = subprocess.run(
-        [str(venv_python(venv)), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return found.stdout.strip() if found.returncode == 0 else ""
-
-
-def ensure_venv(venv: Path = VENV_DIR, *, log_file: Path | None = None) -> tuple[bool, str]:
-    """(ready, reason): makes the venv and installs the pin unless it is already there."""
-    wanted = LITELLM_PIN.partition("==")[2]
-    if installed_version(venv) == wanted:
-        return True, f"litellm {wanted} in {venv}"
-    try:
-        if not venv_python(venv).exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
-        with open(log_file or os.devnull, "wb") as log:
-            done = subprocess.run(
-                [str(venv_python(venv)), "-m", "pip", "install", "-q", LITELLM_PIN],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=INSTALL_TIMEOUT_S,
-            )
-    except (OSError, subprocess.SubprocessError) as error:
-        return False, f"could not make {venv}: {error}"
-    if done.returncode != 0:
-        return False, f"pip install {LITELLM_PIN} failed (exit {done.returncode}; no network or no index?)"
-    if installed_version(venv) != wanted:
-        return False, f"{LITELLM_PIN} did not install into {venv}"
-    return True, f"litellm {wanted} installed into {venv}"
 
 
 def write_config(path: Path, model: str, upstream_base_url: str) -> Path:
@@ -128,10 +85,7 @@ def start(venv: Path, config: Path, workdir: Path) -> LiteLLMProcess:
     port = _free_port()
     log_path = workdir / "litellm.log"
     env = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_TELEMETRY": "False",
-        "LITELLM_LOG": "ERROR",
+        **litellm_venv.client_env(),
         "DISABLE_ADMIN_UI": "True",
         "NO_DOCS": "True",
         # The mesh is measured with auth off; LiteLLM refuses that unless told (this process is loopback only).

@@ -92,3 +92,29 @@ def upstream_requests(mesh: ProductionMesh, kind: str) -> int:
             kind
         ]
     )
+
+
+def script_thinking_tool_stream(mesh: ProductionMesh, kind: str, thought: str, signature: bytes) -> None:
+    """A streamed answer from `kind` (anthropic or google) that thinks, signs, then calls the weather tool;
+    then a plain streamed answer for the next turn."""
+    if kind == "anthropic":
+        body = fake_anthropic.message(
+            thinking=[(thought, signature.decode())],
+            tool_calls=[("toolu_1", WEATHER_TOOL, {"city": "Oslo"})],
+            stop_reason="tool_use",
+        )
+        mesh.anthropic.script(
+            fake_anthropic.sse_reply(fake_anthropic.stream_events(body)),
+            fake_anthropic.sse_reply(fake_anthropic.stream_events(fake_anthropic.message(text="Sunny."))),
+        )
+    else:
+        events = [
+            fake_google.response([fake_google.thought_part(thought)], finish_reason=None),
+            fake_google.response(
+                [fake_google.call_part(WEATHER_TOOL, {"city": "Oslo"}, thought_signature=signature)],
+                usage_metadata=fake_google.usage(8, 5, thoughts=12),
+            ),
+        ]
+        mesh.google.script(
+            fake_google.Reply(events=events), fake_google.Reply(events=fake_google.text_stream(["Sunny."]))
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import grpc
@@ -9,10 +10,10 @@ import openai
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
-from llmmesh.v1 import router_service_pb2_grpc
 from services.common.errors import MeshError
-from services.testing import fake_openai
+from services.testing import fake_anthropic, fake_openai
 from services.testing.production import ProductionMesh
 from tests.production.helpers import MODELS, chat, script_text, stream_chat
 
@@ -124,3 +125,62 @@ class TestEmbeddings:
         )
         assert [len(item.embedding) for item in response.data] == [8, 8, 8]
         assert len(mesh.openai.embedding_requests) == 1
+
+
+class TestStructuredOutput:
+    def test_strict_flags_reach_openai_from_the_door(self, mesh: ProductionMesh) -> None:
+        """`strict` on a door tool and on a JSON schema reach OpenAI's request as its own strict flags."""
+        mesh.openai.script(fake_openai.Reply.json(fake_openai.completion('{"city": "Paris"}')))
+        schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        client = openai.OpenAI(base_url=f"{mesh.http_url(0)}/v1", api_key=mesh.tenant_keys["team-a"], max_retries=0)
+        client.chat.completions.create(
+            model=MODELS["openai"],
+            messages=[{"role": "user", "content": "Where?"}],
+            tools=[{"type": "function", "function": {"name": "lookup", "parameters": schema, "strict": True}}],
+            response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}},
+            timeout=30,
+        )
+        body = mesh.openai.chat_requests[-1].body
+        assert body["tools"][0]["function"]["strict"] is True
+        assert body["response_format"]["json_schema"]["strict"] is True
+        # The Responses API's names for the same flags.
+        mesh.openai.script(fake_openai.Reply.json(fake_openai.completion('{"city": "Oslo"}')))
+        client.responses.create(
+            model=MODELS["openai"],
+            input="Where?",
+            tools=[{"type": "function", "name": "lookup", "parameters": schema, "strict": False}],
+            text={"format": {"type": "json_schema", "name": "place", "schema": schema, "strict": True}},
+            timeout=30,
+        )
+        body = mesh.openai.chat_requests[-1].body
+        assert body["tools"][0]["function"]["strict"] is False
+        assert body["response_format"]["json_schema"]["strict"] is True
+
+    def test_json_object_mode_streams_from_anthropic(self, mesh: ProductionMesh) -> None:
+        """JSON-object mode on Claude is a forced tool: its input streams to the caller as the answer's text."""
+        answer = fake_anthropic.message(tool_calls=[("toolu_j", "json_object", {"ok": True})], stop_reason="tool_use")
+        mesh.anthropic.script(fake_anthropic.Reply(events=fake_anthropic.stream_events(answer, pieces=3)))
+        request = stream_chat(MODELS["anthropic"], "JSON please")
+        request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        with mesh.channel() as channel:
+            events = list(_router(channel).StreamChat(request, timeout=30, metadata=mesh.caller()))
+        assert json.loads("".join(e.delta.text for e in events if e.HasField("delta"))) == {"ok": True}
+        assert (events[-1].final.model, events[-1].final.finish_reason) == (
+            MODELS["anthropic"],
+            chat_pb2.FINISH_REASON_STOP,
+        )
+        assert mesh.anthropic.requests[-1].body["tool_choice"] == {"type": "tool", "name": "json_object"}
+
+
+class TestCallerContext:
+    def test_end_user_and_labels_reach_the_providers(self, mesh: ProductionMesh) -> None:
+        """CallerContext crosses router and adapters: Anthropic's metadata.user_id, Gemini's labels."""
+        caller = chat_pb2.CallerContext(user="u-prod-1", labels={"team": "search"})
+        script_text(mesh, "anthropic", "for the user")
+        script_text(mesh, "google", "for the labels")
+        with mesh.channel() as channel:
+            stub = _router(channel)
+            for kind in ("anthropic", "google"):
+                stub.Chat(chat(MODELS[kind], caller=caller), timeout=30, metadata=mesh.caller())
+        assert mesh.anthropic.requests[-1].body["metadata"] == {"user_id": "u-prod-1"}
+        assert mesh.google.requests[-1].body["labels"] == {"team": "search"}

@@ -61,14 +61,18 @@ def _registrations(mesh: ProductionMesh, kind: str, *, passing: bool = False) ->
 
 
 class TestAdapterKilled:
-    async def test_kill_9_under_load(self, mesh: ProductionMesh) -> None:
-        """kill -9 of one mock instance mid-load: every call still succeeds; restarted in place, it has one registration."""
+    @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+    async def test_stopped_under_load(self, mesh: ProductionMesh, signum: int) -> None:
+        """One mock instance killed (or drained) mid-load: every call still succeeds; restarted in place, it has
+        one registration. A drained instance deregisters first and may give calls up: those go to the other one."""
         halfway = asyncio.Event()
         load = asyncio.ensure_future(_load(mesh, LOAD_CALLS, halfway, after=LOAD_CALLS // 4))
         await asyncio.wait_for(halfway.wait(), 60)
-        await asyncio.to_thread(mesh.kill, "mock-0")
+        await asyncio.to_thread(mesh.kill, "mock-0", signum)
         failures = await asyncio.wait_for(load, 120)
         assert failures == []
+        if signum != signal.SIGKILL:
+            assert mesh.processes["mock-0"].process.wait(60) == 0
         await asyncio.to_thread(mesh.restart, "mock-0")
         await asyncio.to_thread(
             _wait, lambda: len(_registrations(mesh, "mock", passing=True)) == INSTANCES, "mock-0 passing again"

@@ -6,6 +6,7 @@ refusal moving on, and a stream continued by Anthropic prefill.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 
@@ -159,10 +160,22 @@ class TestAnthropicThroughTheRouter:
         assert (response.attempts[0].model, response.attempts[0].reason) == (CLAUDE, "UNSUPPORTED_FEATURE")
         assert fake.requests == []
 
-    async def test_json_object_mode_moves_on_from_anthropic(self, stub, fake) -> None:
-        """Anthropic refuses schema-less JSON mode as UNSUPPORTED_FEATURE; the router moves on and the mock answers."""
+    async def test_json_object_mode_streams_from_anthropic(self, stub, fake) -> None:
+        """Schema-less JSON mode on Claude: the forced tool's input reaches the caller as the streamed text."""
+        body = message(tool_calls=[("toolu_j", "json_object", {"answer": 42})], stop_reason="tool_use")
+        fake.script(sse_reply(stream_events(body)))
+        request = rpb.StreamChatRequest(model=CLAUDE, messages=[_user("Give JSON")])
+        request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        events = await _events(stub, request)
+        assert json.loads("".join(event.delta.text for event in events)) == {"answer": 42}
+        assert (events[-1].final.model, events[-1].final.finish_reason) == (CLAUDE, chat_pb2.FINISH_REASON_STOP)
+        assert fake.requests[0].body["tool_choice"] == {"type": "tool", "name": "json_object"}
+
+    async def test_json_object_mode_with_tools_moves_on_from_anthropic(self, stub, fake) -> None:
+        """With tools of its own, JSON mode cannot force Anthropic's tool: UNSUPPORTED_FEATURE, the mock answers."""
         request = rpb.ChatRequest(model=CLAUDE, messages=[_user("Give JSON")])
         request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        request.tools.add(name="lookup", description="Looks things up")
         response = await stub.Chat(request, timeout=20)
         assert response.model == "mock-small"
         assert (response.attempts[0].model, response.attempts[0].reason) == (CLAUDE, "UNSUPPORTED_FEATURE")

@@ -4,7 +4,7 @@ One router (tenant keys, the HTTP door) and one mock adapter as real
 processes; requests over loopback with httpx2, the openai SDK and LangChain.
 Covers context-window errors worded as OpenAI words them, field names as
 sent, HTTP wording in auth errors, no pydantic class names, Retry-After of
-at least 1, who answered a stream, logprobs refused, the deprecated
+at least 1, who answered a stream, logprobs' field names, the deprecated
 `functions` / `function_call` mapped, history turns as OpenAI returns them
 (refusals, tool-call-only turns, empty turns) and `top_p: 0`.
 """
@@ -281,31 +281,30 @@ class TestWhoAnsweredAStream:
 class TestLogprobs:
     @pytest.mark.parametrize(
         ("changes", "param"),
-        [
-            ({"logprobs": True}, "logprobs"),
-            ({"top_logprobs": 2}, "top_logprobs"),
-            ({"logprobs": True, "stream": True}, "logprobs"),
-        ],
+        [({"top_logprobs": 2}, "top_logprobs"), ({"logprobs": True, "top_logprobs": 21}, "top_logprobs")],
     )
-    async def test_chat_refuses_rather_than_drops(
+    async def test_chat_top_logprobs_needs_logprobs_within_range(
         self, raw: httpx2.AsyncClient, changes: dict[str, Any], param: str
     ) -> None:
+        """top_logprobs without logprobs true, or above 20: 400 naming it."""
         error = _error(await _chat(raw, **changes), 400)
         assert error["param"] == param
-        assert "not supported" in error["message"]
 
     async def test_false_and_null_are_fine(self, raw: httpx2.AsyncClient) -> None:
         response = await _chat(raw, logprobs=False, top_logprobs=None)
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["logprobs"] is None
 
-    @pytest.mark.parametrize(
-        ("changes", "param"),
-        [({"top_logprobs": 3}, "top_logprobs"), ({"include": ["message.output_text.logprobs"]}, "include[0]")],
-    )
-    async def test_responses_refuses_them(self, raw: httpx2.AsyncClient, changes: dict[str, Any], param: str) -> None:
-        error = _error(await raw.post("/v1/responses", json={"model": "mock-small", "input": "hi", **changes}), 400)
-        assert error["param"] == param
+    async def test_a_provider_without_them_is_named(self, raw: httpx2.AsyncClient) -> None:
+        """A model whose provider returns no log probabilities refuses them by name (the mock's by request)."""
+        mock = {
+            "fail_code": "INVALID_ARGUMENT",
+            "fail_reason": "UNSUPPORTED_FEATURE",
+            "fail_field": "settings.logprobs",
+        }
+        body = {"logprobs": True, "llmmesh": {"max_retries": 0, "extensions": {"mock": mock}}}
+        error = _error(await _chat(raw, **body), 400)
+        assert error["param"] == "logprobs"
 
 
 LEGACY_FUNCTIONS = [tool["function"] for tool in TOOLS]
@@ -402,11 +401,11 @@ class TestHistoryAsOpenAIReturnsIt:
         assert response.status_code == 200, response.text
         assert (await _start(mesh))["messages"] == 4
 
-    def test_refusal_is_the_assistants_text(self) -> None:
-        """In process: a refusal is what the assistant said, so the next model reads it as its text."""
+    def test_refusal_is_the_assistants_refusal(self) -> None:
+        """In process: a refusal (field or parts) becomes Message.refusal, which each adapter sends back its way."""
         parsed = openai_request.parse_chat_body({"model": "m", "messages": self.REFUSALS})
-        texts = [message.content[0].text for message in parsed.request.messages[1:3]]
-        assert texts == ["I can't help with that.", "Still no."]
+        refusals = [(message.refusal, list(message.content)) for message in parsed.request.messages[1:3]]
+        assert refusals == [("I can't help with that.", []), ("Still no.", [])]
 
     async def test_tool_call_only_turn_and_empty_turn(self, raw: httpx2.AsyncClient, mesh: MockMesh) -> None:
         """A turn with tool calls and `content: null` is kept; a turn with nothing at all is left out."""

@@ -155,3 +155,51 @@ class TestEjectionTiming:
             assert {pool.pick() for _ in range(200)} == {first, second}
         finally:
             await pool.close()
+
+
+@pytest.fixture(scope="module")
+def giving_up_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, str, str]]:
+    """A router over two mock instances of one pool; one cancels every call, as a draining adapter does."""
+    workdir: Path = tmp_path_factory.mktemp("giving-up")
+    cancelling = {"models": [{"name": "mock-small", "failures": [{"code": "CANCELLED", "rate": 1.0}]}]}
+    (workdir / "cancelling.yaml").write_text(yaml.safe_dump(cancelling))
+    giving_up = start_service(
+        ["-m", "services.providers.mock"],
+        name="mock-cancelling",
+        workdir=workdir,
+        env={"LLMMESH_MOCK_CONFIG": str(workdir / "cancelling.yaml")},
+    )
+    healthy = start_service(["-m", "services.providers.mock"], name="mock-healthy", workdir=workdir)
+    routing = {"providers": {"mock": {"kind": "mock"}}, "models": {"mock-small": {"provider": "mock"}}}
+    static = {"services": {"llmmesh-provider-mock": [giving_up.address, healthy.address]}}
+    (workdir / "routing.yaml").write_text(yaml.safe_dump(routing))
+    (workdir / "static.yaml").write_text(yaml.safe_dump(static))
+    env = {
+        "LLMMESH_ROUTING_FILE": str(workdir / "routing.yaml"),
+        "LLMMESH_STATIC_DISCOVERY_FILE": str(workdir / "static.yaml"),
+    }
+    process = start_service(["-m", "services.router"], name="router-giving-up", workdir=workdir, env=env)
+    try:
+        yield process, giving_up.address, healthy.address
+    finally:
+        for started in (process, giving_up, healthy):
+            started.terminate()
+
+
+class TestAnInstanceGivesUpTheCall:
+    async def test_the_call_is_retried_on_another_instance(self, giving_up_router) -> None:
+        """An adapter's CANCELLED is not the caller's: the call goes to the other instance, with no retries set."""
+        router, giving_up, healthy = giving_up_router
+        async with grpc.aio.insecure_channel(router.address) as channel:
+            stub = router_service_pb2_grpc.RouterServiceStub(channel)
+            answers = [await stub.Chat(_chat("mock-small"), timeout=5) for _ in range(12)]
+            streamed = [r async for r in stub.StreamChat(_chat("mock-small"), timeout=5)]
+        retried = [a for a in answers if a.attempts[0].instance == giving_up]
+        assert retried, "p2c picks the cancelling instance first at least once in 12 calls"
+        for answer in retried:
+            assert [t.code for t in answer.attempts] == [grpc.StatusCode.CANCELLED.value[0], 0]
+            assert answer.attempts[0].moved_on_because == "the instance gave the call up; trying another instance"
+            assert answer.attempts[1].instance == healthy
+        assert all(a.attempts[-1].outcome == rpb.ATTEMPT_OUTCOME_SUCCEEDED for a in answers)
+        assert streamed[-1].WhichOneof("event") == "final"
+        assert streamed[-1].final.attempts[-1].instance == healthy

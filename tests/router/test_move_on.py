@@ -27,7 +27,11 @@ ROUTING = {
     "models": {
         "first": {"provider": "mock", "fallbacks": ["second"], "price": PRICE_A},
         "second": {"provider": "other", "price": PRICE_B},
+        # Marked as not reasoning, though the mock model behind it would: only the router can skip it.
+        "plain": {"provider": "mock", "upstream_model": "first", "reasoning": False, "fallbacks": ["second"]},
+        "plain-alone": {"provider": "mock", "upstream_model": "first", "reasoning": False},
     },
+    "auto": {"default_tier": "mixed", "tiers": {"mixed": {"models": ["plain-alone", "second"]}}},
 }
 MOCK_CONFIG = {"models": [{"name": "first"}, {"name": "second"}]}
 UNSUPPORTED = {
@@ -154,3 +158,102 @@ class TestContentFilteredAnswers:
         final = events[-1].final
         assert (final.model, final.finish_reason) == ("first", chat_pb2.FINISH_REASON_CONTENT_FILTER)
         assert len(final.attempts) == 1
+
+
+REFUSED = {"refusal": "I can't help with that."}
+
+
+class TestRefusedAnswers:
+    async def test_unary_refusal_falls_back_under_the_content_filter_policy(self, stub) -> None:
+        """A refusal moves on under fallback_on_content_filter, as it did when it counted as a content filter."""
+        request = _request(rpb.ChatRequest, _by_model(first=REFUSED), fallback_on_content_filter=True)
+        response = await stub.Chat(request, timeout=10)
+        assert (response.model, response.finish_reason, response.message.refusal) == (
+            "second",
+            chat_pb2.FINISH_REASON_STOP,
+            "",
+        )
+        assert _outcomes(response.attempts)[0] == ("first", rpb.ATTEMPT_OUTCOME_FAILED, "CONTENT_FILTERED")
+        assert "refused" in response.attempts[0].message
+
+    async def test_unary_refusal_is_the_answer_without_the_policy(self, stub) -> None:
+        """Without the policy the caller gets the refusal: FINISH_REASON_REFUSAL and Message.refusal."""
+        response = await stub.Chat(_request(rpb.ChatRequest, _by_model(first=REFUSED)), timeout=10)
+        assert (response.model, response.finish_reason) == ("first", chat_pb2.FINISH_REASON_REFUSAL)
+        assert response.message.refusal == "I can't help with that."
+
+    async def test_stream_refusal_deltas_wait_so_the_stream_can_fall_back(self, stub) -> None:
+        """Refusal deltas before any other output are held for the final: with the policy the stream falls
+        back and the caller never sees the refusal."""
+        request = _request(rpb.StreamChatRequest, _by_model(first=REFUSED), fallback_on_content_filter=True)
+        events = await _stream(stub, request)
+        assert (events[-1].final.model, events[-1].final.finish_reason) == ("second", chat_pb2.FINISH_REASON_STOP)
+        assert all(not event.delta.refusal for event in events[:-1])
+        assert "".join(event.delta.text for event in events[:-1]) == "[mock second] a b c"
+
+    async def test_stream_refusal_reaches_the_caller_when_no_one_does_better(self, stub) -> None:
+        """Every candidate refusing: the primary's refusal deltas, then its final with FINISH_REASON_REFUSAL."""
+        scripts = _by_model(first=REFUSED, second={"refusal": "Nor can I."})
+        events = await _stream(stub, _request(rpb.StreamChatRequest, scripts, fallback_on_content_filter=True))
+        assert "".join(event.delta.refusal for event in events[:-1]) == "I can't help with that."
+        final = events[-1].final
+        assert (final.model, final.finish_reason) == ("first", chat_pb2.FINISH_REASON_REFUSAL)
+        assert [a.model for a in final.attempts] == ["first", "second"]
+
+    async def test_stream_refusal_without_the_policy_streams_as_it_came(self, stub) -> None:
+        """Without the policy the held refusal deltas all arrive, before the final."""
+        events = await _stream(stub, _request(rpb.StreamChatRequest, _by_model(first=REFUSED)))
+        assert "".join(event.delta.refusal for event in events[:-1]) == "I can't help with that."
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+
+
+def _reasoning_request(cls: type, model: str, reasoning: chat_pb2.ReasoningSettings) -> rpb.ChatRequest:
+    return cls(
+        model=model,
+        messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, content=[chat_pb2.ContentPart(text="a b c")])],
+        settings=chat_pb2.GenerationSettings(reasoning=reasoning),
+    )
+
+
+HIGH = chat_pb2.ReasoningSettings(effort=chat_pb2.REASONING_EFFORT_HIGH, include_thoughts=True)
+
+
+class TestReasoningCapability:
+    async def test_model_that_does_not_reason_is_skipped(self, stub) -> None:
+        """`reasoning: false` in the routing file: a request asking for reasoning moves on to one that reasons."""
+        response = await stub.Chat(_reasoning_request(rpb.ChatRequest, "plain", HIGH), timeout=10)
+        assert response.model == "second"
+        assert response.message.content[0].WhichOneof("kind") == "reasoning"
+        first = response.attempts[0]
+        assert (first.model, first.reason) == ("plain", "UNSUPPORTED_FEATURE")
+        assert first.moved_on_because == "mock cannot serve settings.reasoning"
+
+    async def test_stream_skips_it_too(self, stub) -> None:
+        """The same on a stream: the reasoning deltas come from the fallback."""
+        events = await _stream(stub, _reasoning_request(rpb.StreamChatRequest, "plain", HIGH))
+        assert events[-1].final.model == "second"
+        assert any(event.delta.HasField("reasoning") for event in events[:-1])
+
+    async def test_auto_skips_it_when_reasoning_is_asked_for(self, stub) -> None:
+        """`auto` leaves out a model marked reasoning: false when the request asks for reasoning, and only then."""
+        thinking = await stub.Chat(_reasoning_request(rpb.ChatRequest, "auto", HIGH), timeout=10)
+        assert [a.model for a in thinking.attempts] == ["second"]
+        plain = await stub.Chat(_reasoning_request(rpb.ChatRequest, "auto", chat_pb2.ReasoningSettings()), timeout=10)
+        assert plain.model == "plain-alone"
+
+    async def test_reasoning_turned_off_is_served(self, stub) -> None:
+        """A budget of 0 asks for no reasoning: the model that does not reason serves it."""
+        off = chat_pb2.ReasoningSettings(budget_tokens=0)
+        response = await stub.Chat(_reasoning_request(rpb.ChatRequest, "plain", off), timeout=10)
+        assert response.model == "plain"
+
+    async def test_alone_it_is_refused_naming_the_setting(self, stub) -> None:
+        """With no candidate that reasons, the caller gets INVALID_ARGUMENT naming settings.reasoning."""
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Chat(_reasoning_request(rpb.ChatRequest, "plain-alone", HIGH), timeout=10)
+        error = MeshError.from_rpc_error(info.value)
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "settings.reasoning",
+        )

@@ -43,12 +43,22 @@ BAD_CHAT: list[tuple[int, dict[str, Any]]] = [
     (400, {"temperature": 9}),
     (400, {"messages": []}),
     (400, {"tool_choice": {"type": "function"}}),
-    (400, {"logprobs": True}),
+    (400, {"top_logprobs": 2}),
     (400, {"messages": [{"role": "user", "content": "word " * 9000}]}),
     (404, {"model": "no-such-model"}),
     (429, {"llmmesh": {"max_retries": 0, "extensions": {"mock": {"fail_code": "RESOURCE_EXHAUSTED"}}}}),
     (503, {"llmmesh": {"max_retries": 0, "extensions": {"mock": {"fail_code": "UNAVAILABLE"}}}}),
 ]
+
+
+REFUSAL = {"refusal": "I can't help with that."}
+ALLOWED_TOOLS = {
+    "parallel_tool_calls": False,
+    "tool_choice": {
+        "type": "allowed_tools",
+        "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "calculator"}}]},
+    },
+}
 
 
 @cache
@@ -119,8 +129,22 @@ class TestChatCompletions:
                 "messages": USER,
                 "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": JSON_SCHEMA}},
             },
+            {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, "reasoning_effort": "low"},
+            {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
+            {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, **ALLOWED_TOOLS},
+            {"model": "mock-small", "messages": USER, "logprobs": True, "top_logprobs": 2},
         ],
-        ids=["text", "tools", "fallback", "legacy-functions", "json-schema"],
+        ids=[
+            "text",
+            "tools",
+            "fallback",
+            "legacy-functions",
+            "json-schema",
+            "reasoning",
+            "refusal",
+            "allowed-tools",
+            "logprobs",
+        ],
     )
     async def test_answers(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/chat/completions", json=body)
@@ -135,8 +159,11 @@ class TestChatCompletions:
             {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS},
             {"model": "mock-agent", "messages": MONTHLY, "functions": [tool["function"] for tool in TOOLS]},
             {"model": "mock-down", "messages": USER},
+            {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, "reasoning_effort": "high"},
+            {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
+            {"model": "mock-small", "messages": USER, "logprobs": True, "top_logprobs": 2},
         ],
-        ids=["text", "usage", "tools", "legacy-functions", "fallback"],
+        ids=["text", "usage", "tools", "legacy-functions", "fallback", "reasoning", "refusal", "logprobs"],
     )
     async def test_chunks(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         chunks = await _stream(raw, "/v1/chat/completions", body)
@@ -193,8 +220,39 @@ class TestResponses:
                 "max_output_tokens": 1,
                 "llmmesh": {"extensions": {"mock": {"finish_reason": "length"}}},
             },
+            {
+                "model": "mock-agent",
+                "input": MONTHLY[0]["content"],
+                "tools": FUNCTION_TOOLS,
+                "reasoning": {"effort": "high", "summary": "detailed"},
+                "include": ["reasoning.encrypted_content"],
+            },
+            {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": REFUSAL}}},
+            {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": {**REFUSAL, "text": "Well,"}}}},
+            {
+                "model": "mock-agent",
+                "input": MONTHLY[0]["content"],
+                "tools": FUNCTION_TOOLS,
+                "parallel_tool_calls": False,
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "mode": "auto",
+                    "tools": [{"type": "function", "name": "calculator"}],
+                },
+            },
+            {"model": "mock-small", "input": "hi", "include": ["message.output_text.logprobs"], "top_logprobs": 2},
         ],
-        ids=["text", "tools", "json-schema", "incomplete"],
+        ids=[
+            "text",
+            "tools",
+            "json-schema",
+            "incomplete",
+            "reasoning",
+            "refusal",
+            "text-then-refusal",
+            "allowed-tools",
+            "logprobs",
+        ],
     )
     async def test_answers_and_events(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         response = await raw.post("/v1/responses", json=body)
@@ -215,7 +273,7 @@ class TestResponses:
 
     @pytest.mark.parametrize(
         ("status", "changes"),
-        [(400, {"store": True}), (400, {"temperature": 9}), (400, {"top_logprobs": 2}), (404, {"model": "nope"})],
+        [(400, {"store": True}), (400, {"temperature": 9}), (400, {"top_logprobs": 21}), (404, {"model": "nope"})],
         ids=str,
     )
     async def test_error_bodies(self, raw: httpx2.AsyncClient, status: int, changes: dict[str, Any]) -> None:

@@ -74,6 +74,38 @@ class TestChat:
         by_name = {model.name: model for model in response.models}
         assert set(by_name) == {"mock-small", "mock-large", "mock-agent"}
         assert all(model.mock and model.available for model in by_name.values())
+        assert response.next_page_token == ""
+
+    async def test_list_models_a_page_at_a_time(self, router_stub) -> None:
+        """Pages of 2 walk the same list as one call, each model once, and the last page has no token."""
+        everything = [m.name for m in (await router_stub.ListModels(rpb.ListModelsRequest(), timeout=5)).models]
+        seen: list[str] = []
+        token = ""
+        for _ in range(len(everything) + 1):
+            page = await router_stub.ListModels(rpb.ListModelsRequest(page_size=2, page_token=token), timeout=5)
+            assert len(page.models) <= 2
+            seen += [m.name for m in page.models]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == everything
+
+    @pytest.mark.parametrize(
+        ("request_fields", "field", "words"),
+        [
+            ({"page_size": -1}, "page_size", "send 0 for every model"),
+            ({"page_size": 1001}, "page_size", "the most is 1000"),
+            ({"page_size": 1, "page_token": "not-a-token"}, "page_token", "send next_page_token as it came"),
+            # A well-formed token naming a model no longer in the table (after a reload).
+            ({"page_size": 1, "page_token": "YWZ0ZXI6Z29uZS1tb2RlbA"}, "page_token", "list again without page_token"),
+        ],
+    )
+    async def test_list_models_bad_page_requests(self, router_stub, request_fields, field, words) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await router_stub.ListModels(rpb.ListModelsRequest(**request_fields), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert words in caught.value.details()
+        assert field in caught.value.details()
 
 
 class TestBadInput:

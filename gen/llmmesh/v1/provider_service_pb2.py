@@ -27,7 +27,7 @@ from llmmesh.v1 import chat_pb2 as llmmesh_dot_v1_dot_chat__pb2
 from llmmesh.v1 import embeddings_pb2 as llmmesh_dot_v1_dot_embeddings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmmesh/v1/provider_service.proto\x12\nllmmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15llmmesh/v1/chat.proto\x1a\x1bllmmesh/v1/embeddings.proto\"\xa3\x02\n\x1aProviderServiceChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.llmmesh.v1.ToolDefinition\x12+\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolChoice\x12\x30\n\x08settings\x18\x05 \x01(\x0b\x32\x1e.llmmesh.v1.GenerationSettings\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x61ssistant_prefix\x18\x07 \x01(\t\"\xa1\x02\n\x1bProviderServiceChatResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.llmmesh.v1.Message\x12/\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.llmmesh.v1.FinishReason\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x16\n\x0eresponse_model\x18\x04 \x01(\t\x12\x13\n\x0bresponse_id\x18\x05 \x01(\t\x12/\n\x08headroom\x18\x06 \x01(\x0b\x32\x1d.llmmesh.v1.RateLimitHeadroom\x12+\n\nextensions\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa9\x02\n ProviderServiceStreamChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.llmmesh.v1.ToolDefinition\x12+\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolChoice\x12\x30\n\x08settings\x18\x05 \x01(\x0b\x32\x1e.llmmesh.v1.GenerationSettings\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x61ssistant_prefix\x18\x07 \x01(\t\"\xf3\x01\n\x13ProviderStreamFinal\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.llmmesh.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x16\n\x0eresponse_model\x18\x03 \x01(\t\x12\x13\n\x0bresponse_id\x18\x04 \x01(\t\x12/\n\x08headroom\x18\x05 \x01(\x0b\x32\x1d.llmmesh.v1.RateLimitHeadroom\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x86\x01\n!ProviderServiceStreamChatResponse\x12&\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x15.llmmesh.v1.ChatDeltaH\x00\x12\x30\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1f.llmmesh.v1.ProviderStreamFinalH\x00\x42\x07\n\x05\x65vent\"\"\n ProviderServiceListModelsRequest\"\\\n!ProviderServiceListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.llmmesh.v1.ModelInfo\x12\x10\n\x08provider\x18\x02 \x01(\t\"\x9f\x01\n\x1bProviderServiceEmbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12+\n\nextensions\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04user\x18\x05 \x01(\tB\r\n\x0b_dimensions\"\xb4\x01\n\x1cProviderServiceEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.llmmesh.v1.Embedding\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x16\n\x0eresponse_model\x18\x03 \x01(\t\x12/\n\x08headroom\x18\x04 \x01(\x0b\x32\x1d.llmmesh.v1.RateLimitHeadroom2\x9e\x03\n\x0fProviderService\x12W\n\x04\x43hat\x12&.llmmesh.v1.ProviderServiceChatRequest\x1a\'.llmmesh.v1.ProviderServiceChatResponse\x12k\n\nStreamChat\x12,.llmmesh.v1.ProviderServiceStreamChatRequest\x1a-.llmmesh.v1.ProviderServiceStreamChatResponse0\x01\x12i\n\nListModels\x12,.llmmesh.v1.ProviderServiceListModelsRequest\x1a-.llmmesh.v1.ProviderServiceListModelsResponse\x12Z\n\x05\x45mbed\x12\'.llmmesh.v1.ProviderServiceEmbedRequest\x1a(.llmmesh.v1.ProviderServiceEmbedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmmesh/v1/provider_service.proto\x12\nllmmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15llmmesh/v1/chat.proto\x1a\x1bllmmesh/v1/embeddings.proto\"\xce\x02\n\x1aProviderServiceChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.llmmesh.v1.ToolDefinition\x12+\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolChoice\x12\x30\n\x08settings\x18\x05 \x01(\x0b\x32\x1e.llmmesh.v1.GenerationSettings\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x61ssistant_prefix\x18\x07 \x01(\t\x12)\n\x06\x63\x61ller\x18\x1e \x01(\x0b\x32\x19.llmmesh.v1.CallerContext\"\xa1\x02\n\x1bProviderServiceChatResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.llmmesh.v1.Message\x12/\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.llmmesh.v1.FinishReason\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x16\n\x0eresponse_model\x18\x04 \x01(\t\x12\x13\n\x0bresponse_id\x18\x05 \x01(\t\x12/\n\x08headroom\x18\x06 \x01(\x0b\x32\x1d.llmmesh.v1.RateLimitHeadroom\x12+\n\nextensions\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xd4\x02\n ProviderServiceStreamChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.llmmesh.v1.Message\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.llmmesh.v1.ToolDefinition\x12+\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x16.llmmesh.v1.ToolChoice\x12\x30\n\x08settings\x18\x05 \x01(\x0b\x32\x1e.llmmesh.v1.GenerationSettings\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x61ssistant_prefix\x18\x07 \x01(\t\x12)\n\x06\x63\x61ller\x18\x1e \x01(\x0b\x32\x19.llmmesh.v1.CallerContext\"\xf3\x01\n\x13ProviderStreamFinal\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.llmmesh.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x16\n\x0eresponse_model\x18\x03 \x01(\t\x12\x13\n\x0bresponse_id\x18\x04 \x01(\t\x12/\n\x08headroom\x18\x05 \x01(\x0b\x32\x1d.llmmesh.v1.RateLimitHeadroom\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x86\x01\n!ProviderServiceStreamChatResponse\x12&\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x15.llmmesh.v1.ChatDeltaH\x00\x12\x30\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1f.llmmesh.v1.ProviderStreamFinalH\x00\x42\x07\n\x05\x65vent\"\"\n ProviderServiceListModelsRequest\"\\\n!ProviderServiceListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.llmmesh.v1.ModelInfo\x12\x10\n\x08provider\x18\x02 \x01(\t\"\x9f\x01\n\x1bProviderServiceEmbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12+\n\nextensions\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04user\x18\x05 \x01(\tB\r\n\x0b_dimensions\"\xb4\x01\n\x1cProviderServiceEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.llmmesh.v1.Embedding\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.llmmesh.v1.Usage\x12\x16\n\x0eresponse_model\x18\x03 \x01(\t\x12/\n\x08headroom\x18\x04 \x01(\x0b\x32\x1d.llmmesh.v1.RateLimitHeadroom2\x9e\x03\n\x0fProviderService\x12W\n\x04\x43hat\x12&.llmmesh.v1.ProviderServiceChatRequest\x1a\'.llmmesh.v1.ProviderServiceChatResponse\x12k\n\nStreamChat\x12,.llmmesh.v1.ProviderServiceStreamChatRequest\x1a-.llmmesh.v1.ProviderServiceStreamChatResponse0\x01\x12i\n\nListModels\x12,.llmmesh.v1.ProviderServiceListModelsRequest\x1a-.llmmesh.v1.ProviderServiceListModelsResponse\x12Z\n\x05\x45mbed\x12\'.llmmesh.v1.ProviderServiceEmbedRequest\x1a(.llmmesh.v1.ProviderServiceEmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmmesh.v1.provider_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVIDERSERVICECHATREQUEST']._serialized_start=132
-  _globals['_PROVIDERSERVICECHATREQUEST']._serialized_end=423
-  _globals['_PROVIDERSERVICECHATRESPONSE']._serialized_start=426
-  _globals['_PROVIDERSERVICECHATRESPONSE']._serialized_end=715
-  _globals['_PROVIDERSERVICESTREAMCHATREQUEST']._serialized_start=718
-  _globals['_PROVIDERSERVICESTREAMCHATREQUEST']._serialized_end=1015
-  _globals['_PROVIDERSTREAMFINAL']._serialized_start=1018
-  _globals['_PROVIDERSTREAMFINAL']._serialized_end=1261
-  _globals['_PROVIDERSERVICESTREAMCHATRESPONSE']._serialized_start=1264
-  _globals['_PROVIDERSERVICESTREAMCHATRESPONSE']._serialized_end=1398
-  _globals['_PROVIDERSERVICELISTMODELSREQUEST']._serialized_start=1400
-  _globals['_PROVIDERSERVICELISTMODELSREQUEST']._serialized_end=1434
-  _globals['_PROVIDERSERVICELISTMODELSRESPONSE']._serialized_start=1436
-  _globals['_PROVIDERSERVICELISTMODELSRESPONSE']._serialized_end=1528
-  _globals['_PROVIDERSERVICEEMBEDREQUEST']._serialized_start=1531
-  _globals['_PROVIDERSERVICEEMBEDREQUEST']._serialized_end=1690
-  _globals['_PROVIDERSERVICEEMBEDRESPONSE']._serialized_start=1693
-  _globals['_PROVIDERSERVICEEMBEDRESPONSE']._serialized_end=1873
-  _globals['_PROVIDERSERVICE']._serialized_start=1876
-  _globals['_PROVIDERSERVICE']._serialized_end=2290
+  _globals['_PROVIDERSERVICECHATREQUEST']._serialized_end=466
+  _globals['_PROVIDERSERVICECHATRESPONSE']._serialized_start=469
+  _globals['_PROVIDERSERVICECHATRESPONSE']._serialized_end=758
+  _globals['_PROVIDERSERVICESTREAMCHATREQUEST']._serialized_start=761
+  _globals['_PROVIDERSERVICESTREAMCHATREQUEST']._serialized_end=1101
+  _globals['_PROVIDERSTREAMFINAL']._serialized_start=1104
+  _globals['_PROVIDERSTREAMFINAL']._serialized_end=1347
+  _globals['_PROVIDERSERVICESTREAMCHATRESPONSE']._serialized_start=1350
+  _globals['_PROVIDERSERVICESTREAMCHATRESPONSE']._serialized_end=1484
+  _globals['_PROVIDERSERVICELISTMODELSREQUEST']._serialized_start=1486
+  _globals['_PROVIDERSERVICELISTMODELSREQUEST']._serialized_end=1520
+  _globals['_PROVIDERSERVICELISTMODELSRESPONSE']._serialized_start=1522
+  _globals['_PROVIDERSERVICELISTMODELSRESPONSE']._serialized_end=1614
+  _globals['_PROVIDERSERVICEEMBEDREQUEST']._serialized_start=1617
+  _globals['_PROVIDERSERVICEEMBEDREQUEST']._serialized_end=1776
+  _globals['_PROVIDERSERVICEEMBEDRESPONSE']._serialized_start=1779
+  _globals['_PROVIDERSERVICEEMBEDRESPONSE']._serialized_end=1959
+  _globals['_PROVIDERSERVICE']._serialized_start=1962
+  _globals['_PROVIDERSERVICE']._serialized_end=2376
 # @@protoc_insertion_point(module_scope)

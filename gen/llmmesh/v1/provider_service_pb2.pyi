@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProviderServiceChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "assistant_prefix")
+    __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "assistant_prefix", "caller")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class ProviderServiceChatRequest(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     ASSISTANT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.Message]
     tools: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolDefinition]
@@ -25,7 +26,8 @@ class ProviderServiceChatRequest(_message.Message):
     settings: _chat_pb2.GenerationSettings
     extensions: _struct_pb2.Struct
     assistant_prefix: str
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., settings: _Optional[_Union[_chat_pb2.GenerationSettings, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., assistant_prefix: _Optional[str] = ...) -> None: ...
+    caller: _chat_pb2.CallerContext
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., settings: _Optional[_Union[_chat_pb2.GenerationSettings, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., assistant_prefix: _Optional[str] = ..., caller: _Optional[_Union[_chat_pb2.CallerContext, _Mapping]] = ...) -> None: ...
 
 class ProviderServiceChatResponse(_message.Message):
     __slots__ = ("message", "finish_reason", "usage", "response_model", "response_id", "headroom", "extensions")
@@ -46,7 +48,7 @@ class ProviderServiceChatResponse(_message.Message):
     def __init__(self, message: _Optional[_Union[_chat_pb2.Message, _Mapping]] = ..., finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., response_model: _Optional[str] = ..., response_id: _Optional[str] = ..., headroom: _Optional[_Union[_chat_pb2.RateLimitHeadroom, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ProviderServiceStreamChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "assistant_prefix")
+    __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "assistant_prefix", "caller")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +56,7 @@ class ProviderServiceStreamChatRequest(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     ASSISTANT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.Message]
     tools: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolDefinition]
@@ -61,7 +64,8 @@ class ProviderServiceStreamChatRequest(_message.Message):
     settings: _chat_pb2.GenerationSettings
     extensions: _struct_pb2.Struct
     assistant_prefix: str
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., settings: _Optional[_Union[_chat_pb2.GenerationSettings, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., assistant_prefix: _Optional[str] = ...) -> None: ...
+    caller: _chat_pb2.CallerContext
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., settings: _Optional[_Union[_chat_pb2.GenerationSettings, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., assistant_prefix: _Optional[str] = ..., caller: _Optional[_Union[_chat_pb2.CallerContext, _Mapping]] = ...) -> None: ...
 
 class ProviderStreamFinal(_message.Message):
     __slots__ = ("finish_reason", "usage", "response_model", "response_id", "headroom", "extensions")

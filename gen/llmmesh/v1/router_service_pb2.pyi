@@ -62,7 +62,7 @@ class RoutingPolicy(_message.Message):
     def __init__(self, fallback_models: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., hedge_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_attempt_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., allow_mid_stream_continuation: _Optional[bool] = ..., fallback_on_content_filter: _Optional[bool] = ..., first_token_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stream_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "routing")
+    __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "routing", "caller")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class ChatRequest(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.Message]
     tools: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolDefinition]
@@ -77,7 +78,8 @@ class ChatRequest(_message.Message):
     settings: _chat_pb2.GenerationSettings
     extensions: _struct_pb2.Struct
     routing: RoutingPolicy
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., settings: _Optional[_Union[_chat_pb2.GenerationSettings, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., routing: _Optional[_Union[RoutingPolicy, _Mapping]] = ...) -> None: ...
+    caller: _chat_pb2.CallerContext
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., settings: _Optional[_Union[_chat_pb2.GenerationSettings, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., routing: _Optional[_Union[RoutingPolicy, _Mapping]] = ..., caller: _Optional[_Union[_chat_pb2.CallerContext, _Mapping]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("model", "provider", "instance", "outcome", "code", "reason", "message", "latency", "hedged", "moved_on_because")
@@ -130,7 +132,7 @@ class ChatResponse(_message.Message):
     def __init__(self, message: _Optional[_Union[_chat_pb2.Message, _Mapping]] = ..., finish_reason: _Optional[_Union[_chat_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., response_model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., estimated_cost_usd: _Optional[float] = ..., alternatives: _Optional[_Iterable[_Union[ChatResponse, _Mapping]]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., response_id: _Optional[str] = ...) -> None: ...
 
 class StreamChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "routing")
+    __slots__ = ("model", "messages", "tools", "tool_choice", "settings", "extensions", "routing", "caller")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +140,7 @@ class StreamChatRequest(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.Message]
     tools: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolDefinition]
@@ -145,7 +148,8 @@ class StreamChatRequest(_message.Message):
     settings: _chat_pb2.GenerationSettings
     extensions: _struct_pb2.Struct
     routing: RoutingPolicy
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., settings: _Optional[_Union[_chat_pb2.GenerationSettings, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., routing: _Optional[_Union[RoutingPolicy, _Mapping]] = ...) -> None: ...
+    caller: _chat_pb2.CallerContext
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., settings: _Optional[_Union[_chat_pb2.GenerationSettings, _Mapping]] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., routing: _Optional[_Union[RoutingPolicy, _Mapping]] = ..., caller: _Optional[_Union[_chat_pb2.CallerContext, _Mapping]] = ...) -> None: ...
 
 class StreamContinuation(_message.Message):
     __slots__ = ("model", "provider", "reason")
@@ -192,14 +196,20 @@ class StreamChatResponse(_message.Message):
     def __init__(self, delta: _Optional[_Union[_chat_pb2.ChatDelta, _Mapping]] = ..., continuation: _Optional[_Union[StreamContinuation, _Mapping]] = ..., final: _Optional[_Union[StreamChatFinal, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "next_page_token")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[_chat_pb2.ModelInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, models: _Optional[_Iterable[_Union[_chat_pb2.ModelInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("model", "inputs", "dimensions", "extensions", "routing", "user")

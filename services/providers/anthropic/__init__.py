@@ -18,7 +18,8 @@ INVALID_ARGUMENT naming `extensions.anthropic.<key>`):
     service_tier               "auto" | "standard_only"
     inference_geo              region string
     cache_control              top-level prompt-cache marker, e.g. {"type": "ephemeral"}
-    disable_parallel_tool_use  bool, folded into tool_choice
+    disable_parallel_tool_use  bool, folded into tool_choice (prefer the shared
+                               tool_choice.parallel_tool_calls; the two may not contradict)
 
 Assistant messages, `Message.extensions["anthropic"]`:
 
@@ -38,7 +39,9 @@ Responses, `ProviderServiceChatResponse.extensions["anthropic"]` and
 
     stop_reason      the raw Anthropic stop reason (e.g. "pause_turn", "refusal")
     stop_sequence    the stop sequence that matched, when one did
-    stop_details     refusal details ({"type": "refusal", "category": ..., "explanation": ...})
+    stop_details     refusal details ({"type": "refusal", "category": ..., "explanation": ...});
+                     a stop_reason "refusal" also sets Message.refusal (streams: one
+                     ChatDelta.refusal) and FINISH_REASON_REFUSAL
     ignored_settings settings the Messages API has no field for and the adapter dropped
                      ("temperature", "top_p", "seed")
     thinking         (stream final only) the thinking blocks of the streamed turn, to send back

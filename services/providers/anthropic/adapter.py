@@ -14,7 +14,12 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
 from services.common.redaction import Redactor
-from services.providers.anthropic.mapping import PROVIDER, build_create_kwargs, ignored_settings
+from services.providers.anthropic.mapping import (
+    PROVIDER,
+    answers_with_json_tool,
+    build_create_kwargs,
+    ignored_settings,
+)
 from services.providers.anthropic.responses import (
     assistant_message,
     finish_reason,
@@ -81,9 +86,10 @@ class AnthropicAdapter(ProviderAdapter):
         except _UPSTREAM_ERRORS as error:
             raise map_error(error) from None
         with reading_body(PROVIDER):
+            json_tool = answers_with_json_tool(request)
             response = pb.ProviderServiceChatResponse(
-                message=assistant_message(message),
-                finish_reason=finish_reason(message.stop_reason),
+                message=assistant_message(message, json_tool=json_tool),
+                finish_reason=finish_reason(message.stop_reason, json_tool=json_tool),
                 usage=message_usage(message),
                 response_model=message.model,
                 response_id=message.id,
@@ -108,7 +114,8 @@ class AnthropicAdapter(ProviderAdapter):
         )
         _check_time_left(timeout)
         deadline = asyncio.get_running_loop().time() + timeout
-        assembler = StreamAssembler()
+        json_tool = answers_with_json_tool(request)
+        assembler = StreamAssembler(json_tool=json_tool)
         seam = PrefixSeam(request.assistant_prefix)
         try:
             async with asyncio.timeout_at(deadline):
@@ -139,7 +146,7 @@ class AnthropicAdapter(ProviderAdapter):
             _check_usage(assembler)
             with reading_body(PROVIDER):
                 final = pb.ProviderStreamFinal(
-                    finish_reason=finish_reason(assembler.stop_reason),
+                    finish_reason=finish_reason(assembler.stop_reason, json_tool=json_tool),
                     usage=assembler.usage(),
                     response_model=assembler.model,
                     response_id=assembler.message_id,

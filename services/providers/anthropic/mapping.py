@@ -40,6 +40,14 @@ EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
 # The shared efforts as output_config.effort words (Anthropic has no "minimal").
 _ADAPTIVE_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
 
+# JSON-object mode, the way Anthropic's tool-use docs give it: one forced tool whose input is the answer.
+JSON_OBJECT_TOOL = "json_object"
+_JSON_OBJECT_TOOL_PARAM = {
+    "name": JSON_OBJECT_TOOL,
+    "description": "Give your whole answer as a JSON object: the input of this tool is the answer.",
+    "input_schema": {"type": "object"},
+}
+
 # GenerationSettings the Messages API (SDK 2.10) has no field for: dropped and
 # reported in the response's extensions.anthropic.ignored_settings.
 _IGNORED_SETTINGS = ("temperature", "top_p", "seed")
@@ -79,6 +87,8 @@ def build_create_kwargs(
             )
     system, messages = _map_messages(request.messages)
     settings = request.settings
+    if settings.logprobs:
+        raise unsupported_feature("settings.logprobs", "Anthropic returns no log probabilities")
     kwargs: dict[str, Any] = {
         "model": request.model,
         "max_tokens": settings.max_output_tokens if settings.HasField("max_output_tokens") else default_max_tokens,
@@ -96,18 +106,26 @@ def build_create_kwargs(
     if settings.stop:
         kwargs["stop_sequences"] = list(settings.stop)
     output_config = _output_config(settings.response_format)
+    if answers_with_json_tool(request):
+        _force_json_tool(request, kwargs, thinking=_thinking_on(options.get("thinking")))
     if "effort" in options:
         output_config["effort"] = options["effort"]
     if output_config:
         kwargs["output_config"] = output_config
     if request.tools:
-        kwargs["tools"] = [_tool(tool) for tool in request.tools]
+        # Anthropic has no allowed-tools field: a choice limited to some tools sends only those.
+        allowed = set(request.tool_choice.allowed_tools)
+        kwargs["tools"] = [_tool(tool) for tool in request.tools if not allowed or tool.name in allowed]
     tool_choice = _tool_choice(request, options.get("disable_parallel_tool_use"))
     if tool_choice is not None:
         kwargs["tool_choice"] = tool_choice
     for key in _TOP_LEVEL_OPTIONS:
         if key in options:
             kwargs[key] = options[key]
+    metadata = kwargs.get("metadata", {})
+    if request.caller.user and isinstance(metadata, dict) and "user_id" not in metadata:
+        # The end user, for Anthropic's abuse detection; extensions.anthropic.metadata.user_id wins.
+        kwargs["metadata"] = {**metadata, "user_id": request.caller.user}
     return kwargs
 
 
@@ -280,6 +298,9 @@ def _assistant_blocks(path: str, message: chat_pb2.Message) -> list[dict[str, An
         )
     blocks: list[dict[str, Any]] = [dict(block) for block in thinking]
     blocks.extend(_content_blocks(path, message, allow_images=False))
+    if message.refusal:
+        # The Messages API has no refusal block: what the assistant said, as text.
+        blocks.append({"type": "text", "text": message.refusal})
     for call_index, call in enumerate(message.tool_calls):
         blocks.append(
             {
@@ -317,13 +338,29 @@ def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
     mapped: dict[str, Any] = {"name": tool.name, "input_schema": schema}
     if tool.description:
         mapped["description"] = tool.description
+    if tool.HasField("strict"):
+        mapped["strict"] = tool.strict
     return mapped
 
 
-def _tool_choice(request: Request, disable_parallel: Any) -> dict[str, Any] | None:
-    mode = request.tool_choice.mode
-    if disable_parallel is not None and not isinstance(disable_parallel, bool):
+def _disable_parallel(request: Request, option: Any) -> bool | None:
+    """tool_choice.parallel_tool_calls (or the older extension option) as `disable_parallel_tool_use`."""
+    if option is not None and not isinstance(option, bool):
         raise invalid_argument("extensions.anthropic.disable_parallel_tool_use", "must be true or false")
+    if not request.tool_choice.HasField("parallel_tool_calls"):
+        return option  # type: ignore[no-any-return]
+    disable = not request.tool_choice.parallel_tool_calls
+    if option is not None and option != disable:
+        raise invalid_argument(
+            "extensions.anthropic.disable_parallel_tool_use",
+            "contradicts tool_choice.parallel_tool_calls; set only the shared field",
+        )
+    return disable
+
+
+def _tool_choice(request: Request, option: Any) -> dict[str, Any] | None:
+    mode = request.tool_choice.mode
+    disable_parallel = _disable_parallel(request, option)
     if not request.tools:
         if mode == chat_pb2.TOOL_CHOICE_MODE_REQUIRED:
             raise invalid_argument("tool_choice.mode", "is REQUIRED but the request has no tools")
@@ -349,12 +386,24 @@ def _output_config(response_format: chat_pb2.ResponseFormat) -> dict[str, Any]:
         # additionalProperties: false, moves unsupported keywords to descriptions).
         schema = transform_schema(struct_to_plain(response_format.json_schema))
         return {"format": {"type": "json_schema", "schema": schema}}
-    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
-        raise unsupported_feature(
-            "settings.response_format.type",
-            "Anthropic has no schema-less JSON mode; send RESPONSE_FORMAT_TYPE_JSON_SCHEMA with a json_schema",
-        )
     return {}
+
+
+def answers_with_json_tool(request: Request) -> bool:
+    """JSON-object mode: Anthropic has no schema-less JSON format, so a forced tool carries the answer."""
+    return request.settings.response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+
+
+def _force_json_tool(request: Request, kwargs: dict[str, Any], *, thinking: bool) -> None:
+    field = "settings.response_format.type"
+    if request.tools:
+        raise unsupported_feature(
+            field, "Anthropic's JSON-object mode forces a tool of its own, so it cannot offer the request's tools too"
+        )
+    if thinking:
+        raise unsupported_feature(field, "Anthropic's JSON-object mode forces a tool, which extended thinking forbids")
+    kwargs["tools"] = [_JSON_OBJECT_TOOL_PARAM]
+    kwargs["tool_choice"] = {"type": "tool", "name": JSON_OBJECT_TOOL}
 
 
 def _integral(value: Any) -> Any:

@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 
 from llmmesh.v1 import chat_pb2
 from services.common.errors import REASON_STREAM_TRUNCATED, MeshError
-from services.providers.anthropic.mapping import PROVIDER
+from services.providers.anthropic.mapping import JSON_OBJECT_TOOL, PROVIDER
 
 _FINISH_REASONS = {
     "end_turn": chat_pb2.FINISH_REASON_STOP,
@@ -20,13 +20,19 @@ _FINISH_REASONS = {
     # Output stopped because the context filled up: the answer is cut, like max_tokens.
     "model_context_window_exceeded": chat_pb2.FINISH_REASON_LENGTH,
     "tool_use": chat_pb2.FINISH_REASON_TOOL_CALLS,
-    "refusal": chat_pb2.FINISH_REASON_CONTENT_FILTER,
+    "refusal": chat_pb2.FINISH_REASON_REFUSAL,
     "pause_turn": chat_pb2.FINISH_REASON_OTHER,
 }
 
 
-def finish_reason(stop_reason: str | None) -> chat_pb2.FinishReason.ValueType:
-    """The unified finish reason; no stop reason means the answer was cut short."""
+def finish_reason(stop_reason: str | None, *, json_tool: bool = False) -> chat_pb2.FinishReason.ValueType:
+    """The unified finish reason; no stop reason means the answer was cut short.
+
+    With `json_tool` (JSON-object mode), the forced tool's call is the answer:
+    it ends like any finished answer.
+    """
+    if json_tool and stop_reason == "tool_use":
+        return chat_pb2.FINISH_REASON_STOP
     if stop_reason is None:
         raise MeshError(
             grpc.StatusCode.UNAVAILABLE,
@@ -65,12 +71,34 @@ def message_usage(message: Message) -> chat_pb2.Usage:
     )
 
 
-def assistant_message(message: Message) -> chat_pb2.Message:
-    """Reasoning parts (thinking blocks, with their signatures, for the round trip), text parts and tool calls."""
-    result = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+def refusal_text(stop_reason: str | None, stop_details: Any) -> str:
+    """`Message.refusal` for a stop_reason "refusal": Anthropic's explanation, else a sentence naming it.
+
+    Anthropic sends no words of refusal (the text so far stays the answer's
+    text); callers, and OpenAI clients at the door, still need one to see it.
+    """
+    if stop_reason != "refusal":
+        return ""
+    explanation = getattr(stop_details, "explanation", None)
+    if explanation:
+        return str(explanation)
+    category = getattr(stop_details, "category", None)
+    return "Anthropic declined to answer (stop_reason refusal" + (f", category {category})" if category else ")")
+
+
+def assistant_message(message: Message, *, json_tool: bool = False) -> chat_pb2.Message:
+    """Reasoning parts (thinking blocks, with their signatures, for the round trip), text parts and tool calls.
+
+    With `json_tool` (JSON-object mode), the forced tool's input is the answer's text.
+    """
+    result = chat_pb2.Message(
+        role=chat_pb2.ROLE_ASSISTANT, refusal=refusal_text(message.stop_reason, message.stop_details)
+    )
     for block in message.content:
         if block.type == "text":
             result.content.add(text=block.text)
+        elif block.type == "tool_use" and json_tool and block.name == JSON_OBJECT_TOOL:
+            result.content.add(text=json.dumps(block.input))
         elif block.type == "tool_use":
             result.tool_calls.add(id=block.id, name=block.name, arguments_json=json.dumps(block.input))
         elif block.type == "thinking":

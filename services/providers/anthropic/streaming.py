@@ -7,14 +7,20 @@ from typing import Any
 from anthropic.types import RawMessageStreamEvent
 
 from llmmesh.v1 import chat_pb2
-from services.providers.anthropic.mapping import PROVIDER
-from services.providers.anthropic.responses import usage_of
+from services.providers.anthropic.mapping import JSON_OBJECT_TOOL, PROVIDER
+from services.providers.anthropic.responses import refusal_text, usage_of
 
 
 class StreamAssembler:
-    """Feeds on raw events; remembers stop reason, usage and ids; thinking blocks become reasoning deltas."""
+    """Feeds on raw events; remembers stop reason, usage and ids; thinking blocks become reasoning deltas.
 
-    def __init__(self) -> None:
+    With `json_tool` (JSON-object mode), the forced tool's streamed input is the answer's text.
+    """
+
+    def __init__(self, *, json_tool: bool = False) -> None:
+        self._json_tool = json_tool
+        # Content-block indexes of the JSON-object tool's calls, and whether they streamed any input.
+        self._json_blocks: dict[int, bool] = {}
         self.model = ""
         self.message_id = ""
         self.stop_reason: str | None = None
@@ -47,6 +53,10 @@ class StreamAssembler:
             self.stop_details = event.delta.stop_details or self.stop_details
             self._take_usage(event.usage)
             self.final_usage_seen = self.final_usage_seen or getattr(event.usage, "output_tokens", None) is not None
+            refusal = refusal_text(event.delta.stop_reason, event.delta.stop_details)
+            if refusal:
+                # The refusal is known only with the stop reason: one delta, just before the final.
+                return [chat_pb2.ChatDelta(refusal=refusal)]
         return []
 
     def usage(self) -> chat_pb2.Usage:
@@ -71,6 +81,9 @@ class StreamAssembler:
     def _block_start(self, index: int, block: Any) -> list[chat_pb2.ChatDelta]:
         if block.type == "text":
             return [chat_pb2.ChatDelta(text=block.text)] if block.text else []
+        if block.type == "tool_use" and self._json_tool and block.name == JSON_OBJECT_TOOL:
+            self._json_blocks[index] = False
+            return []
         if block.type == "tool_use":
             tool_index = len(self._tool_index)
             self._tool_index[index] = tool_index
@@ -92,6 +105,11 @@ class StreamAssembler:
     def _block_delta(self, index: int, delta: Any) -> list[chat_pb2.ChatDelta]:
         if delta.type == "text_delta":
             return [chat_pb2.ChatDelta(text=delta.text)] if delta.text else []
+        if delta.type == "input_json_delta" and index in self._json_blocks:
+            if not delta.partial_json:
+                return []
+            self._json_blocks[index] = True
+            return [chat_pb2.ChatDelta(text=delta.partial_json)]
         if delta.type == "input_json_delta" and index in self._tool_index:
             if not delta.partial_json:
                 return []
@@ -110,6 +128,9 @@ class StreamAssembler:
         return []
 
     def _block_stop(self, index: int) -> list[chat_pb2.ChatDelta]:
+        if self._json_blocks.get(index) is False:
+            self._json_blocks[index] = True
+            return [chat_pb2.ChatDelta(text="{}")]
         if index in self._tool_index and not self._tool_has_arguments[index]:
             # A tool with no input streams no JSON at all; callers still need an object.
             self._tool_has_arguments[index] = True

@@ -142,7 +142,7 @@ class GoogleAdapter(ProviderAdapter):
                 usage=reader.unified_usage(),
                 response_model=reader.model_version or request.model,
                 response_id=reader.response_id,
-                extensions=reader.response_extensions(streaming=False),
+                extensions=reader.response_extensions(),
             )
 
     async def stream_chat(
@@ -153,8 +153,8 @@ class GoogleAdapter(ProviderAdapter):
         reader = ResponseReader(turn=assistant_turn(request))
         async for chunk in self._chunks(mapped, config, request):
             with reading_body(self.provider):
-                delta = reader.feed(chunk)
-            if delta.text or delta.tool_calls:
+                deltas = reader.feed(chunk)
+            for delta in deltas:
                 yield pb.ProviderServiceStreamChatResponse(delta=delta)
         self._check_answered(reader)
         if reader.finish_reason is None:
@@ -178,7 +178,7 @@ class GoogleAdapter(ProviderAdapter):
                 usage=reader.unified_usage(),
                 response_model=reader.model_version or request.model,
                 response_id=reader.response_id,
-                extensions=reader.response_extensions(streaming=True),
+                extensions=reader.response_extensions(),
             )
         yield pb.ProviderServiceStreamChatResponse(final=final)
 

@@ -14,15 +14,29 @@ Provider-only data under the key "google" of the `extensions` Struct fields:
   - `upstream_id`: true when Gemini itself named the call id. Gemini may send
     no id: the adapter then makes a stable one (`call_<turn>_<index>`) and
     never sends it back upstream.
-- `Message.extensions["google"]` (assistant messages):
-  - `thought_signature`: base64 signature of the answer's text; sent back on
-    the message's last text part.
-  - `thoughts`: thought-summary texts (only with `include_thoughts`); output
-    only, never sent back.
+- `Message.extensions["google"].thought_signature` (assistant messages): the
+  older form of the text signature, still read on input when the message
+  carries no reasoning parts of this provider; no longer returned.
 - `ProviderServiceChatResponse.extensions["google"]` / `ProviderStreamFinal`:
-  `finish_reason` (Gemini's raw value), `finish_message` when Gemini gave one,
-  and in streams `thought_signature` (the text signature, to copy into the
-  assembled Message.extensions["google"]).
+  `finish_reason` (Gemini's raw value), `finish_message` when Gemini gave one.
+
+Reasoning (ReasoningPart / ReasoningDelta, provider "google"):
+
+- thought parts (`thought: true`, with `include_thoughts`) become reasoning
+  parts with their text (consecutive thought parts join into one part) and
+  their signature when Gemini put one on them;
+- a signature on a non-thought part (answer text or a function call) becomes
+  a reasoning part with only `signature`, in the order it came. A function
+  call's signature is also in its `ToolCall.extensions["google"]`, which pins
+  it to that call; the signature-only part is what crosses the HTTP door.
+- On the way back, thought parts return as thought parts; signature-only
+  parts are put where Gemini documents them: the last one on the first
+  function call of the turn (when that call has no signature of its own),
+  the one before it on the last text part.
+- A Gemini 3 model rejects a model turn whose first function call has no
+  signature (a history from another provider, or calls the caller wrote):
+  such a call gets the dummy signature Google documents for that case,
+  `skip_thought_signature_validator` (ai.google.dev/gemini-api/docs/thought-signatures, FAQ).
 
 Request options from `request.extensions["google"]` (allowlist, anything else
 is INVALID_ARGUMENT): `top_k`, `presence_penalty`, `frequency_penalty`,
@@ -64,6 +78,10 @@ ALLOWED_REQUEST_OPTIONS = (
 )
 
 _INT32_MAX = 2**31 - 1
+#: Google's documented stand-in for a missing signature (bytes whose URL-safe base64 is the literal).
+DUMMY_SIGNATURE = base64.urlsafe_b64decode("skip_thought_signature_validator")
+#: Model-name marker of the Gemini versions that reject function calls without a signature.
+_SIGNATURE_REQUIRED_MARKER = "gemini-3"
 _TOOL_CHOICE = {
     chat_pb2.TOOL_CHOICE_MODE_AUTO: types.FunctionCallingConfigMode.AUTO,
     chat_pb2.TOOL_CHOICE_MODE_NONE: types.FunctionCallingConfigMode.NONE,
@@ -112,7 +130,10 @@ def build_request(request: Request) -> GeminiRequest:
         elif message.role == chat_pb2.ROLE_USER:
             contents.append(types.Content(role="user", parts=_content_parts(path, message)))
         elif message.role == chat_pb2.ROLE_ASSISTANT:
-            contents.append(types.Content(role="model", parts=_assistant_parts(path, message)))
+            parts = _assistant_parts(path, message, signatures_required=_SIGNATURE_REQUIRED_MARKER in request.model)
+            if message.refusal:  # Gemini has no refusal part: what the assistant said, as text
+                parts.append(types.Part(text=message.refusal))
+            contents.append(types.Content(role="model", parts=parts))
         else:
             part = _function_response_part(path, message.tool_result, calls_by_id)
             # Parallel results go back in one turn, as Gemini asked for them in one.
@@ -135,7 +156,7 @@ def _text_only(path: str, message: chat_pb2.Message) -> list[types.Part]:
     parts = []
     for index, part in enumerate(message.content):
         if part.WhichOneof("kind") == "reasoning":
-            # Gemini's own thoughts come back through extensions.google.thought_signature; another
+            # Gemini's own come back as thought parts and signatures (`_assistant_parts`); another
             # provider's reasoning parts carry signatures Gemini rejects, so they are left out.
             continue
         if part.WhichOneof("kind") != "text":
@@ -190,25 +211,56 @@ def _blob_from_data_url(path: str, url: str) -> types.Blob:
         raise invalid_argument(path, "holds invalid base64") from None
 
 
-def _assistant_parts(path: str, message: chat_pb2.Message) -> list[types.Part]:
-    parts = _text_only(path, message)
+def _assistant_parts(path: str, message: chat_pb2.Message, *, signatures_required: bool) -> list[types.Part]:
+    thoughts, signatures = _own_reasoning(path, message)
+    texts = _text_only(path, message)
     google = _google_extension(message.extensions)
-    signature = google.get("thought_signature")
-    if signature and parts:
-        parts[-1].thought_signature = _signature_bytes(f"{path}.extensions.google.thought_signature", signature)
-    for index, call in enumerate(message.tool_calls):
-        call_path = f"{path}.tool_calls[{index}]"
-        call_ext = _google_extension(call.extensions)
-        function_call = types.FunctionCall(name=call.name, args=_arguments(f"{call_path}.arguments_json", call))
-        if call_ext.get("upstream_id") and call.id:
-            function_call.id = call.id
-        part = types.Part(function_call=function_call)
-        if call_ext.get("thought_signature"):
-            part.thought_signature = _signature_bytes(
-                f"{call_path}.extensions.google.thought_signature", call_ext["thought_signature"]
-            )
-        parts.append(part)
-    return parts
+    if google.get("thought_signature") and texts:
+        texts[-1].thought_signature = _signature_bytes(
+            f"{path}.extensions.google.thought_signature", google["thought_signature"]
+        )
+    calls = [_function_call_part(f"{path}.tool_calls[{index}]", call) for index, call in enumerate(message.tool_calls)]
+    # A call's own signature is also a signature-only reasoning part: place each signature once.
+    placed = {part.thought_signature for part in (*texts, *calls) if part.thought_signature}
+    signatures = [signature for signature in signatures if signature not in placed]
+    # Where Gemini documents its signatures: the first function call of a step, else the last part.
+    if calls and calls[0].thought_signature is None and signatures:
+        calls[0].thought_signature = signatures.pop()
+    if texts and texts[-1].thought_signature is None and signatures:
+        texts[-1].thought_signature = signatures.pop()
+    if calls and calls[0].thought_signature is None and signatures_required:
+        calls[0].thought_signature = DUMMY_SIGNATURE
+    return [*thoughts, *texts, *calls]
+
+
+def _own_reasoning(path: str, message: chat_pb2.Message) -> tuple[list[types.Part], list[bytes]]:
+    """This provider's reasoning parts: thoughts (text) as thought parts, and the bare signatures in order."""
+    thoughts: list[types.Part] = []
+    signatures: list[bytes] = []
+    for index, content in enumerate(message.content):
+        if content.WhichOneof("kind") != "reasoning" or content.reasoning.provider != PROVIDER:
+            continue
+        part = content.reasoning
+        signature_path = f"{path}.content[{index}].reasoning.signature"
+        signature = _signature_bytes(signature_path, part.signature) if part.signature else None
+        if part.text:
+            thoughts.append(types.Part(text=part.text, thought=True, thought_signature=signature))
+        elif signature is not None:
+            signatures.append(signature)
+    return thoughts, signatures
+
+
+def _function_call_part(path: str, call: chat_pb2.ToolCall) -> types.Part:
+    call_ext = _google_extension(call.extensions)
+    function_call = types.FunctionCall(name=call.name, args=_arguments(f"{path}.arguments_json", call))
+    if call_ext.get("upstream_id") and call.id:
+        function_call.id = call.id
+    part = types.Part(function_call=function_call)
+    if call_ext.get("thought_signature"):
+        part.thought_signature = _signature_bytes(
+            f"{path}.extensions.google.thought_signature", call_ext["thought_signature"]
+        )
+    return part
 
 
 def _arguments(path: str, call: chat_pb2.ToolCall) -> dict[str, Any]:
@@ -257,6 +309,34 @@ def _json_or_text(content: str) -> Any:
         return content
 
 
+def _tool_mode(request: Request) -> types.FunctionCallingConfigMode | None:
+    """The function-calling mode; a strict tool asks for VALIDATED (calls held to their schemas) where the
+    choice is the model's. ANY (a call required) holds calls to their schemas already."""
+    mode = _TOOL_CHOICE.get(request.tool_choice.mode)
+    strict = any(tool.strict for tool in request.tools)
+    # allowed_function_names applies with ANY or VALIDATED only: a model's choice among some tools is VALIDATED.
+    limited = bool(request.tool_choice.allowed_tools)
+    if (strict or limited) and mode in (None, types.FunctionCallingConfigMode.AUTO):
+        return types.FunctionCallingConfigMode.VALIDATED
+    return mode
+
+
+def _allowed_function_names(request: Request) -> list[str] | None:
+    choice = request.tool_choice
+    if choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED:
+        return [choice.name]
+    return list(choice.allowed_tools) or None
+
+
+def _check_parallel_tool_calls(request: Request) -> None:
+    choice = request.tool_choice
+    if choice.HasField("parallel_tool_calls") and not choice.parallel_tool_calls:
+        raise unsupported_feature(
+            "tool_choice.parallel_tool_calls",
+            "Gemini cannot turn off parallel function calls; leave it unset or true",
+        )
+
+
 def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateContentConfig:
     kwargs: dict[str, Any] = {
         # Both would send extra requests behind the router's back.
@@ -280,17 +360,18 @@ def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateC
                 ]
             )
         ]
-        mode = _TOOL_CHOICE.get(request.tool_choice.mode)
+        _check_parallel_tool_calls(request)
+        mode = _tool_mode(request)
         if mode is not None:
             kwargs["tool_config"] = types.ToolConfig(
                 function_calling_config=types.FunctionCallingConfig(
-                    mode=mode,
-                    allowed_function_names=[request.tool_choice.name]
-                    if request.tool_choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED
-                    else None,
+                    mode=mode, allowed_function_names=_allowed_function_names(request)
                 )
             )
     kwargs.update(_settings(request.settings))
+    if request.caller.labels:
+        # Gemini has no end-user field; labels attribute billing (extensions.google.labels wins).
+        kwargs["labels"] = dict(sorted(request.caller.labels.items()))
     options = _request_options(request.extensions)
     kwargs.update(options)
     try:
@@ -317,6 +398,10 @@ def _settings(settings: chat_pb2.GenerationSettings) -> dict[str, Any]:
         kwargs["seed"] = settings.seed
     if settings.HasField("reasoning"):
         kwargs["thinking_config"] = _thinking_config(settings.reasoning)
+    if settings.logprobs:
+        kwargs["response_logprobs"] = True
+        if settings.HasField("top_logprobs"):
+            kwargs["logprobs"] = settings.top_logprobs
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
         kwargs["response_mime_type"] = "application/json"
@@ -382,15 +467,15 @@ class _CallState:
 class ResponseReader:
     """Folds GenerateContentResponse objects (one, or each chunk of a stream) into unified output.
 
-    `feed` returns the ChatDelta for that chunk (text and whole tool calls:
-    Gemini sends each function call complete in one chunk).
+    `feed` returns the ChatDeltas for that chunk, one per Gemini part, in
+    order: text, whole tool calls (Gemini sends each function call complete in
+    one chunk) and reasoning (thought text and signatures).
     """
 
     turn: int
     text: list[str] = field(default_factory=list)
-    thoughts: list[str] = field(default_factory=list)
+    reasoning: list[chat_pb2.ReasoningPart] = field(default_factory=list)
     calls: list[_CallState] = field(default_factory=list)
-    text_signature: bytes | None = None
     finish_reason: types.FinishReason | None = None
     finish_message: str = ""
     usage: types.GenerateContentResponseUsageMetadata | None = None
@@ -399,9 +484,11 @@ class ResponseReader:
     block_reason: str = ""
     block_message: str = ""
     saw_candidate: bool = False
+    logprobs: list[chat_pb2.TokenLogprob] = field(default_factory=list)
+    #: True while consecutive thought parts join the last reasoning part.
+    _in_thought: bool = False
 
-    def feed(self, response: types.GenerateContentResponse) -> chat_pb2.ChatDelta:
-        delta = chat_pb2.ChatDelta()
+    def feed(self, response: types.GenerateContentResponse) -> list[chat_pb2.ChatDelta]:
         if response.usage_metadata is not None:
             self.usage = response.usage_metadata
         self.model_version = response.model_version or self.model_version
@@ -411,51 +498,87 @@ class ResponseReader:
             self.block_reason = _enum_name(feedback.block_reason)
             self.block_message = feedback.block_reason_message or ""
         if not response.candidates:
-            return delta
+            return []
         self.saw_candidate = True
         candidate = response.candidates[0]
         if candidate.finish_reason is not None:
             self.finish_reason = candidate.finish_reason
             self.finish_message = candidate.finish_message or ""
         parts = candidate.content.parts if candidate.content is not None else None
-        for part in parts or []:
-            self._part(part, delta)
-        return delta
+        deltas = [delta for part in parts or [] for delta in self._part(part)]
+        deltas = [delta for delta in deltas if delta.text or delta.tool_calls or delta.HasField("reasoning")]
+        return self._with_logprobs(deltas, logprobs_of(candidate.logprobs_result))
 
-    def _part(self, part: types.Part, delta: chat_pb2.ChatDelta) -> None:
-        if part.function_call is not None:
-            index = len(self.calls)
-            call = chat_pb2.ToolCall(
-                id=part.function_call.id or f"call_{self.turn}_{index}",
-                name=part.function_call.name or "",
-                arguments_json=json.dumps(part.function_call.args or {}, separators=(",", ":")),
-            )
-            google: dict[str, Any] = {}
-            if part.function_call.id:
-                google["upstream_id"] = True
-            if part.thought_signature:
-                google["thought_signature"] = _b64(part.thought_signature)
-            if google:
-                call.extensions.update({PROVIDER: google})
-            self.calls.append(_CallState(index, call))
-            tool_delta = delta.tool_calls.add(
-                index=index, id=call.id, name=call.name, arguments_json_delta=call.arguments_json
-            )
-            if google:
-                tool_delta.extensions.CopyFrom(call.extensions)
-            return
+    def _with_logprobs(
+        self, deltas: list[chat_pb2.ChatDelta], found: list[chat_pb2.TokenLogprob]
+    ) -> list[chat_pb2.ChatDelta]:
+        """The chunk's token log probabilities ride its first text delta (or a delta of their own)."""
+        if not found:
+            return deltas
+        self.logprobs.extend(found)
+        carrier = next((delta for delta in deltas if delta.text), None)
+        if carrier is None:
+            carrier = chat_pb2.ChatDelta()
+            deltas.append(carrier)
+        carrier.logprobs.extend(found)
+        return deltas
+
+    def _part(self, part: types.Part) -> list[chat_pb2.ChatDelta]:
         if part.thought:
-            if part.text:
-                self.thoughts.append(part.text)
-            return
-        if part.text is not None:
-            if part.thought_signature:
-                self.text_signature = part.thought_signature
-            if part.text:
-                self.text.append(part.text)
-                delta.text += part.text
-        elif part.thought_signature:
-            self.text_signature = part.thought_signature
+            return [self._thought(part.text or "", part.thought_signature)]
+        self._in_thought = False
+        deltas = []
+        if part.function_call is not None:
+            deltas.append(self._call(part.function_call, part.thought_signature))
+        elif part.text:
+            self.text.append(part.text)
+            deltas.append(chat_pb2.ChatDelta(text=part.text))
+        if part.thought_signature:
+            # A signature on answer text or a call: a signature-only reasoning part of its own.
+            deltas.append(self._signature_only(part.thought_signature))
+        return deltas
+
+    def _thought(self, text: str, signature: bytes | None) -> chat_pb2.ChatDelta:
+        if not self._in_thought:
+            self.reasoning.append(chat_pb2.ReasoningPart(provider=PROVIDER))
+            self._in_thought = True
+        part = self.reasoning[-1]
+        part.text += text
+        if signature:
+            part.signature = _b64(signature)
+        delta = chat_pb2.ReasoningDelta(index=len(self.reasoning) - 1, text=text, provider=PROVIDER)
+        delta.signature = _b64(signature) if signature else ""
+        return chat_pb2.ChatDelta(reasoning=delta)
+
+    def _signature_only(self, signature: bytes) -> chat_pb2.ChatDelta:
+        self.reasoning.append(chat_pb2.ReasoningPart(signature=_b64(signature), provider=PROVIDER))
+        index = len(self.reasoning) - 1
+        return chat_pb2.ChatDelta(
+            reasoning=chat_pb2.ReasoningDelta(index=index, signature=_b64(signature), provider=PROVIDER)
+        )
+
+    def _call(self, function_call: types.FunctionCall, signature: bytes | None) -> chat_pb2.ChatDelta:
+        index = len(self.calls)
+        call = chat_pb2.ToolCall(
+            id=function_call.id or f"call_{self.turn}_{index}",
+            name=function_call.name or "",
+            arguments_json=json.dumps(function_call.args or {}, separators=(",", ":")),
+        )
+        google: dict[str, Any] = {}
+        if function_call.id:
+            google["upstream_id"] = True
+        if signature:
+            google["thought_signature"] = _b64(signature)
+        if google:
+            call.extensions.update({PROVIDER: google})
+        self.calls.append(_CallState(index, call))
+        delta = chat_pb2.ChatDelta()
+        tool_delta = delta.tool_calls.add(
+            index=index, id=call.id, name=call.name, arguments_json_delta=call.arguments_json
+        )
+        if google:
+            tool_delta.extensions.CopyFrom(call.extensions)
+        return delta
 
     @property
     def has_tool_calls(self) -> bool:
@@ -463,16 +586,12 @@ class ResponseReader:
 
     def message(self) -> chat_pb2.Message:
         message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+        for part in self.reasoning:
+            message.content.add(reasoning=part)
         if self.text:
             message.content.add(text="".join(self.text))
         message.tool_calls.extend(state.call for state in self.calls)
-        google: dict[str, Any] = {}
-        if self.text_signature:
-            google["thought_signature"] = _b64(self.text_signature)
-        if self.thoughts:
-            google["thoughts"] = list(self.thoughts)
-        if google:
-            message.extensions.update({PROVIDER: google})
+        message.logprobs.extend(self.logprobs)
         return message
 
     def unified_finish_reason(self) -> chat_pb2.FinishReason.ValueType:
@@ -500,18 +619,37 @@ class ResponseReader:
             reasoning_tokens=thoughts,
         )
 
-    def response_extensions(self, *, streaming: bool) -> struct_pb2.Struct:
+    def response_extensions(self) -> struct_pb2.Struct:
         google: dict[str, Any] = {}
         if self.finish_reason is not None:
             google["finish_reason"] = _enum_name(self.finish_reason)
         if self.finish_message:
             google["finish_message"] = self.finish_message
-        if streaming and self.text_signature:
-            google["thought_signature"] = _b64(self.text_signature)
         extensions = struct_pb2.Struct()
         if google:
             extensions.update({PROVIDER: google})
         return extensions
+
+
+def logprobs_of(result: types.LogprobsResult | None) -> list[chat_pb2.TokenLogprob]:
+    """Gemini's chosen token at each step with the top candidates of that step (Gemini gives no bytes)."""
+    if result is None:
+        return []
+    tops = result.top_candidates or []
+    out = []
+    for step, chosen in enumerate(result.chosen_candidates or []):
+        alternatives = tops[step].candidates or [] if step < len(tops) else []
+        out.append(
+            chat_pb2.TokenLogprob(
+                token=chosen.token or "",
+                logprob=chosen.log_probability or 0.0,
+                top_logprobs=[
+                    chat_pb2.TopLogprob(token=top.token or "", logprob=top.log_probability or 0.0)
+                    for top in alternatives
+                ],
+            )
+        )
+    return out
 
 
 def assistant_turn(request: Request) -> int:

@@ -8,9 +8,16 @@ MockConfig per model, and per request from `extensions["mock"]`:
     field), retry_after_s, text (answer to give; "" for none), finish_reason ("stop", "length", ...),
     stream_cut_after (end the stream after N deltas without a final message),
     response_extensions (an object returned as the answer's extensions["mock"],
-    unary and stream alike),
+    unary and stream alike), refusal (decline with this text: Message.refusal,
+    streamed as ChatDelta.refusal words, FINISH_REASON_REFUSAL; no text unless `text` says),
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
+
+A scripted turn keeps only the tool calls `tool_choice.allowed_tools` allows
+(only the first with `parallel_tool_calls` false); the start event records both.
+
+`settings.logprobs` gets made-up, deterministic log probabilities, one
+"token" per word (and `top_logprobs` alternatives named `<word>~<rank>`).
 
 An `assistant_prefix` the answer starts with is left out of it: the mock
 continues a prefix, as the routing file may say with `continues_prefix`.
@@ -52,6 +59,7 @@ _FINISH_REASONS = {
     "length": chat_pb2.FINISH_REASON_LENGTH,
     "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS,
     "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER,
+    "refusal": chat_pb2.FINISH_REASON_REFUSAL,
 }
 Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
 
@@ -90,11 +98,12 @@ class MockAdapter(ProviderAdapter):
             await self._delay_or_fail(model, overrides)
             turn = self._answer(model, request, overrides)
             thought = reasoning.thought(request, _last_user_text(request), supported=model.reasoning)
-            message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT)
+            message = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, refusal=_refusal(overrides))
             if thought is not None:
                 message.content.add(reasoning=thought)
             if turn.text:
                 message.content.add(text=turn.text)
+                message.logprobs.extend(_logprobs(request, _split_keeping_spaces(turn.text)))
             for index, call in enumerate(turn.tool_calls):
                 message.tool_calls.add(
                     id=_call_id(request, index), name=call.name, arguments_json=json.dumps(call.arguments)
@@ -123,7 +132,10 @@ class MockAdapter(ProviderAdapter):
             thought = reasoning.thought(request, _last_user_text(request), supported=model.reasoning)
             cut_after = overrides.get("stream_cut_after")
             thought_deltas = reasoning.deltas(thought) if thought is not None else []
-            for sent, delta in enumerate(thought_deltas + _deltas(turn, request)):
+            refusal_deltas = [chat_pb2.ChatDelta(refusal=word) for word in _split_keeping_spaces(_refusal(overrides))]
+            for sent, delta in enumerate(
+                thought_deltas + _with_logprobs(request, _deltas(turn, request)) + refusal_deltas
+            ):
                 if cut_after is not None and sent >= int(cut_after):
                     self._record("cut", call_id, model.name)
                     return  # ends without a final message: a truncated stream
@@ -195,6 +207,7 @@ class MockAdapter(ProviderAdapter):
             last_role=chat_pb2.Role.Name(last.role) if last is not None else "",
             last_text=_text_of(last) if last is not None else "",
             assistant_prefix=request.assistant_prefix,
+            **_tool_choice_seen(request),
         )
         return model, overrides, call_id
 
@@ -230,14 +243,14 @@ class MockAdapter(ProviderAdapter):
                 reason=REASON_CONTEXT_WINDOW_EXCEEDED,
                 metadata={"context_window": str(model.context_window), "prompt_tokens": str(tokens)},
             )
-        if "text" in overrides:
+        if "text" in overrides or "refusal" in overrides:
             # An empty text is an answer without content (a withheld answer streams no delta).
-            turn = ScriptTurn.model_construct(text=str(overrides["text"]), tool_calls=[])
+            turn = ScriptTurn.model_construct(text=str(overrides.get("text", "")), tool_calls=[])
         elif model.scripted:
             turn = _play_script(self._scripts, request)
         else:
             turn = ScriptTurn(text=f"[mock {model.name}] {_last_user_text(request)}")
-        return _continued(turn, request.assistant_prefix)
+        return _continued(_within_tool_choice(turn, request.tool_choice), request.assistant_prefix)
 
     @staticmethod
     def _finish_reason(turn: ScriptTurn, overrides: dict[str, Any]) -> chat_pb2.FinishReason.ValueType:
@@ -246,6 +259,8 @@ class MockAdapter(ProviderAdapter):
             if named not in _FINISH_REASONS:
                 raise invalid_argument("extensions.mock.finish_reason", f"must be one of {sorted(_FINISH_REASONS)}")
             return _FINISH_REASONS[named]
+        if _refusal(overrides):
+            return chat_pb2.FINISH_REASON_REFUSAL
         return chat_pb2.FINISH_REASON_TOOL_CALLS if turn.tool_calls else chat_pb2.FINISH_REASON_STOP
 
     def _record_failure(self, call_id: int, model: str, error: BaseException) -> None:
@@ -282,6 +297,59 @@ def _overrides(model: MockModel, extensions: struct_pb2.Struct) -> dict[str, Any
     overrides: dict[str, Any] = json_format.MessageToDict(extensions.fields["mock"].struct_value)
     overrides.update(overrides.pop("by_model", {}).get(model.name, {}))
     return overrides
+
+
+def _logprobs(request: Request, words: list[str], start: int = 0) -> list[chat_pb2.TokenLogprob]:
+    """Made-up but deterministic log probabilities, one "token" per word, when settings.logprobs asks."""
+    settings = request.settings
+    if not settings.logprobs:
+        return []
+    out = []
+    for index, word in enumerate(words, start):
+        logprob = -0.25 * (index % 4)
+        alternatives = [
+            chat_pb2.TopLogprob(token=f"{word.strip()}~{rank}", logprob=logprob - rank, token_bytes=word.encode())
+            for rank in range(1, settings.top_logprobs + 1)
+        ]
+        out.append(
+            chat_pb2.TokenLogprob(token=word, logprob=logprob, token_bytes=word.encode(), top_logprobs=alternatives)
+        )
+    return out
+
+
+def _with_logprobs(request: Request, deltas: list[chat_pb2.ChatDelta]) -> list[chat_pb2.ChatDelta]:
+    for index, delta in enumerate(deltas):
+        if delta.text:
+            delta.logprobs.extend(_logprobs(request, [delta.text], start=index))
+    return deltas
+
+
+def _tool_choice_seen(request: Request) -> dict[str, Any]:
+    """What the start event records of the tool choice, so tests see what reached the provider."""
+    choice = request.tool_choice
+    seen: dict[str, Any] = {}
+    if choice.allowed_tools:
+        seen["allowed_tools"] = list(choice.allowed_tools)
+    if choice.HasField("parallel_tool_calls"):
+        seen["parallel_tool_calls"] = choice.parallel_tool_calls
+    return seen
+
+
+def _within_tool_choice(turn: ScriptTurn, choice: chat_pb2.ToolChoice) -> ScriptTurn:
+    """A scripted turn keeps only the calls the tool choice allows (one, with parallel_tool_calls false)."""
+    calls = [call for call in turn.tool_calls if not choice.allowed_tools or call.name in choice.allowed_tools]
+    if choice.HasField("parallel_tool_calls") and not choice.parallel_tool_calls:
+        calls = calls[:1]
+    if len(calls) == len(turn.tool_calls):
+        return turn
+    return ScriptTurn.model_construct(text=turn.text, tool_calls=calls)
+
+
+def _refusal(overrides: dict[str, Any]) -> str:
+    value = overrides.get("refusal", "")
+    if not isinstance(value, str):
+        raise invalid_argument("extensions.mock.refusal", "must be the refusal text")
+    return value
 
 
 def _embedding_length(model: MockModel, request: pb.ProviderServiceEmbedRequest) -> int:

@@ -18,13 +18,11 @@ Extensions (all under the key "openai"):
   merged into the JSON body for OpenAI-compatible servers, e.g. vLLM's
   `top_k`; it may not override a field this module maps).
 * `Message.extensions["openai"]` on an assistant message — round-tripped
-  fields: `refusal` (text) and `audio` ({"id": ...}); returned on answers
-  together with `annotations` (URL citations, response-only). A refusal also
-  shows as the message text (the shared contract has no refusal field) and
-  ends the answer with FINISH_REASON_CONTENT_FILTER, unary and streamed
-  alike (a stream sends the refusal as text deltas and repeats it in the
-  final's extensions); on the way back that text is sent as `refusal` only,
-  not duplicated as content.
+  fields: `audio` ({"id": ...}); returned on answers together with
+  `annotations` (URL citations, response-only). `refusal` there is still read
+  on input (older callers echo it), but answers carry a refusal in the shared
+  `Message.refusal` (streams: `ChatDelta.refusal`) with
+  FINISH_REASON_REFUSAL, and it goes back upstream as `refusal`.
 * `ProviderServiceChatResponse.extensions["openai"]` / `ProviderStreamFinal`
   — `system_fingerprint`, `service_tier` and `finish_reason` (the raw value,
   when it maps to FINISH_REASON_OTHER).
@@ -40,6 +38,7 @@ from google.protobuf import json_format, struct_pb2
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
+from services.common import logprobs
 from services.common.errors import invalid_argument, unsupported_feature
 from services.common.reasoning import effort_name, reasoning_of
 
@@ -114,10 +113,12 @@ def request_body(
         choice = _tool_choice(request.tool_choice)
         if choice is not None:
             body["tool_choice"] = choice
+        body.update(_parallel_tool_calls(request, options))
     if request.HasField("settings"):
         body.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
     body.update(_reasoning(request))
     extra_body = options.pop("extra_body", None)
+    body.update(_caller(request.caller, options))
     body.update(options)
     if stream:
         body["stream"] = True
@@ -132,6 +133,17 @@ def request_body(
             )
         body.update(extra_body)
     return body
+
+
+def _caller(caller: chat_pb2.CallerContext, options: dict[str, Any]) -> dict[str, Any]:
+    """The end user as `safety_identifier` (OpenAI's successor to `user`); labels as `metadata`, which
+    OpenAI takes only for a stored completion. Options the caller set in extensions.openai win."""
+    out: dict[str, Any] = {}
+    if caller.user and "safety_identifier" not in options and "user" not in options:
+        out["safety_identifier"] = caller.user
+    if caller.labels and options.get("store") is True and "metadata" not in options:
+        out["metadata"] = dict(sorted(caller.labels.items()))
+    return out
 
 
 def _request_options(request: Request) -> dict[str, Any]:
@@ -179,8 +191,10 @@ def _message(path: str, message: chat_pb2.Message) -> dict[str, Any]:
                 for call in message.tool_calls
             ]
         extras = _message_round_trip(message)
+        if message.refusal:
+            extras["refusal"] = message.refusal
         if extras.get("refusal") and out.get("content") == extras["refusal"]:
-            del out["content"]  # the refusal we showed as text goes back as a refusal only
+            del out["content"]  # older answers showed the refusal as text too: it goes back as a refusal only
         out.update(extras)
     return out
 
@@ -256,13 +270,33 @@ def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
     if tool.description:
         function["description"] = tool.description
     function["parameters"] = struct_to_dict(tool.parameters) if tool.parameters.fields else {"type": "object"}
+    if tool.HasField("strict"):
+        function["strict"] = tool.strict
     return {"type": "function", "function": function}
 
 
 def _tool_choice(choice: chat_pb2.ToolChoice) -> str | dict[str, Any] | None:
     if choice.mode == chat_pb2.TOOL_CHOICE_MODE_NAMED:
         return {"type": "function", "function": {"name": choice.name}}
+    if choice.allowed_tools:
+        # ChatCompletionAllowedToolChoiceParam: the other tools stay defined (and cached) but uncallable.
+        mode = "required" if choice.mode == chat_pb2.TOOL_CHOICE_MODE_REQUIRED else "auto"
+        tools = [{"type": "function", "function": {"name": name}} for name in choice.allowed_tools]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": tools}}
     return _TOOL_CHOICES.get(choice.mode)
+
+
+def _parallel_tool_calls(request: Request, options: dict[str, Any]) -> dict[str, Any]:
+    """tool_choice.parallel_tool_calls → `parallel_tool_calls` (OpenAI takes it only with tools)."""
+    if not request.tool_choice.HasField("parallel_tool_calls"):
+        return {}
+    shared = request.tool_choice.parallel_tool_calls
+    if options.get("parallel_tool_calls", shared) != shared:
+        raise invalid_argument(
+            "extensions.openai.parallel_tool_calls",
+            "contradicts tool_choice.parallel_tool_calls; set only the shared field",
+        )
+    return {"parallel_tool_calls": shared}
 
 
 def _settings(
@@ -279,6 +313,10 @@ def _settings(
         out["stop"] = list(settings.stop)
     if settings.HasField("seed"):
         out["seed"] = settings.seed
+    if settings.logprobs:
+        out["logprobs"] = True
+        if settings.HasField("top_logprobs"):
+            out["top_logprobs"] = settings.top_logprobs
     response_format = settings.response_format
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_TEXT:
         out["response_format"] = {"type": "text"}
@@ -289,6 +327,9 @@ def _settings(
             "name": response_format.schema_name or "response",
             "schema": struct_to_dict(response_format.json_schema),
         }
+        # The shared field wins over the older extensions.openai.json_schema_strict.
+        if response_format.HasField("strict"):
+            strict = response_format.strict
         if strict is not None:
             schema["strict"] = strict
         out["response_format"] = {"type": "json_schema", "json_schema": schema}
@@ -322,13 +363,13 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 def finish_reason_from(raw: str | None, *, refused: bool = False) -> chat_pb2.FinishReason.ValueType:
     """OpenAI finish reason → enum; None stays UNSPECIFIED, unknown values are OTHER.
 
-    A refusal comes with finish reason "stop", but the model withheld the
-    answer on policy grounds: that is a content filter for the router and callers.
+    A refusal comes with finish reason "stop", but the model declined to
+    answer: FINISH_REASON_REFUSAL, with the text in `Message.refusal`.
     """
     if raw is None:
         return chat_pb2.FINISH_REASON_UNSPECIFIED
     if refused and raw == "stop":
-        return chat_pb2.FINISH_REASON_CONTENT_FILTER
+        return chat_pb2.FINISH_REASON_REFUSAL
     return _FINISH_REASONS.get(raw, chat_pb2.FINISH_REASON_OTHER)
 
 
@@ -369,9 +410,8 @@ def response_from_completion(completion: Mapping[str, Any]) -> pb.ProviderServic
         message.content.add(reasoning=chat_pb2.ReasoningPart(text=reasoning_text, provider=PROVIDER))
     if content:
         message.content.add(text=content)
-    elif refusal:
-        # The shared contract has no refusal field: the caller sees it as text.
-        message.content.add(text=refusal)
+    message.refusal = refusal or ""
+    message.logprobs.extend(_logprobs(choice))
     for call in answer.get("tool_calls") or []:
         function = call.get("function")
         if function is None:  # custom (free-form) tools are never sent, so never expected back
@@ -380,8 +420,6 @@ def response_from_completion(completion: Mapping[str, Any]) -> pb.ProviderServic
             id=call.get("id"), name=function.get("name"), arguments_json=function.get("arguments") or ""
         )
     extras: dict[str, Any] = {}
-    if refusal:
-        extras["refusal"] = refusal
     audio = answer.get("audio")
     if audio is not None:
         extras["audio"] = {"id": audio.get("id")}
@@ -408,6 +446,12 @@ def response_from_completion(completion: Mapping[str, Any]) -> pb.ProviderServic
     return response
 
 
+def _logprobs(choice: Any) -> list[chat_pb2.TokenLogprob]:
+    """The content tokens' log probabilities of a choice or a chunk's choice (refusal tokens' are left out)."""
+    found = choice.get("logprobs")
+    return logprobs.from_openai(found.get("content") or []) if found is not None else []
+
+
 def _reasoning_content(body: Mapping[str, Any]) -> str:
     """`reasoning_content`: not OpenAI's (its Chat Completions returns no reasoning), but what
     OpenAI-compatible reasoning servers (vLLM, DeepSeek, llama.cpp) add to the message and delta."""
@@ -425,7 +469,7 @@ class StreamState:
         self.response_id = ""
         self.system_fingerprint: str | None = None
         self.service_tier: str | None = None
-        self.refusal: list[str] = []
+        self.refused = False
         self._started_calls: set[int] = set()
 
     def delta_into(self, chunk: Any, delta: chat_pb2.ChatDelta) -> bool:
@@ -450,6 +494,9 @@ class StreamState:
         if sent is None:
             return False
         text = sent.get("content") or ""
+        if text:
+            delta.text = text
+        delta.logprobs.extend(_logprobs(choice))
         reasoning_text = _reasoning_content(sent)
         if reasoning_text:
             delta.reasoning.index = 0
@@ -457,14 +504,11 @@ class StreamState:
             delta.reasoning.provider = PROVIDER
         refusal = sent.get("refusal")
         if refusal:
-            # Shown as text, as a unary answer shows it; the final repeats it as a refusal.
-            self.refusal.append(refusal)
-            text += refusal
-        if text:
-            delta.text = text
+            self.refused = True
+            delta.refusal = refusal
         for call in sent.get("tool_calls") or []:
             self._tool_call(call, delta)
-        return bool(text or delta.tool_calls or reasoning_text)
+        return bool(text or refusal or delta.tool_calls or delta.logprobs or reasoning_text)
 
     def _tool_call(self, call: Any, delta: chat_pb2.ChatDelta) -> None:
         index = call.get("index")
@@ -479,7 +523,7 @@ class StreamState:
 
     def final(self, headroom: chat_pb2.RateLimitHeadroom) -> pb.ProviderStreamFinal:
         final = pb.ProviderStreamFinal(
-            finish_reason=finish_reason_from(self.raw_finish_reason, refused=bool(self.refusal)),
+            finish_reason=finish_reason_from(self.raw_finish_reason, refused=self.refused),
             usage=usage_from(self.usage),
             response_model=self.model,
             response_id=self.response_id,
@@ -493,8 +537,6 @@ class StreamState:
         )
         if extensions is not None:
             values.update(json_format.MessageToDict(extensions)[PROVIDER])
-        if self.refusal:
-            values["refusal"] = "".join(self.refusal)
         if values:
             final.extensions.CopyFrom(_struct(values))
         return final

@@ -2,7 +2,7 @@
 
 Four paths to the one fake OpenAI upstream (tests.bench.fake_upstream):
 straight to it over HTTP (the floor), LiteLLM's proxy (one worker, its own
-venv: tests.bench.litellm_proxy), the mesh over gRPC (router → OpenAI
+venv: services.testing.litellm_venv), the mesh over gRPC (router → OpenAI
 adapter with the real SDK) and the mesh's HTTP door (the same router and
 adapter). The HTTP paths share one client (httpx2); within one run the
 paths take turns, so the machine's other load falls on all of them alike.
@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from services.testing import litellm_venv
 from tests.bench import litellm_proxy
 from tests.bench import requests as req
 from tests.bench.load import LoadSpec, LoadWorker
@@ -37,7 +38,7 @@ MESH_PROCESSES = ("router", "adapter")
 
 
 def run(settings: BenchSettings, worker: LoadWorker, workdir: Path) -> dict[str, Any]:
-    ready, reason = litellm_proxy.ensure_venv(log_file=workdir / "litellm-install.log")
+    ready, reason = litellm_venv.ensure_venv(log_file=workdir / "litellm-install.log")
     if not ready:
         return {"skipped": reason}
     with Topology(workdir) as topology:
@@ -49,7 +50,7 @@ def run(settings: BenchSettings, worker: LoadWorker, workdir: Path) -> dict[str,
         )
         config = litellm_proxy.write_config(workdir / "litellm.yaml", MODEL, base_url)
         try:
-            litellm = litellm_proxy.start(litellm_proxy.VENV_DIR, config.resolve(), workdir)
+            litellm = litellm_proxy.start(litellm_venv.VENV_DIR, config.resolve(), workdir)
         except (RuntimeError, TimeoutError) as error:
             # LiteLLM's own trouble (a changed start-up check, say) skips the comparison, not the bench.
             return {"skipped": f"litellm did not start ({str(error).splitlines()[0]}); log {workdir / 'litellm.log'}"}
@@ -72,7 +73,7 @@ def run(settings: BenchSettings, worker: LoadWorker, workdir: Path) -> dict[str,
         finally:
             litellm.stop()
     return {
-        "litellm_version": litellm_proxy.LITELLM_PIN.partition("==")[2],
+        "litellm_version": litellm_venv.LITELLM_PIN.partition("==")[2],
         "venv": reason,
         "unary": unary,
         "streaming": streaming,

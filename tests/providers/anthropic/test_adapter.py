@@ -150,7 +150,7 @@ class TestChat:
             ("max_tokens", chat_pb2.FINISH_REASON_LENGTH),
             ("model_context_window_exceeded", chat_pb2.FINISH_REASON_LENGTH),
             ("tool_use", chat_pb2.FINISH_REASON_TOOL_CALLS),
-            ("refusal", chat_pb2.FINISH_REASON_CONTENT_FILTER),
+            ("refusal", chat_pb2.FINISH_REASON_REFUSAL),
             ("pause_turn", chat_pb2.FINISH_REASON_OTHER),
         ],
     )
@@ -192,10 +192,43 @@ class TestChat:
         assert error.field == "extensions.anthropic.temperature"
         assert fake.requests == []
 
-    def test_json_object_refused(self, stub: Any, fake: FakeAnthropic) -> None:
-        """Schema-less JSON mode is UNSUPPORTED_FEATURE naming settings.response_format.type (another candidate may serve it)."""
+    def test_json_object_mode_is_a_forced_tool(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Schema-less JSON mode, as Anthropic's docs give it: one forced tool, whose input comes back as the text."""
+        fake.script(
+            json_reply(
+                message(tool_calls=[("toolu_j", "json_object", {"city": "Paris", "n": 2})], stop_reason="tool_use")
+            )
+        )
+        request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Paris as JSON")])
+        request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        response = _chat(stub, request)
+        body = fake.requests[0].body
+        assert [tool["name"] for tool in body["tools"]] == ["json_object"]
+        assert body["tools"][0]["input_schema"] == {"type": "object"}
+        assert body["tool_choice"] == {"type": "tool", "name": "json_object"}
+        assert "output_config" not in body
+        assert json.loads(response.message.content[0].text) == {"city": "Paris", "n": 2}
+        assert (response.finish_reason, list(response.message.tool_calls)) == (chat_pb2.FINISH_REASON_STOP, [])
+
+    def test_json_object_mode_streams_the_input_as_text(self, stub: Any, fake: FakeAnthropic) -> None:
+        events = stream_events(message(tool_calls=[("toolu_j", "json_object", {"ok": True})], stop_reason="tool_use"))
+        fake.script(sse_reply(events))
+        request = pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("JSON please")])
+        request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        chunks = _stream(stub, request)
+        assert not any(chunk.delta.tool_calls for chunk in chunks if chunk.HasField("delta"))
+        assert json.loads("".join(chunk.delta.text for chunk in chunks if chunk.HasField("delta"))) == {"ok": True}
+        assert chunks[-1].final.finish_reason == chat_pb2.FINISH_REASON_STOP
+
+    @pytest.mark.parametrize("clash", ["tools", "thinking"])
+    def test_json_object_mode_cannot_join(self, stub: Any, fake: FakeAnthropic, clash: str) -> None:
+        """A forced tool excludes the request's own tools and extended thinking: UNSUPPORTED_FEATURE, nothing sent."""
         request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")])
         request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        if clash == "tools":
+            request.tools.append(_weather_tool())
+        else:
+            request.settings.reasoning.budget_tokens = 2048
         error = _error(lambda: _chat(stub, request))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "settings.response_format.type")
         assert error.reason == "UNSUPPORTED_FEATURE"
@@ -203,6 +236,61 @@ class TestChat:
 
 
 class TestTools:
+    def test_strict_tool(self, stub: Any, fake: FakeAnthropic) -> None:
+        """`strict` on a tool is Anthropic's strict tool use; a tool without it sends no flag."""
+        fake.script(json_reply(message(text="Sunny.")))
+        strict = _weather_tool()
+        strict.strict = True
+        loose = chat_pb2.ToolDefinition(name="get_time", description="The time in a city.")
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Paris?")], tools=[strict, loose]))
+        tools = fake.requests[0].body["tools"]
+        assert [tool.get("strict") for tool in tools] == [True, None]
+
+    def test_allowed_tools_and_no_parallel_calls(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Anthropic has no allowed-tools field: only the allowed tools are sent; parallel_tool_calls false is
+        tool_choice.disable_parallel_tool_use."""
+        fake.script(json_reply(message(text="ok")))
+        tools = [_weather_tool(), chat_pb2.ToolDefinition(name="get_time", description="The time in a city.")]
+        choice = chat_pb2.ToolChoice(
+            mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED, allowed_tools=["get_time"], parallel_tool_calls=False
+        )
+        _chat(
+            stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Time?")], tools=tools, tool_choice=choice)
+        )
+        body = fake.requests[0].body
+        assert [tool["name"] for tool in body["tools"]] == ["get_time"]
+        assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+        assert_golden("allowed_tools", body)
+
+    def test_parallel_tool_calls_against_the_extension_is_refused(self, stub: Any, fake: FakeAnthropic) -> None:
+        """The older extensions.anthropic.disable_parallel_tool_use contradicting the shared field: refused by name."""
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL,
+            messages=[user("Time?")],
+            tools=[_weather_tool()],
+            tool_choice=chat_pb2.ToolChoice(parallel_tool_calls=True),
+        )
+        request.extensions.update({"anthropic": {"disable_parallel_tool_use": True}})
+        error = _error(lambda: _chat(stub, request))
+        assert error.field == "extensions.anthropic.disable_parallel_tool_use"
+        assert fake.requests == []
+
+    def test_logprobs_are_unsupported(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Anthropic returns no log probabilities: UNSUPPORTED_FEATURE naming settings.logprobs, nothing sent."""
+        settings = chat_pb2.GenerationSettings(logprobs=True)
+        request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")], settings=settings)
+        error = _error(lambda: _chat(stub, request))
+        assert (error.reason, error.field) == ("UNSUPPORTED_FEATURE", "settings.logprobs")
+        assert fake.requests == []
+
+    def test_caller_user_is_metadata_user_id(self, stub: Any, fake: FakeAnthropic) -> None:
+        fake.script(json_reply(message(text="Hi.")))
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL, messages=[user("Hi")], caller=chat_pb2.CallerContext(user="u-7", labels={"team": "ads"})
+        )
+        _chat(stub, request)
+        assert fake.requests[0].body["metadata"] == {"user_id": "u-7"}
+
     def test_multi_turn_tool_results(self, stub: Any, fake: FakeAnthropic) -> None:
         """Tool calls become tool_use blocks; both results of one turn go in ONE user message."""
         fake.script(json_reply(message(text="Paris is 21°C; Oslo's station is offline.")))
@@ -515,13 +603,33 @@ class TestStreaming:
         assert received
         assert not any(event.HasField("final") for event in received)
 
-    def test_streamed_refusal_is_content_filter(self, stub: Any, fake: FakeAnthropic) -> None:
-        """A stream ending in stop_reason "refusal" has a final with FINISH_REASON_CONTENT_FILTER and the raw reason."""
-        fake.script(sse_reply(stream_events(message(text="I can't", stop_reason="refusal"))))
+    def test_streamed_refusal_is_a_refusal(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A stream ending in stop_reason "refusal": the text so far, one refusal delta with Anthropic's
+        explanation, then FINISH_REASON_REFUSAL and the raw reason and details."""
+        details = {"type": "refusal", "category": "cyber", "explanation": "This could enable malware."}
+        fake.script(sse_reply(stream_events(message(text="I can't", stop_reason="refusal", stop_details=details))))
         events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Hi")]))
-        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
-        assert _extension(events[-1].final)["stop_reason"] == "refusal"
+        assert "".join(event.delta.text for event in events[:-1]) == "I can't"
+        assert [event.delta.refusal for event in events[:-1] if event.delta.refusal] == ["This could enable malware."]
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+        assert _extension(events[-1].final)["stop_details"]["category"] == "cyber"
         assert events[-1].final.response_id == "msg_fake_01"
+
+    def test_refusal_without_explanation_names_it(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A unary refusal without an explanation still says it was one (naming the category) in Message.refusal."""
+        details = {"type": "refusal", "category": "bio"}
+        fake.script(json_reply(message(stop_reason="refusal", stop_details=details)))
+        response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
+        assert response.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+        assert response.message.refusal == "Anthropic declined to answer (stop_reason refusal, category bio)"
+
+    def test_refusal_in_history_goes_back_as_text(self, stub: Any, fake: FakeAnthropic) -> None:
+        """An assistant turn's Message.refusal reaches Anthropic as that turn's text (it has no refusal block)."""
+        fake.script(json_reply(message(text="ok")))
+        refused = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, refusal="I can't help with that.")
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Bad"), refused, user("Fine?")]))
+        sent = fake.requests[-1].body["messages"][1]
+        assert sent == {"role": "assistant", "content": [{"type": "text", "text": "I can't help with that."}]}
 
     def test_stream_without_final_usage_is_truncated(self, stub: Any, fake: FakeAnthropic) -> None:
         """A message_delta with a stop reason but no output count: UNAVAILABLE STREAM_TRUNCATED, not usage from message_start."""

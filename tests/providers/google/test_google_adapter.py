@@ -18,6 +18,7 @@ from llmmesh.v1 import chat_pb2, provider_service_pb2_grpc
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import MeshError
 from services.common.processes import ServiceProcess, start_service
+from services.common.reasoning import ReasoningAssembler
 from services.testing import fake_google as fg
 from services.testing.fake_google import FakeGemini, Reply
 
@@ -25,6 +26,8 @@ API_KEY = "test-key-google-5ecret-value"
 MODEL = "gemini-2.5-flash"
 GOLDEN = Path(__file__).parent / "golden"
 SIGNATURE = b"\x00sig\xffnature"
+B64_SIGNATURE = base64.b64encode(SIGNATURE).decode()
+GEMINI_3 = "gemini-3-pro-preview"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def adapter(fake: FakeGemini) -> Iterator[ServiceProcess]:
             "GEMINI_API_KEY": API_KEY,
             "GOOGLE_API_KEY": "",
             "LLMMESH_GOOGLE_BASE_URL": fake.url,
-            "LLMMESH_MODELS": "gemini-2.5-flash,gemini-2.5-pro",
+            "LLMMESH_MODELS": f"gemini-2.5-flash,gemini-2.5-pro,{GEMINI_3}",
             "LLMMESH_LOG_LEVEL": "debug",
         },
     )
@@ -291,6 +294,35 @@ class TestChat:
 
 
 class TestTools:
+    def test_allowed_tools_are_allowed_function_names(self, stub: Any, fake: FakeGemini) -> None:
+        """A model's choice among some tools is VALIDATED with allowedFunctionNames (Gemini takes the names only
+        with ANY or VALIDATED); a required one is ANY; parallel_tool_calls true is Gemini's default."""
+        fake.script(Reply(body=fg.response([fg.text_part("ok")])), Reply(body=fg.response([fg.text_part("ok")])))
+        choice = chat_pb2.ToolChoice(
+            mode=chat_pb2.TOOL_CHOICE_MODE_AUTO, allowed_tools=["get_time"], parallel_tool_calls=True
+        )
+        stub.Chat(chat_request(user("Time?"), tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=choice), timeout=10)
+        body = fake.requests[0].body
+        assert body["toolConfig"]["functionCallingConfig"] == {
+            "mode": "VALIDATED",
+            "allowedFunctionNames": ["get_time"],
+        }
+        assert_golden("allowed_tools", body)
+        choice.mode = chat_pb2.TOOL_CHOICE_MODE_REQUIRED
+        stub.Chat(chat_request(user("Time?"), tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=choice), timeout=10)
+        assert fake.requests[-1].body["toolConfig"]["functionCallingConfig"]["mode"] == "ANY"
+
+    def test_no_parallel_calls_is_unsupported(self, stub: Any, fake: FakeGemini) -> None:
+        """Gemini cannot turn parallel calls off: UNSUPPORTED_FEATURE naming the field, so the router moves on."""
+        choice = chat_pb2.ToolChoice(parallel_tool_calls=False)
+        error = failure(stub.Chat, chat_request(user("Time?"), tools=[WEATHER_TOOL], tool_choice=choice), timeout=10)
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "tool_choice.parallel_tool_calls",
+        )
+        assert fake.requests == []
+
     def test_parallel_tool_calls(self, stub: Any, fake: FakeGemini) -> None:
         """Several function calls in one turn come back as ToolCalls, ids kept or synthesised, signature kept."""
         fake.script(
@@ -320,6 +352,30 @@ class TestTools:
         body = fake.requests[0].body
         assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
         assert [d["name"] for d in body["tools"][0]["functionDeclarations"]] == ["get_weather", "get_time"]
+
+    @pytest.mark.parametrize(
+        ("choice", "mode"),
+        [(chat_pb2.TOOL_CHOICE_MODE_UNSPECIFIED, "VALIDATED"), (chat_pb2.TOOL_CHOICE_MODE_REQUIRED, "ANY")],
+    )
+    def test_strict_tool_holds_calls_to_their_schemas(
+        self, stub: Any, fake: FakeGemini, choice: int, mode: str
+    ) -> None:
+        """A strict tool asks for VALIDATED function calling where the model chooses; a required call is ANY."""
+        fake.script(Reply(body=fg.response([fg.text_part("Sunny.")])))
+        strict = chat_pb2.ToolDefinition()
+        strict.CopyFrom(WEATHER_TOOL)
+        strict.strict = True
+        stub.Chat(chat_request(user("Paris?"), tools=[strict, TIME_TOOL], tool_choice=chat_pb2.ToolChoice(mode=choice)))
+        assert fake.requests[0].body["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
+
+    def test_caller_labels_are_gemini_labels(self, stub: Any, fake: FakeGemini) -> None:
+        """Labels go to Gemini's `labels`; Gemini has no end-user field, so the user goes nowhere."""
+        fake.script(Reply(body=fg.response([fg.text_part("Hi.")])))
+        caller = chat_pb2.CallerContext(user="u-9", labels={"team": "ads"})
+        stub.Chat(chat_request(user("hi"), caller=caller), timeout=10)
+        body = fake.requests[0].body
+        assert body["labels"] == {"team": "ads"}
+        assert "u-9" not in json.dumps(body)
 
     def test_tool_results_round_trip(self, stub: Any, fake: FakeGemini) -> None:
         """Calls go back as model functionCall parts (signature, upstream ids only), results as one user turn."""
@@ -364,10 +420,12 @@ class TestTools:
         assert_golden("tool_round_trip", body)
 
     def test_text_thought_signature_round_trip(self, stub: Any, fake: FakeGemini) -> None:
-        """A signature on answer text comes back in Message.extensions and returns on the last text part."""
+        """A signature on answer text is a signature-only reasoning part, sent back on the last text part."""
         fake.script(Reply(body=fg.response([fg.text_part("Thinking done.", thought_signature=SIGNATURE)])))
         first = stub.Chat(chat_request(user("Think.")), timeout=10)
-        assert ext(first.message.extensions) == {"google": {"thought_signature": base64.b64encode(SIGNATURE).decode()}}
+        assert [part.WhichOneof("kind") for part in first.message.content] == ["reasoning", "text"]
+        assert first.message.content[0].reasoning == chat_pb2.ReasoningPart(signature=B64_SIGNATURE, provider="google")
+        assert not first.message.extensions.fields
         fake.script(Reply(body=fg.response([fg.text_part("OK.")])))
         stub.Chat(chat_request(user("Think."), first.message, user("And?")), timeout=10)
         sent = fake.requests[0].body["contents"][1]
@@ -375,6 +433,111 @@ class TestTools:
             "role": "model",
             "parts": [{"text": "Thinking done.", "thoughtSignature": base64.urlsafe_b64encode(SIGNATURE).decode()}],
         }
+
+    def test_refusal_in_history_goes_back_as_text(self, stub: Any, fake: FakeGemini) -> None:
+        """An assistant turn's Message.refusal reaches Gemini as the model turn's text (it has no refusal part)."""
+        fake.script(Reply(body=fg.response([fg.text_part("OK.")])))
+        refused = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, refusal="I can't help with that.")
+        stub.Chat(chat_request(user("Bad"), refused, user("Fine?")), timeout=10)
+        assert fake.requests[0].body["contents"][1] == {"role": "model", "parts": [{"text": "I can't help with that."}]}
+
+    def test_older_extension_signature_still_read(self, stub: Any, fake: FakeGemini) -> None:
+        """Message.extensions.google.thought_signature (the older form) still goes back on the last text part."""
+        fake.script(Reply(body=fg.response([fg.text_part("OK.")])))
+        older = message(
+            chat_pb2.ROLE_ASSISTANT, "Done.", extensions=struct({"google": {"thought_signature": B64_SIGNATURE}})
+        )
+        stub.Chat(chat_request(user("Think."), older, user("And?")), timeout=10)
+        part = fake.requests[0].body["contents"][1]["parts"][0]
+        assert base64.urlsafe_b64decode(part["thoughtSignature"]) == SIGNATURE
+
+    def test_thoughts_and_signatures_round_trip(self, stub: Any, fake: FakeGemini) -> None:
+        """Thoughts become one reasoning part per run, signatures parts of their own; all go back where they came."""
+        call_signature = b"call-signature"
+        fake.script(
+            Reply(
+                body=fg.response(
+                    [
+                        fg.thought_part("Need the weather; "),
+                        fg.thought_part("call the tool.", thought_signature=SIGNATURE),
+                        fg.text_part("Checking Paris."),
+                        fg.call_part(
+                            "get_weather", {"city": "Paris"}, call_id="fc-1", thought_signature=call_signature
+                        ),
+                        fg.call_part("get_time", {"city": "Paris"}, call_id="fc-2"),
+                    ],
+                    usage_metadata=fg.usage(10, 8, thoughts=21),
+                )
+            )
+        )
+        settings = chat_pb2.GenerationSettings(reasoning=chat_pb2.ReasoningSettings(include_thoughts=True))
+        first = stub.Chat(chat_request(user("Paris?"), tools=[WEATHER_TOOL, TIME_TOOL], settings=settings), timeout=10)
+        reasoning = [part.reasoning for part in first.message.content if part.WhichOneof("kind") == "reasoning"]
+        assert reasoning == [
+            chat_pb2.ReasoningPart(text="Need the weather; call the tool.", signature=B64_SIGNATURE, provider="google"),
+            chat_pb2.ReasoningPart(signature=base64.b64encode(call_signature).decode(), provider="google"),
+        ]
+        assert first.message.content[-1].text == "Checking Paris."
+        assert first.usage.reasoning_tokens == 21
+        # The reasoning parts alone (what the HTTP door carries) place the signature back on the first call.
+        for call in first.message.tool_calls:
+            call.extensions.Clear()
+        fake.script(Reply(body=fg.response([fg.text_part("Sunny.")])))
+        results = [
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_TOOL, tool_result=chat_pb2.ToolResult(tool_call_id=call_id, content="1")
+            )
+            for call_id in ("fc-1", "fc-2")
+        ]
+        stub.Chat(chat_request(user("Paris?"), first.message, *results, tools=[WEATHER_TOOL, TIME_TOOL]), timeout=10)
+        assert_golden("reasoning_round_trip", fake.requests[0].body)
+        parts = fake.requests[0].body["contents"][1]["parts"]
+        assert parts[0] == {
+            "text": "Need the weather; call the tool.",
+            "thought": True,
+            "thoughtSignature": base64.urlsafe_b64encode(SIGNATURE).decode(),
+        }
+        assert base64.urlsafe_b64decode(parts[2]["thoughtSignature"]) == call_signature
+        assert "thoughtSignature" not in parts[1]
+        assert "thoughtSignature" not in parts[3]
+
+    def test_foreign_history_gets_googles_dummy_signature_on_gemini_3(self, stub: Any, fake: FakeGemini) -> None:
+        """Calls another provider made reach a Gemini 3 model with the dummy signature Google documents; 2.5 gets none."""
+        anthropic_turn = chat_pb2.Message(
+            role=chat_pb2.ROLE_ASSISTANT,
+            content=[
+                chat_pb2.ContentPart(
+                    reasoning=chat_pb2.ReasoningPart(text="hmm", signature="c2ln", provider="anthropic")
+                )
+            ],
+            tool_calls=[
+                chat_pb2.ToolCall(id="toolu_1", name="get_weather", arguments_json='{"city":"Rome"}'),
+                chat_pb2.ToolCall(id="toolu_2", name="get_time", arguments_json='{"city":"Rome"}'),
+            ],
+        )
+        results = [
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_TOOL, tool_result=chat_pb2.ToolResult(tool_call_id=call_id, content="1")
+            )
+            for call_id in ("toolu_1", "toolu_2")
+        ]
+        history = (user("Rome?"), anthropic_turn, *results)
+        fake.script(Reply(body=fg.response([fg.text_part("Sunny.")], model_version="gemini-3-pro-preview")))
+        reply = stub.Chat(chat_request(*history, tools=[WEATHER_TOOL, TIME_TOOL], model=GEMINI_3), timeout=10)
+        assert reply.message.content[-1].text == "Sunny."  # the fake, like Gemini 3, refuses an unsigned first call
+        assert_golden("foreign_history_gemini_3", fake.requests[0].body)
+        parts = fake.requests[0].body["contents"][1]["parts"]
+        assert [part.get("thoughtSignature") for part in parts] == ["skip_thought_signature_validator", None]
+        fake.script(Reply(body=fg.response([fg.text_part("Sunny.")])))
+        stub.Chat(chat_request(*history, tools=[WEATHER_TOOL, TIME_TOOL]), timeout=10)
+        assert all("thoughtSignature" not in part for part in fake.requests[0].body["contents"][1]["parts"])
+
+    def test_gemini_3_fake_refuses_unsigned_calls(self) -> None:
+        """The fake speaks Gemini 3's refusal, so the dummy-signature test above can fail."""
+        body = {"contents": [{"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]}]}
+        assert fg.missing_signature(body) is not None
+        body["contents"][0]["parts"][0]["thoughtSignature"] = "skip_thought_signature_validator"
+        assert fg.missing_signature(body) is None
 
     def test_tool_result_without_known_name_refused(self, stub: Any, fake: FakeGemini) -> None:
         """A tool result with no name and no matching earlier call is INVALID_ARGUMENT naming the field."""
@@ -385,6 +548,34 @@ class TestTools:
         error = failure(stub.Chat, request, timeout=10)
         assert error.field == "messages[1].tool_result.name"
         assert fake.requests == []
+
+
+class TestLogprobs:
+    def test_logprobs_asked_for_and_mapped_back(self, stub: Any, fake: FakeGemini) -> None:
+        """settings.logprobs is responseLogprobs (top_logprobs: logprobs); logprobsResult comes back as
+        Message.logprobs, each chosen token with its step's top candidates."""
+        steps = [("Hi", -0.1, {"Hi": -0.1, "Hello": -2.5}), ("!", -0.2, {"!": -0.2})]
+        fake.script(Reply(body=fg.response([fg.text_part("Hi!")], logprobs=steps)))
+        settings = chat_pb2.GenerationSettings(logprobs=True, top_logprobs=2)
+        response = stub.Chat(chat_request(user("Hi"), settings=settings), timeout=10)
+        config = fake.requests[0].body["generationConfig"]
+        assert (config["responseLogprobs"], config["logprobs"]) == (True, 2)
+        assert_golden("logprobs", fake.requests[0].body)
+        first = response.message.logprobs[0]
+        assert (first.token, first.logprob) == ("Hi", -0.1)
+        assert [(top.token, top.logprob) for top in first.top_logprobs] == [("Hi", -0.1), ("Hello", -2.5)]
+        assert [item.token for item in response.message.logprobs] == ["Hi", "!"]
+
+    def test_streamed_logprobs_ride_their_deltas(self, stub: Any, fake: FakeGemini) -> None:
+        events = [
+            fg.response([fg.text_part("Hi")], finish_reason=None, logprobs=[("Hi", -0.1, {})]),
+            fg.response([fg.text_part("!")], usage_metadata=fg.usage(3, 2), logprobs=[("!", -0.2, {})]),
+        ]
+        fake.script(Reply(events=events))
+        settings = chat_pb2.GenerationSettings(logprobs=True)
+        received = list(stub.StreamChat(stream_request(user("Hi"), settings=settings), timeout=10))
+        pairs = [(e.delta.text, [t.token for t in e.delta.logprobs]) for e in received[:-1]]
+        assert pairs == [("Hi", ["Hi"]), ("!", ["!"])]
 
 
 class TestStreaming:
@@ -424,6 +615,38 @@ class TestStreaming:
         assert ext(calls[0].extensions) == {"google": {"thought_signature": base64.b64encode(SIGNATURE).decode()}}
         assert final.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
         assert final.usage.input_tokens == 9
+
+    def test_streamed_thoughts_and_signatures(self, stub: Any, fake: FakeGemini) -> None:
+        """Thought chunks are ReasoningDeltas of one index; a signature gets its own; assembled they equal the unary parts."""
+        fake.script(
+            Reply(
+                events=[
+                    fg.response([fg.thought_part("Weather first, ")], finish_reason=None),
+                    fg.response([fg.thought_part("then answer.")], finish_reason=None),
+                    fg.response([fg.text_part("Checking.")], finish_reason=None),
+                    fg.response(
+                        [fg.call_part("get_weather", {"city": "Oslo"}, thought_signature=SIGNATURE)],
+                        usage_metadata=fg.usage(9, 6, thoughts=12),
+                    ),
+                ]
+            )
+        )
+        deltas, final = collect(stub, stream_request(user("Oslo?"), tools=[WEATHER_TOOL]))
+        reasoning = [delta.reasoning for delta in deltas if delta.HasField("reasoning")]
+        assert [(r.index, r.text, r.signature, r.provider) for r in reasoning] == [
+            (0, "Weather first, ", "", "google"),
+            (0, "then answer.", "", "google"),
+            (1, "", B64_SIGNATURE, "google"),
+        ]
+        assembler = ReasoningAssembler()
+        for delta in reasoning:
+            assembler.add(delta)
+        assert assembler.parts() == [
+            chat_pb2.ReasoningPart(text="Weather first, then answer.", provider="google"),
+            chat_pb2.ReasoningPart(signature=B64_SIGNATURE, provider="google"),
+        ]
+        assert final.usage.reasoning_tokens == 12
+        assert not final.extensions.fields["google"].struct_value.fields.get("thought_signature")
 
     def test_truncated_stream(self, stub: Any, fake: FakeGemini) -> None:
         """A stream that ends cleanly without a finish reason is UNAVAILABLE STREAM_TRUNCATED, not complete."""
@@ -591,7 +814,7 @@ class TestProcess:
         """ListModels serves LLMMESH_MODELS, labelled as the google provider."""
         reply = stub.ListModels(pb.ProviderServiceListModelsRequest(), timeout=10)
         assert reply.provider == "google"
-        assert [m.name for m in reply.models] == ["gemini-2.5-flash", "gemini-2.5-pro"]
+        assert [m.name for m in reply.models] == ["gemini-2.5-flash", "gemini-2.5-pro", GEMINI_3]
         assert reply.models[0].context_window == 1_048_576
 
     def test_key_never_logged(self, adapter: ServiceProcess, fake: FakeGemini) -> None:

@@ -247,3 +247,30 @@ class TestMockEmbeddings:
         with pytest.raises(grpc.RpcError) as refused:
             stub.Embed(_embed("embedder", "alpha", fail_code="UNAVAILABLE"), timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+class TestMockRefusal:
+    def test_scripted_refusal_unary_and_stream(self, stub) -> None:
+        """extensions.mock.refusal declines: Message.refusal (streams: refusal deltas), no text, FINISH_REASON_REFUSAL."""
+        request = _request("tail", _user("Bad?"), refusal="I can't help with that.")
+        unary = stub.Chat(request, timeout=5)
+        assert (unary.message.refusal, list(unary.message.content)) == ("I can't help with that.", [])
+        assert unary.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+        events = list(stub.StreamChat(ppb.ProviderServiceStreamChatRequest(**_fields(request)), timeout=5))
+        assert "".join(event.delta.refusal for event in events[:-1]) == "I can't help with that."
+        assert all(not event.delta.text for event in events[:-1])
+        assert events[-1].final.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+
+
+class TestMockLogprobs:
+    def test_one_made_up_token_per_word_unary_and_stream(self, stub) -> None:
+        """settings.logprobs: one TokenLogprob per word, top_logprobs alternatives, the same on both paths."""
+        request = _request("tail", _user("a b"))
+        request.settings.logprobs = True
+        request.settings.top_logprobs = 2
+        unary = stub.Chat(request, timeout=5)
+        events = list(stub.StreamChat(ppb.ProviderServiceStreamChatRequest(**_fields(request)), timeout=5))
+        streamed = [item for event in events[:-1] for item in event.delta.logprobs]
+        assert list(unary.message.logprobs) == streamed
+        assert "".join(item.token for item in streamed) == "".join(event.delta.text for event in events[:-1])
+        assert [len(item.top_logprobs) for item in streamed] == [2] * len(streamed)

@@ -21,6 +21,7 @@ from services.testing.fake_openai import (
     completion,
     refusal_stream,
     text_stream,
+    token_logprob,
     tool_call,
     tool_call_delta,
     usage,
@@ -177,6 +178,35 @@ class TestChat:
         stub.Chat(chat_request(user("JSON please"), settings=settings), timeout=10)
         assert fake.chat_requests[0].body["response_format"] == {"type": "json_object"}
 
+    def test_strict_tools_and_schema(self, stub, fake):
+        """`strict` on a tool and on the response schema become OpenAI's strict flags (the shared field wins)."""
+        fake.script(Reply.json(completion('{"answer": 4}')))
+        tool = weather_tool()
+        tool.strict = True
+        settings = chat_pb2.GenerationSettings(
+            response_format=chat_pb2.ResponseFormat(
+                type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=struct({"type": "object"}), strict=False
+            )
+        )
+        request = chat_request(
+            user("2+2?"), tools=[tool], settings=settings, extensions=struct({"openai": {"json_schema_strict": True}})
+        )
+        stub.Chat(request, timeout=10)
+        body = fake.chat_requests[0].body
+        assert body["tools"][0]["function"]["strict"] is True
+        assert body["response_format"]["json_schema"]["strict"] is False
+
+    def test_caller_context(self, stub, fake):
+        """The end user is `safety_identifier`; labels become `metadata` only for a stored completion."""
+        fake.script(Reply.json(completion("a")), Reply.json(completion("b")))
+        caller = chat_pb2.CallerContext(user="u-1", labels={"team": "ads"})
+        stub.Chat(chat_request(user("hi"), caller=caller), timeout=10)
+        stored = chat_request(user("hi"), caller=caller, extensions=struct({"openai": {"store": True}}))
+        stub.Chat(stored, timeout=10)
+        first, second = (recorded.body for recorded in fake.chat_requests)
+        assert (first["safety_identifier"], "metadata" in first) == ("u-1", False)
+        assert (second["safety_identifier"], second["metadata"]) == ("u-1", {"team": "ads"})
+
     def test_parallel_tool_calls_come_back(self, stub, fake):
         """Several tool calls in one answer come back with ids, names and the exact arguments text."""
         fake.script(
@@ -306,15 +336,23 @@ class TestChat:
         assert fake.chat_requests == []
 
     def test_refusal_round_trips(self, stub, fake):
-        """A refusal comes back as text plus message.extensions.openai.refusal, and goes back as a refusal next turn."""
+        """A refusal comes back in Message.refusal, and goes back as OpenAI's `refusal` next turn."""
         fake.script(Reply.json(completion(None, refusal="I can't help with that.")))
         response = stub.Chat(chat_request(user("Something bad")), timeout=10)
-        assert response.message.extensions["openai"]["refusal"] == "I can't help with that."
-        assert response.message.content[0].text == "I can't help with that."
+        assert response.message.refusal == "I can't help with that."
+        assert response.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
         fake.script(Reply.json(completion("Sure.")))
         stub.Chat(chat_request(user("Something bad"), response.message, user("Something fine")), timeout=10)
         sent = fake.chat_requests[0].body["messages"][1]
         assert sent == {"role": "assistant", "refusal": "I can't help with that."}
+
+    def test_older_refusal_echo_goes_back_once(self, stub, fake):
+        """An assistant turn as older answers gave it (text plus extensions.openai.refusal) goes back as a refusal only."""
+        old = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, content=[chat_pb2.ContentPart(text="No.")])
+        old.extensions.update({"openai": {"refusal": "No."}})
+        fake.script(Reply.json(completion("Sure.")))
+        stub.Chat(chat_request(user("Something bad"), old, user("Something fine")), timeout=10)
+        assert fake.chat_requests[0].body["messages"][1] == {"role": "assistant", "refusal": "No."}
 
     @pytest.mark.parametrize(
         ("raw", "expected"),
@@ -384,6 +422,67 @@ class TestChat:
         assert response.provider == "openai"
         assert [model.name for model in response.models] == ["gpt-4o-mini", "gpt-4.1"]
         assert all(model.provider_instances == ["openai"] and not model.mock for model in response.models)
+
+
+class TestToolChoiceLimits:
+    def _tools(self) -> list[chat_pb2.ToolDefinition]:
+        return [weather_tool(), chat_pb2.ToolDefinition(name="get_time", description="The time.")]
+
+    def test_allowed_tools_and_no_parallel_calls(self, stub, fake):
+        """allowed_tools is OpenAI's allowed_tools choice (every tool still defined); parallel_tool_calls passes on."""
+        fake.script(Reply.json(completion("ok")))
+        choice = chat_pb2.ToolChoice(
+            mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED, allowed_tools=["get_time"], parallel_tool_calls=False
+        )
+        stub.Chat(chat_request(user("Time?"), tools=self._tools(), tool_choice=choice), timeout=10)
+        body = fake.chat_requests[0].body
+        assert body["tool_choice"] == {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]},
+        }
+        assert (body["parallel_tool_calls"], len(body["tools"])) == (False, 2)
+        assert_golden("allowed_tools", body)
+
+    def test_contradicting_extension_is_refused(self, stub, fake):
+        """extensions.openai.parallel_tool_calls against the shared field: INVALID_ARGUMENT naming it, nothing sent."""
+        request = chat_request(
+            user("Time?"), tools=self._tools(), tool_choice=chat_pb2.ToolChoice(parallel_tool_calls=True)
+        )
+        request.extensions.update({"openai": {"parallel_tool_calls": False}})
+        error = _chat_error(stub, request)
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "extensions.openai.parallel_tool_calls")
+        assert fake.chat_requests == []
+
+
+class TestLogprobs:
+    def test_logprobs_asked_for_and_mapped_back(self, stub, fake):
+        """settings.logprobs / top_logprobs reach OpenAI; the choice's logprobs.content come back as Message.logprobs."""
+        content = [token_logprob("Hi", -0.1, top={"Hello": -2.5}), token_logprob("!", -0.0)]
+        fake.script(Reply.json(completion("Hi!", logprobs=content)))
+        settings = chat_pb2.GenerationSettings(logprobs=True, top_logprobs=1)
+        response = stub.Chat(chat_request(user("Hi"), settings=settings), timeout=10)
+        body = fake.chat_requests[0].body
+        assert (body["logprobs"], body["top_logprobs"]) == (True, 1)
+        assert_golden("logprobs", body)
+        first = response.message.logprobs[0]
+        assert (first.token, first.logprob, first.token_bytes) == ("Hi", -0.1, b"Hi")
+        assert [(top.token, top.logprob) for top in first.top_logprobs] == [("Hello", -2.5)]
+        assert [item.token for item in response.message.logprobs] == ["Hi", "!"]
+
+    def test_streamed_logprobs_ride_their_deltas(self, stub, fake):
+        """Each chunk's logprobs come with its text delta."""
+        events = [
+            chunk(role="assistant", content=""),
+            chunk(content="Hi", logprobs=[token_logprob("Hi", -0.2)]),
+            chunk(content="!", logprobs=[token_logprob("!", -0.3)]),
+            chunk(finish_reason="stop"),
+            chunk(no_choices=True, usage_body=usage(5, 2)),
+        ]
+        fake.script(Reply.stream(events))
+        settings = chat_pb2.GenerationSettings(logprobs=True)
+        received = _stream(stub, stream_request(user("Hi"), settings=settings))
+        pairs = [(e.delta.text, [(t.token, t.logprob) for t in e.delta.logprobs]) for e in received[:-1]]
+        assert [pair for pair in pairs if pair[1]] == [("Hi", [("Hi", -0.2)]), ("!", [("!", -0.3)])]
 
 
 class TestStreaming:
@@ -481,18 +580,19 @@ class TestStreaming:
         assert not any(event.HasField("final") for event in received)
 
     def test_streamed_refusal_is_a_refusal(self, stub, fake):
-        """A streamed refusal arrives as text with finish reason CONTENT_FILTER and extensions.openai.refusal, as unary maps it."""
+        """A streamed refusal arrives as refusal deltas (no text) with FINISH_REASON_REFUSAL, as unary maps it."""
         fake.script(Reply.stream(refusal_stream(["I can't ", "help with that."])))
         events = _stream(stub, stream_request(user("Something bad")))
-        assert "".join(event.delta.text for event in events[:-1]) == "I can't help with that."
+        assert "".join(event.delta.refusal for event in events[:-1]) == "I can't help with that."
+        assert "".join(event.delta.text for event in events[:-1]) == ""
         final = events[-1].final
-        assert final.finish_reason == chat_pb2.FINISH_REASON_CONTENT_FILTER
-        assert final.extensions["openai"]["refusal"] == "I can't help with that."
+        assert final.finish_reason == chat_pb2.FINISH_REASON_REFUSAL
+        assert "refusal" not in final.extensions["openai"]
         assert final.response_id == "chatcmpl-fake2"
         fake.script(Reply.json(completion(None, refusal="I can't help with that.")))
         unary = stub.Chat(chat_request(user("Something bad")), timeout=10)
         assert unary.finish_reason == final.finish_reason
-        assert unary.message.content[0].text == "I can't help with that."
+        assert (unary.message.refusal, list(unary.message.content)) == ("I can't help with that.", [])
 
     def test_assistant_prefix_is_unsupported(self, stub, fake):
         """Chat Completions cannot continue an assistant prefix: UNSUPPORTED_FEATURE naming it, nothing sent upstream."""

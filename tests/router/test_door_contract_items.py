@@ -1,0 +1,225 @@
+"""Issue 17's contract items at the HTTP door, with OpenAI's names, through the real openai SDK.
+
+Refusals (`message.refusal`, `delta.refusal`, Responses `refusal` parts and
+events), the upstream response id in the `llmmesh` field, and tool choice
+limited to some tools (`allowed_tools`) with `parallel_tool_calls`, against a
+live router and mock adapter (whose start events say what reached it). The wire shapes are checked against OpenAI's schema
+in test_openai_schema.py; these tests pin what the SDK reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from services.testing.mesh import MockMesh
+from tests.router.test_http_gateway import MOCK_CONFIG, ROUTING, TOOLS, USER, http_port_of
+
+REFUSAL = "I can't help with that."
+MONTHLY = [{"role": "user", "content": "what is the monthly total?"}]
+RESPONSES_TOOLS = [{"type": "function", **tool["function"]} for tool in TOOLS]
+
+
+def _mock(**options: Any) -> dict[str, Any]:
+    """An extra_body that scripts the mock for one request and turns off router retries."""
+    return {"llmmesh": {"max_retries": 0, "extensions": {"mock": options}}}
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockMesh]:
+    with MockMesh(
+        mock_config=MOCK_CONFIG,
+        routing=ROUTING,
+        env={"LLMMESH_HTTP_PORT": "0"},
+        workdir=tmp_path_factory.mktemp("door-contract-items"),
+    ) as started:
+        yield started
+
+
+@pytest.fixture
+async def client(door: MockMesh) -> AsyncIterator[openai.AsyncOpenAI]:
+    base_url = f"http://127.0.0.1:{http_port_of(door)}/v1"
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=20) as sdk:
+        yield sdk
+
+
+class TestRefusalsInChatCompletions:
+    async def test_unary_refusal_is_message_refusal(self, client: openai.AsyncOpenAI) -> None:
+        """A refused answer: `message.refusal`, `content: null`, finish_reason "stop", as OpenAI answers."""
+        answer = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(refusal=REFUSAL)
+        )
+        choice = answer.choices[0]
+        assert (choice.message.refusal, choice.message.content, choice.finish_reason) == (REFUSAL, None, "stop")
+
+    async def test_streamed_refusal_is_refusal_deltas(self, client: openai.AsyncOpenAI) -> None:
+        """A refused stream: `delta.refusal` fragments, no content, then finish_reason "stop"."""
+        stream = await client.chat.completions.create(
+            model="mock-small", messages=USER, stream=True, extra_body=_mock(refusal=REFUSAL)
+        )
+        chunks = [chunk async for chunk in stream]
+        deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+        assert "".join(delta.refusal or "" for delta in deltas) == REFUSAL
+        assert "".join(delta.content or "" for delta in deltas) == ""
+        assert chunks[-1].choices[0].finish_reason == "stop"
+
+    async def test_refusal_goes_back_as_history(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """The SDK's refused message, replayed, reaches the provider as the assistant's refusal."""
+        first = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(refusal=REFUSAL)
+        )
+        replay = first.choices[0].message.model_dump(exclude_none=True)
+        door.clear_events()
+        again = await client.chat.completions.create(
+            model="mock-small", messages=[*USER, replay, {"role": "user", "content": "something else"}]
+        )
+        assert again.choices[0].message.content == "[mock mock-small] something else"
+        start = next(event for event in door.events() if event["event"] == "start")
+        assert start["messages"] == 3
+
+
+class TestRefusalsInResponses:
+    async def test_unary_refusal_is_a_refusal_part(self, client: openai.AsyncOpenAI) -> None:
+        """A refused answer is a message whose one content part is `refusal`; output_text stays empty."""
+        response = await client.responses.create(model="mock-small", input="hi", extra_body=_mock(refusal=REFUSAL))
+        [item] = response.output
+        assert item.type == "message"
+        assert [(part.type, getattr(part, "refusal", None)) for part in item.content] == [("refusal", REFUSAL)]
+        assert response.output_text == ""
+
+    async def test_streamed_refusal_events(self, client: openai.AsyncOpenAI) -> None:
+        """Streamed: response.refusal.delta events, then response.refusal.done with the whole refusal,
+        and the completed response carries the refusal part."""
+        stream = await client.responses.create(
+            model="mock-small", input="hi", stream=True, extra_body=_mock(refusal=REFUSAL, text="Well,")
+        )
+        events = [event async for event in stream]
+        kinds = [event.type for event in events]
+        assert "".join(event.delta for event in events if event.type == "response.refusal.delta") == REFUSAL
+        [done] = [event for event in events if event.type == "response.refusal.done"]
+        assert (done.refusal, done.content_index) == (REFUSAL, 1)
+        assert kinds.index("response.output_text.done") < kinds.index("response.refusal.delta")
+        final = events[-1].response
+        assert [part.type for part in final.output[0].content] == ["output_text", "refusal"]
+
+
+class TestResponseId:
+    async def test_responses_llmmesh_field_names_the_upstream_response_id(self, client: openai.AsyncOpenAI) -> None:
+        """Unary and streamed Responses answers carry the upstream's id in `llmmesh.response_id`."""
+        response = await client.responses.create(model="mock-small", input="hi")
+        assert response.model_extra["llmmesh"]["response_id"].startswith("mock-")
+        stream = await client.responses.create(model="mock-small", input="hi", stream=True)
+        events = [event async for event in stream]
+        mesh = events[-1].response.model_extra["llmmesh"]
+        assert mesh["response_id"].startswith("mock-")
+        assert mesh["response_id"] != response.model_extra["llmmesh"]["response_id"]
+
+
+def _start(door: MockMesh) -> dict[str, Any]:
+    return next(event for event in door.events() if event["event"] == "start")
+
+
+class TestToolChoiceLimits:
+    async def test_chat_allowed_tools_and_parallel_tool_calls(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """tool_choice allowed_tools and parallel_tool_calls reach the provider; the scripted answer keeps only
+        the allowed call."""
+        door.clear_events()
+        choice = {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "calculator"}}]},
+        }
+        answer = await client.chat.completions.create(
+            model="mock-agent", messages=MONTHLY, tools=TOOLS, tool_choice=choice, parallel_tool_calls=False
+        )
+        calls = answer.choices[0].message.tool_calls or []
+        assert [call.function.name for call in calls] == ["calculator"]
+        start = _start(door)
+        assert (start["allowed_tools"], start["parallel_tool_calls"]) == (["calculator"], False)
+
+    async def test_parallel_tool_calls_false_keeps_one_call(self, client: openai.AsyncOpenAI) -> None:
+        """parallel_tool_calls false streamed: one call where the script has two."""
+        stream = await client.chat.completions.create(
+            model="mock-agent", messages=MONTHLY, tools=TOOLS, parallel_tool_calls=False, stream=True
+        )
+        indices = {
+            call.index async for chunk in stream if chunk.choices for call in chunk.choices[0].delta.tool_calls or []
+        }
+        assert indices == {0}
+
+    async def test_unknown_allowed_tool_names_the_field(self, client: openai.AsyncOpenAI) -> None:
+        """An allowed tool that is not in tools: 400 naming it as the caller spelled it."""
+        choice = {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]},
+        }
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="mock-agent", messages=MONTHLY, tools=TOOLS, tool_choice=choice)
+        assert caught.value.param == "tool_choice.allowed_tools.tools[0]"
+
+    async def test_responses_allowed_tools_and_parallel_tool_calls(
+        self, client: openai.AsyncOpenAI, door: MockMesh
+    ) -> None:
+        """The Responses spelling ({type: allowed_tools, mode, tools}) maps the same way and is echoed back."""
+        door.clear_events()
+        choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "current_time"}]}
+        response = await client.responses.create(
+            model="mock-agent",
+            input=MONTHLY[0]["content"],
+            tools=RESPONSES_TOOLS,
+            tool_choice=choice,
+            parallel_tool_calls=False,
+        )
+        assert [item.name for item in response.output if item.type == "function_call"] == ["current_time"]
+        assert (response.parallel_tool_calls, response.tool_choice.type) == (False, "allowed_tools")
+        start = _start(door)
+        assert (start["allowed_tools"], start["parallel_tool_calls"]) == (["current_time"], False)
+
+    async def test_responses_unknown_allowed_tool_names_the_field(self, client: openai.AsyncOpenAI) -> None:
+        choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "nope"}]}
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(
+                model="mock-agent", input="monthly", tools=RESPONSES_TOOLS, tool_choice=choice
+            )
+        assert caught.value.param == "tool_choice.tools[0]"
+
+
+class TestLogprobs:
+    async def test_chat_logprobs_unary_and_stream(self, client: openai.AsyncOpenAI) -> None:
+        """logprobs / top_logprobs come back in choice.logprobs.content, as the SDK reads them, on both paths."""
+        answer = await client.chat.completions.create(model="mock-small", messages=USER, logprobs=True, top_logprobs=2)
+        content = answer.choices[0].logprobs.content
+        assert "".join(item.token for item in content) == answer.choices[0].message.content
+        assert [len(item.top_logprobs) for item in content] == [2] * len(content)
+        assert content[0].bytes == list(content[0].token.encode())
+        stream = await client.chat.completions.create(
+            model="mock-small", messages=USER, logprobs=True, top_logprobs=2, stream=True
+        )
+        streamed = [
+            item
+            for chunk in [chunk async for chunk in stream]
+            if chunk.choices and chunk.choices[0].logprobs
+            for item in chunk.choices[0].logprobs.content or []
+        ]
+        assert [item.model_dump() for item in streamed] == [item.model_dump() for item in content]
+
+    async def test_responses_logprobs_unary_and_stream(self, client: openai.AsyncOpenAI) -> None:
+        """include message.output_text.logprobs (with top_logprobs) fills output_text's logprobs and the deltas'."""
+        response = await client.responses.create(
+            model="mock-small", input="hi", include=["message.output_text.logprobs"], top_logprobs=1
+        )
+        part = response.output[0].content[0]
+        assert "".join(item.token for item in part.logprobs) == part.text
+        assert all(len(item.top_logprobs) == 1 for item in part.logprobs)
+        stream = await client.responses.create(
+            model="mock-small", input="hi", include=["message.output_text.logprobs"], top_logprobs=1, stream=True
+        )
+        events = [event async for event in stream]
+        deltas = [
+            item.token for event in events if event.type == "response.output_text.delta" for item in event.logprobs
+        ]
+        assert "".join(deltas) == part.text
+        [done] = [event for event in events if event.type == "response.output_text.done"]
+        assert [item.token for item in done.logprobs] == deltas
