@@ -40,6 +40,24 @@ def default_routing(fallbacks: Mapping[str, Sequence[str]] | None = None) -> dic
     }
 
 
+def start_router(
+    workdir: Path,
+    routing: Mapping[str, Any],
+    services: Mapping[str, Sequence[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    name: str = "router",
+) -> ServiceProcess:
+    """A router process over `routing`, finding each service's instances (`services`: name → addresses)
+    through static discovery; its files are written into `workdir`."""
+    routing_file = workdir / "routing.yaml"
+    routing_file.write_text(yaml.safe_dump(dict(routing)))
+    static_file = workdir / "static.yaml"
+    static_file.write_text(yaml.safe_dump({"services": {key: list(value) for key, value in services.items()}}))
+    files = {"LLMMESH_ROUTING_FILE": str(routing_file), "LLMMESH_STATIC_DISCOVERY_FILE": str(static_file)}
+    return start_service(["-m", "services.router"], name=name, workdir=workdir, env={**(env or {}), **files})
+
+
 class MockMesh:
     """A mock adapter (or several) and a router, started and stopped together."""
 
@@ -71,8 +89,6 @@ class MockMesh:
             mock_file = self.workdir / "mock.yaml"
             mock_file.write_text(yaml.safe_dump(self.mock_config))
             mock_env["LLMMESH_MOCK_CONFIG"] = str(mock_file)
-        routing_file = self.workdir / "routing.yaml"
-        routing_file.write_text(yaml.safe_dump(self.routing))
         try:
             for index in range(self.mock_instances):
                 self.mocks.append(
@@ -83,19 +99,11 @@ class MockMesh:
                         env={**self.env, **self.mock_env, **mock_env},
                     )
                 )
-            static_file = self.workdir / "static.yaml"
-            static_file.write_text(
-                yaml.safe_dump({"services": {"llmmesh-provider-mock": [mock.address for mock in self.mocks]}})
-            )
-            self.router = start_service(
-                ["-m", "services.router"],
-                name="router",
-                workdir=self.workdir,
-                env={
-                    **self.env,
-                    "LLMMESH_ROUTING_FILE": str(routing_file),
-                    "LLMMESH_STATIC_DISCOVERY_FILE": str(static_file),
-                },
+            self.router = start_router(
+                self.workdir,
+                self.routing,
+                {"llmmesh-provider-mock": [mock.address for mock in self.mocks]},
+                env=self.env,
             )
         except BaseException:
             self.stop()

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-import yaml
 from google.protobuf import json_format, struct_pb2
 
 from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
@@ -20,6 +19,7 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.processes import ServiceProcess, start_service
 from services.common.reasoning import ReasoningAssembler
 from services.testing.fake_anthropic import FakeAnthropic, message, sse_reply, stream_events
+from services.testing.mesh import start_router
 
 CLAUDE = "claude-haiku-4-5"
 ROUTING = {
@@ -56,14 +56,8 @@ def router(fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Ite
             )
         )
         started.append(start_service(["-m", "services.providers.mock"], name="mock", workdir=workdir))
-        (workdir / "routing.yaml").write_text(yaml.safe_dump(ROUTING))
         static = {"llmmesh-provider-anthropic": [started[0].address], "llmmesh-provider-mock": [started[1].address]}
-        (workdir / "static.yaml").write_text(yaml.safe_dump({"services": static}))
-        env = {
-            "LLMMESH_ROUTING_FILE": str(workdir / "routing.yaml"),
-            "LLMMESH_STATIC_DISCOVERY_FILE": str(workdir / "static.yaml"),
-        }
-        started.append(start_service(["-m", "services.router"], name="router", workdir=workdir, env=env))
+        started.append(start_router(workdir, ROUTING, static))
         yield started[-1]
     finally:
         for process in reversed(started):

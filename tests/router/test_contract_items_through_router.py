@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 import pytest
-import yaml
 
 from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
@@ -24,6 +23,7 @@ from services.common.processes import ServiceProcess, start_service
 from services.testing import fake_anthropic as fa
 from services.testing import fake_google as fg
 from services.testing import fake_openai as fo
+from services.testing.mesh import start_router
 
 KEY = f"test-key-{secrets.token_hex(8)}"
 GPT, CLAUDE, GEMINI = "gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"
@@ -76,13 +76,7 @@ def router(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             process = start_service(["-m", f"services.providers.{kind}"], name=kind, workdir=workdir, env=env)
             started.append(process)
             static[f"llmmesh-provider-{kind}"] = [process.address]
-        (workdir / "routing.yaml").write_text(yaml.safe_dump(ROUTING))
-        (workdir / "static.yaml").write_text(yaml.safe_dump({"services": static}))
-        env = {
-            "LLMMESH_ROUTING_FILE": str(workdir / "routing.yaml"),
-            "LLMMESH_STATIC_DISCOVERY_FILE": str(workdir / "static.yaml"),
-        }
-        started.append(start_service(["-m", "services.router"], name="router", workdir=workdir, env=env))
+        started.append(start_router(workdir, ROUTING, static))
         yield started[-1]
     finally:
         for process in reversed(started):

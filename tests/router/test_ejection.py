@@ -15,6 +15,7 @@ from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.discovery import Endpoint
 from services.common.processes import ServiceProcess, start_service
 from services.router.balancer import EjectionPolicy, Instance, InstancePool
+from services.testing.mesh import start_router
 
 
 def _dead_address() -> str:
@@ -171,14 +172,8 @@ def giving_up_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     )
     healthy = start_service(["-m", "services.providers.mock"], name="mock-healthy", workdir=workdir)
     routing = {"providers": {"mock": {"kind": "mock"}}, "models": {"mock-small": {"provider": "mock"}}}
-    static = {"services": {"llmmesh-provider-mock": [giving_up.address, healthy.address]}}
-    (workdir / "routing.yaml").write_text(yaml.safe_dump(routing))
-    (workdir / "static.yaml").write_text(yaml.safe_dump(static))
-    env = {
-        "LLMMESH_ROUTING_FILE": str(workdir / "routing.yaml"),
-        "LLMMESH_STATIC_DISCOVERY_FILE": str(workdir / "static.yaml"),
-    }
-    process = start_service(["-m", "services.router"], name="router-giving-up", workdir=workdir, env=env)
+    static = {"llmmesh-provider-mock": [giving_up.address, healthy.address]}
+    process = start_router(workdir, routing, static, name="router-giving-up")
     try:
         yield process, giving_up.address, healthy.address
     finally:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-import yaml
 
 from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
@@ -22,6 +21,7 @@ from services.common.processes import ServiceProcess, start_service
 from services.common.reasoning import ReasoningAssembler
 from services.testing import fake_google as fg
 from services.testing.fake_google import FakeGemini, Reply
+from services.testing.mesh import start_router
 
 GEMINI_3 = "gemini-3-pro-preview"
 ROUTING = {"providers": {"google": {"kind": "google"}}, "models": {GEMINI_3: {"provider": "google"}}}
@@ -48,14 +48,7 @@ def router(fake: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "LLMMESH_MODELS": GEMINI_3,
         }
         started.append(start_service(["-m", "services.providers.google"], name="google", workdir=workdir, env=env))
-        (workdir / "routing.yaml").write_text(yaml.safe_dump(ROUTING))
-        static = {"llmmesh-provider-google": [started[0].address]}
-        (workdir / "static.yaml").write_text(yaml.safe_dump({"services": static}))
-        env = {
-            "LLMMESH_ROUTING_FILE": str(workdir / "routing.yaml"),
-            "LLMMESH_STATIC_DISCOVERY_FILE": str(workdir / "static.yaml"),
-        }
-        started.append(start_service(["-m", "services.router"], name="router", workdir=workdir, env=env))
+        started.append(start_router(workdir, ROUTING, {"llmmesh-provider-google": [started[0].address]}))
         yield started[-1]
     finally:
         for process in reversed(started):
