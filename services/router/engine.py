@@ -23,13 +23,15 @@ import grpc
 import structlog
 from opentelemetry import trace
 
+from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common import model_capabilities
 from services.common import telemetry_names as names
 from services.common.auth import current_tenant
 from services.common.errors import REASON_MODEL_NOT_FOUND, MeshError, invalid_argument, unsupported_feature
 from services.common.reasoning import asks_for_reasoning
-from services.router import access, auto
+from services.router import access, auto, extensions
 from services.router.answers import answer_fields
 from services.router.attempts import judge_answer
 from services.router.balancer import Balancer
@@ -43,7 +45,14 @@ from services.router.race import REASON_CIRCUIT_OPEN, Flight, Race
 from services.router.race_errors import REASON_MESH_MISCONFIGURED
 from services.router.streaming import StreamRun
 
-__all__ = ["REASON_CIRCUIT_OPEN", "REASON_MESH_MISCONFIGURED", "Plan", "RouterEngine", "provider_request"]
+__all__ = [
+    "REASON_CIRCUIT_OPEN",
+    "REASON_MESH_MISCONFIGURED",
+    "Plan",
+    "RouterEngine",
+    "capability_metadata",
+    "provider_request",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -200,7 +209,9 @@ class RouterEngine:
 
         async def call(flight: Flight) -> ppb.ProviderServiceChatResponse:
             answer: ppb.ProviderServiceChatResponse = await flight.instance.stub.Chat(
-                provider_request(request, flight.candidate, ppb.ProviderServiceChatRequest), timeout=flight.budget
+                provider_request(request, flight.candidate, ppb.ProviderServiceChatRequest),
+                timeout=flight.budget,
+                metadata=capability_metadata(flight.candidate),
             )
             self.headroom.record(flight.candidate.provider, answer.headroom)
             refusal = judge_answer(answer.finish_reason, fallback_on_content_filter=plan.fallback_on_content_filter)
@@ -278,12 +289,7 @@ def provider_request(
     *,
     assistant_prefix: str = "",
 ) -> Any:
-    if not candidate.reasoning and asks_for_reasoning(request):
-        # As an adapter refuses what its model cannot do: the attempt fails UNSUPPORTED_FEATURE and the
-        # router moves on, before any upstream call (the caller asked for reasoning, not for its absence).
-        raise unsupported_feature(
-            "settings.reasoning", f"model {candidate.name!r} does not reason (reasoning: false in the routing file)"
-        )
+    _check_capabilities(request, candidate)
     built = cls(
         model=candidate.upstream_model,
         messages=request.messages,
@@ -293,8 +299,58 @@ def provider_request(
         assistant_prefix=assistant_prefix,
         caller=request.caller,
     )
-    # Provider-only options reach adapters of that provider only.
-    own = request.extensions.fields.get(candidate.kind)
+    # Provider-only options reach adapters of that kind, or of that one instance, only.
+    own = extensions.for_candidate(request.extensions, candidate)
     if own is not None:
         built.extensions.fields[candidate.kind].CopyFrom(own)
     return built
+
+
+def capability_metadata(candidate: Candidate) -> tuple[tuple[str, str], ...]:
+    """`llmmesh-model-capabilities` for an attempt on `candidate`: its true capabilities."""
+    caps = candidate.capabilities
+    flags = ("vision", "documents", "audio", "tools", "json_schema", "reasoning", "sampling")
+    return model_capabilities.encode(flag for flag in flags if getattr(caps, flag))
+
+
+def _check_capabilities(request: RouterRequest, candidate: Candidate) -> None:
+    """What the routing file says the model cannot do, refused as an adapter would.
+
+    The attempt fails UNSUPPORTED_FEATURE naming the field and the router
+    moves on, before any upstream call: the caller asked for the feature, not
+    for a model without it.
+    """
+    caps = candidate.capabilities
+    where = "in the routing file"
+    if not caps.reasoning and asks_for_reasoning(request):
+        raise unsupported_feature(
+            "settings.reasoning", f"model {candidate.name!r} does not reason (reasoning: false {where})"
+        )
+    if not caps.tools and request.tools:
+        raise unsupported_feature(
+            "tools", f"model {candidate.name!r} cannot call tools (capabilities.tools: false {where})"
+        )
+    if not caps.json_schema and request.settings.response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        raise unsupported_feature(
+            "settings.response_format.json_schema",
+            f"model {candidate.name!r} does not follow JSON schemas (capabilities.json_schema: false {where})",
+        )
+    if not caps.vision:
+        for index, message in enumerate(request.messages):
+            for part_index, part in enumerate(message.content):
+                if part.WhichOneof("kind") == "image":
+                    raise unsupported_feature(
+                        f"messages[{index}].content[{part_index}].image",
+                        f"model {candidate.name!r} reads no images (capabilities.vision: false {where})",
+                    )
+    settings = request.settings
+    if (
+        caps.max_output_tokens
+        and settings.HasField("max_output_tokens")
+        and (settings.max_output_tokens > caps.max_output_tokens)
+    ):
+        raise unsupported_feature(
+            "settings.max_output_tokens",
+            f"model {candidate.name!r} writes at most {caps.max_output_tokens} tokens "
+            f"(capabilities.max_output_tokens {where}); ask for fewer",
+        )
