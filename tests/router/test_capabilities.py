@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -321,4 +322,24 @@ class TestExtensions:
         error = await _refusal(stub.Chat(request, timeout=10))
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, field)
         assert words in error.message
+        assert fake.requests == []
+
+    def test_the_door_refuses_them_naming_its_field(self, router: ServiceProcess, fake: FakeAnthropic) -> None:
+        """On the HTTP door the same check is a 400 whose param is the caller's `llmmesh.extensions...` path."""
+        body = {
+            "model": SAMPLING,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "llmmesh": {"extensions": {"mock-b": {"max_tokens": 5}}},
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{router.ready['http_port']}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=10)
+        assert info.value.code == 400
+        error = json.load(info.value)["error"]
+        assert error["param"] == "llmmesh.extensions.mock-b.max_tokens"
+        assert error["message"].startswith("llmmesh.extensions.mock-b.max_tokens: is filled by the adapter")
         assert fake.requests == []
