@@ -15,6 +15,7 @@ every response (or error) lists what each attempt did.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -37,7 +38,7 @@ from services.router.attempts import judge_answer
 from services.router.balancer import Balancer
 from services.router.breakers import BreakerRegistry, CircuitBreaker
 from services.router.budgets import SlidingBudget
-from services.router.config import Candidate, RoutingTable, Strategy
+from services.router.config import Candidate, ResolvedCapabilities, RoutingTable, Strategy
 from services.router.deadlines import DeadlineMargin
 from services.router.executor import Executor
 from services.router.observations import HeadroomTracker, LatencyTracker
@@ -308,7 +309,12 @@ def provider_request(
 
 def capability_metadata(candidate: Candidate) -> tuple[tuple[str, str], ...]:
     """`llmmesh-model-capabilities` for an attempt on `candidate`: its true capabilities."""
-    caps = candidate.capabilities
+    return _capability_metadata(candidate.capabilities)
+
+
+@functools.cache
+def _capability_metadata(caps: ResolvedCapabilities) -> tuple[tuple[str, str], ...]:
+    # Built once per distinct capability set (a handful per routing file), not per attempt.
     flags = ("vision", "documents", "audio", "tools", "json_schema", "reasoning", "sampling")
     return model_capabilities.encode(flag for flag in flags if getattr(caps, flag))
 
