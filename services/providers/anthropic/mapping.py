@@ -54,7 +54,6 @@ _JSON_OBJECT_TOOL_PARAM = {
 # router says so in llmmesh-model-capabilities); the rest are dropped and
 # reported in the response's extensions.anthropic.ignored_settings.
 _UNMAPPED_SETTINGS = ("temperature", "top_p", "seed")
-_SAMPLING_SETTINGS = ("temperature", "top_p")
 # Anthropic's temperature range ("Ranges from 0.0 to 1.0"); the mesh's goes to 2.
 MAX_TEMPERATURE = 1.0
 
