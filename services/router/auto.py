@@ -6,8 +6,10 @@ The policy, in order (documented in the README):
 3. Drop models whose context window cannot hold the prompt (estimated at 4
    characters a token) plus the requested max output tokens (or
    `auto.reserve_output_tokens`).
-4. When the request carries tools, drop models marked `supports_tools: false`;
-   when it asks for reasoning, drop models marked `reasoning: false`.
+4. Drop models whose routing-file capabilities lack what the request needs:
+   tools (`capabilities.tools`, or `supports_tools: false`), reasoning
+   (`reasoning: false`), image parts (`vision: false`), a JSON schema
+   (`json_schema: false`).
 5. Move models without a discovered instance, with an open circuit breaker,
    or whose provider reported low rate-limit headroom, behind the others.
 6. The first model answers; the rest are its fallbacks, in that order.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 
 import grpc
 
+from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import REASON_CONTEXT_WINDOW_EXCEEDED, REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
 from services.common.reasoning import asks_for_reasoning
@@ -74,6 +77,8 @@ def choose(
     needed = estimate_prompt_tokens(request) + output
     has_tools = bool(request.tools)
     wants_reasoning = asks_for_reasoning(request)
+    has_images = any(part.WhichOneof("kind") == "image" for message in request.messages for part in message.content)
+    wants_schema = settings.response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
     chosen: list[Candidate] = []
     for name in tier.models:
         candidate = table.lookup(name)
@@ -84,13 +89,19 @@ def choose(
             continue
         if wants_reasoning and not candidate.reasoning:
             continue
+        if (has_images and not candidate.capabilities.vision) or (
+            wants_schema and not candidate.capabilities.json_schema
+        ):
+            continue
         chosen.append(candidate)
     if not chosen:
         raise MeshError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"messages: about {needed} tokens (prompt + output) fit no model of tier {tier_name!r}"
             + ("" if not has_tools else " that supports tools")
-            + ("" if not wants_reasoning else " that reasons"),
+            + ("" if not wants_reasoning else " that reasons")
+            + ("" if not has_images else " that reads images")
+            + ("" if not wants_schema else " that follows JSON schemas"),
             reason=REASON_CONTEXT_WINDOW_EXCEEDED,
             field="messages",
         )

@@ -38,6 +38,7 @@ ROUTING: dict[str, Any] = {
         "mock": {"kind": "mock"},
         "mock-b": {"kind": "mock"},
     },
+    "auto": {"default_tier": "pics", "tiers": {"pics": {"models": ["limited", "mock-small"]}}},
     "models": {
         SAMPLING: {
             "provider": "anthropic",
@@ -214,6 +215,16 @@ class TestCapabilitiesSkipCandidates:
         final = events[-1].final
         assert final.model == "mock-small"
         assert final.attempts[0].reason == "UNSUPPORTED_FEATURE"
+
+    @pytest.mark.parametrize("feature", ["messages[0].content[1].image", "settings.response_format.json_schema"])
+    async def test_auto_leaves_such_models_out(self, stub, feature: str) -> None:
+        """`auto` does not even try a tier model that lacks an image reader or JSON schemas, and only then."""
+        request = _needs(feature)
+        request.model = "auto:pics"
+        response = await stub.Chat(request, timeout=10)
+        assert [attempt.model for attempt in response.attempts] == ["mock-small"]
+        plain = await stub.Chat(rpb.ChatRequest(model="auto:pics", messages=[_user("a b")]), timeout=10)
+        assert plain.model == "limited"
 
     async def test_alone_the_caller_gets_the_field(self, stub) -> None:
         """With no fallback, the caller sees INVALID_ARGUMENT UNSUPPORTED_FEATURE naming `tools` (legacy flag)."""
