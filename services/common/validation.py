@@ -41,7 +41,10 @@ class InputLimits(BaseSettings):
     max_messages: int = Field(MAX_MESSAGES, ge=1, le=100_000, description="Messages per request.")
     max_tools: int = Field(MAX_TOOLS, ge=0, le=10_000, description="Tool definitions per request.")
     max_content_bytes: int = Field(
-        MAX_CONTENT_BYTES, ge=1, le=32 * 1024 * 1024, description="One content part: UTF-8 text or image bytes."
+        MAX_CONTENT_BYTES,
+        ge=1,
+        le=32 * 1024 * 1024,
+        description="One content part: UTF-8 text, or image, document or audio bytes.",
     )
     max_output_tokens: int = Field(MAX_OUTPUT_TOKENS, ge=1, le=10_000_000, description="Cap on max_output_tokens.")
 
