@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import openai
 import pytest
 
 from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
@@ -359,8 +360,6 @@ class TestValidation:
 
     async def test_fake_refuses_what_the_sdk_types_reject(self, fakes) -> None:
         """The check the fakes run is real: a part outside the SDK's types is a 400 from the fake itself."""
-        import openai
-
         fakes.openai.script(fo.Reply.json(fo.completion("never")))
         client = openai.AsyncOpenAI(api_key=KEY, base_url=fakes.openai.url, max_retries=0)
         bad = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "ogg"}}
@@ -371,3 +370,23 @@ class TestValidation:
             )
         assert "messages[0].content[0]" in str(caught.value)
         await client.close()
+
+    @pytest.mark.parametrize(
+        ("part", "field"),
+        [
+            (_pdf(), "messages[2].tool_result.parts[0].document"),
+            (_wav(), "messages[2].tool_result.parts[0].audio"),
+            (
+                chat_pb2.ContentPart(image=chat_pb2.ImagePart(data=b"x" * (CONTENT_LIMIT + 1), mime_type="image/png")),
+                "messages[2].tool_result.parts[0]",
+            ),
+        ],
+    )
+    async def test_bad_tool_result_parts_are_refused(self, stub, fakes, part, field: str) -> None:
+        """Tool results take text and images within the per-part limit; anything else names the part."""
+        fakes.anthropic.reset()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Chat(rpb.ChatRequest(model=CLAUDE, messages=_tool_turns(part)), timeout=20)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (caught.value.details() or "").startswith(field), caught.value.details()
+        assert fakes.anthropic.requests == []
