@@ -8,8 +8,8 @@ The policy, in order (documented in the README):
    `auto.reserve_output_tokens`).
 4. Drop models whose routing-file capabilities lack what the request needs:
    tools (`capabilities.tools`, or `supports_tools: false`), reasoning
-   (`reasoning: false`), image parts (`vision: false`), a JSON schema
-   (`json_schema: false`).
+   (`reasoning: false`), image, document and audio parts (`vision`,
+   `documents`, `audio` false), a JSON schema (`json_schema: false`).
 5. Move models without a discovered instance, with an open circuit breaker,
    or whose provider reported low rate-limit headroom, behind the others.
 6. The first model answers; the rest are its fallbacks, in that order.
@@ -40,13 +40,23 @@ def estimate_prompt_tokens(request: rpb.ChatRequest | rpb.StreamChatRequest) -> 
     messages = request.messages
     for message in messages:
         characters += 16
-        for part in message.content:
-            characters += len(part.text) if part.WhichOneof("kind") == "text" else 1000
+        for part in (*message.content, *message.tool_result.parts):
+            characters += _part_characters(part)
         characters += len(message.tool_result.content)
         characters += sum(len(call.arguments_json) + len(call.name) for call in message.tool_calls)
     for tool in request.tools:
         characters += len(tool.name) + len(tool.description) + tool.parameters.ByteSize()
     return characters // _CHARS_PER_TOKEN
+
+
+def _part_characters(part: chat_pb2.ContentPart) -> int:
+    """Text by its length, a plain-text document by its bytes; an image, PDF or audio clip as 1000."""
+    kind = part.WhichOneof("kind")
+    if kind == "text":
+        return len(part.text)
+    if kind == "document" and part.document.mime_type == "text/plain":
+        return len(part.document.data)
+    return 1000
 
 
 def choose(
@@ -77,7 +87,9 @@ def choose(
     needed = estimate_prompt_tokens(request) + output
     has_tools = bool(request.tools)
     wants_reasoning = asks_for_reasoning(request)
-    has_images = any(part.WhichOneof("kind") == "image" for message in request.messages for part in message.content)
+    kinds = {part.WhichOneof("kind") for message in request.messages for part in message.content}
+    kinds |= {part.WhichOneof("kind") for message in request.messages for part in message.tool_result.parts}
+    has_images, has_documents, has_audio = "image" in kinds, "document" in kinds, "audio" in kinds
     wants_schema = settings.response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
     chosen: list[Candidate] = []
     for name in tier.models:
@@ -89,8 +101,12 @@ def choose(
             continue
         if wants_reasoning and not candidate.reasoning:
             continue
-        if (has_images and not candidate.capabilities.vision) or (
-            wants_schema and not candidate.capabilities.json_schema
+        caps = candidate.capabilities
+        if (
+            (has_images and not caps.vision)
+            or (has_documents and not caps.documents)
+            or (has_audio and not caps.audio)
+            or (wants_schema and not caps.json_schema)
         ):
             continue
         chosen.append(candidate)
@@ -101,6 +117,8 @@ def choose(
             + ("" if not has_tools else " that supports tools")
             + ("" if not wants_reasoning else " that reasons")
             + ("" if not has_images else " that reads images")
+            + ("" if not has_documents else " that reads documents")
+            + ("" if not has_audio else " that hears audio")
             + ("" if not wants_schema else " that follows JSON schemas"),
             reason=REASON_CONTEXT_WINDOW_EXCEEDED,
             field="messages",

@@ -70,9 +70,9 @@ class Capabilities(_Strict):
 
     #: Image parts in user messages. Default true (the adapter refuses what it cannot read).
     vision: bool | None = None
-    #: Document input (PDF); the mesh has no document part yet, so this only informs callers.
+    #: Document parts (DocumentPart: PDF, plain text) in user messages. Default true.
     documents: bool | None = None
-    #: Audio input; the mesh has no audio part yet, so this only informs callers.
+    #: Audio parts (AudioPart) in user messages. Default true.
     audio: bool | None = None
     #: Tool calls; the older `supports_tools` says the same. Default true.
     tools: bool | None = None
@@ -92,8 +92,8 @@ class ResolvedCapabilities:
     """Capabilities with every default applied (what the router and ListModels use)."""
 
     vision: bool = True
-    documents: bool = False
-    audio: bool = False
+    documents: bool = True
+    audio: bool = True
     tools: bool = True
     json_schema: bool = True
     reasoning: bool = True
@@ -137,20 +137,27 @@ class ModelRoute(AttemptSettings):
                 )
 
     def resolved(self, kind: str) -> ResolvedCapabilities:
-        """The capabilities with defaults: the legacy flags, then true (false for documents, audio,
-        and sampling on anthropic)."""
+        """The capabilities with defaults: the older flags, then true (sampling: false on anthropic)."""
         caps = self.capabilities
         if self.dimensions:
             # An embedding model serves Embed only: none of the chat capabilities apply.
-            return ResolvedCapabilities(vision=False, tools=False, json_schema=False, reasoning=False, sampling=False)
+            return ResolvedCapabilities(
+                vision=False,
+                documents=False,
+                audio=False,
+                tools=False,
+                json_schema=False,
+                reasoning=False,
+                sampling=False,
+            )
 
         def pick(value: bool | None, default: bool) -> bool:
             return default if value is None else value
 
         return ResolvedCapabilities(
             vision=pick(caps.vision, True),
-            documents=pick(caps.documents, False),
-            audio=pick(caps.audio, False),
+            documents=pick(caps.documents, True),
+            audio=pick(caps.audio, True),
             tools=pick(caps.tools, self.supports_tools),
             json_schema=pick(caps.json_schema, True),
             reasoning=pick(caps.reasoning, self.reasoning),

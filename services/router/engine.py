@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -341,14 +341,23 @@ def _check_capabilities(request: RouterRequest, candidate: Candidate) -> None:
             "settings.response_format.json_schema",
             f"model {candidate.name!r} does not follow JSON schemas (capabilities.json_schema: false {where})",
         )
-    if not caps.vision:
-        for index, message in enumerate(request.messages):
-            for part_index, part in enumerate(message.content):
-                if part.WhichOneof("kind") == "image":
-                    raise unsupported_feature(
-                        f"messages[{index}].content[{part_index}].image",
-                        f"model {candidate.name!r} reads no images (capabilities.vision: false {where})",
-                    )
+    lacking = {
+        kind: (flag, words)
+        for kind, flag, words in (
+            ("image", "vision", "reads no images"),
+            ("document", "documents", "reads no documents"),
+            ("audio", "audio", "hears no audio"),
+        )
+        if not getattr(caps, flag)
+    }
+    if lacking:
+        for path, part in _media_parts(request):
+            kind = part.WhichOneof("kind")
+            if kind in lacking:
+                flag, words = lacking[kind]
+                raise unsupported_feature(
+                    f"{path}.{kind}", f"model {candidate.name!r} {words} (capabilities.{flag}: false {where})"
+                )
     settings = request.settings
     if (
         caps.max_output_tokens
@@ -360,3 +369,12 @@ def _check_capabilities(request: RouterRequest, candidate: Candidate) -> None:
             f"model {candidate.name!r} writes at most {caps.max_output_tokens} tokens "
             f"(capabilities.max_output_tokens {where}); ask for fewer",
         )
+
+
+def _media_parts(request: RouterRequest) -> Iterator[tuple[str, chat_pb2.ContentPart]]:
+    """(field path, part) for every content part and tool-result part of the request."""
+    for index, message in enumerate(request.messages):
+        for part_index, part in enumerate(message.content):
+            yield f"messages[{index}].content[{part_index}]", part
+        for part_index, part in enumerate(message.tool_result.parts):
+            yield f"messages[{index}].tool_result.parts[{part_index}]", part

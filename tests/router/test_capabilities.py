@@ -51,7 +51,14 @@ ROUTING: dict[str, Any] = {
         "limited": {
             "provider": "mock",
             "upstream_model": "mock-small",
-            "capabilities": {"tools": False, "vision": False, "json_schema": False, "max_output_tokens": 100},
+            "capabilities": {
+                "tools": False,
+                "vision": False,
+                "documents": False,
+                "audio": False,
+                "json_schema": False,
+                "max_output_tokens": 100,
+            },
             "fallbacks": ["mock-small"],
         },
         "legacy-no-tools": {"provider": "mock", "upstream_model": "mock-small", "supports_tools": False},
@@ -133,6 +140,8 @@ class TestListModels:
         caps = {model.name: model.capabilities for model in response.models}
         assert caps[SAMPLING] == chat_pb2.ModelCapabilities(
             vision=True,
+            documents=True,
+            audio=True,
             tools=True,
             json_schema=True,
             reasoning=True,
@@ -142,7 +151,14 @@ class TestListModels:
         )
         # An anthropic model not marked `sampling: true` does not take temperature / top_p.
         assert caps[PLAIN].sampling is False
-        assert (caps["limited"].tools, caps["limited"].vision, caps["limited"].json_schema) == (False, False, False)
+        limited = caps["limited"]
+        assert (limited.tools, limited.vision, limited.documents, limited.audio, limited.json_schema) == (
+            False,
+            False,
+            False,
+            False,
+            False,
+        )
         assert caps["legacy-no-tools"].tools is False
         # Other kinds take sampling settings unless told otherwise.
         assert caps["mock-small"].sampling is True
@@ -156,7 +172,7 @@ class TestListModels:
         sampling = models[SAMPLING]
         assert sampling["context_length"] == 200000
         assert sampling["top_provider"] == {"context_length": 200000, "max_completion_tokens": 64000}
-        assert sampling["architecture"]["input_modalities"] == ["text", "image"]
+        assert sampling["architecture"]["input_modalities"] == ["text", "image", "file", "audio"]
         assert {"temperature", "top_p", "tools", "structured_outputs", "reasoning"} <= set(
             sampling["supported_parameters"]
         )
@@ -177,6 +193,12 @@ def _needs(feature: str) -> rpb.ChatRequest:
         request.tools.add(name="lookup", parameters=_struct({"type": "object"}))
     elif feature == "messages[0].content[1].image":
         request.messages[0].content.append(_image())
+    elif feature == "messages[0].content[1].document":
+        request.messages[0].content.add(
+            document=chat_pb2.DocumentPart(data=b"plain words", mime_type="text/plain", filename="notes.txt")
+        )
+    elif feature == "messages[0].content[1].audio":
+        request.messages[0].content.add(audio=chat_pb2.AudioPart(data=b"RIFF0000WAVE", format="wav"))
     elif feature == "settings.response_format.json_schema":
         request.settings.response_format.type = chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
         request.settings.response_format.json_schema.update({"type": "object"})
@@ -188,6 +210,8 @@ def _needs(feature: str) -> rpb.ChatRequest:
 FEATURES = [
     "tools",
     "messages[0].content[1].image",
+    "messages[0].content[1].document",
+    "messages[0].content[1].audio",
     "settings.response_format.json_schema",
     "settings.max_output_tokens",
 ]
@@ -216,7 +240,10 @@ class TestCapabilitiesSkipCandidates:
         assert final.model == "mock-small"
         assert final.attempts[0].reason == "UNSUPPORTED_FEATURE"
 
-    @pytest.mark.parametrize("feature", ["messages[0].content[1].image", "settings.response_format.json_schema"])
+    @pytest.mark.parametrize(
+        "feature",
+        ["messages[0].content[1].image", "messages[0].content[1].audio", "settings.response_format.json_schema"],
+    )
     async def test_auto_leaves_such_models_out(self, stub, feature: str) -> None:
         """`auto` does not even try a tier model that lacks an image reader or JSON schemas, and only then."""
         request = _needs(feature)
