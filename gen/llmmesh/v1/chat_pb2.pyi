@@ -44,6 +44,13 @@ class CitationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CITATION_KIND_DOCUMENT: _ClassVar[CitationKind]
     CITATION_KIND_SEARCH_RESULT: _ClassVar[CitationKind]
 
+class CitationLocationUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CITATION_LOCATION_UNIT_UNSPECIFIED: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_CHARACTER: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_PAGE: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_CONTENT_BLOCK: _ClassVar[CitationLocationUnit]
+
 class ResponseFormatType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RESPONSE_FORMAT_TYPE_UNSPECIFIED: _ClassVar[ResponseFormatType]
@@ -79,6 +86,10 @@ CITATION_KIND_UNSPECIFIED: CitationKind
 CITATION_KIND_URL: CitationKind
 CITATION_KIND_DOCUMENT: CitationKind
 CITATION_KIND_SEARCH_RESULT: CitationKind
+CITATION_LOCATION_UNIT_UNSPECIFIED: CitationLocationUnit
+CITATION_LOCATION_UNIT_CHARACTER: CitationLocationUnit
+CITATION_LOCATION_UNIT_PAGE: CitationLocationUnit
+CITATION_LOCATION_UNIT_CONTENT_BLOCK: CitationLocationUnit
 RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType
 RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType
 RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType
@@ -207,7 +218,7 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., name: _Optional[str] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class Citation(_message.Message):
-    __slots__ = ("kind", "url", "title", "cited_text", "start_index", "end_index", "document_index", "document_title", "source_id")
+    __slots__ = ("kind", "url", "title", "cited_text", "start_index", "end_index", "document_index", "document_title", "source_id", "location_unit", "location_start", "location_end")
     KIND_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +228,9 @@ class Citation(_message.Message):
     DOCUMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_TITLE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_UNIT_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_START_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_END_FIELD_NUMBER: _ClassVar[int]
     kind: CitationKind
     url: str
     title: str
@@ -226,7 +240,10 @@ class Citation(_message.Message):
     document_index: int
     document_title: str
     source_id: str
-    def __init__(self, kind: _Optional[_Union[CitationKind, str]] = ..., url: _Optional[str] = ..., title: _Optional[str] = ..., cited_text: _Optional[str] = ..., start_index: _Optional[int] = ..., end_index: _Optional[int] = ..., document_index: _Optional[int] = ..., document_title: _Optional[str] = ..., source_id: _Optional[str] = ...) -> None: ...
+    location_unit: CitationLocationUnit
+    location_start: int
+    location_end: int
+    def __init__(self, kind: _Optional[_Union[CitationKind, str]] = ..., url: _Optional[str] = ..., title: _Optional[str] = ..., cited_text: _Optional[str] = ..., start_index: _Optional[int] = ..., end_index: _Optional[int] = ..., document_index: _Optional[int] = ..., document_title: _Optional[str] = ..., source_id: _Optional[str] = ..., location_unit: _Optional[_Union[CitationLocationUnit, str]] = ..., location_start: _Optional[int] = ..., location_end: _Optional[int] = ...) -> None: ...
 
 class ResponseFormat(_message.Message):
     __slots__ = ("type", "json_schema", "schema_name", "strict")
