@@ -22,8 +22,7 @@ import grpc
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import logprobs
-from services.router import door_reasoning
-from services.router import door_citations
+from services.router import door_citations, door_reasoning
 from services.router.balancer import Balancer
 from services.router.config import Candidate, ModelRoute
 

@@ -39,7 +39,7 @@ import grpc
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import logprobs as logprobs_module
-from services.router import door_reasoning, openai_response
+from services.router import door_citations, door_reasoning, openai_response
 from services.router.responses_request import ParsedResponses, echoed_tools
 
 _INCOMPLETE = {
