@@ -10,9 +10,10 @@
 
 Gemini counts segment offsets in UTF-8 bytes of the part named by
 `part_index`; citation sources in bytes of the answer. Both are converted to
-characters of the answer's joined text. A segment that does not fit the part
-it names (streams: the metadata chunk's parts are not the answer's) is read
-against the whole text so far.
+characters of the answer's joined text. On a stream, grounding that comes
+after the first chunk (it usually rides the last) spans the text streamed so
+far, not that chunk's parts: the reader then offers no parts, and a segment
+that does not fit the part it names is read against the whole text too.
 """
 
 from __future__ import annotations

@@ -513,9 +513,12 @@ class ResponseReader:
             self.finish_message = candidate.finish_message or ""
         parts = candidate.content.parts if candidate.content is not None else None
         deltas: list[chat_pb2.ChatDelta] = []
+        # Segments index their part in a whole answer (or a stream's first chunk); a later chunk's
+        # grounding spans the text streamed so far, so its parts are not offered.
+        later_chunk = self._chars > 0
         part_starts: dict[int, tuple[int, str]] = {}
         for index, part in enumerate(parts or []):
-            if part.text and not part.thought and part.function_call is None:
+            if part.text and not part.thought and part.function_call is None and not later_chunk:
                 part_starts[index] = (self._chars, part.text)
             deltas += self._part(part)
         deltas = [delta for delta in deltas if delta.text or delta.tool_calls or delta.HasField("reasoning")]
