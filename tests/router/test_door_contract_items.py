@@ -243,7 +243,9 @@ class TestCitationsInChatCompletions:
     async def test_unary_url_citation_is_an_annotation(self, client: openai.AsyncOpenAI) -> None:
         """A URL citation is `message.annotations` url_citation, spanning the content, as the SDK types it;
         llmmesh.citations has it in the contract's names."""
-        answer = await client.chat.completions.create(model="mock-small", messages=USER, extra_body=_mock(citations=True))
+        answer = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(citations=True)
+        )
         message = answer.choices[0].message
         [annotation] = message.annotations or []
         assert annotation.type == "url_citation"
@@ -280,7 +282,9 @@ class TestCitationsInChatCompletions:
         )
         chunks = [chunk async for chunk in stream]
         text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-        carriers = [chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.model_extra.get("annotations")]
+        carriers = [
+            chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.model_extra.get("annotations")
+        ]
         assert len(carriers) == 1
         [annotation] = carriers[0].choices[0].delta.model_extra["annotations"]
         assert annotation["type"] == "url_citation"
@@ -289,7 +293,9 @@ class TestCitationsInChatCompletions:
 
     async def test_annotations_in_history_are_accepted(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
         """The SDK's cited message, replayed with its annotations, is accepted; the conversation goes on."""
-        first = await client.chat.completions.create(model="mock-small", messages=USER, extra_body=_mock(citations=True))
+        first = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(citations=True)
+        )
         replay = first.choices[0].message.model_dump(exclude_none=True)
         assert replay["annotations"]
         door.clear_events()
@@ -303,9 +309,7 @@ class TestCitationsInChatCompletions:
 class TestCitationsInResponses:
     async def test_unary_annotations(self, client: openai.AsyncOpenAI) -> None:
         """output_text annotations: url_citation for a URL, file_citation for a document (file id, title, index)."""
-        response = await client.responses.create(
-            model="mock-small", input="hi", extra_body=_mock(citations=True)
-        )
+        response = await client.responses.create(model="mock-small", input="hi", extra_body=_mock(citations=True))
         [annotation] = response.output[0].content[0].annotations
         assert (annotation.type, annotation.start_index) == ("url_citation", 0)
         assert annotation.end_index == len(response.output_text)

@@ -286,7 +286,8 @@ class TestCitations:
         fake.script(sse_reply(stream_events(body)))
         events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Colour?")]))
         carriers = [event.delta for event in events[:-1] if event.delta.citations]
-        assert len(carriers) == 1 and not carriers[0].text
+        assert len(carriers) == 1
+        assert not carriers[0].text
         assert _citation_rows(carriers[0].citations) == _EXPECTED_CITATIONS
         assert "".join(event.delta.text for event in events[:-1]) == "Sure. Grass: green."
 

@@ -629,7 +629,8 @@ class TestCitations:
         fake.script(Reply(events=events))
         received = list(stub.StreamChat(stream_request(user("Hi")), timeout=10))
         carriers = [event.delta for event in received[:-1] if event.delta.citations]
-        assert len(carriers) == 1 and not carriers[0].text
+        assert len(carriers) == 1
+        assert not carriers[0].text
         assert _cited(carriers[0].citations) == [(chat_pb2.CITATION_KIND_URL, "https://a.example", "A", 0, 12, "", "")]
         assert [event.delta.text for event in received[:-1]] == ["Café ", "Zürich.", ""]
 

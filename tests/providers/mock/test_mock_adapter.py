@@ -289,7 +289,8 @@ class TestMockCitations:
         events = list(stub.StreamChat(ppb.ProviderServiceStreamChatRequest(**_fields(request)), timeout=5))
         carriers = [event.delta for event in events[:-1] if event.delta.citations]
         assert [list(delta.citations) for delta in carriers] == [[citation]]
-        assert not carriers[0].text and events.index(next(e for e in events if e.delta.citations)) == len(events) - 2
+        assert not carriers[0].text
+        assert events.index(next(e for e in events if e.delta.citations)) == len(events) - 2
 
     def test_given_citations_and_a_bad_one(self, stub) -> None:
         """A list of Citation objects comes back as given; one that is not a Citation is INVALID_ARGUMENT."""

@@ -22,9 +22,9 @@ from services.testing.fake_openai import (
     refusal_stream,
     text_stream,
     token_logprob,
-    url_citation,
     tool_call,
     tool_call_delta,
+    url_citation,
     usage,
 )
 from tests.providers.openai.helpers import (
