@@ -334,3 +334,15 @@ class TestCitationsInResponses:
         assert [a.type for a in done.part.annotations] == ["url_citation"]
         final = events[-1].response
         assert final.output[0].content[0].annotations[0].url == added.annotation.url
+
+    async def test_annotations_in_input_are_accepted(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """The SDK's cited output item, sent back in input with its annotations, is accepted."""
+        first = await client.responses.create(model="mock-small", input="hi", extra_body=_mock(citations=True))
+        replay = first.output[0].model_dump(exclude_none=True)
+        assert replay["content"][0]["annotations"]
+        door.clear_events()
+        again = await client.responses.create(
+            model="mock-small", input=[{"role": "user", "content": "hi"}, replay, {"role": "user", "content": "more"}]
+        )
+        assert again.output_text == "[mock mock-small] more"
+        assert _start(door)["messages"] == 3
