@@ -32,7 +32,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError, invalid_argument
 from services.common.json_depth import MAX_JSON_DEPTH, python_depth_exceeds, too_deep
-from services.router import door_reasoning
+from services.router import door_cache, door_reasoning
 
 FALLBACK_HEADER = "x-llmmesh-fallback-models"
 _INT32_MAX = 2**31 - 1
@@ -98,6 +98,8 @@ class ContentPart(_Lenient):
     image_url: ImageUrl | None = None
     # An assistant turn's refusal part, as OpenAI returns and accepts it in history.
     refusal: str | None = None
+    # A prompt-cache breakpoint, as LiteLLM and OpenRouter spell it (door_cache.py).
+    cache_control: Any = None
 
 
 class FunctionCall(_Lenient):
@@ -124,6 +126,8 @@ class Message(_Lenient):
     # An assistant turn's reasoning as the door returned it (door_reasoning.py).
     reasoning_content: str | None = None
     reasoning_details: list[Any] | None = None
+    # A breakpoint on the whole message: its last part (door_cache.py).
+    cache_control: Any = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -143,6 +147,8 @@ class FunctionDefinition(_Lenient):
 class Tool(_Lenient):
     type: Literal["function"] = "function"
     function: FunctionDefinition
+    # A breakpoint after this tool (door_cache.py).
+    cache_control: Any = None
 
 
 class NamedFunction(_Lenient):
@@ -229,6 +235,9 @@ class ChatCompletionBody(_Lenient):
     safety_identifier: str | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    # Prompt caching: OpenAI's key, and LiteLLM's name for a Gemini explicit cache (door_cache.py).
+    prompt_cache_key: str | None = None
+    cached_content: str | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -396,8 +405,12 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
         fields.message_indices.append(index)
         request.messages.append(mapped)
     definitions = body.tools if body.tools is not None else [Tool(function=f) for f in body.functions or ()]
-    for tool in definitions:
+    for tool_index, tool in enumerate(definitions):
         definition = request.tools.add(name=tool.function.name, description=tool.function.description)
+        if tool.cache_control is not None:
+            definition.cache_control.CopyFrom(
+                door_cache.cache_control(f"tools[{tool_index}].cache_control", tool.cache_control)
+            )
         if tool.function.parameters is not None:
             definition.parameters.update(tool.function.parameters)
         if tool.function.strict is not None:
@@ -458,6 +471,11 @@ def _modern(index: int, message: Message, legacy_calls: dict[str, str]) -> Messa
 def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_pb2.Message:
     result = chat_pb2.Message(role=_ROLES[message.role], name=message.name or "")
     if message.role in ("tool", "function"):
+        door_cache.refuse_on_tool_result(f"messages[{index}].cache_control", message.cache_control)
+        for part_index, part in enumerate(message.content if isinstance(message.content, list) else ()):
+            door_cache.refuse_on_tool_result(
+                f"messages[{index}].content[{part_index}].cache_control", part.cache_control
+            )
         call_id = message.tool_call_id or ""
         # OpenAI tool messages carry no name; Gemini matches results by name, so
         # take it from the assistant turn that made the call.
@@ -490,6 +508,8 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
         arguments_json = arguments if isinstance(arguments, str) else json.dumps(arguments)
         result.tool_calls.add(id=call.id, name=call.function.name, arguments_json=arguments_json)
         tool_names[call.id] = call.function.name
+    if message.cache_control is not None:
+        door_cache.mark_last_part(f"messages[{index}]", result, message.cache_control)
     return result
 
 
@@ -497,12 +517,16 @@ def _part(path: str, part: ContentPart) -> chat_pb2.ContentPart:
     if part.type == "text":
         if part.text is None:
             raise invalid_argument(f"{path}.text", "is required on a text part")
-        return chat_pb2.ContentPart(text=part.text)
-    if part.type == "image_url":
+        mapped = chat_pb2.ContentPart(text=part.text)
+    elif part.type == "image_url":
         if part.image_url is None:
             raise invalid_argument(f"{path}.image_url", "is required on an image_url part; set image_url.url")
-        return chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=part.image_url.url))
-    raise invalid_argument(f"{path}.type", f"{part.type!r} is not supported; use 'text' or 'image_url'")
+        mapped = chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=part.image_url.url))
+    else:
+        raise invalid_argument(f"{path}.type", f"{part.type!r} is not supported; use 'text' or 'image_url'")
+    if part.cache_control is not None:
+        mapped.cache_control.CopyFrom(door_cache.cache_control(f"{path}.cache_control", part.cache_control))
+    return mapped
 
 
 def _plain_text(index: int, content: str | list[ContentPart] | None) -> str:
@@ -532,6 +556,7 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
         settings.logprobs = True
     if body.top_logprobs is not None:
         settings.top_logprobs = body.top_logprobs
+    door_cache.apply_prompt_cache(settings, body.prompt_cache_key, body.cached_content)
     # With an effort, thoughts are asked for: the door returns them as reasoning_content.
     reasoning = door_reasoning.reasoning_settings("reasoning_effort", body.reasoning_effort, include_thoughts=True)
     if reasoning is not None:

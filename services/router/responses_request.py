@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import invalid_argument
-from services.router import door_reasoning
+from services.router import door_cache, door_reasoning
 from services.router.openai_errors import openai_param
 from services.router.openai_request import (
     BodyFields,
@@ -115,6 +115,9 @@ class ResponsesBody(_Lenient):
     parallel_tool_calls: bool | None = None
     top_logprobs: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
     include: list[str] | None = None
+    # Prompt caching (door_cache.py).
+    prompt_cache_key: str | None = None
+    cached_content: str | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -226,6 +229,7 @@ def _item(
     elif kind == "function_call":
         _function_call(request, path, item, fields, tool_names)
     elif kind == "function_call_output":
+        door_cache.refuse_on_tool_result(f"{path}.cache_control", item.get("cache_control"))
         call_id = _string(item, "call_id", path)
         result = chat_pb2.ToolResult(
             tool_call_id=call_id, name=tool_names.get(call_id, ""), content=_output_text(path, item.get("output"))
@@ -286,11 +290,21 @@ def _message(path: str, item: dict[str, Any], fields: ResponsesFields) -> chat_p
             message.content.append(_part(f"{path}.content[{index}]", part))
     elif content is not None:
         raise invalid_argument(f"{path}.content", "must be a string or a list of content parts")
+    if item.get("cache_control") is not None:
+        door_cache.mark_last_part(path, message, item["cache_control"])
     fields.messages.append(MessageSource(path, string_content=isinstance(content, str)))
     return message
 
 
 def _part(path: str, part: object) -> chat_pb2.ContentPart:
+    mapped = _part_kind(path, part)
+    assert isinstance(part, dict)
+    if part.get("cache_control") is not None:
+        mapped.cache_control.CopyFrom(door_cache.cache_control(f"{path}.cache_control", part["cache_control"]))
+    return mapped
+
+
+def _part_kind(path: str, part: object) -> chat_pb2.ContentPart:
     if not isinstance(part, dict):
         raise invalid_argument(path, "must be a content part object with a type")
     kind = part.get("type")
@@ -371,6 +385,10 @@ def _tools(request: rpb.ChatRequest | rpb.StreamChatRequest, body: ResponsesBody
             definition.strict = strict
         elif strict is not None:
             raise invalid_argument(f"tools[{index}].strict", "must be true, false or null")
+        if tool.get("cache_control") is not None:
+            definition.cache_control.CopyFrom(
+                door_cache.cache_control(f"tools[{index}].cache_control", tool["cache_control"])
+            )
     choice = body.tool_choice
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICE_MODES:
@@ -416,6 +434,7 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ResponsesBody) -> Non
         settings.logprobs = True
     if body.top_logprobs is not None:
         settings.top_logprobs = body.top_logprobs
+    door_cache.apply_prompt_cache(settings, body.prompt_cache_key, body.cached_content)
     if body.temperature is not None:
         settings.temperature = body.temperature
     if body.top_p is not None:
