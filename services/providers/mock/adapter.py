@@ -27,6 +27,8 @@ first turn (no assistant message yet) writes it
 (`cached_input_tokens`). `settings.prompt_cache.key` alone caches every
 message but the last, the way OpenAI caches on its own. A breakpoint on a
 tool alone caches nothing the mock counts (it counts no tool tokens).
+`settings.prompt_cache.cached_content` is served as a no-op. The start event
+records the breakpoints (field path → TTL) and the prompt-cache settings.
 
 An `assistant_prefix` the answer starts with is left out of it: the mock
 continues a prefix, as the routing file may say with `continues_prefix`.
@@ -217,6 +219,7 @@ class MockAdapter(ProviderAdapter):
             last_text=_text_of(last) if last is not None else "",
             assistant_prefix=request.assistant_prefix,
             **_tool_choice_seen(request),
+            **_cache_seen(request),
         )
         return model, overrides, call_id
 
@@ -341,6 +344,30 @@ def _tool_choice_seen(request: Request) -> dict[str, Any]:
         seen["allowed_tools"] = list(choice.allowed_tools)
     if choice.HasField("parallel_tool_calls"):
         seen["parallel_tool_calls"] = choice.parallel_tool_calls
+    return seen
+
+
+def _cache_seen(request: Request) -> dict[str, Any]:
+    """What the start event records of prompt caching: each breakpoint's field path and TTL, the settings."""
+    seen: dict[str, Any] = {}
+    marks = {
+        f"tools[{index}]": chat_pb2.CacheTtl.Name(tool.cache_control.ttl)
+        for index, tool in enumerate(request.tools)
+        if tool.HasField("cache_control")
+    }
+    marks.update(
+        {
+            f"messages[{index}].content[{part_index}]": chat_pb2.CacheTtl.Name(part.cache_control.ttl)
+            for index, message in enumerate(request.messages)
+            for part_index, part in enumerate(message.content)
+            if part.HasField("cache_control")
+        }
+    )
+    if marks:
+        seen["cache_breakpoints"] = marks
+    cache = request.settings.prompt_cache
+    if cache.key or cache.cached_content:
+        seen["prompt_cache"] = {"key": cache.key, "cached_content": cache.cached_content}
     return seen
 
 
