@@ -251,7 +251,8 @@ class TestPromptCacheInChatCompletions:
         }
         assert start["prompt_cache"] == {"key": "tenant-7", "cached_content": ""}
         usage = answer.usage
-        assert usage is not None and usage.prompt_tokens_details is not None
+        assert usage is not None
+        assert usage.prompt_tokens_details is not None
         # Both messages are the cached prefix (the last breakpoint is on the user message): 9 + 6 written.
         assert (usage.prompt_tokens, usage.prompt_tokens_details.cache_write_tokens) == (15, 15)
         assert usage.prompt_tokens_details.cached_tokens == 0
@@ -265,7 +266,8 @@ class TestPromptCacheInChatCompletions:
         )
         usages = [chunk.usage async for chunk in stream if chunk.usage is not None]
         details = usages[-1].prompt_tokens_details
-        assert details is not None and (details.cached_tokens, details.cache_write_tokens) == (9, 0)
+        assert details is not None
+        assert (details.cached_tokens, details.cache_write_tokens) == (9, 0)
         assert (usages[-1].model_extra or {})["cache_read_input_tokens"] == 9
 
     @pytest.mark.parametrize(
