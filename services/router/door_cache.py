@@ -54,12 +54,12 @@ def mark_last_part(path: str, message: chat_pb2.Message, value: object) -> None:
     parts[-1].cache_control.CopyFrom(control)
 
 
-def refuse_on_tool_result(path: str, value: object) -> None:
-    """A breakpoint on a tool result has no place in the contract yet (ToolResult carries no cache_control)."""
+def refuse_breakpoint(path: str, value: object, what: str = "a tool result") -> None:
+    """A breakpoint where the contract has no place for one yet (ToolResult, a tool call, a refusal)."""
     if value is not None:
         raise invalid_argument(
             path,
-            "is not supported on a tool result; put the breakpoint on a part of the next user message, "
+            f"is not supported on {what}; put the breakpoint on a part of the next user message, "
             "or on the system prompt",
         )
 

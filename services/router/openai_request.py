@@ -471,11 +471,9 @@ def _modern(index: int, message: Message, legacy_calls: dict[str, str]) -> Messa
 def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_pb2.Message:
     result = chat_pb2.Message(role=_ROLES[message.role], name=message.name or "")
     if message.role in ("tool", "function"):
-        door_cache.refuse_on_tool_result(f"messages[{index}].cache_control", message.cache_control)
+        door_cache.refuse_breakpoint(f"messages[{index}].cache_control", message.cache_control)
         for part_index, part in enumerate(message.content if isinstance(message.content, list) else ()):
-            door_cache.refuse_on_tool_result(
-                f"messages[{index}].content[{part_index}].cache_control", part.cache_control
-            )
+            door_cache.refuse_breakpoint(f"messages[{index}].content[{part_index}].cache_control", part.cache_control)
         call_id = message.tool_call_id or ""
         # OpenAI tool messages carry no name; Gemini matches results by name, so
         # take it from the assistant turn that made the call.
@@ -499,6 +497,9 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
     else:
         for part_index, part in enumerate(message.content or ()):
             if part.type == "refusal" and message.role == "assistant":
+                door_cache.refuse_breakpoint(
+                    f"messages[{index}].content[{part_index}].cache_control", part.cache_control, "a refusal part"
+                )
                 refusals.append(part.refusal or "")  # OpenAI returns refusals as parts too
                 continue
             result.content.append(_part(f"messages[{index}].content[{part_index}]", part))

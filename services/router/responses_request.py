@@ -227,9 +227,10 @@ def _item(
             return
         request.messages.append(message)
     elif kind == "function_call":
+        door_cache.refuse_breakpoint(f"{path}.cache_control", item.get("cache_control"), "a function call")
         _function_call(request, path, item, fields, tool_names)
     elif kind == "function_call_output":
-        door_cache.refuse_on_tool_result(f"{path}.cache_control", item.get("cache_control"))
+        door_cache.refuse_breakpoint(f"{path}.cache_control", item.get("cache_control"))
         call_id = _string(item, "call_id", path)
         result = chat_pb2.ToolResult(
             tool_call_id=call_id, name=tool_names.get(call_id, ""), content=_output_text(path, item.get("output"))
@@ -284,6 +285,9 @@ def _message(path: str, item: dict[str, Any], fields: ResponsesFields) -> chat_p
     elif isinstance(content, list):
         for index, part in enumerate(content):
             if isinstance(part, dict) and part.get("type") == "refusal" and role == "assistant":
+                door_cache.refuse_breakpoint(
+                    f"{path}.content[{index}].cache_control", part.get("cache_control"), "a refusal part"
+                )
                 # The model's refusal in history: Message.refusal, which each adapter sends back its way.
                 message.refusal += _string(part, "refusal", f"{path}.content[{index}]")
                 continue

@@ -345,3 +345,20 @@ class TestPromptCacheInResponses:
         with pytest.raises(openai.BadRequestError) as caught:
             await client.responses.create(model="mock-small", input=items)
         assert caught.value.param == "input[0].content[0].cache_control.ttl"
+
+    async def test_breakpoint_on_a_function_call_item_is_a_400(self, client: openai.AsyncOpenAI) -> None:
+        """A function_call item has no place for a breakpoint in the contract: a 400 naming it, not dropped."""
+        items = [
+            {"role": "user", "content": "monthly"},
+            {
+                "type": "function_call",
+                "call_id": "c1",
+                "name": "calculator",
+                "arguments": "{}",
+                "cache_control": {"type": "ephemeral"},
+            },
+            {"type": "function_call_output", "call_id": "c1", "output": "4"},
+        ]
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(model="mock-small", input=items, tools=RESPONSES_TOOLS)
+        assert caught.value.param == "input[1].cache_control"

@@ -137,10 +137,13 @@ class TestChat:
         assert_golden("system_and_settings", fake.requests[0].body)
 
     def test_cached_tokens_normalised(self, stub: Any, fake: FakeAnthropic) -> None:
-        """input_tokens includes cache reads and writes; cached_input_tokens is the cache reads."""
+        """input_tokens includes cache reads and writes; cached_input_tokens is the cache reads,
+        cache_write_input_tokens the writes."""
         fake.script(json_reply(message(text="ok", usage_=usage(10, 5, cache_read=100, cache_creation=20))))
         response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
-        assert response.usage == chat_pb2.Usage(input_tokens=130, output_tokens=5, cached_input_tokens=100)
+        assert response.usage == chat_pb2.Usage(
+            input_tokens=130, output_tokens=5, cached_input_tokens=100, cache_write_input_tokens=20
+        )
 
     @pytest.mark.parametrize(
         ("stop_reason", "expected"),
