@@ -6,7 +6,7 @@ for a Gemini explicit cache) → `settings.prompt_cache.cached_content`;
 `cache_control: {"type": "ephemeral", "ttl": "5m" | "1h"}` (the spelling
 LiteLLM and OpenRouter put on OpenAI-shaped messages) on a content part, on
 a whole message (its last part) or on a tool → the breakpoints of the
-contract. Answers: `usage.prompt_tokens_details.cached_tokens` and
+contract (a tool message's breakpoint rides its result's `parts`). Answers: `usage.prompt_tokens_details.cached_tokens` and
 `.cache_write_tokens` (OpenAI's schema), plus `usage.cache_creation_input_tokens`
 and `usage.cache_read_input_tokens` (LiteLLM's and Anthropic's names) in chat
 completions; `usage.input_tokens_details.cached_tokens` and
@@ -43,8 +43,13 @@ def cache_control(path: str, value: object) -> chat_pb2.CacheControl:
 
 def mark_last_part(path: str, message: chat_pb2.Message, value: object) -> None:
     """A message-level `cache_control`: the breakpoint goes on the message's last content part."""
+    mark_last(path, message.content, value)
+
+
+def mark_last(path: str, content: Any, value: object) -> None:
+    """The breakpoint of `path`.cache_control on the last of `content`'s parts (reasoning parts left out)."""
     control = cache_control(f"{path}.cache_control", value)
-    parts = [part for part in message.content if part.WhichOneof("kind") != "reasoning"]
+    parts = [part for part in content if part.WhichOneof("kind") != "reasoning"]
     if not parts:
         raise invalid_argument(
             f"{path}.cache_control",

@@ -288,28 +288,29 @@ class TestPromptCacheInChatCompletions:
                 [{"role": "user", "content": "hi", "cache_control": {"type": "persistent"}}],
                 "messages[0].cache_control.type",
             ),
-            (
-                [
-                    {"role": "user", "content": "hi"},
-                    {
-                        "role": "assistant",
-                        "tool_calls": [
-                            {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
-                        ],
-                    },
-                    {"role": "tool", "tool_call_id": "c1", "content": "4", "cache_control": {"type": "ephemeral"}},
-                ],
-                "messages[2].cache_control",
-            ),
         ],
     )
     async def test_bad_or_unplaceable_breakpoints_are_400s_naming_the_field(
         self, client: openai.AsyncOpenAI, messages: list[Any], param: str
     ) -> None:
-        """A TTL or type the mesh does not take, or a breakpoint on a tool result: a 400 naming the field."""
+        """A TTL or type the mesh does not take: a 400 naming the field."""
         with pytest.raises(openai.BadRequestError) as caught:
             await client.chat.completions.create(model="mock-small", messages=messages, tools=TOOLS)
         assert caught.value.param == param
+
+    async def test_breakpoint_on_a_tool_message_rides_its_result_parts(
+        self, client: openai.AsyncOpenAI, door: MockMesh
+    ) -> None:
+        """A tool message's cache_control (the agent loop's last turn) marks its result's part, not a 400."""
+        door.clear_events()
+        call = {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+        messages = [
+            {"role": "user", "content": "monthly"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "4", "cache_control": {"type": "ephemeral"}},
+        ]
+        await client.chat.completions.create(model="mock-small", messages=messages, tools=TOOLS)
+        assert _start(door)["cache_breakpoints"] == {"messages[2].tool_result.parts[0]": "CACHE_TTL_UNSPECIFIED"}
 
 
 class TestPromptCacheInResponses:

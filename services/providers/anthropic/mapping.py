@@ -195,6 +195,12 @@ def _check_breakpoints(request: Request, top_level: bool) -> None:
         for part_index, part in enumerate(message.content)
         if part.HasField("cache_control")
     ]
+    paths += [
+        f"messages[{index}].tool_result.parts[{part_index}].cache_control"
+        for index, message in enumerate(request.messages)
+        for part_index, part in enumerate(message.tool_result.parts)
+        if part.HasField("cache_control")
+    ]
     limit = MAX_CACHE_BREAKPOINTS - (1 if top_level else 0)
     if len(paths) > limit:
         raise unsupported_feature(
@@ -220,7 +226,7 @@ def _map_messages(messages: Any) -> tuple[str | list[dict[str, Any]], list[dict[
             system_blocks.extend(_content_blocks(path, message, allow_images=False))
             continue
         if message.role == chat_pb2.ROLE_TOOL:
-            role, blocks = "user", [_tool_result(message.tool_result)]
+            role, blocks = "user", [_tool_result(path, message.tool_result)]
         elif message.role == chat_pb2.ROLE_ASSISTANT:
             role, blocks = "assistant", _assistant_blocks(path, message)
         else:
@@ -276,9 +282,10 @@ def _content_blocks(path: str, message: chat_pb2.Message, *, allow_images: bool)
     blocks: list[dict[str, Any]] = []
     for part_index, part in enumerate(message.content):
         part_path = f"{path}.content[{part_index}]"
-        if part.WhichOneof("kind") == "reasoning":
+        kind = part.WhichOneof("kind")
+        if kind == "reasoning":
             continue  # replayed first, as thinking blocks (`_assistant_blocks`)
-        if part.WhichOneof("kind") == "text":
+        if kind == "text":
             if part.text:  # Anthropic rejects empty text blocks
                 blocks.append({"type": "text", "text": part.text})
             elif part.HasField("cache_control") and blocks:
@@ -286,6 +293,10 @@ def _content_blocks(path: str, message: chat_pb2.Message, *, allow_images: bool)
                 continue
             else:
                 continue
+        elif kind == "audio":
+            raise unsupported_feature(f"{part_path}.audio", "Anthropic takes no audio input")
+        elif kind == "document":
+            blocks.append(_document_block(f"{part_path}.document", part.document))
         elif not allow_images:
             raise unsupported_feature(f"{part_path}.image", "Anthropic takes images in user messages only")
         else:
@@ -295,7 +306,28 @@ def _content_blocks(path: str, message: chat_pb2.Message, *, allow_images: bool)
     return blocks
 
 
+def _document_block(path: str, document: chat_pb2.DocumentPart) -> dict[str, Any]:
+    """DocumentBlockParam: a PDF as base64, plain text as a text source, a URL, or an uploaded file's id."""
+    source = document.WhichOneof("source")
+    if source == "url":
+        block_source: dict[str, Any] = {"type": "url", "url": document.url}
+    elif source == "file_id":
+        block_source = {"type": "file", "file_id": document.file_id}
+    elif document.mime_type == "text/plain":
+        block_source = {"type": "text", "media_type": "text/plain", "data": document.data.decode("utf-8")}
+    else:
+        encoded = base64.b64encode(document.data).decode("ascii")
+        block_source = {"type": "base64", "media_type": "application/pdf", "data": encoded}
+    block: dict[str, Any] = {"type": "document", "source": block_source}
+    if document.title or document.filename:
+        # Anthropic has no filename field: the title names the document to the model.
+        block["title"] = document.title or document.filename
+    return block
+
+
 def _image_block(path: str, image: chat_pb2.ImagePart) -> dict[str, Any]:
+    if image.detail in (chat_pb2.IMAGE_DETAIL_LOW, chat_pb2.IMAGE_DETAIL_HIGH):
+        raise unsupported_feature(f"{path}.detail", "Anthropic takes no image detail level; leave it unset or AUTO")
     if image.WhichOneof("source") == "data":
         return _base64_image(path, image.mime_type, base64.b64encode(image.data).decode("ascii"))
     if image.url.startswith("data:"):
@@ -370,8 +402,23 @@ def _arguments(path: str, text: str) -> dict[str, Any]:
     return value
 
 
-def _tool_result(result: chat_pb2.ToolResult) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id, "content": result.content}
+def _tool_result(path: str, result: chat_pb2.ToolResult) -> dict[str, Any]:
+    content: str | list[dict[str, Any]] = result.content
+    if result.parts:
+        # ToolResultBlockParam content as text and image blocks, `content` first.
+        blocks = [{"type": "text", "text": result.content}] if result.content else []
+        for index, part in enumerate(result.parts):
+            if part.WhichOneof("kind") == "image":
+                blocks.append(_image_block(f"{path}.tool_result.parts[{index}].image", part.image))
+            elif part.text:  # Anthropic rejects empty text blocks
+                blocks.append({"type": "text", "text": part.text})
+            elif not blocks:
+                continue
+            if part.HasField("cache_control"):
+                # The inner block's cache_control (an empty text part's goes on the block before it).
+                blocks[-1]["cache_control"] = wire_cache_control(part.cache_control)
+        content = blocks
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id, "content": content}
     if result.is_error:
         block["is_error"] = True
     return block

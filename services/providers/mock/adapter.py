@@ -13,6 +13,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
 
+Images, documents, audio and tool result parts are accepted as they are; the
+start event lists them (`parts`: where, kind, type and size, never the bytes).
+
 A scripted turn keeps only the tool calls `tool_choice.allowed_tools` allows
 (only the first with `parallel_tool_calls` false); the start event records both.
 
@@ -220,6 +223,7 @@ class MockAdapter(ProviderAdapter):
             assistant_prefix=request.assistant_prefix,
             **_tool_choice_seen(request),
             **_cache_seen(request),
+            **_parts_seen(request),
         )
         return model, overrides, call_id
 
@@ -363,12 +367,48 @@ def _cache_seen(request: Request) -> dict[str, Any]:
             if part.HasField("cache_control")
         }
     )
+    marks.update(
+        {
+            f"messages[{index}].tool_result.parts[{part_index}]": chat_pb2.CacheTtl.Name(part.cache_control.ttl)
+            for index, message in enumerate(request.messages)
+            for part_index, part in enumerate(message.tool_result.parts)
+            if part.HasField("cache_control")
+        }
+    )
     if marks:
         seen["cache_breakpoints"] = marks
     cache = request.settings.prompt_cache
     if cache.key or cache.cached_content:
         seen["prompt_cache"] = {"key": cache.key, "cached_content": cache.cached_content}
     return seen
+
+
+def _parts_seen(request: Request) -> dict[str, Any]:
+    """What the start event records of the request's images, documents, audio and tool result parts
+    (kind, message, size and type, never the bytes), so tests see what reached the provider."""
+    seen: list[dict[str, Any]] = []
+    for index, message in enumerate(request.messages):
+        parts = [(f"content[{i}]", part) for i, part in enumerate(message.content)]
+        parts += [(f"tool_result.parts[{i}]", part) for i, part in enumerate(message.tool_result.parts)]
+        for where, part in parts:
+            kind = part.WhichOneof("kind")
+            if kind not in ("image", "document", "audio") and not where.startswith("tool_result"):
+                continue
+            entry: dict[str, Any] = {"at": f"messages[{index}].{where}", "kind": kind}
+            if kind == "text":
+                entry["text"] = part.text
+            elif kind == "image":
+                entry.update(source=part.image.WhichOneof("source"), mime_type=part.image.mime_type)
+                entry.update(bytes=len(part.image.data), detail=chat_pb2.ImageDetail.Name(part.image.detail))
+            elif kind == "document":
+                document = part.document
+                entry.update(source=document.WhichOneof("source"), mime_type=document.mime_type)
+                entry.update(bytes=len(document.data), filename=document.filename, title=document.title)
+                entry.update(url=document.url, file_id=document.file_id)
+            elif kind == "audio":
+                entry.update(format=part.audio.format, mime_type=part.audio.mime_type, bytes=len(part.audio.data))
+            seen.append(entry)
+    return {"parts": seen} if seen else {}
 
 
 def _within_tool_choice(turn: ScriptTurn, choice: chat_pb2.ToolChoice) -> ScriptTurn:
@@ -450,6 +490,7 @@ def _message_tokens(message: chat_pb2.Message) -> int:
         4
         + len(_text_of(message).split())
         + len(message.tool_result.content.split())
+        + sum(len(part.text.split()) for part in message.tool_result.parts)
         + sum(len(call.arguments_json.split()) for call in message.tool_calls)
     )
 
@@ -463,7 +504,7 @@ def _cached_prefix_tokens(request: Request) -> int:
     marked = [
         index
         for index, message in enumerate(request.messages)
-        if any(part.HasField("cache_control") for part in message.content)
+        if any(part.HasField("cache_control") for part in [*message.content, *message.tool_result.parts])
     ]
     if marked:
         end = marked[-1] + 1

@@ -919,3 +919,20 @@ class TestPromptCache:
         error = _error(lambda: _chat(stub, request))
         assert (error.reason, error.field) == ("UNSUPPORTED_FEATURE", "settings.prompt_cache.cached_content")
         assert fake.requests == []
+
+    def test_tool_result_part_breakpoint_marks_its_block(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A breakpoint on a tool result's part becomes that block's cache_control inside the tool_result."""
+        fake.script(json_reply(message(text="It is 4.")))
+        result = chat_pb2.ToolResult(tool_call_id="toolu_1", name="calc", parts=[_cached("4", chat_pb2.CACHE_TTL_1H)])
+        messages = [
+            user("What is 2+2?"),
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_ASSISTANT,
+                tool_calls=[chat_pb2.ToolCall(id="toolu_1", name="calc", arguments_json="{}")],
+            ),
+            chat_pb2.Message(role=chat_pb2.ROLE_TOOL, tool_result=result),
+        ]
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=messages))
+        block = fake.requests[0].body["messages"][2]["content"][0]
+        assert block["type"] == "tool_result"
+        assert block["content"] == [{"type": "text", "text": "4", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
