@@ -508,7 +508,8 @@ class TestStreaming:
         second = _stream(stub, stream_request(user("second")))
         assert [first[0].delta.text, second[0].delta.text] == ["one", "two"]
         ports = [request.client_port for request in fake.chat_requests]
-        assert len(ports) == 2 and ports[0] == ports[1] != 0
+        assert len(ports) == 2
+        assert ports[0] == ports[1] != 0
 
     def test_reasoning_content_stream(self, stub, fake):
         """A compatible server's delta.reasoning_content streams as reasoning deltas before the text."""
