@@ -160,5 +160,9 @@ def _message(message: chat_pb2.Message) -> dict[str, Any]:
         parts.append({"type": "tool_call", "id": call.id, "name": call.name, "arguments": call.arguments_json})
     if message.HasField("tool_result"):
         result = message.tool_result
-        parts.append({"type": "tool_call_response", "id": result.tool_call_id, "response": result.content})
+        texts = [part.text for part in result.parts if part.WhichOneof("kind") == "text"]
+        response = (
+            "\n".join([result.content, *texts]) if result.content and texts else result.content or "\n".join(texts)
+        )
+        parts.append({"type": "tool_call_response", "id": result.tool_call_id, "response": response})
     return {"role": _ROLES.get(message.role, "unspecified"), "parts": parts}  # type: ignore[call-overload]

@@ -41,7 +41,10 @@ class InputLimits(BaseSettings):
     max_messages: int = Field(MAX_MESSAGES, ge=1, le=100_000, description="Messages per request.")
     max_tools: int = Field(MAX_TOOLS, ge=0, le=10_000, description="Tool definitions per request.")
     max_content_bytes: int = Field(
-        MAX_CONTENT_BYTES, ge=1, le=32 * 1024 * 1024, description="One content part: UTF-8 text or image bytes."
+        MAX_CONTENT_BYTES,
+        ge=1,
+        le=32 * 1024 * 1024,
+        description="One content part: UTF-8 text, or image, document or audio bytes.",
     )
     max_output_tokens: int = Field(MAX_OUTPUT_TOKENS, ge=1, le=10_000_000, description="Cap on max_output_tokens.")
 
@@ -162,35 +165,20 @@ def _validate_message(path: str, message: chat_pb2.Message, max_content_bytes: i
             f"{message.role} is not a known role; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL",
         )
     for part_index, part in enumerate(message.content):
-        part_path = f"{path}.content[{part_index}]"
-        kind = part.WhichOneof("kind")
-        if kind is None:
-            raise invalid_argument(part_path, "is empty; set text or image")
-        if kind == "reasoning" and message.role != chat_pb2.ROLE_ASSISTANT:
-            raise invalid_argument(
-                f"{part_path}.reasoning", "is only allowed on ROLE_ASSISTANT messages (the model's own reasoning)"
-            )
-        size = _part_size(part, kind)
-        if size > max_content_bytes:
-            raise invalid_argument(
-                part_path,
-                f"is {size} bytes, above the limit of {max_content_bytes} bytes per part (LLMMESH_MAX_CONTENT_BYTES); "
-                "split the text or send the image by URL",
-            )
-        if kind == "image":
-            image = part.image
-            source = image.WhichOneof("source")
-            if source is None:
-                raise invalid_argument(f"{part_path}.image", "has no source; set url or data")
-            if source == "data" and not image.mime_type:
-                raise invalid_argument(f"{part_path}.image.mime_type", "is required with image data, e.g. 'image/png'")
-            if source == "url" and not image.url.startswith(("https://", "http://", "data:")):
-                raise invalid_argument(f"{part_path}.image.url", "must be an http(s):// or data: URL")
+        _validate_part(f"{path}.content[{part_index}]", part, message.role, max_content_bytes)
     if message.role == chat_pb2.ROLE_TOOL:
         if not message.HasField("tool_result") or not message.tool_result.tool_call_id:
             raise invalid_argument(
                 f"{path}.tool_result.tool_call_id", "is required on ROLE_TOOL messages; echo the ToolCall.id"
             )
+        for part_index, part in enumerate(message.tool_result.parts):
+            part_path = f"{path}.tool_result.parts[{part_index}]"
+            if part.WhichOneof("kind") not in (None, "text", "image"):
+                raise invalid_argument(
+                    f"{part_path}.{part.WhichOneof('kind')}",
+                    "is not allowed in a tool result; send text or image parts",
+                )
+            _validate_part(part_path, part, message.role, max_content_bytes)
         return
     if message.HasField("tool_result"):
         raise invalid_argument(f"{path}.tool_result", "is only allowed on ROLE_TOOL messages")
@@ -210,17 +198,116 @@ def _validate_message(path: str, message: chat_pb2.Message, max_content_bytes: i
     if message.role == chat_pb2.ROLE_USER and not any(_says_something(part) for part in message.content):
         raise invalid_argument(
             f"{path}.content",
-            "is blank: a user message needs text that is not only whitespace, or an image "
+            "is blank: a user message needs text that is not only whitespace, or an image, document or audio "
             "(an empty prompt is usually a template that rendered nothing)",
         )
+
+
+#: Document types every provider that takes documents reads (OpenAI Chat takes PDF files only).
+DOCUMENT_MIME_TYPES = frozenset({"application/pdf", "text/plain"})
+#: Audio formats as OpenAI's `input_audio.format` names them, with the MIME type Gemini takes.
+AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mp3"}
+_AUDIO_MIME_TYPES = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/mp3": "mp3", "audio/mpeg": "mp3"}
+_USER_ONLY = frozenset({"document", "audio"})
+
+
+def audio_format(audio: chat_pb2.AudioPart) -> str:
+    """The part's format, "wav" or "mp3" (validated: `format`, else read from `mime_type`)."""
+    return audio.format or _AUDIO_MIME_TYPES[audio.mime_type.lower()]
+
+
+def audio_mime_type(audio: chat_pb2.AudioPart) -> str:
+    """The part's MIME type (validated: `mime_type`, else derived from `format`)."""
+    return audio.mime_type or AUDIO_FORMATS[audio.format]
+
+
+def _validate_part(part_path: str, part: chat_pb2.ContentPart, role: int, max_content_bytes: int) -> None:
+    kind = part.WhichOneof("kind")
+    if kind is None:
+        raise invalid_argument(part_path, "is empty; set text, image, document or audio")
+    if kind == "reasoning" and role != chat_pb2.ROLE_ASSISTANT:
+        raise invalid_argument(
+            f"{part_path}.reasoning", "is only allowed on ROLE_ASSISTANT messages (the model's own reasoning)"
+        )
+    if kind in _USER_ONLY and role != chat_pb2.ROLE_USER:
+        raise invalid_argument(f"{part_path}.{kind}", "is only allowed on ROLE_USER messages")
+    size = _part_size(part, kind)
+    if size > max_content_bytes:
+        raise invalid_argument(
+            part_path,
+            f"is {size} bytes, above the limit of {max_content_bytes} bytes per part (LLMMESH_MAX_CONTENT_BYTES); "
+            "split the text or send the image or document by URL",
+        )
+    if kind == "image":
+        _validate_image(f"{part_path}.image", part.image)
+    elif kind == "document":
+        _validate_document(f"{part_path}.document", part.document)
+    elif kind == "audio":
+        _validate_audio(f"{part_path}.audio", part.audio)
+
+
+def _validate_image(path: str, image: chat_pb2.ImagePart) -> None:
+    source = image.WhichOneof("source")
+    if source is None:
+        raise invalid_argument(path, "has no source; set url or data")
+    if source == "data" and not image.mime_type:
+        raise invalid_argument(f"{path}.mime_type", "is required with image data, e.g. 'image/png'")
+    if source == "data" and not image.data:
+        raise invalid_argument(f"{path}.data", "is empty; send the image's bytes")
+    if source == "url" and not image.url.startswith(("https://", "http://", "data:")):
+        raise invalid_argument(f"{path}.url", "must be an http(s):// or data: URL")
+    if image.detail not in chat_pb2.ImageDetail.values():
+        raise invalid_argument(f"{path}.detail", f"{image.detail} is not a known detail; use AUTO, LOW or HIGH")
+
+
+def _validate_document(path: str, document: chat_pb2.DocumentPart) -> None:
+    source = document.WhichOneof("source")
+    if source is None:
+        raise invalid_argument(path, "has no source; set data, url or file_id")
+    if source == "data":
+        if not document.data:
+            raise invalid_argument(f"{path}.data", "is empty; send the document's bytes")
+        if not document.mime_type:
+            raise invalid_argument(
+                f"{path}.mime_type", "is required with document data: 'application/pdf' or 'text/plain'"
+            )
+        if document.mime_type == "text/plain":
+            try:
+                document.data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise invalid_argument(
+                    f"{path}.data", "is not UTF-8 text; send text/plain documents as UTF-8"
+                ) from None
+    if source == "url" and not document.url.startswith(("https://", "http://")):
+        raise invalid_argument(f"{path}.url", "must be an http(s):// URL; send the bytes as data instead")
+    if source == "file_id" and not document.file_id.strip():
+        raise invalid_argument(f"{path}.file_id", "is empty; name a file uploaded to the provider")
+    if document.mime_type and document.mime_type not in DOCUMENT_MIME_TYPES:
+        raise invalid_argument(
+            f"{path}.mime_type", f"{document.mime_type!r} is not a document type; use 'application/pdf' or 'text/plain'"
+        )
+
+
+def _validate_audio(path: str, audio: chat_pb2.AudioPart) -> None:
+    if not audio.data:
+        raise invalid_argument(f"{path}.data", "is empty; send the audio's bytes")
+    if not audio.format and not audio.mime_type:
+        raise invalid_argument(f"{path}.format", "is required: 'wav' or 'mp3' (or set mime_type)")
+    if audio.format and audio.format not in AUDIO_FORMATS:
+        raise invalid_argument(f"{path}.format", f"{audio.format!r} is not supported; use 'wav' or 'mp3'")
+    if audio.mime_type and audio.mime_type.lower() not in _AUDIO_MIME_TYPES:
+        raise invalid_argument(
+            f"{path}.mime_type", f"{audio.mime_type!r} is not supported; use 'audio/wav' or 'audio/mpeg'"
+        )
+    if audio.format and audio.mime_type and _AUDIO_MIME_TYPES[audio.mime_type.lower()] != audio.format:
+        raise invalid_argument(f"{path}.mime_type", f"contradicts format {audio.format!r}; set only one of them")
 
 
 def _part_size(part: chat_pb2.ContentPart, kind: str) -> int:
     if kind == "text":
         return len(part.text.encode("utf-8"))
-    if kind == "reasoning":
-        return part.reasoning.ByteSize()
-    return part.image.ByteSize()
+    value = getattr(part, kind)
+    return int(value.ByteSize())
 
 
 def _says_something(part: chat_pb2.ContentPart) -> bool:

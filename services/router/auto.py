@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import grpc
 
+from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import REASON_CONTEXT_WINDOW_EXCEEDED, REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
 from services.common.reasoning import asks_for_reasoning
@@ -37,13 +38,23 @@ def estimate_prompt_tokens(request: rpb.ChatRequest | rpb.StreamChatRequest) -> 
     messages = request.messages
     for message in messages:
         characters += 16
-        for part in message.content:
-            characters += len(part.text) if part.WhichOneof("kind") == "text" else 1000
+        for part in (*message.content, *message.tool_result.parts):
+            characters += _part_characters(part)
         characters += len(message.tool_result.content)
         characters += sum(len(call.arguments_json) + len(call.name) for call in message.tool_calls)
     for tool in request.tools:
         characters += len(tool.name) + len(tool.description) + tool.parameters.ByteSize()
     return characters // _CHARS_PER_TOKEN
+
+
+def _part_characters(part: chat_pb2.ContentPart) -> int:
+    """Text by its length, a plain-text document by its bytes; an image, PDF or audio clip as 1000."""
+    kind = part.WhichOneof("kind")
+    if kind == "text":
+        return len(part.text)
+    if kind == "document" and part.document.mime_type == "text/plain":
+        return len(part.document.data)
+    return 1000
 
 
 def choose(

@@ -200,9 +200,19 @@ _RULES: list[_Rule] = [
     _rule(r"^tool_choice\.allowed_tools(.*)$", r"tool_choice.allowed_tools.tools\1"),
     _rule(r"^tool_choice\.parallel_tool_calls$", "parallel_tool_calls"),
     _rule(r"^messages\[(\d+)\]\.tool_result\.tool_call_id$", r"messages[\1].tool_call_id"),
+    _rule(r"^messages\[(\d+)\]\.tool_result\.parts\[(\d+)\]\.image\.url$", r"messages[\1].content[\2].image_url.url"),
+    _rule(
+        r"^messages\[(\d+)\]\.tool_result\.parts\[(\d+)\]\.image\.detail$", r"messages[\1].content[\2].image_url.detail"
+    ),
+    _rule(r"^messages\[(\d+)\]\.tool_result\.parts\[(\d+)\].*$", r"messages[\1].content[\2]"),
     _rule(r"^messages\[(\d+)\]\.tool_result.*$", r"messages[\1].content"),
     _rule(r"^messages\[(\d+)\]\.tool_calls\[(\d+)\]\.name$", r"messages[\1].tool_calls[\2].function.name"),
     _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.image\.url$", r"messages[\1].content[\2].image_url.url"),
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.image\.detail$", r"messages[\1].content[\2].image_url.detail"),
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.document\.(file_id|filename)$", r"messages[\1].content[\2].file.\3"),
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.document(?:\..*)?$", r"messages[\1].content[\2].file.file_data"),
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.audio\.data$", r"messages[\1].content[\2].input_audio.data"),
+    _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.audio(?:\..*)?$", r"messages[\1].content[\2].input_audio.format"),
     _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.image(?:\..*)?$", r"messages[\1].content[\2].image_url"),
     # Reasoning parts lead an assistant turn's content, in reasoning_details order.
     _rule(r"^messages\[(\d+)\]\.content\[(\d+)\]\.reasoning(.*)$", r"messages[\1].reasoning_details[\2]\3"),

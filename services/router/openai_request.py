@@ -11,6 +11,8 @@ caller spelled things so errors can name the caller's field
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Iterator
@@ -92,10 +94,24 @@ class ImageUrl(_Lenient):
     detail: str | None = None
 
 
+class FileData(_Lenient):
+    # A data URL ("data:application/pdf;base64,...") or bare base64 (typed by `filename`).
+    file_data: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class InputAudio(_Lenient):
+    data: str
+    format: str
+
+
 class ContentPart(_Lenient):
     type: str
     text: str | None = None
     image_url: ImageUrl | None = None
+    file: FileData | None = None
+    input_audio: InputAudio | None = None
     # An assistant turn's refusal part, as OpenAI returns and accepts it in history.
     refusal: str | None = None
 
@@ -462,12 +478,9 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
         # OpenAI tool messages carry no name; Gemini matches results by name, so
         # take it from the assistant turn that made the call.
         result.tool_result.CopyFrom(
-            chat_pb2.ToolResult(
-                tool_call_id=call_id,
-                name=tool_names.get(call_id, message.name or ""),
-                content=_plain_text(index, message.content),
-            )
+            chat_pb2.ToolResult(tool_call_id=call_id, name=tool_names.get(call_id, message.name or ""))
         )
+        _tool_content(index, message.content, result.tool_result)
         return result
     if message.role == "assistant":
         # Reasoning first, as the model produced it before its answer.
@@ -501,19 +514,91 @@ def _part(path: str, part: ContentPart) -> chat_pb2.ContentPart:
     if part.type == "image_url":
         if part.image_url is None:
             raise invalid_argument(f"{path}.image_url", "is required on an image_url part; set image_url.url")
-        return chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=part.image_url.url))
-    raise invalid_argument(f"{path}.type", f"{part.type!r} is not supported; use 'text' or 'image_url'")
+        detail = image_detail(f"{path}.image_url.detail", part.image_url.detail)
+        return chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=part.image_url.url, detail=detail))
+    if part.type == "file":
+        if part.file is None:
+            raise invalid_argument(f"{path}.file", "is required on a file part; set file.file_data or file.file_id")
+        return chat_pb2.ContentPart(
+            document=document(f"{path}.file", part.file.file_data, part.file.file_id, part.file.filename)
+        )
+    if part.type == "input_audio":
+        if part.input_audio is None:
+            raise invalid_argument(f"{path}.input_audio", "is required on an input_audio part; set data and format")
+        data = decode_base64(f"{path}.input_audio.data", part.input_audio.data)
+        return chat_pb2.ContentPart(audio=chat_pb2.AudioPart(data=data, format=part.input_audio.format))
+    raise invalid_argument(
+        f"{path}.type", f"{part.type!r} is not supported; use 'text', 'image_url', 'file' or 'input_audio'"
+    )
 
 
-def _plain_text(index: int, content: str | list[ContentPart] | None) -> str:
+_IMAGE_DETAILS = {
+    None: chat_pb2.IMAGE_DETAIL_UNSPECIFIED,
+    "auto": chat_pb2.IMAGE_DETAIL_AUTO,
+    "low": chat_pb2.IMAGE_DETAIL_LOW,
+    "high": chat_pb2.IMAGE_DETAIL_HIGH,
+}
+#: A bare base64 file_data is typed by its filename's extension; PDF when the name says nothing.
+_DOCUMENT_EXTENSIONS = {".pdf": "application/pdf", ".txt": "text/plain"}
+
+
+def image_detail(path: str, detail: str | None) -> chat_pb2.ImageDetail.ValueType:
+    """OpenAI's `detail` word → ImageDetail (shared by both OpenAI APIs of the door)."""
+    if detail not in _IMAGE_DETAILS:
+        raise invalid_argument(path, f"{detail!r} is not supported by the mesh; use 'auto', 'low' or 'high'")
+    return _IMAGE_DETAILS[detail]
+
+
+def decode_base64(path: str, text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_argument(path, "is not valid base64") from None
+
+
+def document(path: str, file_data: str | None, file_id: str | None, filename: str | None) -> chat_pb2.DocumentPart:
+    """OpenAI's file input (`file_data` as a data URL or bare base64, or `file_id`) → DocumentPart;
+    `path` names the object holding them (`...file` on Chat, the `input_file` part on Responses)."""
+    out = chat_pb2.DocumentPart(filename=filename or "")
+    if file_data is not None and file_id is not None:
+        raise invalid_argument(f"{path}.file_data", "and file_id are both set; send one of them")
+    if file_id is not None:
+        out.file_id = file_id
+        return out
+    if file_data is None:
+        raise invalid_argument(path, "needs file_data (a base64 data URL) or file_id")
+    if file_data.startswith("data:"):
+        header, _, payload = file_data[len("data:") :].partition(",")
+        mime_type, _, encoding = header.partition(";")
+        if encoding != "base64":
+            raise invalid_argument(f"{path}.file_data", "must be a base64 data URL: data:application/pdf;base64,...")
+        out.mime_type = mime_type
+    else:
+        payload = file_data
+        suffix = (filename or "").lower()
+        out.mime_type = next(
+            (mime for ending, mime in _DOCUMENT_EXTENSIONS.items() if suffix.endswith(ending)), "application/pdf"
+        )
+    out.data = decode_base64(f"{path}.file_data", payload)
+    return out
+
+
+def _tool_content(index: int, content: str | list[ContentPart] | None, result: chat_pb2.ToolResult) -> None:
+    """A tool message's content: a string or text parts as `content` (joined), as ever; with an image
+    among them, every part in order as `parts`."""
     if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
+        result.content = content or ""
+        return
     for part_index, part in enumerate(content):
-        if part.type != "text" or part.text is None:
-            raise invalid_argument(f"messages[{index}].content[{part_index}]", "tool results take text parts only")
-        texts.append(part.text)
-    return "".join(texts)
+        if part.type not in ("text", "image_url"):
+            raise invalid_argument(
+                f"messages[{index}].content[{part_index}].type", "tool results take text and image_url parts only"
+            )
+    if all(part.type == "text" for part in content):
+        result.content = "".join(part.text or "" for part in content)
+        return
+    for part_index, part in enumerate(content):
+        result.parts.append(_part(f"messages[{index}].content[{part_index}]", part))
 
 
 def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -> None:

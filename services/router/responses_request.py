@@ -6,10 +6,11 @@ inputs are refused with a 400 naming the field (send the whole history in
 `input` instead). What maps onto the chat contract:
 
 * `instructions` → a leading system message; `input` as a string → one user
-  message; input items: `message` (any role; input_text, input_image,
-  output_text and refusal parts), `function_call` (joined to the assistant
+  message; input items: `message` (any role; input_text, input_image with
+  its detail, input_file, input_audio, output_text and refusal parts), `function_call` (joined to the assistant
   turn before it, as Responses output lists them one item per call) and
-  `function_call_output` (a tool result, named after its call).
+  `function_call_output` (a tool result, named after its call; its output a
+  string, or input_text and input_image parts).
 * `reasoning.effort` → `settings.reasoning.effort`; `reasoning.summary`
   (any value) asks for the thoughts (`include_thoughts`). `reasoning` items
   in `input` become reasoning parts of the assistant turn they precede, with
@@ -45,6 +46,9 @@ from services.router.openai_request import (
     ParsedChat,
     apply_caller,
     apply_routing,
+    decode_base64,
+    document,
+    image_detail,
     validation_problem,
 )
 
@@ -227,9 +231,8 @@ def _item(
         _function_call(request, path, item, fields, tool_names)
     elif kind == "function_call_output":
         call_id = _string(item, "call_id", path)
-        result = chat_pb2.ToolResult(
-            tool_call_id=call_id, name=tool_names.get(call_id, ""), content=_output_text(path, item.get("output"))
-        )
+        result = chat_pb2.ToolResult(tool_call_id=call_id, name=tool_names.get(call_id, ""))
+        _output(path, item.get("output"), result)
         request.messages.add(role=chat_pb2.ROLE_TOOL, tool_result=result)
         fields.messages.append(MessageSource(path))
     elif kind == "reasoning":
@@ -305,8 +308,45 @@ def _part(path: str, part: object) -> chat_pb2.ContentPart:
             raise invalid_argument(
                 f"{path}.image_url", "is required on an input_image part (a URL or data: URL; file_id needs storage)"
             )
-        return chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=url))
-    raise invalid_argument(f"{path}.type", f"{kind!r} is not supported; use 'input_text' or 'input_image'")
+        detail = image_detail(f"{path}.detail", _optional_string(part, "detail", path))
+        return chat_pb2.ContentPart(image=chat_pb2.ImagePart(url=url, detail=detail))
+    if kind == "input_file":
+        return chat_pb2.ContentPart(document=_input_file(path, part))
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        if not isinstance(audio, dict):
+            raise invalid_argument(f"{path}.input_audio", "is required on an input_audio part; set data and format")
+        data = decode_base64(f"{path}.input_audio.data", _string(audio, "data", f"{path}.input_audio"))
+        return chat_pb2.ContentPart(
+            audio=chat_pb2.AudioPart(data=data, format=_string(audio, "format", f"{path}.input_audio"))
+        )
+    raise invalid_argument(
+        f"{path}.type", f"{kind!r} is not supported; use 'input_text', 'input_image', 'input_file' or 'input_audio'"
+    )
+
+
+def _input_file(path: str, part: dict[str, Any]) -> chat_pb2.DocumentPart:
+    """`input_file`: file_data (a data URL or bare base64), file_id or file_url, with its filename."""
+    if image_detail(f"{path}.detail", _optional_string(part, "detail", path)) not in (
+        chat_pb2.IMAGE_DETAIL_UNSPECIFIED,
+        chat_pb2.IMAGE_DETAIL_AUTO,
+    ):
+        raise invalid_argument(f"{path}.detail", "is taken on images only; leave it unset on input_file")
+    file_url = _optional_string(part, "file_url", path)
+    file_data, file_id = _optional_string(part, "file_data", path), _optional_string(part, "file_id", path)
+    filename = _optional_string(part, "filename", path)
+    if file_url is not None:
+        if file_data is not None or file_id is not None:
+            raise invalid_argument(f"{path}.file_url", "is set with file_data or file_id; send one of them")
+        return chat_pb2.DocumentPart(url=file_url, filename=filename or "")
+    return document(path, file_data, file_id, filename)
+
+
+def _optional_string(item: dict[str, Any], key: str, path: str) -> str | None:
+    value = item.get(key)
+    if value is not None and not isinstance(value, str):
+        raise invalid_argument(f"{path}.{key}", "must be a string")
+    return value
 
 
 def _function_call(
@@ -330,17 +370,22 @@ def _function_call(
     tool_names[call_id] = name
 
 
-def _output_text(path: str, output: object) -> str:
+def _output(path: str, output: object, result: chat_pb2.ToolResult) -> None:
+    """A function_call_output's output: a string or text parts as `content` (joined), as ever; with
+    an input_image among them, every part in order as `parts`."""
     if isinstance(output, str):
-        return output
-    if isinstance(output, list):
-        texts = []
-        for index, part in enumerate(output):
-            if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text"):
-                raise invalid_argument(f"{path}.output[{index}]", "tool results take input_text parts only")
-            texts.append(_string(part, "text", f"{path}.output[{index}]"))
-        return "".join(texts)
-    raise invalid_argument(f"{path}.output", "is required: the tool's result as a string")
+        result.content = output
+        return
+    if not isinstance(output, list):
+        raise invalid_argument(f"{path}.output", "is required: the tool's result as a string")
+    for index, part in enumerate(output):
+        if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text", "input_image"):
+            raise invalid_argument(f"{path}.output[{index}]", "tool results take input_text and input_image parts only")
+    if all(part.get("type") != "input_image" for part in output):
+        result.content = "".join(_string(part, "text", f"{path}.output[{index}]") for index, part in enumerate(output))
+        return
+    for index, part in enumerate(output):
+        result.parts.append(_part(f"{path}.output[{index}]", part))
 
 
 def _string(item: dict[str, Any], key: str, path: str) -> str:
@@ -476,14 +521,37 @@ def _message_param(source: MessageSource, rest: str) -> str:
     if (part := _PART.match(rest)) is not None:
         if source.string_content:
             return source.path if source.path in ("input", "instructions") else f"{source.path}.content"
-        tail = part.group(2).replace(".image.url", ".image_url").replace(".image", ".image_url")
-        return f"{source.path}.content[{part.group(1)}]{tail}"
+        return f"{source.path}.content[{part.group(1)}]{_part_tail(part.group(2))}"
     if (call := _CALL.match(rest)) is not None and int(call.group(1)) < len(source.call_paths):
         tail = {".arguments_json": ".arguments", ".id": ".call_id"}.get(call.group(2), call.group(2))
         return f"{source.call_paths[int(call.group(1))]}{tail}"
+    if (output := _OUTPUT_PART.match(rest)) is not None:
+        return f"{source.path}.output[{output.group(1)}]{_part_tail(output.group(2))}"
     if rest.startswith(".tool_result"):
         return f"{source.path}.call_id" if rest.endswith("tool_call_id") else f"{source.path}.output"
     return source.path
+
+
+_OUTPUT_PART = re.compile(r"^\.tool_result\.parts\[(\d+)\](.*)$")
+#: A content part's router field → the Responses part's own field.
+_PART_TAILS = [
+    (".image.url", ".image_url"),
+    (".image.detail", ".detail"),
+    (".image", ".image_url"),
+    (".document.file_id", ".file_id"),
+    (".document.url", ".file_url"),
+    (".document.filename", ".filename"),
+    (".document", ".file_data"),
+    (".audio.data", ".input_audio.data"),
+    (".audio", ".input_audio.format"),
+]
+
+
+def _part_tail(tail: str) -> str:
+    for prefix, replacement in _PART_TAILS:
+        if tail.startswith(prefix):
+            return replacement
+    return tail
 
 
 def echoed_tools(parsed: ParsedResponses) -> list[dict[str, Any]]:

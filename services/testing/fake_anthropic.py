@@ -44,6 +44,8 @@ from anthropic.types import (
     Usage,
 )
 
+from services.testing import wire_parts
+
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 
 
@@ -86,8 +88,10 @@ class RecordedRequest:
 class FakeAnthropic:
     """The server; `start()` binds 127.0.0.1 on a free port."""
 
-    def __init__(self, *, api_key: str = "", echo_credentials: bool = False) -> None:
+    def __init__(self, *, api_key: str = "", echo_credentials: bool = False, check_parts: bool = False) -> None:
         self.api_key = api_key
+        #: Requests whose content blocks the SDK's own types reject get a 400 (wire_parts.py).
+        self.check_parts = check_parts
         #: Error bodies repeat the request's credentials in their message.
         self.echo_credentials = echo_credentials
         self.requests: list[RecordedRequest] = []
@@ -150,6 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw.decode(errors="replace")
         request = self._record(body)
         reply = self.fake._take(request)
+        problem = wire_parts.anthropic_problem(body) if self.fake.check_parts and isinstance(body, dict) else None
+        if problem is not None:
+            reply = error_reply(400, "invalid_request_error", problem)
         if self.fake.echo_credentials and reply.status >= 400 and isinstance(reply.body, dict):
             reply = self._echoing(reply)
         if reply.delay and not self._wait(reply.delay, request):

@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 from google.genai import types
 
+from services.testing import wire_parts
 from services.testing.fake_openai import fake_vector
 
 #: How a reply ends: "complete" (normally), "abrupt" (socket closed mid-body,
@@ -271,9 +272,16 @@ class FakeGemini:
     """The fake server; use as a context manager or call start()/stop()."""
 
     def __init__(
-        self, *, api_key: str | None = None, echo_credentials: bool = False, signatures_required_for: str = "gemini-3"
+        self,
+        *,
+        api_key: str | None = None,
+        echo_credentials: bool = False,
+        signatures_required_for: str = "gemini-3",
+        check_parts: bool = False,
     ) -> None:
         self.api_key = api_key
+        #: Requests whose contents google-genai's own types reject get a 400 (wire_parts.py).
+        self.check_parts = check_parts
         #: Models whose name holds this refuse function calls without a thought signature ("": none).
         self.signatures_required_for = signatures_required_for
         #: Error bodies repeat the request's key in their message.
@@ -358,6 +366,10 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
                 complaint = missing_signature(recorded.body)
                 if complaint is not None:
                     reply = error_reply(400, complaint)
+            if fake.check_parts and isinstance(recorded.body, dict) and reply.status < 400:
+                problem = wire_parts.gemini_problem(recorded.body)
+                if problem is not None:
+                    reply = error_reply(400, problem)
             if fake.echo_credentials and reply.status >= 400:
                 reply = _echoing(reply, key or "", self.path)
             if reply.delay:

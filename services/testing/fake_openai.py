@@ -36,6 +36,8 @@ from typing import Any, Literal
 from openai.types import CompletionUsage, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from services.testing import wire_parts
+
 Ending = Literal["done", "eof", "cut"]
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "openai-organization", "openai-project"})
 
@@ -352,8 +354,11 @@ class FakeOpenAI:
         default_reply: Reply | None = None,
         keep_requests: bool = True,
         echo_credentials: bool = False,
+        check_parts: bool = False,
     ) -> None:
         self.expected_key = expected_key
+        #: Chat requests whose content parts the SDK's own types reject get a 400 (wire_parts.py).
+        self.check_parts = check_parts
         #: Error bodies repeat the request's credentials (message and `param`).
         self.echo_credentials = echo_credentials
         #: Sent when the scripted queue is empty (None: a 500 saying nothing is scripted).
@@ -482,6 +487,9 @@ class _FakeHandler(BaseHTTPRequestHandler):
         reply = self.owner._next_reply()
         if reply is None:
             reply = Reply.error(500, "fake-openai: no scripted reply left", type="server_error")
+        problem = wire_parts.openai_problem(body) if self.owner.check_parts and isinstance(body, dict) else None
+        if problem is not None:
+            reply = Reply.error(400, problem, type="invalid_request_error")
         if self.owner.echo_credentials and reply.status >= 400:
             reply = _echoing(reply, authorization or "", self.path)
         if not self.owner._sleep(reply.delay):

@@ -407,7 +407,11 @@ class TestErrors:
             ({"messages": []}, "messages"),
             ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
             ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
-            ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0].content[0].type"),
+            ({"messages": [{"role": "user", "content": [{"type": "video_url"}]}]}, "messages[0].content[0].type"),
+            (
+                {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+                "messages[0].content[0].input_audio",
+            ),
             ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
             (
                 {"tools": [{"type": "function", "function": {"name": "bad name!"}}]},

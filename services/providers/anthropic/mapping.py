@@ -184,7 +184,7 @@ def _map_messages(messages: Any) -> tuple[str, list[dict[str, Any]]]:
             system_parts.append(_system_text(path, message))
             continue
         if message.role == chat_pb2.ROLE_TOOL:
-            role, blocks = "user", [_tool_result(message.tool_result)]
+            role, blocks = "user", [_tool_result(path, message.tool_result)]
         elif message.role == chat_pb2.ROLE_ASSISTANT:
             role, blocks = "assistant", _assistant_blocks(path, message)
         else:
@@ -244,13 +244,39 @@ def _content_blocks(path: str, message: chat_pb2.Message, *, allow_images: bool)
             if part.text:  # Anthropic rejects empty text blocks
                 blocks.append({"type": "text", "text": part.text})
             continue
+        if part.WhichOneof("kind") == "audio":
+            raise unsupported_feature(f"{part_path}.audio", "Anthropic takes no audio input")
+        if part.WhichOneof("kind") == "document":
+            blocks.append(_document_block(f"{part_path}.document", part.document))
+            continue
         if not allow_images:
             raise unsupported_feature(f"{part_path}.image", "Anthropic takes images in user messages only")
         blocks.append(_image_block(f"{part_path}.image", part.image))
     return blocks
 
 
+def _document_block(path: str, document: chat_pb2.DocumentPart) -> dict[str, Any]:
+    """DocumentBlockParam: a PDF as base64, plain text as a text source, a URL, or an uploaded file's id."""
+    source = document.WhichOneof("source")
+    if source == "url":
+        block_source: dict[str, Any] = {"type": "url", "url": document.url}
+    elif source == "file_id":
+        block_source = {"type": "file", "file_id": document.file_id}
+    elif document.mime_type == "text/plain":
+        block_source = {"type": "text", "media_type": "text/plain", "data": document.data.decode("utf-8")}
+    else:
+        encoded = base64.b64encode(document.data).decode("ascii")
+        block_source = {"type": "base64", "media_type": "application/pdf", "data": encoded}
+    block: dict[str, Any] = {"type": "document", "source": block_source}
+    if document.title or document.filename:
+        # Anthropic has no filename field: the title names the document to the model.
+        block["title"] = document.title or document.filename
+    return block
+
+
 def _image_block(path: str, image: chat_pb2.ImagePart) -> dict[str, Any]:
+    if image.detail in (chat_pb2.IMAGE_DETAIL_LOW, chat_pb2.IMAGE_DETAIL_HIGH):
+        raise unsupported_feature(f"{path}.detail", "Anthropic takes no image detail level; leave it unset or AUTO")
     if image.WhichOneof("source") == "data":
         return _base64_image(path, image.mime_type, base64.b64encode(image.data).decode("ascii"))
     if image.url.startswith("data:"):
@@ -325,8 +351,18 @@ def _arguments(path: str, text: str) -> dict[str, Any]:
     return value
 
 
-def _tool_result(result: chat_pb2.ToolResult) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id, "content": result.content}
+def _tool_result(path: str, result: chat_pb2.ToolResult) -> dict[str, Any]:
+    content: str | list[dict[str, Any]] = result.content
+    if result.parts:
+        # ToolResultBlockParam content as text and image blocks, `content` first.
+        blocks = [{"type": "text", "text": result.content}] if result.content else []
+        for index, part in enumerate(result.parts):
+            if part.WhichOneof("kind") == "image":
+                blocks.append(_image_block(f"{path}.tool_result.parts[{index}].image", part.image))
+            elif part.text:  # Anthropic rejects empty text blocks
+                blocks.append({"type": "text", "text": part.text})
+        content = blocks
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id, "content": content}
     if result.is_error:
         block["is_error"] = True
     return block

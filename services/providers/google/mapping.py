@@ -62,6 +62,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import invalid_argument, unsupported_feature
 from services.common.reasoning import effort_name
+from services.common.validation import audio_mime_type
 
 PROVIDER = "google"
 Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
@@ -82,6 +83,10 @@ _INT32_MAX = 2**31 - 1
 DUMMY_SIGNATURE = base64.urlsafe_b64decode("skip_thought_signature_validator")
 #: Model-name marker of the Gemini versions that reject function calls without a signature.
 _SIGNATURE_REQUIRED_MARKER = "gemini-3"
+_MEDIA_RESOLUTIONS = {
+    chat_pb2.IMAGE_DETAIL_LOW: types.PartMediaResolutionLevel.MEDIA_RESOLUTION_LOW,
+    chat_pb2.IMAGE_DETAIL_HIGH: types.PartMediaResolutionLevel.MEDIA_RESOLUTION_HIGH,
+}
 _TOOL_CHOICE = {
     chat_pb2.TOOL_CHOICE_MODE_AUTO: types.FunctionCallingConfigMode.AUTO,
     chat_pb2.TOOL_CHOICE_MODE_NONE: types.FunctionCallingConfigMode.NONE,
@@ -175,14 +180,29 @@ def _content_parts(path: str, message: chat_pb2.Message) -> list[types.Part]:
     parts = []
     for index, part in enumerate(message.content):
         part_path = f"{path}.content[{index}]"
-        if part.WhichOneof("kind") == "text":
+        kind = part.WhichOneof("kind")
+        if kind == "text":
             parts.append(types.Part(text=part.text))
-        else:
+        elif kind == "image":
             parts.append(_image_part(f"{part_path}.image", part.image))
+        elif kind == "document":
+            parts.append(_document_part(f"{part_path}.document", part.document))
+        elif kind == "audio":
+            blob = types.Blob(data=part.audio.data, mime_type=audio_mime_type(part.audio))
+            parts.append(types.Part(inline_data=blob))
     return parts
 
 
 def _image_part(path: str, image: chat_pb2.ImagePart) -> types.Part:
+    part = _image_source(path, image)
+    level = _MEDIA_RESOLUTIONS.get(image.detail)
+    if level is not None:
+        # Gemini 3's per-part media resolution: the same trade of tokens against fidelity.
+        part.media_resolution = types.PartMediaResolution(level=level)
+    return part
+
+
+def _image_source(path: str, image: chat_pb2.ImagePart) -> types.Part:
     if image.WhichOneof("source") == "data":
         return types.Part(inline_data=types.Blob(data=image.data, mime_type=image.mime_type))
     url = image.url
@@ -198,6 +218,23 @@ def _image_part(path: str, image: chat_pb2.ImagePart) -> types.Part:
             f"{path}.mime_type", "is required for an image URL Gemini cannot type from its name, e.g. 'image/png'"
         )
     return types.Part(file_data=types.FileData(file_uri=url, mime_type=mime_type))
+
+
+def _document_part(path: str, document: chat_pb2.DocumentPart) -> types.Part:
+    """Bytes as inline_data; a URL or an uploaded file's URI as file_data (the Gemini API takes no
+    display name on either, so `filename` and `title` are not sent)."""
+    source = document.WhichOneof("source")
+    if source == "data":
+        return types.Part(inline_data=types.Blob(data=document.data, mime_type=document.mime_type))
+    uri = document.url if source == "url" else document.file_id
+    if source == "url" and not uri.startswith("https://"):
+        raise unsupported_feature(f"{path}.url", "Gemini fetches only https:// URLs; send the document's bytes")
+    mime_type = document.mime_type or mimetypes.guess_type(uri.split("?", 1)[0])[0] or ""
+    if not mime_type:
+        raise unsupported_feature(
+            f"{path}.mime_type", "is required for a document Gemini cannot type from its name, e.g. 'application/pdf'"
+        )
+    return types.Part(file_data=types.FileData(file_uri=uri, mime_type=mime_type))
 
 
 def _blob_from_data_url(path: str, url: str) -> types.Blob:
@@ -294,12 +331,38 @@ def _function_response_part(
             f"{path}.tool_result.name",
             "is empty and no earlier ToolCall has this tool_call_id; Gemini matches results by tool name",
         )
+    texts = [result.content] if result.content else []
+    media: list[types.FunctionResponsePart] = []
+    for index, part in enumerate(result.parts):
+        if part.WhichOneof("kind") == "text":
+            texts.append(part.text)
+        else:
+            media.append(_function_response_media(f"{path}.tool_result.parts[{index}].image", part.image))
+    output = _json_or_text(texts[0]) if len(texts) == 1 else "\n".join(texts)
     # Gemini wants an object: "output" for results, "error" for failures (its documented keys).
-    response = {"error" if result.is_error else "output": _json_or_text(result.content)}
+    response = {"error" if result.is_error else "output": output}
     function_response = types.FunctionResponse(name=name, response=response)
+    if media:
+        # Multimodal function responses (Gemini 3): images as the response's own parts.
+        function_response.parts = media
     if call is not None and _google_extension(call.extensions).get("upstream_id"):
         function_response.id = result.tool_call_id
     return types.Part(function_response=function_response)
+
+
+def _function_response_media(path: str, image: chat_pb2.ImagePart) -> types.FunctionResponsePart:
+    if image.detail in (chat_pb2.IMAGE_DETAIL_LOW, chat_pb2.IMAGE_DETAIL_HIGH):
+        raise unsupported_feature(f"{path}.detail", "Gemini takes no media resolution on function response parts")
+    part = _image_source(path, image)
+    if part.inline_data is not None:
+        blob = part.inline_data
+        return types.FunctionResponsePart(
+            inline_data=types.FunctionResponseBlob(data=blob.data, mime_type=blob.mime_type)
+        )
+    file_data = part.file_data or types.FileData()  # _image_source returns inline_data or file_data
+    return types.FunctionResponsePart(
+        file_data=types.FunctionResponseFileData(file_uri=file_data.file_uri, mime_type=file_data.mime_type)
+    )
 
 
 def _json_or_text(content: str) -> Any:

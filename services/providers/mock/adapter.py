@@ -13,6 +13,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
 
+Images, documents, audio and tool result parts are accepted as they are; the
+start event lists them (`parts`: where, kind, type and size, never the bytes).
+
 A scripted turn keeps only the tool calls `tool_choice.allowed_tools` allows
 (only the first with `parallel_tool_calls` false); the start event records both.
 
@@ -208,6 +211,7 @@ class MockAdapter(ProviderAdapter):
             last_text=_text_of(last) if last is not None else "",
             assistant_prefix=request.assistant_prefix,
             **_tool_choice_seen(request),
+            **_parts_seen(request),
         )
         return model, overrides, call_id
 
@@ -335,6 +339,34 @@ def _tool_choice_seen(request: Request) -> dict[str, Any]:
     return seen
 
 
+def _parts_seen(request: Request) -> dict[str, Any]:
+    """What the start event records of the request's images, documents, audio and tool result parts
+    (kind, message, size and type, never the bytes), so tests see what reached the provider."""
+    seen: list[dict[str, Any]] = []
+    for index, message in enumerate(request.messages):
+        parts = [(f"content[{i}]", part) for i, part in enumerate(message.content)]
+        parts += [(f"tool_result.parts[{i}]", part) for i, part in enumerate(message.tool_result.parts)]
+        for where, part in parts:
+            kind = part.WhichOneof("kind")
+            if kind not in ("image", "document", "audio") and not where.startswith("tool_result"):
+                continue
+            entry: dict[str, Any] = {"at": f"messages[{index}].{where}", "kind": kind}
+            if kind == "text":
+                entry["text"] = part.text
+            elif kind == "image":
+                entry.update(source=part.image.WhichOneof("source"), mime_type=part.image.mime_type)
+                entry.update(bytes=len(part.image.data), detail=chat_pb2.ImageDetail.Name(part.image.detail))
+            elif kind == "document":
+                document = part.document
+                entry.update(source=document.WhichOneof("source"), mime_type=document.mime_type)
+                entry.update(bytes=len(document.data), filename=document.filename, title=document.title)
+                entry.update(url=document.url, file_id=document.file_id)
+            elif kind == "audio":
+                entry.update(format=part.audio.format, mime_type=part.audio.mime_type, bytes=len(part.audio.data))
+            seen.append(entry)
+    return {"parts": seen} if seen else {}
+
+
 def _within_tool_choice(turn: ScriptTurn, choice: chat_pb2.ToolChoice) -> ScriptTurn:
     """A scripted turn keeps only the calls the tool choice allows (one, with parallel_tool_calls false)."""
     calls = [call for call in turn.tool_calls if not choice.allowed_tools or call.name in choice.allowed_tools]
@@ -414,6 +446,7 @@ def _count_input_tokens(request: Request) -> int:
     for message in request.messages:
         total += 4 + len(_text_of(message).split())
         total += len(message.tool_result.content.split())
+        total += sum(len(part.text.split()) for part in message.tool_result.parts)
         total += sum(len(call.arguments_json.split()) for call in message.tool_calls)
     return total
 

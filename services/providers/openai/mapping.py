@@ -41,6 +41,7 @@ from llmmesh.v1 import provider_service_pb2 as pb
 from services.common import logprobs
 from services.common.errors import invalid_argument, unsupported_feature
 from services.common.reasoning import effort_name, reasoning_of
+from services.common.validation import audio_format
 
 PROVIDER = "openai"
 
@@ -85,6 +86,11 @@ _FINISH_REASONS = {
     "length": chat_pb2.FINISH_REASON_LENGTH,
     "tool_calls": chat_pb2.FINISH_REASON_TOOL_CALLS,
     "content_filter": chat_pb2.FINISH_REASON_CONTENT_FILTER,
+}
+_IMAGE_DETAILS = {
+    chat_pb2.IMAGE_DETAIL_AUTO: "auto",
+    chat_pb2.IMAGE_DETAIL_LOW: "low",
+    chat_pb2.IMAGE_DETAIL_HIGH: "high",
 }
 _TOOL_CHOICES = {
     chat_pb2.TOOL_CHOICE_MODE_AUTO: "auto",
@@ -172,10 +178,12 @@ def _message(path: str, message: chat_pb2.Message) -> dict[str, Any]:
         result = message.tool_result
         # Chat Completions has no error flag on tool results: say it in the text.
         content = f"[tool error] {result.content}" if result.is_error else result.content
-        return {"role": "tool", "tool_call_id": result.tool_call_id, "content": content}
+        if not result.parts:
+            return {"role": "tool", "tool_call_id": result.tool_call_id, "content": content}
+        return {"role": "tool", "tool_call_id": result.tool_call_id, "content": _tool_parts(path, result, content)}
     out: dict[str, Any] = {"role": role}
     user = message.role == chat_pb2.ROLE_USER
-    content = _user_content(message) if user else _text_only_content(path, message, role)
+    content = _user_content(path, message) if user else _text_only_content(path, message, role)
     if content is not None:
         out["content"] = content
     if message.name:
@@ -199,17 +207,66 @@ def _message(path: str, message: chat_pb2.Message) -> dict[str, Any]:
     return out
 
 
-def _user_content(message: chat_pb2.Message) -> str | list[dict[str, Any]]:
+def _user_content(path: str, message: chat_pb2.Message) -> str | list[dict[str, Any]]:
     parts = list(message.content)
     if len(parts) == 1 and parts[0].WhichOneof("kind") == "text":
         # A plain string is what every OpenAI-compatible server understands.
         return parts[0].text
     out: list[dict[str, Any]] = []
-    for part in parts:
-        if part.WhichOneof("kind") == "text":
+    for index, part in enumerate(parts):
+        kind = part.WhichOneof("kind")
+        if kind == "text":
             out.append({"type": "text", "text": part.text})
-        else:
-            out.append({"type": "image_url", "image_url": {"url": _image_url(part.image)}})
+        elif kind == "image":
+            out.append({"type": "image_url", "image_url": _image(part.image)})
+        elif kind == "document":
+            out.append({"type": "file", "file": _file(f"{path}.content[{index}].document", part.document)})
+        elif kind == "audio":
+            audio = part.audio
+            data = base64.b64encode(audio.data).decode("ascii")
+            out.append({"type": "input_audio", "input_audio": {"data": data, "format": audio_format(audio)}})
+    return out
+
+
+def _tool_parts(path: str, result: chat_pb2.ToolResult, content: str) -> list[dict[str, Any]]:
+    """A multi-part tool result as the tool message's text parts (the only kind Chat Completions takes there)."""
+    out = [{"type": "text", "text": content}] if content else []
+    for index, part in enumerate(result.parts):
+        if part.WhichOneof("kind") != "text":
+            raise unsupported_feature(
+                f"{path}.tool_result.parts[{index}].{part.WhichOneof('kind')}",
+                "OpenAI Chat Completions takes only text in tool results",
+            )
+        out.append({"type": "text", "text": part.text})
+    return out
+
+
+def _image(image: chat_pb2.ImagePart) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": _image_url(image)}
+    detail = _IMAGE_DETAILS.get(image.detail)
+    if detail is not None:
+        out["detail"] = detail
+    return out
+
+
+def _file(path: str, document: chat_pb2.DocumentPart) -> dict[str, Any]:
+    """A document as a `file` part: its bytes as a data URL, or the id of a file uploaded to OpenAI."""
+    source = document.WhichOneof("source")
+    if source == "url":
+        raise unsupported_feature(
+            f"{path}.url", "OpenAI Chat Completions takes documents as bytes or a file id, not a URL"
+        )
+    out: dict[str, Any] = {}
+    if source == "file_id":
+        out["file_id"] = document.file_id
+    else:
+        if document.mime_type != "application/pdf":
+            raise unsupported_feature(f"{path}.mime_type", "OpenAI Chat Completions takes PDF files only")
+        encoded = base64.b64encode(document.data).decode("ascii")
+        out["file_data"] = f"data:{document.mime_type};base64,{encoded}"
+    if document.filename or source == "data":
+        # OpenAI answers 400 to file_data without a filename.
+        out["filename"] = document.filename or "document.pdf"
     return out
 
 
@@ -228,7 +285,7 @@ def _text_only_content(path: str, message: chat_pb2.Message, role: str) -> str |
             continue
         if part.WhichOneof("kind") != "text":
             raise unsupported_feature(
-                f"{path}.content[{index}].image",
+                f"{path}.content[{index}].{part.WhichOneof('kind')}",
                 f"OpenAI Chat Completions takes images only in user messages, not in {role} messages",
             )
         texts.append(part.text)
