@@ -1,6 +1,6 @@
 """CPU per call of one provider adapter, in process, against its loopback fake (no gRPC, no router).
 
-    python tests/bench/adapter_cpu.py anthropic|google [--calls 200] [--pieces 50] [--label base]
+    python tests/bench/adapter_cpu.py openai|anthropic|google [--calls 200] [--pieces 50] [--label base]
 
 Calls the adapter's `stream_chat` (streams of about `--pieces` text deltas)
 and `chat` one after another on uvloop and reads the CPU time of the event
@@ -60,6 +60,23 @@ def _anthropic(pieces: int) -> Setup:
     return fake, script, AnthropicAdapter(client, models=[], default_max_tokens=1024), "claude-haiku-4-5"
 
 
+def _openai(pieces: int) -> Setup:
+    from openai import AsyncOpenAI
+
+    from services.providers.openai.adapter import OpenAIAdapter
+    from services.testing import fake_openai as fo
+
+    fake = fo.FakeOpenAI(keep_requests=False).start()
+    words = [f"word{index} " for index in range(pieces)]
+
+    def script(count: int, stream: bool) -> None:
+        reply = (lambda: fo.Reply.stream(fo.text_stream(words))) if stream else lambda: fo.Reply.json(fo.completion())
+        fake.script(*[reply() for _ in range(count)])
+
+    client = AsyncOpenAI(api_key="bench-key", base_url=fake.url, max_retries=0)
+    return fake, script, OpenAIAdapter(client, models=["gpt-4o-mini"]), "gpt-4o-mini"
+
+
 def _google(pieces: int) -> Setup:
     from services.providers.google.adapter import GoogleAdapter
     from services.testing import fake_google as fg
@@ -106,12 +123,14 @@ async def _measure(adapter: Any, script: Callable[[int, bool], None], model: str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("provider", choices=("anthropic", "google"))
+    parser.add_argument("provider", choices=("openai", "anthropic", "google"))
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--pieces", type=int, default=50)
     parser.add_argument("--label", default="")
     args = parser.parse_args(argv)
-    fake, script, adapter, model = {"anthropic": _anthropic, "google": _google}[args.provider](args.pieces)
+    fake, script, adapter, model = {"openai": _openai, "anthropic": _anthropic, "google": _google}[args.provider](
+        args.pieces
+    )
 
     async def run() -> list[str]:
         try:
