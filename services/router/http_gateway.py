@@ -458,7 +458,8 @@ async def _read_json(request: Request) -> object:
 
 def _too_large(size: int) -> MeshError:
     return invalid_argument(
-        "body", f"is {size} bytes, above the {MAX_BODY_BYTES}-byte limit; send images and documents by URL instead of inline data"
+        "body",
+        f"is {size} bytes, above the {MAX_BODY_BYTES}-byte limit; send images and documents by URL instead of inline data",
     )
 
 

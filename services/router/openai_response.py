@@ -22,7 +22,7 @@ import grpc
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import logprobs
-from services.router import door_reasoning
+from services.router import door_cache, door_reasoning
 from services.router.balancer import Balancer
 from services.router.config import Candidate, ModelRoute
 
@@ -51,8 +51,13 @@ def usage(value: chat_pb2.Usage) -> dict[str, Any]:
         "prompt_tokens": value.input_tokens,
         "completion_tokens": value.output_tokens,
         "total_tokens": value.input_tokens + value.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": value.cached_input_tokens},
+        "prompt_tokens_details": {
+            "cached_tokens": value.cached_input_tokens,
+            "cache_write_tokens": value.cache_write_input_tokens,
+        },
         "completion_tokens_details": {"reasoning_tokens": value.reasoning_tokens},
+        # LiteLLM's (and Anthropic's) names for the same counts (door_cache.py).
+        **door_cache.chat_usage_fields(value),
     }
 
 

@@ -63,8 +63,10 @@ def _item_id(prefix: str) -> str:
 def usage(value: chat_pb2.Usage) -> dict[str, Any]:
     return {
         "input_tokens": value.input_tokens,
-        # Required by OpenAI's schema; the mesh's usage does not count cache writes, so none are reported.
-        "input_tokens_details": {"cached_tokens": value.cached_input_tokens, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": value.cached_input_tokens,
+            "cache_write_tokens": value.cache_write_input_tokens,
+        },
         "output_tokens": value.output_tokens,
         "output_tokens_details": {"reasoning_tokens": value.reasoning_tokens},
         "total_tokens": value.input_tokens + value.output_tokens,

@@ -169,7 +169,7 @@ class StreamRun:
         self.engine.headroom.record(candidate.provider, final.headroom)
         _add_usage(self._usage, final.usage)
         usage = final.usage
-        self._cost += candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        self._cost += candidate.usage_cost(usage)
 
     def _judge_final(
         self, candidate: Candidate, final: ppb.ProviderStreamFinal, held: list[chat_pb2.ChatDelta]
@@ -238,3 +238,4 @@ def _add_usage(total: chat_pb2.Usage, more: chat_pb2.Usage) -> None:
     total.output_tokens += more.output_tokens
     total.cached_input_tokens += more.cached_input_tokens
     total.reasoning_tokens += more.reasoning_tokens
+    total.cache_write_input_tokens += more.cache_write_input_tokens

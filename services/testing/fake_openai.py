@@ -138,14 +138,19 @@ class RecordedRequest:
 # ------------------------------------------------------------------ builders
 
 
-def usage(prompt: int = 10, completion_tokens: int = 5, *, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
-    """An OpenAI usage object."""
+def usage(
+    prompt: int = 10, completion_tokens: int = 5, *, cached: int = 0, reasoning: int = 0, cache_write: int | None = None
+) -> dict[str, Any]:
+    """An OpenAI usage object; `cache_write` sets prompt_tokens_details.cache_write_tokens."""
+    prompt_details: dict[str, int] = {"cached_tokens": cached, "audio_tokens": 0}
+    if cache_write is not None:
+        prompt_details["cache_write_tokens"] = cache_write
     return CompletionUsage.model_validate(
         {
             "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "prompt_tokens_details": prompt_details,
             "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0},
         }
     ).model_dump(mode="json", exclude_none=True)

@@ -223,3 +223,143 @@ class TestLogprobs:
         assert "".join(deltas) == part.text
         [done] = [event for event in events if event.type == "response.output_text.done"]
         assert [item.token for item in done.logprobs] == deltas
+
+
+EPHEMERAL_1H = {"type": "ephemeral", "ttl": "1h"}
+# The system prompt: 4 + 5 words = 9 of the mock's tokens; the user message 4 + 2.
+CACHED_CHAT = [
+    {"role": "system", "content": [{"type": "text", "text": "a b c d e", "cache_control": EPHEMERAL_1H}]},
+    {"role": "user", "content": "hi there"},
+]
+
+
+class TestPromptCacheInChatCompletions:
+    async def test_breakpoints_key_and_cache_counts(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """cache_control on a part, a whole message and a tool, and prompt_cache_key, reach the provider; usage
+        says what was written (OpenAI's cache_write_tokens and LiteLLM's cache_creation_input_tokens)."""
+        door.clear_events()
+        tools = [{**TOOLS[0], "cache_control": {"type": "ephemeral"}}]
+        messages = [CACHED_CHAT[0], {**CACHED_CHAT[1], "cache_control": {"type": "ephemeral", "ttl": "5m"}}]
+        answer = await client.chat.completions.create(
+            model="mock-small", messages=messages, tools=tools, prompt_cache_key="tenant-7"
+        )
+        start = _start(door)
+        assert start["cache_breakpoints"] == {
+            "tools[0]": "CACHE_TTL_UNSPECIFIED",
+            "messages[0].content[0]": "CACHE_TTL_1H",
+            "messages[1].content[0]": "CACHE_TTL_5M",
+        }
+        assert start["prompt_cache"] == {"key": "tenant-7", "cached_content": ""}
+        usage = answer.usage
+        assert usage is not None
+        assert usage.prompt_tokens_details is not None
+        # Both messages are the cached prefix (the last breakpoint is on the user message): 9 + 6 written.
+        assert (usage.prompt_tokens, usage.prompt_tokens_details.cache_write_tokens) == (15, 15)
+        assert usage.prompt_tokens_details.cached_tokens == 0
+        assert (usage.model_extra or {})["cache_creation_input_tokens"] == 15
+
+    async def test_streamed_usage_reads_the_cache_on_a_later_turn(self, client: openai.AsyncOpenAI) -> None:
+        """With history, the same prefix is read: prompt_tokens_details.cached_tokens in the usage chunk."""
+        history = [*CACHED_CHAT, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]
+        stream = await client.chat.completions.create(
+            model="mock-small", messages=history, stream=True, stream_options={"include_usage": True}
+        )
+        usages = [chunk.usage async for chunk in stream if chunk.usage is not None]
+        details = usages[-1].prompt_tokens_details
+        assert details is not None
+        assert (details.cached_tokens, details.cache_write_tokens) == (9, 0)
+        assert (usages[-1].model_extra or {})["cache_read_input_tokens"] == 9
+
+    @pytest.mark.parametrize(
+        ("messages", "param"),
+        [
+            (
+                [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral", "ttl": "2h"}}
+                        ],
+                    }
+                ],
+                "messages[0].content[0].cache_control.ttl",
+            ),
+            (
+                [{"role": "user", "content": "hi", "cache_control": {"type": "persistent"}}],
+                "messages[0].cache_control.type",
+            ),
+        ],
+    )
+    async def test_bad_or_unplaceable_breakpoints_are_400s_naming_the_field(
+        self, client: openai.AsyncOpenAI, messages: list[Any], param: str
+    ) -> None:
+        """A TTL or type the mesh does not take: a 400 naming the field."""
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="mock-small", messages=messages, tools=TOOLS)
+        assert caught.value.param == param
+
+    async def test_breakpoint_on_a_tool_message_rides_its_result_parts(
+        self, client: openai.AsyncOpenAI, door: MockMesh
+    ) -> None:
+        """A tool message's cache_control (the agent loop's last turn) marks its result's part, not a 400."""
+        door.clear_events()
+        call = {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+        messages = [
+            {"role": "user", "content": "monthly"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "4", "cache_control": {"type": "ephemeral"}},
+        ]
+        await client.chat.completions.create(model="mock-small", messages=messages, tools=TOOLS)
+        assert _start(door)["cache_breakpoints"] == {"messages[2].tool_result.parts[0]": "CACHE_TTL_UNSPECIFIED"}
+
+
+class TestPromptCacheInResponses:
+    async def test_breakpoints_key_and_cache_counts(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """input_text and tool cache_control and prompt_cache_key reach the provider; input_tokens_details
+        carries the cache write count."""
+        door.clear_events()
+        items = [
+            {"role": "system", "content": [{"type": "input_text", "text": "a b c d e", "cache_control": EPHEMERAL_1H}]},
+            {"role": "user", "content": "hi there"},
+        ]
+        tools = [{**RESPONSES_TOOLS[0], "cache_control": {"type": "ephemeral"}}]
+        response = await client.responses.create(
+            model="mock-small", input=items, tools=tools, prompt_cache_key="tenant-7"
+        )
+        start = _start(door)
+        assert start["cache_breakpoints"] == {
+            "tools[0]": "CACHE_TTL_UNSPECIFIED",
+            "messages[0].content[0]": "CACHE_TTL_1H",
+        }
+        assert start["prompt_cache"]["key"] == "tenant-7"
+        assert response.usage is not None
+        details = response.usage.input_tokens_details
+        assert (details.cache_write_tokens, details.cached_tokens) == (9, 0)
+
+    async def test_bad_ttl_names_the_input_field(self, client: openai.AsyncOpenAI) -> None:
+        items = [
+            {
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi", "cache_control": {"type": "ephemeral", "ttl": 5}}],
+            }
+        ]
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(model="mock-small", input=items)
+        assert caught.value.param == "input[0].content[0].cache_control.ttl"
+
+    async def test_breakpoint_on_a_function_call_item_is_a_400(self, client: openai.AsyncOpenAI) -> None:
+        """A function_call item has no place for a breakpoint in the contract: a 400 naming it, not dropped."""
+        items = [
+            {"role": "user", "content": "monthly"},
+            {
+                "type": "function_call",
+                "call_id": "c1",
+                "name": "calculator",
+                "arguments": "{}",
+                "cache_control": {"type": "ephemeral"},
+            },
+            {"type": "function_call_output", "call_id": "c1", "output": "4"},
+        ]
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(model="mock-small", input=items, tools=RESPONSES_TOOLS)
+        assert caught.value.param == "input[1].cache_control"

@@ -50,12 +50,13 @@ def usage_of(
     cache_creation: int | None,
     thinking_tokens: int | None,
 ) -> chat_pb2.Usage:
-    """Anthropic counts cached prompt tokens apart; the unified input count includes them."""
+    """Anthropic counts cached prompt tokens (read and written) apart; the unified input count includes them."""
     return chat_pb2.Usage(
         input_tokens=(input_tokens or 0) + (cache_read or 0) + (cache_creation or 0),
         output_tokens=output_tokens or 0,
         cached_input_tokens=cache_read or 0,
         reasoning_tokens=thinking_tokens or 0,
+        cache_write_input_tokens=cache_creation or 0,
     )
 
 

@@ -43,6 +43,13 @@ is INVALID_ARGUMENT): `top_k`, `presence_penalty`, `frequency_penalty`,
 `thinking_config` (thinking_budget, thinking_level, include_thoughts),
 `safety_settings` (list of {category, threshold}), `cached_content`,
 `response_schema` (Gemini's OpenAPI-subset schema, instead of a JSON Schema).
+
+Prompt caching: `settings.prompt_cache.cached_content` (a `cachedContents/...`
+name from Gemini's caches API) goes to `cached_content`; breakpoints
+(`cache_control` on parts and tools) and `settings.prompt_cache.key` have no
+Gemini field, as Gemini caches prompt prefixes on its own: served as no-ops.
+`cached_content_token_count` comes back as `Usage.cached_input_tokens`;
+Gemini reports no cache writes.
 """
 
 from __future__ import annotations
@@ -436,6 +443,16 @@ def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateC
         # Gemini has no end-user field; labels attribute billing (extensions.google.labels wins).
         kwargs["labels"] = dict(sorted(request.caller.labels.items()))
     options = _request_options(request.extensions)
+    cached_content = request.settings.prompt_cache.cached_content
+    if cached_content:
+        # An explicit cache made with the caches API. settings.prompt_cache.key and the breakpoints
+        # (cache_control) have no Gemini field: Gemini caches prefixes on its own, so they are no-ops.
+        if options.get("cached_content", cached_content) != cached_content:
+            raise invalid_argument(
+                "extensions.google.cached_content",
+                "contradicts settings.prompt_cache.cached_content; set only the shared field",
+            )
+        kwargs["cached_content"] = cached_content
     kwargs.update(options)
     try:
         return types.GenerateContentConfig(**kwargs)

@@ -22,6 +22,17 @@ A scripted turn keeps only the tool calls `tool_choice.allowed_tools` allows
 `settings.logprobs` gets made-up, deterministic log probabilities, one
 "token" per word (and `top_logprobs` alternatives named `<word>~<rank>`).
 
+Prompt caching, deterministic and stateless: the messages up to and
+including the last one with a `cache_control` part (the system prompt, say)
+are the cached prefix, counted like the rest of the input. A conversation's
+first turn (no assistant message yet) writes it
+(`Usage.cache_write_input_tokens`); later turns read it
+(`cached_input_tokens`). `settings.prompt_cache.key` alone caches every
+message but the last, the way OpenAI caches on its own. A breakpoint on a
+tool alone caches nothing the mock counts (it counts no tool tokens).
+`settings.prompt_cache.cached_content` is served as a no-op. The start event
+records the breakpoints (field path → TTL) and the prompt-cache settings.
+
 An `assistant_prefix` the answer starts with is left out of it: the mock
 continues a prefix, as the routing file may say with `continues_prefix`.
 
@@ -211,6 +222,7 @@ class MockAdapter(ProviderAdapter):
             last_text=_text_of(last) if last is not None else "",
             assistant_prefix=request.assistant_prefix,
             **_tool_choice_seen(request),
+            **_cache_seen(request),
             **_parts_seen(request),
         )
         return model, overrides, call_id
@@ -339,6 +351,38 @@ def _tool_choice_seen(request: Request) -> dict[str, Any]:
     return seen
 
 
+def _cache_seen(request: Request) -> dict[str, Any]:
+    """What the start event records of prompt caching: each breakpoint's field path and TTL, the settings."""
+    seen: dict[str, Any] = {}
+    marks = {
+        f"tools[{index}]": chat_pb2.CacheTtl.Name(tool.cache_control.ttl)
+        for index, tool in enumerate(request.tools)
+        if tool.HasField("cache_control")
+    }
+    marks.update(
+        {
+            f"messages[{index}].content[{part_index}]": chat_pb2.CacheTtl.Name(part.cache_control.ttl)
+            for index, message in enumerate(request.messages)
+            for part_index, part in enumerate(message.content)
+            if part.HasField("cache_control")
+        }
+    )
+    marks.update(
+        {
+            f"messages[{index}].tool_result.parts[{part_index}]": chat_pb2.CacheTtl.Name(part.cache_control.ttl)
+            for index, message in enumerate(request.messages)
+            for part_index, part in enumerate(message.tool_result.parts)
+            if part.HasField("cache_control")
+        }
+    )
+    if marks:
+        seen["cache_breakpoints"] = marks
+    cache = request.settings.prompt_cache
+    if cache.key or cache.cached_content:
+        seen["prompt_cache"] = {"key": cache.key, "cached_content": cache.cached_content}
+    return seen
+
+
 def _parts_seen(request: Request) -> dict[str, Any]:
     """What the start event records of the request's images, documents, audio and tool result parts
     (kind, message, size and type, never the bytes), so tests see what reached the provider."""
@@ -440,23 +484,49 @@ def _last_user_text(request: Request) -> str:
     return ""
 
 
-def _count_input_tokens(request: Request) -> int:
+def _message_tokens(message: chat_pb2.Message) -> int:
     """A deterministic stand-in for a tokenizer: words plus 4 per message."""
-    total = 0
-    for message in request.messages:
-        total += 4 + len(_text_of(message).split())
-        total += len(message.tool_result.content.split())
-        total += sum(len(part.text.split()) for part in message.tool_result.parts)
-        total += sum(len(call.arguments_json.split()) for call in message.tool_calls)
-    return total
+    return (
+        4
+        + len(_text_of(message).split())
+        + len(message.tool_result.content.split())
+        + sum(len(part.text.split()) for part in message.tool_result.parts)
+        + sum(len(call.arguments_json.split()) for call in message.tool_calls)
+    )
+
+
+def _count_input_tokens(request: Request) -> int:
+    return sum(_message_tokens(message) for message in request.messages)
+
+
+def _cached_prefix_tokens(request: Request) -> int:
+    """The tokens of the messages up to the last breakpoint (or all but the last, with a cache key alone)."""
+    marked = [
+        index
+        for index, message in enumerate(request.messages)
+        if any(part.HasField("cache_control") for part in [*message.content, *message.tool_result.parts])
+    ]
+    if marked:
+        end = marked[-1] + 1
+    elif request.settings.prompt_cache.key:
+        end = len(request.messages) - 1
+    else:
+        return 0
+    return sum(_message_tokens(message) for message in request.messages[:end])
 
 
 def _usage(request: Request, turn: ScriptTurn, thought: chat_pb2.ReasoningPart | None = None) -> chat_pb2.Usage:
     output = len(turn.text.split()) + sum(4 + len(call.arguments) for call in turn.tool_calls)
     thinking = reasoning.tokens(thought)
-    return chat_pb2.Usage(
+    usage = chat_pb2.Usage(
         input_tokens=_count_input_tokens(request), output_tokens=max(output, 1) + thinking, reasoning_tokens=thinking
     )
+    cached = _cached_prefix_tokens(request)
+    if _assistant_turns(request):
+        usage.cached_input_tokens = cached
+    else:
+        usage.cache_write_input_tokens = cached
+    return usage
 
 
 def _assistant_turns(request: Request) -> int:

@@ -123,6 +123,7 @@ def request_body(
     if request.HasField("settings"):
         body.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
     body.update(_reasoning(request))
+    body.update(_prompt_cache(request.settings.prompt_cache, options))
     extra_body = options.pop("extra_body", None)
     body.update(_caller(request.caller, options))
     body.update(options)
@@ -139,6 +140,25 @@ def request_body(
             )
         body.update(extra_body)
     return body
+
+
+def _prompt_cache(prompt_cache: chat_pb2.PromptCache, options: dict[str, Any]) -> dict[str, Any]:
+    """settings.prompt_cache.key → `prompt_cache_key`; an explicit cache (Gemini's) is one OpenAI lacks.
+
+    Breakpoints (`cache_control` on parts and tools) have no OpenAI field:
+    OpenAI caches prompt prefixes on its own, so they are served as a no-op.
+    """
+    if prompt_cache.cached_content:
+        raise unsupported_feature(
+            "settings.prompt_cache.cached_content", "OpenAI has no explicit caches (Gemini's cachedContents)"
+        )
+    if not prompt_cache.key:
+        return {}
+    if options.get("prompt_cache_key", prompt_cache.key) != prompt_cache.key:
+        raise invalid_argument(
+            "extensions.openai.prompt_cache_key", "contradicts settings.prompt_cache.key; set only the shared field"
+        )
+    return {"prompt_cache_key": prompt_cache.key}
 
 
 def _caller(caller: chat_pb2.CallerContext, options: dict[str, Any]) -> dict[str, Any]:
@@ -440,6 +460,7 @@ def usage_from(usage: Mapping[str, Any] | None) -> chat_pb2.Usage:
         output_tokens=usage.get("completion_tokens") or 0,
         cached_input_tokens=(prompt_details.get("cached_tokens") or 0) if prompt_details else 0,
         reasoning_tokens=(completion_details.get("reasoning_tokens") or 0) if completion_details else 0,
+        cache_write_input_tokens=(prompt_details.get("cache_write_tokens") or 0) if prompt_details else 0,
     )
 
 

@@ -824,3 +824,39 @@ class TestProcess:
         assert API_KEY not in log
         assert "unhandled error" not in log
         assert all(API_KEY not in json.dumps(r.headers) for r in fake.requests)
+
+
+class TestPromptCache:
+    def test_cached_content_sent_breakpoints_and_key_are_no_ops(self, stub: Any, fake: FakeGemini) -> None:
+        """settings.prompt_cache.cached_content → cachedContent; cache_control and the key leave no trace;
+        cachedContentTokenCount comes back as cached_input_tokens, unary and streamed."""
+        fake.script(Reply(body=fg.response([fg.text_part("Hi")], usage_metadata=fg.usage(3000, 2, cached=2048))))
+        marked = chat_pb2.Message(
+            role=chat_pb2.ROLE_USER,
+            content=[
+                chat_pb2.ContentPart(text="Long context.", cache_control=chat_pb2.CacheControl()),
+                chat_pb2.ContentPart(text="Question?"),
+            ],
+        )
+        cache = chat_pb2.PromptCache(key="tenant-7", cached_content="cachedContents/handbook-1")
+        settings = chat_pb2.GenerationSettings(prompt_cache=cache)
+        response = stub.Chat(chat_request(marked, settings=settings), timeout=10)
+        body = fake.requests[0].body
+        assert body["cachedContent"] == "cachedContents/handbook-1"
+        assert "cache_control" not in json.dumps(body)
+        assert "tenant-7" not in json.dumps(body)
+        assert_golden("prompt_cache", body)
+        assert (response.usage.input_tokens, response.usage.cached_input_tokens) == (3000, 2048)
+        assert response.usage.cache_write_input_tokens == 0
+        fake.script(Reply(events=[fg.response([fg.text_part("Hi")], usage_metadata=fg.usage(3000, 2, cached=2048))]))
+        _, final = collect(stub, pb.ProviderServiceStreamChatRequest(model="gemini-2.5-flash", messages=[marked]))
+        assert final.usage.cached_input_tokens == 2048
+
+    def test_cached_content_contradicting_the_extension_is_refused(self, stub: Any, fake: FakeGemini) -> None:
+        """extensions.google.cached_content and the shared field may not disagree."""
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(cached_content="cachedContents/a"))
+        extensions = struct_pb2.Struct()
+        extensions.update({"google": {"cached_content": "cachedContents/b"}})
+        error = failure(stub.Chat, chat_request(user("Hi"), settings=settings, extensions=extensions), timeout=10)
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "extensions.google.cached_content")
+        assert fake.requests == []

@@ -274,3 +274,34 @@ class TestMockLogprobs:
         assert list(unary.message.logprobs) == streamed
         assert "".join(item.token for item in streamed) == "".join(event.delta.text for event in events[:-1])
         assert [len(item.top_logprobs) for item in streamed] == [2] * len(streamed)
+
+
+class TestMockPromptCache:
+    def _system(self) -> chat_pb2.Message:
+        part = chat_pb2.ContentPart(text="one two three four five six", cache_control=chat_pb2.CacheControl())
+        return chat_pb2.Message(role=chat_pb2.ROLE_SYSTEM, content=[part])
+
+    def test_first_turn_writes_the_prefix_and_later_turns_read_it(self, stub) -> None:
+        """The messages up to the breakpoint (4 + 6 words = 10 tokens): written on turn one, read after, both paths."""
+        first = _request("tail", self._system(), _user("a b"))
+        unary = stub.Chat(first, timeout=5)
+        assert (unary.usage.input_tokens, unary.usage.cache_write_input_tokens, unary.usage.cached_input_tokens) == (
+            16,
+            10,
+            0,
+        )
+        answer = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, content=[chat_pb2.ContentPart(text="ok")])
+        later = _request("tail", self._system(), _user("a b"), answer, _user("c"))
+        events = list(stub.StreamChat(ppb.ProviderServiceStreamChatRequest(**_fields(later)), timeout=5))
+        usage = events[-1].final.usage
+        assert (usage.cache_write_input_tokens, usage.cached_input_tokens) == (0, 10)
+
+    def test_a_key_alone_caches_all_but_the_last_message(self, stub) -> None:
+        """settings.prompt_cache.key without breakpoints: the prefix is every message but the last."""
+        request = _request("tail", _user("a b c"), _user("d"))
+        request.settings.prompt_cache.key = "k"
+        assert stub.Chat(request, timeout=5).usage.cache_write_input_tokens == 7
+
+    def test_no_breakpoint_no_cache_counts(self, stub) -> None:
+        usage = stub.Chat(_request("tail", _user("a b")), timeout=5).usage
+        assert (usage.cache_write_input_tokens, usage.cached_input_tokens) == (0, 0)

@@ -870,3 +870,61 @@ class TestProcess:
         log = adapter.log()
         assert "serving" in log
         assert KEY not in log
+
+
+def _breakpoint() -> chat_pb2.CacheControl:
+    return chat_pb2.CacheControl(ttl=chat_pb2.CACHE_TTL_1H)
+
+
+class TestPromptCache:
+    def test_key_is_sent_and_breakpoints_are_served_as_no_ops(self, stub, fake):
+        """settings.prompt_cache.key → prompt_cache_key; cache_control on parts and tools leaves no trace in the body."""
+        fake.script(Reply.json(completion("Hi", usage_body=usage(1200, 3, cached=1024, cache_write=150))))
+        system = chat_pb2.Message(
+            role=chat_pb2.ROLE_SYSTEM,
+            content=[chat_pb2.ContentPart(text="You are terse.", cache_control=_breakpoint())],
+        )
+        tool = weather_tool()
+        tool.cache_control.CopyFrom(_breakpoint())
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(key="tenant-7/faq"))
+        response = stub.Chat(chat_request(system, user("Hi"), settings=settings, tools=[tool]), timeout=10)
+        body = fake.chat_requests[0].body
+        assert body["prompt_cache_key"] == "tenant-7/faq"
+        assert "cache_control" not in json.dumps(body)
+        assert_golden("prompt_cache", body)
+        usage_back = response.usage
+        assert (usage_back.input_tokens, usage_back.cached_input_tokens, usage_back.cache_write_input_tokens) == (
+            1200,
+            1024,
+            150,
+        )
+
+    def test_streamed_usage_carries_cache_counts(self, stub, fake):
+        """The stream's usage chunk: cached_tokens and cache_write_tokens reach the final's usage."""
+        events = [
+            chunk(role="assistant", content="Hi"),
+            chunk(finish_reason="stop"),
+            chunk(no_choices=True, usage_body=usage(900, 2, cached=512, cache_write=64)),
+        ]
+        fake.script(Reply.stream(events))
+        received = _stream(stub, stream_request(user("Hi")))
+        final = received[-1].final.usage
+        assert (final.cached_input_tokens, final.cache_write_input_tokens) == (512, 64)
+
+    def test_explicit_cache_is_refused_by_name(self, stub, fake):
+        """Gemini's cached_content is one OpenAI cannot serve: UNSUPPORTED_FEATURE, no upstream call."""
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(cached_content="cachedContents/a1"))
+        error = _chat_error(stub, chat_request(user("Hi"), settings=settings))
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "settings.prompt_cache.cached_content",
+        )
+        assert fake.chat_requests == []
+
+    def test_key_contradicting_the_extension_is_refused(self, stub, fake):
+        """extensions.openai.prompt_cache_key and the shared key may not disagree."""
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(key="a"))
+        request = chat_request(user("Hi"), settings=settings, extensions=struct({"openai": {"prompt_cache_key": "b"}}))
+        error = _chat_error(stub, request)
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "extensions.openai.prompt_cache_key")
