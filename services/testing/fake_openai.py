@@ -131,6 +131,8 @@ class RecordedRequest:
     #: The bearer token matched the fake's expected key (None: no key expected).
     key_ok: bool | None
     has_authorization: bool
+    #: The client's source port: two requests with the same one came over one kept-alive connection.
+    client_port: int = 0
 
 
 # ------------------------------------------------------------------ builders
@@ -503,6 +505,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
                 body=body,
                 key_ok=None if expected is None else authorization == f"Bearer {expected}",
                 has_authorization=authorization is not None,
+                client_port=self.client_address[1],
             )
         )
         reply = self.owner._next_reply()

@@ -543,6 +543,16 @@ class TestStreaming:
         assert final.headroom.remaining_tokens == 799000
         assert_golden("stream_text", fake.chat_requests[0].body)
 
+    def test_finished_stream_leaves_its_connection_for_the_next(self, stub, fake):
+        """After [DONE] the rest of the body is read, so the next call goes over the same kept-alive connection."""
+        fake.script(Reply.stream(text_stream(["one"])), Reply.stream(text_stream(["two"])))
+        first = _stream(stub, stream_request(user("first")))
+        second = _stream(stub, stream_request(user("second")))
+        assert [first[0].delta.text, second[0].delta.text] == ["one", "two"]
+        ports = [request.client_port for request in fake.chat_requests]
+        assert len(ports) == 2
+        assert ports[0] == ports[1] != 0
+
     def test_reasoning_content_stream(self, stub, fake):
         """A compatible server's delta.reasoning_content streams as reasoning deltas before the text."""
         events = [chunk(role="assistant", reasoning_content="Let me"), chunk(reasoning_content=" think")]
