@@ -32,7 +32,7 @@ _DOCUMENT_LOCATIONS = {
 
 
 def citation(found: Any, *, start: int, end: int) -> chat_pb2.Citation | None:
-    """One TextCitation (an SDK model) on a text block spanning start..end of the answer; None for unknown types."""
+    """One TextCitation (an SDK model or wire.Fields: read by attribute) on a text block spanning start..end of the answer; None for unknown types."""
     kind = getattr(found, "type", None)
     out = chat_pb2.Citation(cited_text=getattr(found, "cited_text", None) or "", start_index=start, end_index=end)
     if kind in _DOCUMENT_LOCATIONS:

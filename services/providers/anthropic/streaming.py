@@ -39,7 +39,7 @@ class StreamAssembler:
         self._reasoning_index: dict[int, int] = {}
         #: Characters of answer text sent so far (citation spans count them).
         self._chars = 0
-        # Text content-block index → where its text starts, and its citations (SDK models) so far.
+        # Text content-block index → where its text starts, and its citations (decoded JSON read by attribute) so far.
         self._text_blocks: dict[int, tuple[int, list[Any]]] = {}
 
     def feed(self, event: RawMessageStreamEvent) -> list[chat_pb2.ChatDelta]:
