@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -134,12 +134,16 @@ class StreamRun:
         call = self._open(flight)
         # Refusal deltas before any other output wait for the final: a refused answer may still fall back.
         held: list[chat_pb2.ChatDelta] = []
+        # A continuation's citations span its own text: moved past the prefix already sent.
+        offset = len(self._prefix)
         try:
             while True:
                 event = await self._read(call, flight)
                 if event.HasField("delta"):
                     if not flight.machine.streamed:
                         self.race.first_chunk(flight)
+                    if offset and event.delta.citations:
+                        _shift_citations(event.delta.citations, offset)
                     if not self._sent and _refusal_only(event.delta):
                         held.append(event.delta)
                         continue
@@ -227,6 +231,14 @@ def _stream_timeout(flight: Flight, limit: float, *, first: bool) -> MeshError:
     return MeshError(
         grpc.StatusCode.DEADLINE_EXCEEDED, f"{flight.candidate.provider}: {what}", reason=REASON_UPSTREAM_TIMEOUT
     )
+
+
+def _shift_citations(citations: Iterable[chat_pb2.Citation], offset: int) -> None:
+    for citation in citations:
+        if citation.HasField("start_index"):
+            citation.start_index += offset
+        if citation.HasField("end_index"):
+            citation.end_index += offset
 
 
 def _refusal_only(delta: chat_pb2.ChatDelta) -> bool:

@@ -175,15 +175,22 @@ def completion(
     service_tier: str | None = "default",
     reasoning_content: str | None = None,
     logprobs: list[dict[str, Any]] | None = None,
+    annotations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A `chat.completion` object, validated by the SDK's ChatCompletion type.
 
     `logprobs`: the choice's `logprobs.content` (see `token_logprob`).
+    `annotations`: the message's annotations (see `url_citation`).
 
     `reasoning_content` is not OpenAI's: OpenAI-compatible reasoning servers
     (vLLM, DeepSeek) add it to the message; the SDK keeps it as an extra field.
     """
-    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text,
+        "refusal": refusal,
+        "annotations": annotations or [],
+    }
     if reasoning_content is not None:
         message["reasoning_content"] = reasoning_content
     if tool_calls:
@@ -221,9 +228,11 @@ def chunk(
     completion_id: str = "chatcmpl-fake2",
     reasoning_content: str | None = None,
     logprobs: list[dict[str, Any]] | None = None,
+    annotations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One `chat.completion.chunk`, validated by the SDK's ChatCompletionChunk type
-    (`reasoning_content`: the compatible servers' extra delta field, as in `completion`)."""
+    (`reasoning_content`: the compatible servers' extra delta field, as in `completion`;
+    `annotations`: what search models add to a delta, an extra field to the SDK too)."""
     delta: dict[str, Any] = {}
     if reasoning_content is not None:
         delta["reasoning_content"] = reasoning_content
@@ -235,6 +244,8 @@ def chunk(
         delta["tool_calls"] = tool_calls
     if refusal is not None:
         delta["refusal"] = refusal
+    if annotations is not None:
+        delta["annotations"] = annotations
     choice_logprobs = {"content": logprobs, "refusal": None} if logprobs is not None else None
     choices = (
         []
@@ -252,6 +263,14 @@ def chunk(
         "usage": usage_body,
     }
     return ChatCompletionChunk.model_validate(raw).model_dump(mode="json", exclude_unset=True)
+
+
+def url_citation(url: str, title: str, start_index: int, end_index: int) -> dict[str, Any]:
+    """One Chat Completions annotation of type `url_citation` (web search models)."""
+    return {
+        "type": "url_citation",
+        "url_citation": {"url": url, "title": title, "start_index": start_index, "end_index": end_index},
+    }
 
 
 def token_logprob(token: str, logprob: float, *, top: dict[str, float] | None = None) -> dict[str, Any]:

@@ -4,9 +4,11 @@ official SDK against its loopback fake upstream.
 The upstream response id on unary answers and stream finals; refusals as
 `Message.refusal` / `ChatDelta.refusal` with FINISH_REASON_REFUSAL; tool
 choice limited to a subset of tools and `parallel_tool_calls`; log
-probabilities where the provider returns them, refused by name where not, as
-each provider's wire format says; prompt-cache breakpoints, keys and explicit
-caches, with the cache counts and their prices.
+probabilities where the provider returns them, refused by name where not;
+citations (OpenAI url_citation annotations, Anthropic text-block citations,
+Gemini grounding metadata) as the same Citation, and left out of history sent
+on, as each provider's wire format says; prompt-cache breakpoints, keys and
+explicit caches, with the cache counts and their prices.
 """
 
 from __future__ import annotations
@@ -265,6 +267,78 @@ class TestLogprobs:
         fakes.openai.script(fo.Reply.stream(chunks))
         events = await _stream(stub, rpb.StreamChatRequest(model=GPT, messages=[_user("Hi")], settings=settings))
         assert [t.logprob for event in events[:-1] for t in event.delta.logprobs] == [-0.25]
+
+
+CITED = "Paris is nice."
+WEB = ("https://example.org/paris", "Paris")
+
+
+def _script_cited(fakes: Fakes, model: str, *, stream: bool) -> None:
+    """An answer citing WEB over "Paris" (characters 0..5), in each provider's own wire format."""
+    url, title = WEB
+    if model == GPT:
+        annotations = [fo.url_citation(url, title, 0, 5)]
+        if stream:
+            events = [
+                fo.chunk(role="assistant", content=""),
+                fo.chunk(content="Paris"),
+                fo.chunk(content=" is nice."),
+                fo.chunk(annotations=annotations),
+                fo.chunk(finish_reason="stop"),
+                fo.chunk(no_choices=True, usage_body=fo.usage(5, 3)),
+            ]
+            fakes.openai.script(fo.Reply.stream(events))
+        else:
+            fakes.openai.script(fo.Reply.json(fo.completion(CITED, annotations=annotations)))
+    elif model == CLAUDE:
+        web = {"type": "web_search_result_location", "cited_text": "Paris", "encrypted_index": "E1", "title": title}
+        body = fa.message(text=["Paris", " is nice."], citations={0: [{**web, "url": url}]})
+        fakes.anthropic.script(fa.sse_reply(fa.stream_events(body)) if stream else fa.json_reply(body))
+    else:
+        grounding = fg.web_grounding([WEB], [(0, 5, [0], 0)])
+        if stream:
+            events = [
+                fg.response([fg.text_part("Paris")], finish_reason=None),
+                fg.response([fg.text_part(" is nice.")], usage_metadata=fg.usage(3, 3), grounding=grounding),
+            ]
+            fakes.google.script(fg.Reply(events=events))
+        else:
+            fakes.google.script(fg.Reply(body=fg.response([fg.text_part(CITED)], grounding=grounding)))
+
+
+class TestCitations:
+    @pytest.mark.parametrize("model", [GPT, CLAUDE, GEMINI])
+    async def test_citations_unary_and_stream(self, stub, fakes, model: str) -> None:
+        """Each provider's citations reach the caller as the same Citation, on the answer and on the stream
+        (in a delta after the text it spans)."""
+        _script_cited(fakes, model, stream=False)
+        unary = await stub.Chat(rpb.ChatRequest(model=model, messages=[_user("Paris?")]), timeout=20)
+        [citation] = unary.message.citations
+        assert (citation.kind, citation.url, citation.title) == (chat_pb2.CITATION_KIND_URL, *WEB)
+        assert (citation.start_index, citation.end_index) == (0, 5)
+        text = "".join(part.text for part in unary.message.content)
+        assert text[citation.start_index : citation.end_index] == "Paris"
+        _script_cited(fakes, model, stream=True)
+        events = await _stream(stub, rpb.StreamChatRequest(model=model, messages=[_user("Paris?")]))
+        streamed = [c for event in events[:-1] for c in event.delta.citations]
+        assert streamed == [citation]
+        first_cited = next(i for i, event in enumerate(events) if event.delta.citations)
+        assert len("".join(event.delta.text for event in events[:first_cited])) >= citation.end_index
+        assert "".join(event.delta.text for event in events[:-1]) == CITED
+
+    async def test_cited_answer_goes_to_the_next_provider_without_its_citations(self, stub, fakes) -> None:
+        """A Gemini answer with citations, sent back as history to Anthropic and OpenAI, goes as its text only."""
+        _script_cited(fakes, GEMINI, stream=False)
+        cited = await stub.Chat(rpb.ChatRequest(model=GEMINI, messages=[_user("Paris?")]), timeout=20)
+        assert cited.message.citations
+        history = [_user("Paris?"), cited.message, _user("More?")]
+        fakes.anthropic.script(fa.json_reply(fa.message(text="More.")))
+        await stub.Chat(rpb.ChatRequest(model=CLAUDE, messages=history), timeout=20)
+        sent = fakes.anthropic.requests[-1].body["messages"][1]
+        assert sent == {"role": "assistant", "content": [{"type": "text", "text": CITED}]}
+        fakes.openai.script(fo.Reply.json(fo.completion("More.")))
+        await stub.Chat(rpb.ChatRequest(model=GPT, messages=history), timeout=20)
+        assert fakes.openai.chat_requests[-1].body["messages"][1] == {"role": "assistant", "content": CITED}
 
 
 def _breakpoint_request(cls: Any, model: str, **fields: Any) -> Any:

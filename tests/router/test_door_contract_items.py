@@ -225,6 +225,129 @@ class TestLogprobs:
         assert [item.token for item in done.logprobs] == deltas
 
 
+DOCUMENT_CITATION = {
+    "kind": "CITATION_KIND_DOCUMENT",
+    "citedText": "The grass is green.",
+    "startIndex": 0,
+    "endIndex": 5,
+    "documentIndex": 0,
+    "documentTitle": "Notes",
+    "sourceId": "file_011abc",
+    "locationUnit": "CITATION_LOCATION_UNIT_CHARACTER",
+    "locationStart": 0,
+    "locationEnd": 19,
+}
+
+
+class TestCitationsInChatCompletions:
+    async def test_unary_url_citation_is_an_annotation(self, client: openai.AsyncOpenAI) -> None:
+        """A URL citation is `message.annotations` url_citation, spanning the content, as the SDK types it;
+        llmmesh.citations has it in the contract's names."""
+        answer = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(citations=True)
+        )
+        message = answer.choices[0].message
+        [annotation] = message.annotations or []
+        assert annotation.type == "url_citation"
+        cited = annotation.url_citation
+        assert cited.url.startswith("https://mock.invalid/sources/")
+        assert (cited.start_index, cited.end_index) == (0, len(message.content or ""))
+        [mesh] = answer.model_extra["llmmesh"]["citations"]
+        assert (mesh["kind"], mesh["url"], mesh["end_index"]) == ("CITATION_KIND_URL", cited.url, cited.end_index)
+
+    async def test_document_citation_only_in_llmmesh(self, client: openai.AsyncOpenAI) -> None:
+        """A document citation has no Chat Completions shape: no annotation, all its fields in llmmesh.citations."""
+        answer = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(citations=[DOCUMENT_CITATION])
+        )
+        assert not answer.choices[0].message.annotations
+        [mesh] = answer.model_extra["llmmesh"]["citations"]
+        assert mesh == {
+            "kind": "CITATION_KIND_DOCUMENT",
+            "cited_text": "The grass is green.",
+            "start_index": 0,
+            "end_index": 5,
+            "document_index": 0,
+            "document_title": "Notes",
+            "source_id": "file_011abc",
+            "location_unit": "CITATION_LOCATION_UNIT_CHARACTER",
+            "location_start": 0,
+            "location_end": 19,
+        }
+
+    async def test_streamed_annotations_ride_a_delta(self, client: openai.AsyncOpenAI) -> None:
+        """Streamed: one delta after the text carries `annotations` (and the chunk llmmesh.citations)."""
+        stream = await client.chat.completions.create(
+            model="mock-small", messages=USER, stream=True, extra_body=_mock(citations=True)
+        )
+        chunks = [chunk async for chunk in stream]
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        carriers = [
+            chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.model_extra.get("annotations")
+        ]
+        assert len(carriers) == 1
+        [annotation] = carriers[0].choices[0].delta.model_extra["annotations"]
+        assert annotation["type"] == "url_citation"
+        assert (annotation["url_citation"]["start_index"], annotation["url_citation"]["end_index"]) == (0, len(text))
+        assert carriers[0].model_extra["llmmesh"]["citations"][0]["url"] == annotation["url_citation"]["url"]
+
+    async def test_annotations_in_history_are_accepted(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """The SDK's cited message, replayed with its annotations, is accepted; the conversation goes on."""
+        first = await client.chat.completions.create(
+            model="mock-small", messages=USER, extra_body=_mock(citations=True)
+        )
+        replay = first.choices[0].message.model_dump(exclude_none=True)
+        assert replay["annotations"]
+        door.clear_events()
+        again = await client.chat.completions.create(
+            model="mock-small", messages=[*USER, replay, {"role": "user", "content": "more"}]
+        )
+        assert again.choices[0].message.content == "[mock mock-small] more"
+        assert _start(door)["messages"] == 3
+
+
+class TestCitationsInResponses:
+    async def test_unary_annotations(self, client: openai.AsyncOpenAI) -> None:
+        """output_text annotations: url_citation for a URL, file_citation for a document (file id, title, index)."""
+        response = await client.responses.create(model="mock-small", input="hi", extra_body=_mock(citations=True))
+        [annotation] = response.output[0].content[0].annotations
+        assert (annotation.type, annotation.start_index) == ("url_citation", 0)
+        assert annotation.end_index == len(response.output_text)
+        document = await client.responses.create(
+            model="mock-small", input="hi", extra_body=_mock(citations=[DOCUMENT_CITATION])
+        )
+        [cited] = document.output[0].content[0].annotations
+        assert (cited.type, cited.file_id, cited.filename, cited.index) == ("file_citation", "file_011abc", "Notes", 5)
+
+    async def test_streamed_annotation_added_events(self, client: openai.AsyncOpenAI) -> None:
+        """Streamed: response.output_text.annotation.added after the text, and the done part carries it."""
+        stream = await client.responses.create(
+            model="mock-small", input="hi", stream=True, extra_body=_mock(citations=True)
+        )
+        events = [event async for event in stream]
+        kinds = [event.type for event in events]
+        [added] = [event for event in events if event.type == "response.output_text.annotation.added"]
+        assert (added.annotation_index, added.content_index, added.output_index) == (0, 0, 0)
+        assert kinds.index("response.output_text.delta") < kinds.index("response.output_text.annotation.added")
+        assert kinds.index("response.output_text.annotation.added") < kinds.index("response.output_text.done")
+        [done] = [event for event in events if event.type == "response.content_part.done"]
+        assert [a.type for a in done.part.annotations] == ["url_citation"]
+        final = events[-1].response
+        assert final.output[0].content[0].annotations[0].url == added.annotation.url
+
+    async def test_annotations_in_input_are_accepted(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """The SDK's cited output item, sent back in input with its annotations, is accepted."""
+        first = await client.responses.create(model="mock-small", input="hi", extra_body=_mock(citations=True))
+        replay = first.output[0].model_dump(exclude_none=True)
+        assert replay["content"][0]["annotations"]
+        door.clear_events()
+        again = await client.responses.create(
+            model="mock-small", input=[{"role": "user", "content": "hi"}, replay, {"role": "user", "content": "more"}]
+        )
+        assert again.output_text == "[mock mock-small] more"
+        assert _start(door)["messages"] == 3
+
+
 EPHEMERAL_1H = {"type": "ephemeral", "ttl": "1h"}
 # The system prompt: 4 + 5 words = 9 of the mock's tokens; the user message 4 + 2.
 CACHED_CHAT = [

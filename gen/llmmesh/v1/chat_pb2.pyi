@@ -50,6 +50,20 @@ class ToolChoiceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOOL_CHOICE_MODE_REQUIRED: _ClassVar[ToolChoiceMode]
     TOOL_CHOICE_MODE_NAMED: _ClassVar[ToolChoiceMode]
 
+class CitationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CITATION_KIND_UNSPECIFIED: _ClassVar[CitationKind]
+    CITATION_KIND_URL: _ClassVar[CitationKind]
+    CITATION_KIND_DOCUMENT: _ClassVar[CitationKind]
+    CITATION_KIND_SEARCH_RESULT: _ClassVar[CitationKind]
+
+class CitationLocationUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CITATION_LOCATION_UNIT_UNSPECIFIED: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_CHARACTER: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_PAGE: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_CONTENT_BLOCK: _ClassVar[CitationLocationUnit]
+
 class ResponseFormatType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RESPONSE_FORMAT_TYPE_UNSPECIFIED: _ClassVar[ResponseFormatType]
@@ -88,6 +102,14 @@ TOOL_CHOICE_MODE_AUTO: ToolChoiceMode
 TOOL_CHOICE_MODE_NONE: ToolChoiceMode
 TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode
 TOOL_CHOICE_MODE_NAMED: ToolChoiceMode
+CITATION_KIND_UNSPECIFIED: CitationKind
+CITATION_KIND_URL: CitationKind
+CITATION_KIND_DOCUMENT: CitationKind
+CITATION_KIND_SEARCH_RESULT: CitationKind
+CITATION_LOCATION_UNIT_UNSPECIFIED: CitationLocationUnit
+CITATION_LOCATION_UNIT_CHARACTER: CitationLocationUnit
+CITATION_LOCATION_UNIT_PAGE: CitationLocationUnit
+CITATION_LOCATION_UNIT_CONTENT_BLOCK: CitationLocationUnit
 RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType
 RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType
 RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType
@@ -238,7 +260,7 @@ class ToolResult(_message.Message):
     def __init__(self, tool_call_id: _Optional[str] = ..., name: _Optional[str] = ..., content: _Optional[str] = ..., is_error: _Optional[bool] = ..., parts: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("role", "content", "tool_calls", "tool_result", "name", "extensions", "refusal", "logprobs")
+    __slots__ = ("role", "content", "tool_calls", "tool_result", "name", "extensions", "refusal", "logprobs", "citations")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +269,7 @@ class Message(_message.Message):
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     role: Role
     content: _containers.RepeatedCompositeFieldContainer[ContentPart]
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
@@ -255,7 +278,36 @@ class Message(_message.Message):
     extensions: _struct_pb2.Struct
     refusal: str
     logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
-    def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., name: _Optional[str] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
+    citations: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., name: _Optional[str] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+
+class Citation(_message.Message):
+    __slots__ = ("kind", "url", "title", "cited_text", "start_index", "end_index", "document_index", "document_title", "source_id", "location_unit", "location_start", "location_end")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CITED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_INDEX_FIELD_NUMBER: _ClassVar[int]
+    END_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_TITLE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_UNIT_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_START_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_END_FIELD_NUMBER: _ClassVar[int]
+    kind: CitationKind
+    url: str
+    title: str
+    cited_text: str
+    start_index: int
+    end_index: int
+    document_index: int
+    document_title: str
+    source_id: str
+    location_unit: CitationLocationUnit
+    location_start: int
+    location_end: int
+    def __init__(self, kind: _Optional[_Union[CitationKind, str]] = ..., url: _Optional[str] = ..., title: _Optional[str] = ..., cited_text: _Optional[str] = ..., start_index: _Optional[int] = ..., end_index: _Optional[int] = ..., document_index: _Optional[int] = ..., document_title: _Optional[str] = ..., source_id: _Optional[str] = ..., location_unit: _Optional[_Union[CitationLocationUnit, str]] = ..., location_start: _Optional[int] = ..., location_end: _Optional[int] = ...) -> None: ...
 
 class ResponseFormat(_message.Message):
     __slots__ = ("type", "json_schema", "schema_name", "strict")
@@ -392,18 +444,20 @@ class ReasoningDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., signature: _Optional[str] = ..., redacted_data: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
 
 class ChatDelta(_message.Message):
-    __slots__ = ("text", "tool_calls", "reasoning", "refusal", "logprobs")
+    __slots__ = ("text", "tool_calls", "reasoning", "refusal", "logprobs", "citations")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     REASONING_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     text: str
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCallDelta]
     reasoning: ReasoningDelta
     refusal: str
     logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
-    def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., reasoning: _Optional[_Union[ReasoningDelta, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
+    citations: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., reasoning: _Optional[_Union[ReasoningDelta, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "provider", "aliases", "context_window", "description", "mock", "provider_instances", "available")

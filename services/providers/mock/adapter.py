@@ -10,6 +10,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
     response_extensions (an object returned as the answer's extensions["mock"],
     unary and stream alike), refusal (decline with this text: Message.refusal,
     streamed as ChatDelta.refusal words, FINISH_REASON_REFUSAL; no text unless `text` says),
+    citations (true: one made-up URL citation spanning the whole answer, from a hash of its text;
+    or a list of Citation objects in proto JSON, returned as given; streams send them in a delta
+    of their own after the text),
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
 
@@ -118,6 +121,7 @@ class MockAdapter(ProviderAdapter):
             if turn.text:
                 message.content.add(text=turn.text)
                 message.logprobs.extend(_logprobs(request, _split_keeping_spaces(turn.text)))
+            message.citations.extend(_citations(overrides, turn.text))
             for index, call in enumerate(turn.tool_calls):
                 message.tool_calls.add(
                     id=_call_id(request, index), name=call.name, arguments_json=json.dumps(call.arguments)
@@ -147,8 +151,10 @@ class MockAdapter(ProviderAdapter):
             cut_after = overrides.get("stream_cut_after")
             thought_deltas = reasoning.deltas(thought) if thought is not None else []
             refusal_deltas = [chat_pb2.ChatDelta(refusal=word) for word in _split_keeping_spaces(_refusal(overrides))]
+            cited = _citations(overrides, turn.text)
+            citation_deltas = [chat_pb2.ChatDelta(citations=cited)] if cited else []
             for sent, delta in enumerate(
-                thought_deltas + _with_logprobs(request, _deltas(turn, request)) + refusal_deltas
+                thought_deltas + _with_logprobs(request, _deltas(turn, request)) + citation_deltas + refusal_deltas
             ):
                 if cut_after is not None and sent >= int(cut_after):
                     self._record("cut", call_id, model.name)
@@ -419,6 +425,34 @@ def _within_tool_choice(turn: ScriptTurn, choice: chat_pb2.ToolChoice) -> Script
     if len(calls) == len(turn.tool_calls):
         return turn
     return ScriptTurn.model_construct(text=turn.text, tool_calls=calls)
+
+
+def _citations(overrides: dict[str, Any], text: str) -> list[chat_pb2.Citation]:
+    """`extensions.mock.citations`: true for a made-up one over the whole text, or Citation objects (proto JSON)."""
+    value = overrides.get("citations")
+    if value is None or value is False:
+        return []
+    if value is True:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        return [
+            chat_pb2.Citation(
+                kind=chat_pb2.CITATION_KIND_URL,
+                url=f"https://mock.invalid/sources/{digest}",
+                title=f"Mock source {digest}",
+                cited_text=text,
+                start_index=0,
+                end_index=len(text),
+            )
+        ]
+    if not isinstance(value, list):
+        raise invalid_argument("extensions.mock.citations", "must be true or a list of Citation objects")
+    out = []
+    for index, item in enumerate(value):
+        try:
+            out.append(json_format.ParseDict(item, chat_pb2.Citation()))
+        except (json_format.ParseError, TypeError, AttributeError) as error:
+            raise invalid_argument(f"extensions.mock.citations[{index}]", f"is not a Citation: {error}") from None
+    return out
 
 
 def _refusal(overrides: dict[str, Any]) -> str:

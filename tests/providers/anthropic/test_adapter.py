@@ -18,6 +18,7 @@ from services.common.processes import ServiceProcess, run_to_exit
 from services.common.reasoning import ReasoningAssembler
 from services.testing.fake_anthropic import (
     FakeAnthropic,
+    citation_examples,
     dropped_connection,
     error_reply,
     in_stream_error,
@@ -236,6 +237,71 @@ class TestChat:
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "settings.response_format.type")
         assert error.reason == "UNSUPPORTED_FEATURE"
         assert fake.requests == []
+
+
+def _citation_rows(citations: Any) -> list[tuple[Any, ...]]:
+    return [
+        (
+            c.kind,
+            c.start_index,
+            c.end_index,
+            c.cited_text,
+            c.url,
+            c.title,
+            c.document_index if c.HasField("document_index") else None,
+            c.document_title,
+            c.source_id,
+            c.location_unit,
+            c.location_start if c.HasField("location_start") else None,
+            c.location_end if c.HasField("location_end") else None,
+        )
+        for c in citations
+    ]
+
+
+# What citation_examples() map to, on a text block spanning 6..18 of the answer.
+_EXPECTED_CITATIONS = [
+    (chat_pb2.CITATION_KIND_DOCUMENT, 6, 18, "The grass is green.", "", "", 0, "Notes", "",
+     chat_pb2.CITATION_LOCATION_UNIT_CHARACTER, 0, 19),
+    (chat_pb2.CITATION_KIND_DOCUMENT, 6, 18, "Page two says so.", "", "", 1, "Report.pdf", "file_011abc",
+     chat_pb2.CITATION_LOCATION_UNIT_PAGE, 2, 3),
+    (chat_pb2.CITATION_KIND_DOCUMENT, 6, 18, "A block.", "", "", 2, "", "",
+     chat_pb2.CITATION_LOCATION_UNIT_CONTENT_BLOCK, 0, 1),
+    (chat_pb2.CITATION_KIND_URL, 6, 18, "From the web.", "https://example.org/page", "A page", None, "", "EnC0dEd",
+     chat_pb2.CITATION_LOCATION_UNIT_UNSPECIFIED, None, None),
+    (chat_pb2.CITATION_KIND_SEARCH_RESULT, 6, 18, "From a result.", "", "KB doc 7", 0, "", "https://kb.example/doc-7",
+     chat_pb2.CITATION_LOCATION_UNIT_CONTENT_BLOCK, 1, 2),
+]  # fmt: skip
+
+
+class TestCitations:
+    def test_every_citation_type_mapped(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Each TextCitation type maps to a Citation spanning its text block in the joined text."""
+        body = message(text=["Sure. ", "Grass: green", "."], citations={1: citation_examples()})
+        fake.script(json_reply(body))
+        response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Colour?")]))
+        assert "".join(part.text for part in response.message.content) == "Sure. Grass: green."
+        assert _citation_rows(response.message.citations) == _EXPECTED_CITATIONS
+
+    def test_streamed_citations_delta(self, stub: Any, fake: FakeAnthropic) -> None:
+        """citations_delta events come back as one delta when their block stops, with the block's span."""
+        body = message(text=["Sure. ", "Grass: green", "."], citations={1: citation_examples()})
+        fake.script(sse_reply(stream_events(body)))
+        events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Colour?")]))
+        carriers = [event.delta for event in events[:-1] if event.delta.citations]
+        assert len(carriers) == 1
+        assert not carriers[0].text
+        assert _citation_rows(carriers[0].citations) == _EXPECTED_CITATIONS
+        assert "".join(event.delta.text for event in events[:-1]) == "Sure. Grass: green."
+
+    def test_citations_in_history_are_not_sent_upstream(self, stub: Any, fake: FakeAnthropic) -> None:
+        """An assistant turn with citations is accepted; its text goes back without them."""
+        fake.script(json_reply(message(text="ok")))
+        earlier = text_message(chat_pb2.ROLE_ASSISTANT, "Green.")
+        earlier.citations.add(kind=chat_pb2.CITATION_KIND_DOCUMENT, document_index=0, cited_text="green")
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Colour?"), earlier, user("Sure?")]))
+        [sent] = fake.requests
+        assert sent.body["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "Green."}]}
 
 
 class TestTools:

@@ -24,6 +24,7 @@ from services.testing.fake_openai import (
     token_logprob,
     tool_call,
     tool_call_delta,
+    url_citation,
     usage,
 )
 from tests.providers.openai.helpers import (
@@ -483,6 +484,47 @@ class TestLogprobs:
         received = _stream(stub, stream_request(user("Hi"), settings=settings))
         pairs = [(e.delta.text, [(t.token, t.logprob) for t in e.delta.logprobs]) for e in received[:-1]]
         assert [pair for pair in pairs if pair[1]] == [("Hi", [("Hi", -0.2)]), ("!", [("!", -0.3)])]
+
+
+class TestCitations:
+    def test_url_citations_mapped_to_citations(self, stub, fake):
+        """The message's url_citation annotations come back as Message.citations, spans kept; none left in extensions."""
+        text_value = "Paris is the capital of France."
+        annotations = [url_citation("https://example.org/paris", "Paris", 0, 5)]
+        fake.script(Reply.json(completion(text_value, annotations=annotations)))
+        response = stub.Chat(chat_request(user("Capital of France?")), timeout=10)
+        [citation] = response.message.citations
+        assert citation.kind == chat_pb2.CITATION_KIND_URL
+        assert (citation.url, citation.title, citation.start_index, citation.end_index) == (
+            "https://example.org/paris",
+            "Paris",
+            0,
+            5,
+        )
+        assert "openai" not in response.message.extensions.fields
+
+    def test_streamed_url_citations_ride_their_delta(self, stub, fake):
+        """A delta's annotations come back as that delta's citations."""
+        events = [
+            chunk(role="assistant", content=""),
+            chunk(content="Paris."),
+            chunk(annotations=[url_citation("https://example.org/p", "P", 0, 5)]),
+            chunk(finish_reason="stop"),
+            chunk(no_choices=True, usage_body=usage(5, 2)),
+        ]
+        fake.script(Reply.stream(events))
+        received = _stream(stub, stream_request(user("Hi")))
+        cited = [citation for event in received[:-1] for citation in event.delta.citations]
+        assert [(c.url, c.start_index, c.end_index) for c in cited] == [("https://example.org/p", 0, 5)]
+
+    def test_citations_in_history_are_not_sent_upstream(self, stub, fake):
+        """An assistant turn carrying citations is accepted; Chat Completions has no place for them."""
+        fake.script(Reply.json(completion("ok")))
+        earlier = text(chat_pb2.ROLE_ASSISTANT, "Paris.")
+        earlier.citations.add(kind=chat_pb2.CITATION_KIND_URL, url="https://example.org/p", start_index=0, end_index=5)
+        stub.Chat(chat_request(user("Capital?"), earlier, user("Sure?")), timeout=10)
+        sent = fake.chat_requests[0].body["messages"][1]
+        assert sent == {"role": "assistant", "content": "Paris."}
 
 
 class TestStreaming:
