@@ -12,7 +12,7 @@ from xdist.scheduler import LoadGroupScheduling
 from llmmesh.v1 import router_service_pb2_grpc
 from services.testing.mesh import MockMesh
 
-# The production-shaped suite's files share one session mesh (~30 s to start): one work unit for all of them.
+# The production-shaped suite's files share one mesh (~30 s to start): one work unit for all of them.
 PRODUCTION_DIR = "tests/production/"
 
 # The longest work units, longest first (wall time of a whole run, `--durations=0` summed per unit). They
