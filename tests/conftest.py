@@ -12,8 +12,28 @@ from xdist.scheduler import LoadGroupScheduling
 from llmmesh.v1 import router_service_pb2_grpc
 from services.testing.mesh import MockMesh
 
-# The production-shaped suite's files share one session mesh (~30 s to start): one work unit for all of them.
+# The production-shaped suite's files share one mesh (~30 s to start): one work unit for all of them.
 PRODUCTION_DIR = "tests/production/"
+
+# The longest work units, longest first (wall time of a whole run, `--durations=0` summed per unit). They
+# start first: xdist otherwise orders units by test count, so a long unit with few tests (the README's live
+# blocks) started last and one worker finished it alone. Units not listed follow by test count.
+LONGEST_UNITS = (
+    "tests/deploy/test_k8s_check.py",
+    "tests/cli/test_cli.py",
+    "tests/docs/test_readme.py",
+    "production",
+    "tests/router/test_config_errors.py",
+    "tests/consul/test_discovery.py",
+    "tests/consul/test_cli_up.py",
+    "tests/test_bench_smoke.py",
+    "tests/router/test_litellm_client.py",
+    "tests/telemetry/test_cli_traces.py",
+    "tests/deploy/test_monitoring_prometheus.py",
+    "tests/security/test_upstream_faults.py",
+    "tests/router/test_http_gateway.py",
+    "tests/security/test_chaos.py",
+)
 
 
 def work_unit(nodeid: str) -> str:
@@ -47,6 +67,13 @@ class FileGroupScheduling(LoadGroupScheduling):
         if nodeid.rfind("@") > nodeid.rfind("]"):
             return super()._split_scope(nodeid)
         return work_unit(nodeid)
+
+    def _assign_work_unit(self, node: Any) -> None:
+        """Hands out the longest known unit still waiting first, so no long unit is left for the end."""
+        waiting = [unit for unit in LONGEST_UNITS if unit in self.workqueue]
+        if waiting:
+            self.workqueue.move_to_end(waiting[0], last=False)
+        super()._assign_work_unit(node)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadGroupScheduling | None:

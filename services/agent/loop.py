@@ -356,3 +356,4 @@ def _add_usage(total: chat_pb2.Usage, usage: chat_pb2.Usage) -> None:
     total.output_tokens += usage.output_tokens
     total.cached_input_tokens += usage.cached_input_tokens
     total.reasoning_tokens += usage.reasoning_tokens
+    total.cache_write_input_tokens += usage.cache_write_input_tokens

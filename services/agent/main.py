@@ -16,7 +16,6 @@ from services.agent.tool_limits import DEFAULT_CONCURRENT, DEFAULT_PER_RUN, DEFA
 from services.agent.tools import RemoteToolCatalog, ToolRegistry, builtin_tools
 from services.common.auth import caller_interceptors
 from services.common.channels import aio_channel
-from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
 from services.common.redaction import Redactor
@@ -72,6 +71,8 @@ class AgentSettings(ServiceSettings, TLSSettings):
 
 def build_discovery(settings: AgentSettings) -> Discovery:
     if settings.discovery == "consul":
+        from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings  # only when used
+
         return ConsulDiscovery(load_settings(WatchSettings))
     if settings.static_discovery_file:
         return StaticDiscovery.from_file(settings.static_discovery_file)

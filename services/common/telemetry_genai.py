@@ -121,6 +121,8 @@ def record_answer(
         attributes[names.GEN_AI_PROVIDER_NAME] = provider
     if usage.cached_input_tokens:
         attributes[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+    if usage.cache_write_input_tokens:
+        attributes[names.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_input_tokens
     if usage.reasoning_tokens:
         attributes[names.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
     if extra:

@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmmesh.v1 import chat_pb2
+from services.common import prompt_cache
 from services.common.caller import validate_caller
 from services.common.errors import invalid_argument
 from services.common.json_depth import struct_depth_exceeds, too_deep
@@ -152,6 +153,8 @@ def _validate_tools(tools: list[chat_pb2.ToolDefinition], max_tools: int) -> set
         if tool.name in names:
             raise invalid_argument(f"tools[{index}].name", f"{tool.name!r} is defined twice; tool names must be unique")
         names.add(tool.name)
+        if tool.HasField("cache_control"):
+            prompt_cache.validate_cache_control(f"tools[{index}].cache_control", tool.cache_control)
         schema_type = tool.parameters.fields.get("type")
         if schema_type is not None and schema_type.string_value != "object":
             raise invalid_argument(f"tools[{index}].parameters", 'must be a JSON Schema with "type": "object"')
@@ -231,6 +234,12 @@ def _validate_part(part_path: str, part: chat_pb2.ContentPart, role: int, max_co
         )
     if kind in _USER_ONLY and role != chat_pb2.ROLE_USER:
         raise invalid_argument(f"{part_path}.{kind}", "is only allowed on ROLE_USER messages")
+    if part.HasField("cache_control"):
+        if kind == "reasoning":
+            raise invalid_argument(
+                f"{part_path}.cache_control", "cannot go on a reasoning part; put it on a text or image part"
+            )
+        prompt_cache.validate_cache_control(f"{part_path}.cache_control", part.cache_control)
     size = _part_size(part, kind)
     if size > max_content_bytes:
         raise invalid_argument(
@@ -351,6 +360,8 @@ def _validate_settings(settings: chat_pb2.GenerationSettings, max_output_tokens:
         raise invalid_argument("settings.stop", "contains an empty stop sequence")
     if settings.HasField("reasoning"):
         _validate_reasoning(settings.reasoning, max_output_tokens)
+    if settings.HasField("prompt_cache"):
+        prompt_cache.validate_prompt_cache(settings.prompt_cache)
     if settings.HasField("top_logprobs"):
         if not settings.logprobs:
             raise invalid_argument("settings.top_logprobs", "needs settings.logprobs set to true")

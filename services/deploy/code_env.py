@@ -100,13 +100,15 @@ class CodeEnv:
 
 
 def workload_packages(workload: str) -> tuple[str, tuple[str, ...]]:
-    """The workload's own package, and the shared modules its entry point always runs."""
+    """The workload's own package, and the shared modules its entry point runs (some only when configured)."""
+    watch = "services.common.consul_discovery.watch"  # imported on LLMMESH_DISCOVERY=consul only
     if workload == "router":
-        return "services.router", ("services.common.server",)
+        return "services.router", ("services.common.server", watch)
     if workload == "agent":
-        return "services.agent", ("services.common.server",)
+        return "services.agent", ("services.common.server", watch)
     if workload.startswith("provider:"):
-        return f"services.providers.{workload.removeprefix('provider:')}", ("services.providers.runner",)
+        registration = "services.common.consul_discovery.registration"
+        return f"services.providers.{workload.removeprefix('provider:')}", ("services.providers.runner", registration)
     raise ValueError(f"unknown workload {workload!r}: expected router, agent or provider:<kind>")
 
 

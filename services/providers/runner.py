@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr
 
 from llmmesh.v1 import provider_service_pb2_grpc
 from services.common.auth import internal_interceptors
-from services.common.consul_discovery.registration import ConsulRegistration, RegistrationSettings
+from services.common.consul_discovery.registration_settings import RegistrationSettings
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, check_can_listen, run_service
 from services.common.settings import ConfigError, ServiceSettings, load_settings
@@ -86,17 +86,18 @@ def run_provider(kind: str, build_adapter: Callable[[ProviderSettings], Provider
         discovery = load_settings(RegistrationSettings)
         credentials = server_credentials(settings, extra_client_ca=consul_agent_ca(settings, discovery))
         adapter = build_adapter(settings)
-        registration = (
-            ConsulRegistration.for_provider(
+        registration = None
+        if discovery.discovery == "consul":
+            # Imported here: the Consul client (py-consul, requests) costs every other adapter's start-up.
+            from services.common.consul_discovery.registration import ConsulRegistration
+
+            registration = ConsulRegistration.for_provider(
                 service_name(settings, kind),
                 kind=kind,
                 models=[model.name for model in adapter.list_models()],
                 health_service=PROVIDER_SERVICE,
                 settings=discovery,
             )
-            if discovery.discovery == "consul"
-            else None
-        )
         check_can_listen(settings.host, settings.port)
     except ConfigError as error:
         print(f"llmmesh-provider-{kind}: {error}", file=sys.stderr)

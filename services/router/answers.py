@@ -33,7 +33,7 @@ def answer_fields(
     """
     usage = usage if usage is not None else answer.usage
     if cost_usd is None:
-        cost_usd = candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        cost_usd = candidate.usage_cost(usage)
     return {
         "finish_reason": answer.finish_reason,
         "usage": usage,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +44,9 @@ class Price(_Strict):
     input_per_mtok: float = Field(0.0, ge=0)
     output_per_mtok: float = Field(0.0, ge=0)
     cached_input_per_mtok: float | None = Field(None, ge=0)
+    #: Prompt tokens written to the provider's cache (Usage.cache_write_input_tokens); unset:
+    #: the input rate. Anthropic charges 1.25x input for 5-minute entries, 2x for 1-hour ones.
+    cache_write_per_mtok: float | None = Field(None, ge=0)
 
 
 HedgeDelay = float | Literal["p95"]
@@ -340,16 +343,26 @@ class Candidate:
     #: What the model can do (routing file `capabilities`, defaults applied).
     capabilities: ResolvedCapabilities = ResolvedCapabilities()
 
-    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int) -> float:
-        cached_rate = self.price.cached_input_per_mtok
-        if cached_rate is None:
-            cached_rate = self.price.input_per_mtok
-        uncached = max(input_tokens - cached_input_tokens, 0)
+    def cost(
+        self, input_tokens: int, output_tokens: int, cached_input_tokens: int, cache_write_input_tokens: int = 0
+    ) -> float:
+        """US dollars: cache reads and cache writes (both inside `input_tokens`) at their own rates."""
+        price = self.price
+        cached_rate = price.cached_input_per_mtok if price.cached_input_per_mtok is not None else price.input_per_mtok
+        write_rate = price.cache_write_per_mtok if price.cache_write_per_mtok is not None else price.input_per_mtok
+        uncached = max(input_tokens - cached_input_tokens - cache_write_input_tokens, 0)
         return (
-            uncached * self.price.input_per_mtok
+            uncached * price.input_per_mtok
             + cached_input_tokens * cached_rate
-            + output_tokens * self.price.output_per_mtok
+            + cache_write_input_tokens * write_rate
+            + output_tokens * price.output_per_mtok
         ) / 1_000_000
+
+    def usage_cost(self, usage: Any) -> float:
+        """`cost` of a chat_pb2.Usage."""
+        return self.cost(
+            usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_input_tokens
+        )
 
 
 class RoutingTable:

@@ -15,7 +15,6 @@ from starlette.requests import Request
 from llmmesh.v1 import router_service_pb2_grpc
 from services.common.auth import caller_interceptors, current_tenant, internal_metadata
 from services.common.channels import aio_channel
-from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings
 from services.common.discovery import Discovery, StaticDiscovery, StaticFile
 from services.common.logs import configure_logging
 from services.common.server import MeshServer, check_can_listen, run_service
@@ -101,6 +100,8 @@ def load_routing(settings: RouterSettings) -> RoutingTable:
 
 def build_discovery(settings: RouterSettings) -> Discovery:
     if settings.discovery == "consul":
+        from services.common.consul_discovery.watch import ConsulDiscovery, WatchSettings  # only when used
+
         return ConsulDiscovery(load_settings(WatchSettings))
     if settings.static_discovery_file:
         return StaticDiscovery.from_file(settings.static_discovery_file)

@@ -182,7 +182,8 @@ def _content(match: re.Match[str], fields: BodyFields) -> str:
     # A string content was mapped to one text part: name the string, not a part of it.
     rest = match.group(3) or ""
     if index in fields.string_content and match.group(2) == "0":
-        return f"messages[{index}].content"
+        # A breakpoint on a string content came from the message's own cache_control.
+        return f"messages[{index}].cache_control" if rest.startswith(".cache_control") else f"messages[{index}].content"
     return f"messages[{index}].content[{match.group(2)}]{rest}"
 
 
@@ -194,6 +195,8 @@ _RULES: list[_Rule] = [
     _rule(r"^settings\.max_output_tokens$", lambda _m, fields: fields.max_tokens_field),
     _rule(r"^settings\.response_format\.json_schema$", "response_format.json_schema.schema"),
     _rule(r"^settings\.reasoning(\..*)?$", "reasoning_effort"),
+    _rule(r"^settings\.prompt_cache\.key$", "prompt_cache_key"),
+    _rule(r"^settings\.prompt_cache\.cached_content$", "cached_content"),
     _rule(r"^settings\.(.+)$", r"\1"),
     _rule(r"^tools\[(\d+)\]\.(name|description|parameters)$", r"tools[\1].function.\2"),
     _rule(r"^tool_choice\.name$", "tool_choice.function.name"),

@@ -34,7 +34,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError, invalid_argument
 from services.common.json_depth import MAX_JSON_DEPTH, python_depth_exceeds, too_deep
-from services.router import door_reasoning
+from services.router import door_cache, door_reasoning
 
 FALLBACK_HEADER = "x-llmmesh-fallback-models"
 _INT32_MAX = 2**31 - 1
@@ -114,6 +114,8 @@ class ContentPart(_Lenient):
     input_audio: InputAudio | None = None
     # An assistant turn's refusal part, as OpenAI returns and accepts it in history.
     refusal: str | None = None
+    # A prompt-cache breakpoint, as LiteLLM and OpenRouter spell it (door_cache.py).
+    cache_control: Any = None
 
 
 class FunctionCall(_Lenient):
@@ -140,6 +142,8 @@ class Message(_Lenient):
     # An assistant turn's reasoning as the door returned it (door_reasoning.py).
     reasoning_content: str | None = None
     reasoning_details: list[Any] | None = None
+    # A breakpoint on the whole message: its last part (door_cache.py).
+    cache_control: Any = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -159,6 +163,8 @@ class FunctionDefinition(_Lenient):
 class Tool(_Lenient):
     type: Literal["function"] = "function"
     function: FunctionDefinition
+    # A breakpoint after this tool (door_cache.py).
+    cache_control: Any = None
 
 
 class NamedFunction(_Lenient):
@@ -245,6 +251,9 @@ class ChatCompletionBody(_Lenient):
     safety_identifier: str | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    # Prompt caching: OpenAI's key, and LiteLLM's name for a Gemini explicit cache (door_cache.py).
+    prompt_cache_key: str | None = None
+    cached_content: str | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -412,8 +421,12 @@ def _build(request: _R, body: ChatCompletionBody, fallback_header: str | None, f
         fields.message_indices.append(index)
         request.messages.append(mapped)
     definitions = body.tools if body.tools is not None else [Tool(function=f) for f in body.functions or ()]
-    for tool in definitions:
+    for tool_index, tool in enumerate(definitions):
         definition = request.tools.add(name=tool.function.name, description=tool.function.description)
+        if tool.cache_control is not None:
+            definition.cache_control.CopyFrom(
+                door_cache.cache_control(f"tools[{tool_index}].cache_control", tool.cache_control)
+            )
         if tool.function.parameters is not None:
             definition.parameters.update(tool.function.parameters)
         if tool.function.strict is not None:
@@ -480,7 +493,7 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
         result.tool_result.CopyFrom(
             chat_pb2.ToolResult(tool_call_id=call_id, name=tool_names.get(call_id, message.name or ""))
         )
-        _tool_content(index, message.content, result.tool_result)
+        _tool_content(index, message.content, result.tool_result, message.cache_control)
         return result
     if message.role == "assistant":
         # Reasoning first, as the model produced it before its answer.
@@ -494,6 +507,9 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
     else:
         for part_index, part in enumerate(message.content or ()):
             if part.type == "refusal" and message.role == "assistant":
+                door_cache.refuse_breakpoint(
+                    f"messages[{index}].content[{part_index}].cache_control", part.cache_control, "a refusal part"
+                )
                 refusals.append(part.refusal or "")  # OpenAI returns refusals as parts too
                 continue
             result.content.append(_part(f"messages[{index}].content[{part_index}]", part))
@@ -503,10 +519,19 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
         arguments_json = arguments if isinstance(arguments, str) else json.dumps(arguments)
         result.tool_calls.add(id=call.id, name=call.function.name, arguments_json=arguments_json)
         tool_names[call.id] = call.function.name
+    if message.cache_control is not None:
+        door_cache.mark_last_part(f"messages[{index}]", result, message.cache_control)
     return result
 
 
 def _part(path: str, part: ContentPart) -> chat_pb2.ContentPart:
+    mapped = _part_kind(path, part)
+    if part.cache_control is not None:
+        mapped.cache_control.CopyFrom(door_cache.cache_control(f"{path}.cache_control", part.cache_control))
+    return mapped
+
+
+def _part_kind(path: str, part: ContentPart) -> chat_pb2.ContentPart:
     if part.type == "text":
         if part.text is None:
             raise invalid_argument(f"{path}.text", "is required on a text part")
@@ -583,22 +608,30 @@ def document(path: str, file_data: str | None, file_id: str | None, filename: st
     return out
 
 
-def _tool_content(index: int, content: str | list[ContentPart] | None, result: chat_pb2.ToolResult) -> None:
+def _tool_content(
+    index: int, content: str | list[ContentPart] | None, result: chat_pb2.ToolResult, marked: object = None
+) -> None:
     """A tool message's content: a string or text parts as `content` (joined), as ever; with an image
-    among them, every part in order as `parts`."""
-    if content is None or isinstance(content, str):
+    among them, or a cache breakpoint (`marked`: the message's own), every part in order as `parts`."""
+    parts = content if isinstance(content, list) else []
+    breakpoint_set = marked is not None or any(part.cache_control is not None for part in parts)
+    if (content is None or isinstance(content, str)) and not breakpoint_set:
         result.content = content or ""
         return
-    for part_index, part in enumerate(content):
+    for part_index, part in enumerate(parts):
         if part.type not in ("text", "image_url"):
             raise invalid_argument(
                 f"messages[{index}].content[{part_index}].type", "tool results take text and image_url parts only"
             )
-    if all(part.type == "text" for part in content):
-        result.content = "".join(part.text or "" for part in content)
+    if all(part.type == "text" for part in parts) and not breakpoint_set:
+        result.content = "".join(part.text or "" for part in parts)
         return
-    for part_index, part in enumerate(content):
+    if isinstance(content, str) or content is None:
+        result.parts.add(text=content or "")
+    for part_index, part in enumerate(parts):
         result.parts.append(_part(f"messages[{index}].content[{part_index}]", part))
+    if marked is not None:
+        door_cache.mark_last(f"messages[{index}]", result.parts, marked)
 
 
 def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -> None:
@@ -617,6 +650,7 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ChatCompletionBody) -
         settings.logprobs = True
     if body.top_logprobs is not None:
         settings.top_logprobs = body.top_logprobs
+    door_cache.apply_prompt_cache(settings, body.prompt_cache_key, body.cached_content)
     # With an effort, thoughts are asked for: the door returns them as reasoning_content.
     reasoning = door_reasoning.reasoning_settings("reasoning_effort", body.reasoning_effort, include_thoughts=True)
     if reasoning is not None:

@@ -22,7 +22,7 @@ import grpc
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import logprobs
-from services.router import door_reasoning
+from services.router import door_cache, door_citations, door_reasoning
 from services.router.balancer import Balancer
 from services.router.config import Candidate, ModelRoute
 
@@ -51,8 +51,13 @@ def usage(value: chat_pb2.Usage) -> dict[str, Any]:
         "prompt_tokens": value.input_tokens,
         "completion_tokens": value.output_tokens,
         "total_tokens": value.input_tokens + value.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": value.cached_input_tokens},
+        "prompt_tokens_details": {
+            "cached_tokens": value.cached_input_tokens,
+            "cache_write_tokens": value.cache_write_input_tokens,
+        },
         "completion_tokens_details": {"reasoning_tokens": value.reasoning_tokens},
+        # LiteLLM's (and Anthropic's) names for the same counts (door_cache.py).
+        **door_cache.chat_usage_fields(value),
     }
 
 
@@ -93,6 +98,9 @@ def _message(message: chat_pb2.Message, *, legacy: bool = False) -> dict[str, An
             {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json}}
             for call in message.tool_calls
         ]
+    annotations = door_citations.chat_annotations(message.citations)
+    if annotations:
+        result["annotations"] = annotations
     return result
 
 
@@ -143,9 +151,18 @@ def completion(response: rpb.ChatResponse, identifier: str, *, legacy: bool = Fa
     fingerprint = _fingerprint(response)
     if fingerprint:
         result["system_fingerprint"] = fingerprint
+    if response.message.citations:
+        result["llmmesh"]["citations"] = door_citations.mesh_citations(response.message.citations)
     if response.alternatives:
-        result["llmmesh"]["alternatives"] = [{"model": a.model, "provider": a.provider} for a in response.alternatives]
+        result["llmmesh"]["alternatives"] = [_alternative(a) for a in response.alternatives]
     return result
+
+
+def _alternative(answer: rpb.ChatResponse) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model": answer.model, "provider": answer.provider}
+    if answer.message.citations:
+        entry["citations"] = door_citations.mesh_citations(answer.message.citations)
+    return entry
 
 
 def _fingerprint(response: rpb.ChatResponse) -> str:
@@ -198,7 +215,15 @@ class ChunkStream:
         kind = event.WhichOneof("event")
         if kind == "delta":
             delta = _legacy_delta(event.delta) if self._legacy else _delta(event.delta)
-            return [self._chunk([self._choice(delta, logprobs=event.delta.logprobs)])] if delta is not None else []
+            if delta is None:
+                return []
+            extra: dict[str, Any] = {}
+            if event.delta.citations:
+                annotations = door_citations.chat_annotations(event.delta.citations)
+                if annotations:
+                    delta["annotations"] = annotations
+                extra["llmmesh"] = {"citations": door_citations.mesh_citations(event.delta.citations)}
+            return [self._chunk([self._choice(delta, logprobs=event.delta.logprobs)], **extra)]
         if kind == "continuation":
             self._model = event.continuation.model
             notice = {

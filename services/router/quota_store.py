@@ -20,9 +20,10 @@ import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:  # redis is imported only by a router that shares its quotas (connect below)
+    from redis.asyncio import Redis
 
 # (tenant, kind, window): kind is rpm / tpm (window: minute) or cost (window: day), on Redis's clock.
 Key = tuple[str, str, int]
@@ -208,6 +209,37 @@ redis.call('SADD', active, ARGV[1])
 redis.call('EXPIRE', active, 172800)
 return 1
 """
+
+
+def connect(url: str, password: str | None, timeout: float) -> RedisCounters:
+    """A client for the shared windows: no retries of its own (the gate falls back instead)."""
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    client = Redis.from_url(
+        url,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+    )
+    return RedisCounters(client, timeout)
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store call raises when Redis is down or slow."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, TimeoutError)
+
+
+def stale_connection_error() -> type[BaseException]:
+    """What a pooled connection from before a Redis restart raises at once."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return RedisConnectionError
 
 
 class RedisCounters:

@@ -52,15 +52,11 @@ import grpc
 import structlog
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from services.common.errors import MeshError
 from services.common.settings import ENV_PREFIX
 from services.common.tenants import Limits, Tenant
+from services.router import quota_store
 from services.router.quota_store import Heartbeat, Key, Push, RedisCounters, Refusal, Seen, by_tenant
 
 __all__ = ["STORE_HEALTH_SERVICE", "LocalCounters", "QuotaGate", "QuotaSettings", "Refusal"]
@@ -72,7 +68,6 @@ _MINUTE = 60.0
 _DAY = 86400.0
 # A replica is counted live while its last heartbeat is younger than this many heartbeat periods.
 _LIVE_PERIODS = 3
-_STORE_ERRORS = (RedisError, OSError, TimeoutError)
 
 log = structlog.get_logger(__name__)
 
@@ -206,6 +201,8 @@ class QuotaGate:
         replica_id: str = "",
     ) -> None:
         self._shared = shared
+        # The Redis exceptions, known only once redis is imported (a router without a store never imports it).
+        self._store_errors = quota_store.store_errors() if shared is not None else (OSError, TimeoutError)
         self._static_replicas = replicas
         self._live_counts: list[tuple[float, int]] = []  # (monotonic time, live replicas) per heartbeat
         self._retry_seconds = retry_seconds
@@ -226,15 +223,11 @@ class QuotaGate:
     def from_settings(cls, settings: QuotaSettings, on_store_change: Callable[[bool], Any] | None = None) -> QuotaGate:
         shared = None
         if settings.quota_redis_url:
-            client = Redis.from_url(
+            shared = quota_store.connect(
                 settings.quota_redis_url,
-                password=settings.quota_redis_password.get_secret_value() or None,
-                socket_timeout=settings.quota_store_timeout_seconds,
-                socket_connect_timeout=settings.quota_store_timeout_seconds,
-                retry=Retry(NoBackoff(), 0),
-                decode_responses=False,
+                settings.quota_redis_password.get_secret_value() or None,
+                settings.quota_store_timeout_seconds,
             )
-            shared = RedisCounters(client, settings.quota_store_timeout_seconds)
             log.info("tenant quotas shared through redis", heartbeat_seconds=settings.quota_heartbeat_seconds)
         elif settings.router_replicas > 1:
             log.warning(
@@ -318,7 +311,7 @@ class QuotaGate:
         if self._store_up or await self._recover():
             try:
                 result, seen = await self._call_shared(shared_call)
-            except _STORE_ERRORS as error:
+            except self._store_errors as error:
                 self._fall_back(error)
             else:
                 await self._take_in(seen)
@@ -329,7 +322,7 @@ class QuotaGate:
         assert self._shared is not None
         try:
             return await call(self._shared)
-        except RedisConnectionError:
+        except quota_store.stale_connection_error():
             # Fails at once: a pooled connection from before a Redis restart. Drop them all and try
             # once more on a fresh one (the new epoch it answers with says what to put back).
             await self._shared.drop_connections()
@@ -340,7 +333,7 @@ class QuotaGate:
         if seen.epoch != self._epoch:
             try:
                 await self._adopt_epoch(seen.epoch)
-            except _STORE_ERRORS as error:
+            except self._store_errors as error:
                 self._fall_back(error)
                 return
         self._learn(seen.counts)
@@ -406,7 +399,7 @@ class QuotaGate:
                 lost = self._epoch is not None and beat.seen.epoch != self._epoch
                 if not await self._push_local(floors=lost):
                     return False
-            except _STORE_ERRORS:
+            except self._store_errors:
                 return False
             # No await since the last push found nothing left: no local count can be lost.
             self._store_up, self._epoch = True, beat.seen.epoch
@@ -443,7 +436,7 @@ class QuotaGate:
             return
         try:
             beat = await self._call_shared(lambda shared: shared.heartbeat(self._replica_id, self._live_seconds))
-        except _STORE_ERRORS as error:
+        except self._store_errors as error:
             self._fall_back(error)
             return
         await self._take_in(beat.seen)
@@ -468,7 +461,7 @@ class QuotaGate:
                 await self._watcher
         if self._shared is not None:
             if self._store_up:
-                with contextlib.suppress(*_STORE_ERRORS):
+                with contextlib.suppress(*self._store_errors):
                     await self._shared.leave(self._replica_id)
             await self._shared.close()
 

@@ -39,7 +39,7 @@ import grpc
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common import logprobs as logprobs_module
-from services.router import door_reasoning, openai_response
+from services.router import door_citations, door_reasoning, openai_response
 from services.router.responses_request import ParsedResponses, echoed_tools
 
 _INCOMPLETE = {
@@ -63,20 +63,25 @@ def _item_id(prefix: str) -> str:
 def usage(value: chat_pb2.Usage) -> dict[str, Any]:
     return {
         "input_tokens": value.input_tokens,
-        # Required by OpenAI's schema; the mesh's usage does not count cache writes, so none are reported.
-        "input_tokens_details": {"cached_tokens": value.cached_input_tokens, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": value.cached_input_tokens,
+            "cache_write_tokens": value.cache_write_input_tokens,
+        },
         "output_tokens": value.output_tokens,
         "output_tokens_details": {"reasoning_tokens": value.reasoning_tokens},
         "total_tokens": value.input_tokens + value.output_tokens,
     }
 
 
-def _text_part(text: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()) -> dict[str, Any]:
+def _text_part(
+    text: str, logprobs: Sequence[chat_pb2.TokenLogprob] = (), citations: Sequence[chat_pb2.Citation] = ()
+) -> dict[str, Any]:
     # LogProb wants `bytes` as a list, never null: empty where the provider gave none.
     values = [{**entry, "bytes": entry["bytes"] or []} for entry in logprobs_module.to_openai(logprobs)]
     for entry in values:
         entry["top_logprobs"] = [{**top, "bytes": top["bytes"] or []} for top in entry["top_logprobs"]]
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": values}
+    annotations = [door_citations.responses_annotation(citation) for citation in citations]
+    return {"type": "output_text", "text": text, "annotations": annotations, "logprobs": values}
 
 
 def _event_logprobs(values: Sequence[chat_pb2.TokenLogprob]) -> list[dict[str, Any]]:
@@ -91,9 +96,14 @@ def _event_logprobs(values: Sequence[chat_pb2.TokenLogprob]) -> list[dict[str, A
     ]
 
 
-def _content_part(kind: str, text: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()) -> dict[str, Any]:
+def _content_part(
+    kind: str,
+    text: str,
+    logprobs: Sequence[chat_pb2.TokenLogprob] = (),
+    citations: Sequence[chat_pb2.Citation] = (),
+) -> dict[str, Any]:
     """An output message's content part: `output_text`, or `refusal` (the model declined)."""
-    return {"type": "refusal", "refusal": text} if kind == _REFUSAL else _text_part(text, logprobs)
+    return {"type": "refusal", "refusal": text} if kind == _REFUSAL else _text_part(text, logprobs, citations)
 
 
 def _message_item(identifier: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
@@ -213,7 +223,7 @@ def response_object(parsed: ParsedResponses, answer: rpb.ChatResponse, identifie
         _reasoning_item(_item_id("rs"), part, "completed", encrypted=encrypted)
         for part in door_reasoning.reasoning_parts(message)
     ]
-    content = [_text_part(text, message.logprobs)] if text or not message.refusal else []
+    content = [_text_part(text, message.logprobs, message.citations)] if text or not message.refusal else []
     if message.refusal:
         content.append(_content_part(_REFUSAL, message.refusal))
     if text or message.refusal or not message.tool_calls:
@@ -236,8 +246,10 @@ class _OpenItem:
     item: dict[str, Any]
     #: A call's argument fragments.
     text: list[str] = field(default_factory=list)
-    #: A message's content parts so far: (kind, fragments, token log probabilities), the last one open.
-    parts: list[tuple[str, list[str], list[chat_pb2.TokenLogprob]]] = field(default_factory=list)
+    #: A message's content parts so far: (kind, fragments, token log probabilities, citations), the last one open.
+    parts: list[tuple[str, list[str], list[chat_pb2.TokenLogprob], list[chat_pb2.Citation]]] = field(
+        default_factory=list
+    )
 
 
 @dataclass(slots=True)
@@ -303,8 +315,26 @@ class ResponseEvents:
             events += self._content(_TEXT, delta.text, delta.logprobs)
         if delta.refusal:
             events += self._content(_REFUSAL, delta.refusal)
+        if delta.citations:
+            events += self._citations(delta.citations)
         for call in delta.tool_calls:
             events += self._call_delta(call)
+        return events
+
+    def _citations(self, citations: Sequence[chat_pb2.Citation]) -> list[dict[str, Any]]:
+        """Annotations of the open output_text part (opened for them if need be), one event each."""
+        events, message = self._open_part(_TEXT)
+        found = message.parts[-1][3]
+        for citation in citations:
+            events.append(
+                self._event(
+                    "response.output_text.annotation.added",
+                    annotation=door_citations.responses_annotation(citation),
+                    annotation_index=len(found),
+                    **self._where(message),
+                )
+            )
+            found.append(citation)
         return events
 
     def _text(self, text: str) -> list[dict[str, Any]]:
@@ -314,19 +344,7 @@ class ResponseEvents:
         self, kind: str, fragment: str, logprobs: Sequence[chat_pb2.TokenLogprob] = ()
     ) -> list[dict[str, Any]]:
         """A fragment of the message's text or refusal; a change of kind starts the next content part."""
-        events: list[dict[str, Any]] = []
-        if self._message is None:
-            item = _message_item(_item_id("msg"), [], "in_progress")
-            self._message = _OpenItem(self._reserve(item), item)
-            events.append(self._event("response.output_item.added", output_index=self._message.index, item=item))
-        message = self._message
-        if not message.parts or message.parts[-1][0] != kind:
-            if message.parts:
-                events += self._close_part(message)
-            message.parts.append((kind, [], []))
-            events.append(
-                self._event("response.content_part.added", part=_content_part(kind, ""), **self._where(message))
-            )
+        events, message = self._open_part(kind)
         message.parts[-1][1].append(fragment)
         message.parts[-1][2].extend(logprobs)
         where = self._where(message)
@@ -338,15 +356,33 @@ class ResponseEvents:
             )
         return events
 
+    def _open_part(self, kind: str) -> tuple[list[dict[str, Any]], _OpenItem]:
+        """Opens the message item, and a content part of `kind` unless the last one is of that kind."""
+        events: list[dict[str, Any]] = []
+        if self._message is None:
+            item = _message_item(_item_id("msg"), [], "in_progress")
+            self._message = _OpenItem(self._reserve(item), item)
+            events.append(self._event("response.output_item.added", output_index=self._message.index, item=item))
+        message = self._message
+        if not message.parts or message.parts[-1][0] != kind:
+            if message.parts:
+                events += self._close_part(message)
+            message.parts.append((kind, [], [], []))
+            events.append(
+                self._event("response.content_part.added", part=_content_part(kind, ""), **self._where(message))
+            )
+        return events, message
+
     def _close_part(self, message: _OpenItem) -> list[dict[str, Any]]:
-        kind, fragments, values = message.parts[-1]
+        kind, fragments, values, citations = message.parts[-1]
         text = "".join(fragments)
         where = self._where(message)
         if kind == _REFUSAL:
             done = self._event("response.refusal.done", refusal=text, **where)
         else:
             done = self._event("response.output_text.done", text=text, logprobs=_event_logprobs(values), **where)
-        return [done, self._event("response.content_part.done", part=_content_part(kind, text, values), **where)]
+        part = _content_part(kind, text, values, citations)
+        return [done, self._event("response.content_part.done", part=part, **where)]
 
     def _reasoning_delta(self, delta: chat_pb2.ReasoningDelta) -> list[dict[str, Any]]:
         """Each reasoning part is its own output item; its text one summary part, streamed."""
@@ -432,7 +468,10 @@ class ResponseEvents:
             return []
         message, self._message = self._message, None
         events = self._close_part(message)
-        content = [_content_part(kind, "".join(fragments), values) for kind, fragments, values in message.parts]
+        content = [
+            _content_part(kind, "".join(fragments), values, citations)
+            for kind, fragments, values, citations in message.parts
+        ]
         done = _message_item(message.item["id"], content, "completed")
         self._output[message.index] = done
         return [*events, self._event("response.output_item.done", output_index=message.index, item=done)]

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import invalid_argument
-from services.router import door_reasoning
+from services.router import door_cache, door_reasoning
 from services.router.openai_errors import openai_param
 from services.router.openai_request import (
     BodyFields,
@@ -119,6 +119,9 @@ class ResponsesBody(_Lenient):
     parallel_tool_calls: bool | None = None
     top_logprobs: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
     include: list[str] | None = None
+    # Prompt caching (door_cache.py).
+    prompt_cache_key: str | None = None
+    cached_content: str | None = None
     llmmesh: MeshOptions | None = None
 
 
@@ -228,8 +231,10 @@ def _item(
             return
         request.messages.append(message)
     elif kind == "function_call":
+        door_cache.refuse_breakpoint(f"{path}.cache_control", item.get("cache_control"), "a function call")
         _function_call(request, path, item, fields, tool_names)
     elif kind == "function_call_output":
+        door_cache.refuse_breakpoint(f"{path}.cache_control", item.get("cache_control"))
         call_id = _string(item, "call_id", path)
         result = chat_pb2.ToolResult(tool_call_id=call_id, name=tool_names.get(call_id, ""))
         _output(path, item.get("output"), result)
@@ -283,17 +288,30 @@ def _message(path: str, item: dict[str, Any], fields: ResponsesFields) -> chat_p
     elif isinstance(content, list):
         for index, part in enumerate(content):
             if isinstance(part, dict) and part.get("type") == "refusal" and role == "assistant":
+                door_cache.refuse_breakpoint(
+                    f"{path}.content[{index}].cache_control", part.get("cache_control"), "a refusal part"
+                )
                 # The model's refusal in history: Message.refusal, which each adapter sends back its way.
                 message.refusal += _string(part, "refusal", f"{path}.content[{index}]")
                 continue
             message.content.append(_part(f"{path}.content[{index}]", part))
     elif content is not None:
         raise invalid_argument(f"{path}.content", "must be a string or a list of content parts")
+    if item.get("cache_control") is not None:
+        door_cache.mark_last_part(path, message, item["cache_control"])
     fields.messages.append(MessageSource(path, string_content=isinstance(content, str)))
     return message
 
 
 def _part(path: str, part: object) -> chat_pb2.ContentPart:
+    mapped = _part_kind(path, part)
+    assert isinstance(part, dict)
+    if part.get("cache_control") is not None:
+        mapped.cache_control.CopyFrom(door_cache.cache_control(f"{path}.cache_control", part["cache_control"]))
+    return mapped
+
+
+def _part_kind(path: str, part: object) -> chat_pb2.ContentPart:
     if not isinstance(part, dict):
         raise invalid_argument(path, "must be a content part object with a type")
     kind = part.get("type")
@@ -416,6 +434,10 @@ def _tools(request: rpb.ChatRequest | rpb.StreamChatRequest, body: ResponsesBody
             definition.strict = strict
         elif strict is not None:
             raise invalid_argument(f"tools[{index}].strict", "must be true, false or null")
+        if tool.get("cache_control") is not None:
+            definition.cache_control.CopyFrom(
+                door_cache.cache_control(f"tools[{index}].cache_control", tool["cache_control"])
+            )
     choice = body.tool_choice
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICE_MODES:
@@ -461,6 +483,7 @@ def _settings(settings: chat_pb2.GenerationSettings, body: ResponsesBody) -> Non
         settings.logprobs = True
     if body.top_logprobs is not None:
         settings.top_logprobs = body.top_logprobs
+    door_cache.apply_prompt_cache(settings, body.prompt_cache_key, body.cached_content)
     if body.temperature is not None:
         settings.temperature = body.temperature
     if body.top_p is not None:

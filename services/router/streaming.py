@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -134,12 +134,16 @@ class StreamRun:
         call = self._open(flight)
         # Refusal deltas before any other output wait for the final: a refused answer may still fall back.
         held: list[chat_pb2.ChatDelta] = []
+        # A continuation's citations span its own text: moved past the prefix already sent.
+        offset = len(self._prefix)
         try:
             while True:
                 event = await self._read(call, flight)
                 if event.HasField("delta"):
                     if not flight.machine.streamed:
                         self.race.first_chunk(flight)
+                    if offset and event.delta.citations:
+                        _shift_citations(event.delta.citations, offset)
                     if not self._sent and _refusal_only(event.delta):
                         held.append(event.delta)
                         continue
@@ -169,7 +173,7 @@ class StreamRun:
         self.engine.headroom.record(candidate.provider, final.headroom)
         _add_usage(self._usage, final.usage)
         usage = final.usage
-        self._cost += candidate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        self._cost += candidate.usage_cost(usage)
 
     def _judge_final(
         self, candidate: Candidate, final: ppb.ProviderStreamFinal, held: list[chat_pb2.ChatDelta]
@@ -230,6 +234,14 @@ def _stream_timeout(flight: Flight, limit: float, *, first: bool) -> MeshError:
     )
 
 
+def _shift_citations(citations: Iterable[chat_pb2.Citation], offset: int) -> None:
+    for citation in citations:
+        if citation.HasField("start_index"):
+            citation.start_index += offset
+        if citation.HasField("end_index"):
+            citation.end_index += offset
+
+
 def _refusal_only(delta: chat_pb2.ChatDelta) -> bool:
     return bool(delta.refusal) and not (delta.text or delta.tool_calls or delta.HasField("reasoning"))
 
@@ -239,3 +251,4 @@ def _add_usage(total: chat_pb2.Usage, more: chat_pb2.Usage) -> None:
     total.output_tokens += more.output_tokens
     total.cached_input_tokens += more.cached_input_tokens
     total.reasoning_tokens += more.reasoning_tokens
+    total.cache_write_input_tokens += more.cache_write_input_tokens

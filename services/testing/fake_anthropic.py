@@ -292,16 +292,24 @@ def message(
     message_id: str = "msg_fake_01",
     usage_: Usage | None = None,
     stop_details: dict[str, Any] | None = None,
+    citations: dict[int, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """A Messages API response body: thinking blocks, then text, then tool_use blocks.
 
     `stop_details`: the RefusalStopDetails ({"type": "refusal", "category", "explanation"})
-    a stop_reason "refusal" comes with.
+    a stop_reason "refusal" comes with. `citations`: the TextCitation objects (char_location,
+    page_location, content_block_location, web_search_result_location, search_result_location)
+    of the text block at each index of `text`.
     """
     content: list[Any] = [ThinkingBlock(type="thinking", thinking=t, signature=s) for t, s in thinking]
     content += [RedactedThinkingBlock(type="redacted_thinking", data=d) for d in redacted_thinking]
     texts = [text] if isinstance(text, str) else text
-    content += [TextBlock(type="text", text=t) for t in texts if t]
+    cited = citations or {}
+    content += [
+        TextBlock.model_validate({"type": "text", "text": t, "citations": cited.get(i)})
+        for i, t in enumerate(texts)
+        if t
+    ]
     content += [ToolUseBlock(type="tool_use", id=i, name=n, input=a) for i, n, a in tool_calls]
     built = Message(
         id=message_id,
@@ -360,10 +368,12 @@ def _block_events(index: int, block: dict[str, Any], pieces: int) -> list[tuple[
     start: dict[str, Any]
     deltas: list[dict[str, Any]]
     if kind == "text":
-        start, deltas = (
-            {"type": "text", "text": ""},
-            [{"type": "text_delta", "text": p} for p in _split(block["text"], pieces)],
-        )
+        # As the API streams a cited block: an empty citations list at the start, each citation
+        # as a citations_delta before the text it supports.
+        cited = block.get("citations") or []
+        start = {"type": "text", "text": "", **({"citations": []} if cited else {})}
+        deltas = [{"type": "citations_delta", "citation": c} for c in cited]
+        deltas += [{"type": "text_delta", "text": p} for p in _split(block["text"], pieces)]
     elif kind == "tool_use":
         start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
         arguments = json.dumps(block["input"]) if block["input"] else ""
@@ -447,3 +457,52 @@ def dropped_connection() -> Reply:
 def in_stream_error(error_type: str = "overloaded_error", text: str = "Overloaded") -> tuple[str, dict[str, Any]]:
     """An `error` SSE event, as the API sends when it fails after the stream began."""
     return ("error", error_body(error_type, text))
+
+
+def citation_examples() -> list[dict[str, Any]]:
+    """One TextCitation of each type Anthropic returns on a text block, as on the wire."""
+    return [
+        {
+            "type": "char_location",
+            "cited_text": "The grass is green.",
+            "document_index": 0,
+            "document_title": "Notes",
+            "start_char_index": 0,
+            "end_char_index": 19,
+            "file_id": None,
+        },
+        {
+            "type": "page_location",
+            "cited_text": "Page two says so.",
+            "document_index": 1,
+            "document_title": "Report.pdf",
+            "start_page_number": 2,
+            "end_page_number": 3,
+            "file_id": "file_011abc",
+        },
+        {
+            "type": "content_block_location",
+            "cited_text": "A block.",
+            "document_index": 2,
+            "document_title": None,
+            "start_block_index": 0,
+            "end_block_index": 1,
+            "file_id": None,
+        },
+        {
+            "type": "web_search_result_location",
+            "cited_text": "From the web.",
+            "encrypted_index": "EnC0dEd",
+            "title": "A page",
+            "url": "https://example.org/page",
+        },
+        {
+            "type": "search_result_location",
+            "cited_text": "From a result.",
+            "search_result_index": 0,
+            "source": "https://kb.example/doc-7",
+            "title": "KB doc 7",
+            "start_block_index": 1,
+            "end_block_index": 2,
+        },
+    ]

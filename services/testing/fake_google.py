@@ -161,8 +161,13 @@ def response(
     response_id: str = "resp-1",
     block_reason: str | None = None,
     logprobs: list[tuple[str, float, dict[str, float]]] | None = None,
+    grounding: types.GroundingMetadata | None = None,
+    citation_sources: list[types.Citation] | None = None,
 ) -> dict[str, Any]:
     """A GenerateContentResponse JSON body (or one SSE event of a stream).
+
+    `grounding`: the candidate's groundingMetadata (see `web_grounding`); `citation_sources`:
+    its citationMetadata, under the Gemini API's own key `citationSources`.
 
     `logprobs`: (chosen token, its log probability, {top token: log probability}) per step,
     as the candidate's logprobsResult.
@@ -174,8 +179,12 @@ def response(
             finish_reason=types.FinishReason(finish_reason) if finish_reason else None,
             index=0,
             logprobs_result=_logprobs_result(logprobs) if logprobs is not None else None,
+            grounding_metadata=grounding,
         )
-        payload["candidates"] = [_dump(candidate)]
+        dumped = _dump(candidate)
+        if citation_sources is not None:
+            dumped["citationMetadata"] = {"citationSources": [_dump(source) for source in citation_sources]}
+        payload["candidates"] = [dumped]
     if block_reason:
         payload["promptFeedback"] = _dump(
             types.GenerateContentResponsePromptFeedback(block_reason=types.BlockedReason(block_reason))
@@ -183,6 +192,38 @@ def response(
     if usage_metadata is not None:
         payload["usageMetadata"] = usage_metadata
     return payload
+
+
+def web_grounding(
+    sources: list[tuple[str, str]],
+    supports: list[tuple[int, int, list[int], int | None]],
+    *,
+    documents: tuple[tuple[str, str, str, str], ...] = (),
+) -> types.GroundingMetadata:
+    """groundingMetadata as Google Search grounding returns it.
+
+    `sources`: (uri, title) web chunks; `documents`: (uri, title, text, document name) retrieved
+    contexts after them; `supports`: (start byte, end byte, chunk indices, part index or None)
+    segments of the answer.
+    """
+    chunks = [types.GroundingChunk(web=types.GroundingChunkWeb(uri=uri, title=title)) for uri, title in sources]
+    chunks += [
+        types.GroundingChunk(
+            retrieved_context=types.GroundingChunkRetrievedContext(uri=uri, title=title, text=text, document_name=name)
+        )
+        for uri, title, text, name in documents
+    ]
+    return types.GroundingMetadata(
+        grounding_chunks=chunks,
+        grounding_supports=[
+            types.GroundingSupport(
+                segment=types.Segment(start_index=start, end_index=end, part_index=part_index),
+                grounding_chunk_indices=indices,
+            )
+            for start, end, indices, part_index in supports
+        ],
+        web_search_queries=["the query"],
+    )
 
 
 def _logprobs_result(steps: list[tuple[str, float, dict[str, float]]]) -> types.LogprobsResult:

@@ -131,19 +131,26 @@ class RecordedRequest:
     #: The bearer token matched the fake's expected key (None: no key expected).
     key_ok: bool | None
     has_authorization: bool
+    #: The client's source port: two requests with the same one came over one kept-alive connection.
+    client_port: int = 0
 
 
 # ------------------------------------------------------------------ builders
 
 
-def usage(prompt: int = 10, completion_tokens: int = 5, *, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
-    """An OpenAI usage object."""
+def usage(
+    prompt: int = 10, completion_tokens: int = 5, *, cached: int = 0, reasoning: int = 0, cache_write: int | None = None
+) -> dict[str, Any]:
+    """An OpenAI usage object; `cache_write` sets prompt_tokens_details.cache_write_tokens."""
+    prompt_details: dict[str, int] = {"cached_tokens": cached, "audio_tokens": 0}
+    if cache_write is not None:
+        prompt_details["cache_write_tokens"] = cache_write
     return CompletionUsage.model_validate(
         {
             "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "prompt_tokens_details": prompt_details,
             "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0},
         }
     ).model_dump(mode="json", exclude_none=True)
@@ -168,15 +175,22 @@ def completion(
     service_tier: str | None = "default",
     reasoning_content: str | None = None,
     logprobs: list[dict[str, Any]] | None = None,
+    annotations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A `chat.completion` object, validated by the SDK's ChatCompletion type.
 
     `logprobs`: the choice's `logprobs.content` (see `token_logprob`).
+    `annotations`: the message's annotations (see `url_citation`).
 
     `reasoning_content` is not OpenAI's: OpenAI-compatible reasoning servers
     (vLLM, DeepSeek) add it to the message; the SDK keeps it as an extra field.
     """
-    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text,
+        "refusal": refusal,
+        "annotations": annotations or [],
+    }
     if reasoning_content is not None:
         message["reasoning_content"] = reasoning_content
     if tool_calls:
@@ -214,9 +228,11 @@ def chunk(
     completion_id: str = "chatcmpl-fake2",
     reasoning_content: str | None = None,
     logprobs: list[dict[str, Any]] | None = None,
+    annotations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One `chat.completion.chunk`, validated by the SDK's ChatCompletionChunk type
-    (`reasoning_content`: the compatible servers' extra delta field, as in `completion`)."""
+    (`reasoning_content`: the compatible servers' extra delta field, as in `completion`;
+    `annotations`: what search models add to a delta, an extra field to the SDK too)."""
     delta: dict[str, Any] = {}
     if reasoning_content is not None:
         delta["reasoning_content"] = reasoning_content
@@ -228,6 +244,8 @@ def chunk(
         delta["tool_calls"] = tool_calls
     if refusal is not None:
         delta["refusal"] = refusal
+    if annotations is not None:
+        delta["annotations"] = annotations
     choice_logprobs = {"content": logprobs, "refusal": None} if logprobs is not None else None
     choices = (
         []
@@ -245,6 +263,14 @@ def chunk(
         "usage": usage_body,
     }
     return ChatCompletionChunk.model_validate(raw).model_dump(mode="json", exclude_unset=True)
+
+
+def url_citation(url: str, title: str, start_index: int, end_index: int) -> dict[str, Any]:
+    """One Chat Completions annotation of type `url_citation` (web search models)."""
+    return {
+        "type": "url_citation",
+        "url_citation": {"url": url, "title": title, "start_index": start_index, "end_index": end_index},
+    }
 
 
 def token_logprob(token: str, logprob: float, *, top: dict[str, float] | None = None) -> dict[str, Any]:
@@ -479,6 +505,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
                 body=body,
                 key_ok=None if expected is None else authorization == f"Bearer {expected}",
                 has_authorization=authorization is not None,
+                client_port=self.client_address[1],
             )
         )
         reply = self.owner._next_reply()

@@ -6,7 +6,8 @@
 Starts a mock adapter and a router, drives the router with the load
 generator, and samples the router with `py-spy record` meanwhile (raw
 collapsed stacks, idle frames excluded). `--path openai-stream` instead
-starts the fake OpenAI upstream (50-chunk streams), the OpenAI adapter and a
+starts the fake OpenAI upstream (`--chunks` content chunks a stream, 50 unless told; 1 profiles the
+per-stream start-up), the OpenAI adapter and a
 router, drives StreamChat through the router and samples `--process`. Prints the functions with the most
 samples on top of the stack (self) and anywhere on it (inclusive), and
 writes the collapsed stacks (flamegraph input) and a speedscope-ready file
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--path", choices=("router-unary", "openai-stream"), default="router-unary")
     parser.add_argument("--process", choices=("router", "adapter"), default="router", help="which one py-spy samples")
+    parser.add_argument(
+        "--chunks", type=int, default=50, help="openai-stream: content chunks per stream (1 profiles stream start-up)"
+    )
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="llmmesh-profile-") as workdir, Topology(Path(workdir)) as topology:
         warmup = 2.0
         if args.path == "openai-stream":
-            fake = topology.fake_openai("fake-openai")
+            fake = topology.fake_openai("fake-openai", stream_chunks=args.chunks)
             adapter = topology.openai_adapter("openai", f"http://{fake.address}/v1", [streaming.MODEL])
             router = topology.router("router", streaming.ROUTING, {"llmmesh-provider-openai": [adapter.address]})
             request, method = req.router_stream(streaming.MODEL), req.ROUTER_STREAM

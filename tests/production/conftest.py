@@ -1,4 +1,4 @@
-"""One production-shaped mesh for the whole suite (it takes ~30 s to start), checked after every case."""
+"""One production-shaped mesh for the whole production suite (it takes ~30 s to start), checked after every case."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from services.testing.redis_server import INSTALL_HINT, redis_binary
 from tests.production.helpers import reset_upstreams
 
 
-@pytest.fixture(scope="session")
+# Package scope: stopped once the last file here is done. Its dozen processes (metrics exported and Consul
+# checks every second) kept burning CPU until the session ended on that worker.
+@pytest.fixture(scope="package")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionMesh]:
     if redis_binary() is None:
         pytest.skip(f"the production-shaped mesh keeps quotas in redis: {INSTALL_HINT}")

@@ -184,3 +184,27 @@ class TestCallerContext:
                 stub.Chat(chat(MODELS[kind], caller=caller), timeout=30, metadata=mesh.caller())
         assert mesh.anthropic.requests[-1].body["metadata"] == {"user_id": "u-prod-1"}
         assert mesh.google.requests[-1].body["labels"] == {"team": "search"}
+
+
+class TestPromptCache:
+    def test_door_breakpoints_reach_anthropic_and_cache_writes_are_priced(self, mesh: ProductionMesh) -> None:
+        """cache_control on the door's system prompt reaches Claude as a cached text block; usage names the
+        cache write, and the cost prices it at the prod routing file's cache-write rate."""
+        usage = fake_anthropic.usage(10, 2, cache_creation=1_000_000)
+        mesh.anthropic.script(fake_anthropic.json_reply(fake_anthropic.message(text="ok", usage_=usage)))
+        client = openai.OpenAI(base_url=f"{mesh.http_url(0)}/v1", api_key=mesh.tenant_keys["team-a"], max_retries=0)
+        system = {
+            "role": "system",
+            "content": [{"type": "text", "text": "handbook", "cache_control": {"type": "ephemeral"}}],
+        }
+        answer = client.chat.completions.create(
+            model=MODELS["anthropic"], messages=[system, {"role": "user", "content": "hi"}], timeout=30
+        )
+        assert mesh.anthropic.requests[-1].body["system"] == [
+            {"type": "text", "text": "handbook", "cache_control": {"type": "ephemeral"}}
+        ]
+        assert answer.usage is not None
+        assert answer.usage.prompt_tokens_details is not None
+        assert answer.usage.prompt_tokens_details.cache_write_tokens == 1_000_000
+        # 10 x 1.00 + 1,000,000 x 1.25 + 2 x 5.00, per million (claude-haiku-4-5 in overlays/prod/routing.yaml).
+        assert (answer.model_extra or {})["llmmesh"]["estimated_cost_usd"] == pytest.approx(1.25002, rel=1e-4)

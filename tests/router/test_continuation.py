@@ -102,6 +102,17 @@ class TestContinuation:
         assert final.usage.output_tokens == 2
         assert final.estimated_cost_usd == pytest.approx(2.0)
 
+    async def test_continued_citations_span_the_whole_answer(self, stub) -> None:
+        """The successor's citations span its own text; the caller gets them moved past the prefix already sent."""
+        request = _request("flaky", cut="flaky")
+        request.extensions.update(
+            {"mock": {"text": ANSWER, "by_model": {"flaky": {"stream_cut_after": 2}, "steady": {"citations": True}}}}
+        )
+        events = [event async for event in stub.StreamChat(request, timeout=10)]
+        [citation] = [c for event in events for c in event.delta.citations]
+        assert (citation.start_index, citation.end_index) == (len("one two "), len(ANSWER))
+        assert ANSWER[citation.start_index : citation.end_index] == citation.cited_text == "three four"
+
     async def test_tool_call_deltas_are_never_spliced(self, stub, mesh) -> None:
         """A stream that already sent tool-call deltas fails instead of continuing."""
         mesh.clear_events()

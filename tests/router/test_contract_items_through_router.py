@@ -4,8 +4,11 @@ official SDK against its loopback fake upstream.
 The upstream response id on unary answers and stream finals; refusals as
 `Message.refusal` / `ChatDelta.refusal` with FINISH_REASON_REFUSAL; tool
 choice limited to a subset of tools and `parallel_tool_calls`; log
-probabilities where the provider returns them, refused by name where not, as
-each provider's wire format says.
+probabilities where the provider returns them, refused by name where not;
+citations (OpenAI url_citation annotations, Anthropic text-block citations,
+Gemini grounding metadata) as the same Citation, and left out of history sent
+on, as each provider's wire format says; prompt-cache breakpoints, keys and
+explicit caches, with the cache counts and their prices.
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ ROUTING = {
         GEMINI: {"provider": "google"},
         "gemini-then-gpt": {"provider": "google", "upstream_model": GEMINI, "fallbacks": [GPT]},
         "claude-then-gemini": {"provider": "anthropic", "upstream_model": CLAUDE, "fallbacks": [GEMINI]},
+        # Dollars per million tokens, cache reads and writes at their own rates (1.25x input for 5m writes).
+        "claude-priced": {
+            "provider": "anthropic",
+            "upstream_model": CLAUDE,
+            "price": {
+                "input_per_mtok": 1.0,
+                "output_per_mtok": 5.0,
+                "cached_input_per_mtok": 0.1,
+                "cache_write_per_mtok": 1.25,
+            },
+        },
     },
 }
 
@@ -253,3 +267,151 @@ class TestLogprobs:
         fakes.openai.script(fo.Reply.stream(chunks))
         events = await _stream(stub, rpb.StreamChatRequest(model=GPT, messages=[_user("Hi")], settings=settings))
         assert [t.logprob for event in events[:-1] for t in event.delta.logprobs] == [-0.25]
+
+
+CITED = "Paris is nice."
+WEB = ("https://example.org/paris", "Paris")
+
+
+def _script_cited(fakes: Fakes, model: str, *, stream: bool) -> None:
+    """An answer citing WEB over "Paris" (characters 0..5), in each provider's own wire format."""
+    url, title = WEB
+    if model == GPT:
+        annotations = [fo.url_citation(url, title, 0, 5)]
+        if stream:
+            events = [
+                fo.chunk(role="assistant", content=""),
+                fo.chunk(content="Paris"),
+                fo.chunk(content=" is nice."),
+                fo.chunk(annotations=annotations),
+                fo.chunk(finish_reason="stop"),
+                fo.chunk(no_choices=True, usage_body=fo.usage(5, 3)),
+            ]
+            fakes.openai.script(fo.Reply.stream(events))
+        else:
+            fakes.openai.script(fo.Reply.json(fo.completion(CITED, annotations=annotations)))
+    elif model == CLAUDE:
+        web = {"type": "web_search_result_location", "cited_text": "Paris", "encrypted_index": "E1", "title": title}
+        body = fa.message(text=["Paris", " is nice."], citations={0: [{**web, "url": url}]})
+        fakes.anthropic.script(fa.sse_reply(fa.stream_events(body)) if stream else fa.json_reply(body))
+    else:
+        grounding = fg.web_grounding([WEB], [(0, 5, [0], 0)])
+        if stream:
+            events = [
+                fg.response([fg.text_part("Paris")], finish_reason=None),
+                fg.response([fg.text_part(" is nice.")], usage_metadata=fg.usage(3, 3), grounding=grounding),
+            ]
+            fakes.google.script(fg.Reply(events=events))
+        else:
+            fakes.google.script(fg.Reply(body=fg.response([fg.text_part(CITED)], grounding=grounding)))
+
+
+class TestCitations:
+    @pytest.mark.parametrize("model", [GPT, CLAUDE, GEMINI])
+    async def test_citations_unary_and_stream(self, stub, fakes, model: str) -> None:
+        """Each provider's citations reach the caller as the same Citation, on the answer and on the stream
+        (in a delta after the text it spans)."""
+        _script_cited(fakes, model, stream=False)
+        unary = await stub.Chat(rpb.ChatRequest(model=model, messages=[_user("Paris?")]), timeout=20)
+        [citation] = unary.message.citations
+        assert (citation.kind, citation.url, citation.title) == (chat_pb2.CITATION_KIND_URL, *WEB)
+        assert (citation.start_index, citation.end_index) == (0, 5)
+        text = "".join(part.text for part in unary.message.content)
+        assert text[citation.start_index : citation.end_index] == "Paris"
+        _script_cited(fakes, model, stream=True)
+        events = await _stream(stub, rpb.StreamChatRequest(model=model, messages=[_user("Paris?")]))
+        streamed = [c for event in events[:-1] for c in event.delta.citations]
+        assert streamed == [citation]
+        first_cited = next(i for i, event in enumerate(events) if event.delta.citations)
+        assert len("".join(event.delta.text for event in events[:first_cited])) >= citation.end_index
+        assert "".join(event.delta.text for event in events[:-1]) == CITED
+
+    async def test_cited_answer_goes_to_the_next_provider_without_its_citations(self, stub, fakes) -> None:
+        """A Gemini answer with citations, sent back as history to Anthropic and OpenAI, goes as its text only."""
+        _script_cited(fakes, GEMINI, stream=False)
+        cited = await stub.Chat(rpb.ChatRequest(model=GEMINI, messages=[_user("Paris?")]), timeout=20)
+        assert cited.message.citations
+        history = [_user("Paris?"), cited.message, _user("More?")]
+        fakes.anthropic.script(fa.json_reply(fa.message(text="More.")))
+        await stub.Chat(rpb.ChatRequest(model=CLAUDE, messages=history), timeout=20)
+        sent = fakes.anthropic.requests[-1].body["messages"][1]
+        assert sent == {"role": "assistant", "content": [{"type": "text", "text": CITED}]}
+        fakes.openai.script(fo.Reply.json(fo.completion("More.")))
+        await stub.Chat(rpb.ChatRequest(model=GPT, messages=history), timeout=20)
+        assert fakes.openai.chat_requests[-1].body["messages"][1] == {"role": "assistant", "content": CITED}
+
+
+def _breakpoint_request(cls: Any, model: str, **fields: Any) -> Any:
+    system = chat_pb2.Message(
+        role=chat_pb2.ROLE_SYSTEM,
+        content=[chat_pb2.ContentPart(text="The handbook.", cache_control=chat_pb2.CacheControl())],
+    )
+    return cls(model=model, messages=[system, _user("What is X?")], **fields)
+
+
+class TestPromptCache:
+    async def test_anthropic_breakpoints_and_cache_priced_at_its_own_rates(self, stub, fakes) -> None:
+        """The system prompt's breakpoint reaches Anthropic as a cache_control text block; cache writes and
+        reads come back in usage and are priced at the routing file's cache rates, unary and streamed."""
+        body = fa.message(text="Y.", usage_=fa.usage(100, 10, cache_read=200_000, cache_creation=400_000))
+        fakes.anthropic.script(fa.json_reply(body))
+        response = await stub.Chat(_breakpoint_request(rpb.ChatRequest, "claude-priced"), timeout=20)
+        sent = fakes.anthropic.requests[-1].body
+        assert sent["system"] == [{"type": "text", "text": "The handbook.", "cache_control": {"type": "ephemeral"}}]
+        usage = response.usage
+        assert (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_input_tokens) == (
+            600_100,
+            200_000,
+            400_000,
+        )
+        # 100 x 1.0 + 200,000 x 0.1 + 400,000 x 1.25 + 10 x 5.0, per million.
+        assert response.estimated_cost_usd == pytest.approx(0.52015)
+        fakes.anthropic.script(fa.sse_reply(fa.stream_events(body)))
+        events = await _stream(stub, _breakpoint_request(rpb.StreamChatRequest, "claude-priced"))
+        final = events[-1].final
+        assert final.usage.cache_write_input_tokens == 400_000
+        assert final.estimated_cost_usd == pytest.approx(0.52015)
+
+    async def test_explicit_cache_moves_from_anthropic_to_gemini(self, stub, fakes) -> None:
+        """settings.prompt_cache.cached_content: Anthropic cannot serve it, Gemini answers from the cache."""
+        fakes.anthropic.reset()
+        fakes.google.script(fg.Reply(body=fg.response([fg.text_part("Y.")], usage_metadata=fg.usage(50, 2, cached=40))))
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(cached_content="cachedContents/h1"))
+        request = rpb.ChatRequest(model="claude-then-gemini", messages=[_user("What is X?")], settings=settings)
+        response = await stub.Chat(request, timeout=20)
+        assert response.model == GEMINI
+        assert response.attempts[0].moved_on_because == "anthropic cannot serve settings.prompt_cache.cached_content"
+        assert fakes.anthropic.requests == []
+        assert fakes.google.requests[-1].body["cachedContent"] == "cachedContents/h1"
+        assert response.usage.cached_input_tokens == 40
+
+    async def test_openai_key_sent_breakpoints_served_and_cache_counts_streamed(self, stub, fakes) -> None:
+        """OpenAI gets prompt_cache_key, serves the breakpoint as a no-op, and its cache counts reach the final."""
+        chunks = [
+            fo.chunk(role="assistant", content="Y."),
+            fo.chunk(finish_reason="stop"),
+            fo.chunk(no_choices=True, usage_body=fo.usage(1500, 2, cached=1024, cache_write=256)),
+        ]
+        fakes.openai.script(fo.Reply.stream(chunks))
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(key="faq"))
+        events = await _stream(stub, _breakpoint_request(rpb.StreamChatRequest, GPT, settings=settings))
+        sent = fakes.openai.chat_requests[-1].body
+        assert sent["prompt_cache_key"] == "faq"
+        assert sent["messages"][0] == {"role": "system", "content": "The handbook."}
+        usage = events[-1].final.usage
+        assert (usage.cached_input_tokens, usage.cache_write_input_tokens) == (1024, 256)
+
+    async def test_bad_ttl_and_cache_name_are_refused_before_any_attempt(self, stub, fakes) -> None:
+        """An unknown TTL or a cached_content that is no cache name: INVALID_ARGUMENT naming the field."""
+        fakes.anthropic.reset()
+        request = _breakpoint_request(rpb.ChatRequest, CLAUDE)
+        request.messages[0].content[0].cache_control.ttl = 7  # type: ignore[assignment]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Chat(request, timeout=20)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "messages[0].content[0].cache_control.ttl" in (caught.value.details() or "")
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(cached_content="handbook"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Chat(rpb.ChatRequest(model=GEMINI, messages=[_user("Hi")], settings=settings), timeout=20)
+        assert "settings.prompt_cache.cached_content" in (caught.value.details() or "")
+        assert fakes.anthropic.requests == []

@@ -90,6 +90,18 @@ def _ok(run: dict[str, Any], case: str) -> dict[str, Any]:
     return result
 
 
+class TestPromptCache:
+    def test_cache_counts_reach_litellms_usage(self, run: dict[str, Any]) -> None:
+        """LiteLLM passes the breakpoint through and reads the door's cache counts: written on the first turn
+        (cache_creation_input_tokens), read on the later one (prompt_tokens_details.cached_tokens)."""
+        result = _ok(run, "prompt_cache")
+        assert result["first"]["cache_creation_input_tokens"] == 9
+        assert result["first"]["cache_write_tokens"] == 9
+        assert result["first"]["cached_tokens"] == 0
+        assert result["later"]["cached_tokens"] == 9
+        assert result["later"]["cache_read_input_tokens"] == 9
+
+
 class TestSetup:
     def test_the_pinned_litellm_ran_offline(self, run: dict[str, Any]) -> None:
         """The pin is what ran, and LiteLLM never tried to fetch its cost map (LITELLM_LOCAL_MODEL_COST_MAP)."""

@@ -36,6 +36,13 @@ ROUTES: dict[str, Any] = {
     "models": {**ROUTING["models"], EMBEDDING_MODEL: {"provider": "mock", "dimensions": 8}},
 }
 MONTHLY = [{"role": "user", "content": "what is the monthly total?"}]
+# A URL citation and a document one (no Chat Completions shape: llmmesh.citations only).
+CITATIONS = {
+    "citations": [
+        {"kind": "CITATION_KIND_URL", "url": "https://example.org/a", "title": "A", "startIndex": 0, "endIndex": 4},
+        {"kind": "CITATION_KIND_DOCUMENT", "documentIndex": 0, "documentTitle": "Notes", "sourceId": "file_1"},
+    ]
+}
 FUNCTION_TOOLS = [{"type": "function", **tool["function"]} for tool in TOOLS]
 JSON_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 # Requests whose error bodies are checked: status and body.
@@ -133,6 +140,7 @@ class TestChatCompletions:
             {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
             {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, **ALLOWED_TOOLS},
             {"model": "mock-small", "messages": USER, "logprobs": True, "top_logprobs": 2},
+            {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": CITATIONS}}},
         ],
         ids=[
             "text",
@@ -144,6 +152,7 @@ class TestChatCompletions:
             "refusal",
             "allowed-tools",
             "logprobs",
+            "citations",
         ],
     )
     async def test_answers(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
@@ -162,8 +171,9 @@ class TestChatCompletions:
             {"model": "mock-agent", "messages": MONTHLY, "tools": TOOLS, "reasoning_effort": "high"},
             {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": REFUSAL}}},
             {"model": "mock-small", "messages": USER, "logprobs": True, "top_logprobs": 2},
+            {"model": "mock-small", "messages": USER, "llmmesh": {"extensions": {"mock": CITATIONS}}},
         ],
-        ids=["text", "usage", "tools", "legacy-functions", "fallback", "reasoning", "refusal", "logprobs"],
+        ids=["text", "usage", "tools", "legacy-functions", "fallback", "reasoning", "refusal", "logprobs", "citations"],
     )
     async def test_chunks(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:
         chunks = await _stream(raw, "/v1/chat/completions", body)
@@ -241,6 +251,7 @@ class TestResponses:
                 },
             },
             {"model": "mock-small", "input": "hi", "include": ["message.output_text.logprobs"], "top_logprobs": 2},
+            {"model": "mock-small", "input": "hi", "llmmesh": {"extensions": {"mock": CITATIONS}}},
         ],
         ids=[
             "text",
@@ -252,6 +263,7 @@ class TestResponses:
             "text-then-refusal",
             "allowed-tools",
             "logprobs",
+            "citations",
         ],
     )
     async def test_answers_and_events(self, raw: httpx2.AsyncClient, body: dict[str, Any]) -> None:

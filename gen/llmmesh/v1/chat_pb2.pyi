@@ -36,6 +36,12 @@ class ImageDetail(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_DETAIL_LOW: _ClassVar[ImageDetail]
     IMAGE_DETAIL_HIGH: _ClassVar[ImageDetail]
 
+class CacheTtl(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CACHE_TTL_UNSPECIFIED: _ClassVar[CacheTtl]
+    CACHE_TTL_5M: _ClassVar[CacheTtl]
+    CACHE_TTL_1H: _ClassVar[CacheTtl]
+
 class ToolChoiceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TOOL_CHOICE_MODE_UNSPECIFIED: _ClassVar[ToolChoiceMode]
@@ -43,6 +49,20 @@ class ToolChoiceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOOL_CHOICE_MODE_NONE: _ClassVar[ToolChoiceMode]
     TOOL_CHOICE_MODE_REQUIRED: _ClassVar[ToolChoiceMode]
     TOOL_CHOICE_MODE_NAMED: _ClassVar[ToolChoiceMode]
+
+class CitationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CITATION_KIND_UNSPECIFIED: _ClassVar[CitationKind]
+    CITATION_KIND_URL: _ClassVar[CitationKind]
+    CITATION_KIND_DOCUMENT: _ClassVar[CitationKind]
+    CITATION_KIND_SEARCH_RESULT: _ClassVar[CitationKind]
+
+class CitationLocationUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CITATION_LOCATION_UNIT_UNSPECIFIED: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_CHARACTER: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_PAGE: _ClassVar[CitationLocationUnit]
+    CITATION_LOCATION_UNIT_CONTENT_BLOCK: _ClassVar[CitationLocationUnit]
 
 class ResponseFormatType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -74,11 +94,22 @@ IMAGE_DETAIL_UNSPECIFIED: ImageDetail
 IMAGE_DETAIL_AUTO: ImageDetail
 IMAGE_DETAIL_LOW: ImageDetail
 IMAGE_DETAIL_HIGH: ImageDetail
+CACHE_TTL_UNSPECIFIED: CacheTtl
+CACHE_TTL_5M: CacheTtl
+CACHE_TTL_1H: CacheTtl
 TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode
 TOOL_CHOICE_MODE_AUTO: ToolChoiceMode
 TOOL_CHOICE_MODE_NONE: ToolChoiceMode
 TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode
 TOOL_CHOICE_MODE_NAMED: ToolChoiceMode
+CITATION_KIND_UNSPECIFIED: CitationKind
+CITATION_KIND_URL: CitationKind
+CITATION_KIND_DOCUMENT: CitationKind
+CITATION_KIND_SEARCH_RESULT: CitationKind
+CITATION_LOCATION_UNIT_UNSPECIFIED: CitationLocationUnit
+CITATION_LOCATION_UNIT_CHARACTER: CitationLocationUnit
+CITATION_LOCATION_UNIT_PAGE: CitationLocationUnit
+CITATION_LOCATION_UNIT_CONTENT_BLOCK: CitationLocationUnit
 RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType
 RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType
 RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType
@@ -139,19 +170,27 @@ class ReasoningPart(_message.Message):
     provider: str
     def __init__(self, text: _Optional[str] = ..., signature: _Optional[str] = ..., redacted_data: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
 
+class CacheControl(_message.Message):
+    __slots__ = ("ttl",)
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    ttl: CacheTtl
+    def __init__(self, ttl: _Optional[_Union[CacheTtl, str]] = ...) -> None: ...
+
 class ContentPart(_message.Message):
-    __slots__ = ("text", "image", "reasoning", "document", "audio")
+    __slots__ = ("text", "image", "reasoning", "document", "audio", "cache_control")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     REASONING_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: ImagePart
     reasoning: ReasoningPart
     document: DocumentPart
     audio: AudioPart
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[_Union[ImagePart, _Mapping]] = ..., reasoning: _Optional[_Union[ReasoningPart, _Mapping]] = ..., document: _Optional[_Union[DocumentPart, _Mapping]] = ..., audio: _Optional[_Union[AudioPart, _Mapping]] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[_Union[ImagePart, _Mapping]] = ..., reasoning: _Optional[_Union[ReasoningPart, _Mapping]] = ..., document: _Optional[_Union[DocumentPart, _Mapping]] = ..., audio: _Optional[_Union[AudioPart, _Mapping]] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class CallerContext(_message.Message):
     __slots__ = ("user", "labels")
@@ -169,16 +208,18 @@ class CallerContext(_message.Message):
     def __init__(self, user: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ToolDefinition(_message.Message):
-    __slots__ = ("name", "description", "parameters", "strict")
+    __slots__ = ("name", "description", "parameters", "strict", "cache_control")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     STRICT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CONTROL_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     parameters: _struct_pb2.Struct
     strict: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., strict: _Optional[bool] = ...) -> None: ...
+    cache_control: CacheControl
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., strict: _Optional[bool] = ..., cache_control: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
 
 class ToolChoice(_message.Message):
     __slots__ = ("mode", "name", "parallel_tool_calls", "allowed_tools")
@@ -219,7 +260,7 @@ class ToolResult(_message.Message):
     def __init__(self, tool_call_id: _Optional[str] = ..., name: _Optional[str] = ..., content: _Optional[str] = ..., is_error: _Optional[bool] = ..., parts: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("role", "content", "tool_calls", "tool_result", "name", "extensions", "refusal", "logprobs")
+    __slots__ = ("role", "content", "tool_calls", "tool_result", "name", "extensions", "refusal", "logprobs", "citations")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +269,7 @@ class Message(_message.Message):
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     role: Role
     content: _containers.RepeatedCompositeFieldContainer[ContentPart]
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
@@ -236,7 +278,36 @@ class Message(_message.Message):
     extensions: _struct_pb2.Struct
     refusal: str
     logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
-    def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., name: _Optional[str] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
+    citations: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., name: _Optional[str] = ..., extensions: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+
+class Citation(_message.Message):
+    __slots__ = ("kind", "url", "title", "cited_text", "start_index", "end_index", "document_index", "document_title", "source_id", "location_unit", "location_start", "location_end")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CITED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_INDEX_FIELD_NUMBER: _ClassVar[int]
+    END_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_TITLE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_UNIT_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_START_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_END_FIELD_NUMBER: _ClassVar[int]
+    kind: CitationKind
+    url: str
+    title: str
+    cited_text: str
+    start_index: int
+    end_index: int
+    document_index: int
+    document_title: str
+    source_id: str
+    location_unit: CitationLocationUnit
+    location_start: int
+    location_end: int
+    def __init__(self, kind: _Optional[_Union[CitationKind, str]] = ..., url: _Optional[str] = ..., title: _Optional[str] = ..., cited_text: _Optional[str] = ..., start_index: _Optional[int] = ..., end_index: _Optional[int] = ..., document_index: _Optional[int] = ..., document_title: _Optional[str] = ..., source_id: _Optional[str] = ..., location_unit: _Optional[_Union[CitationLocationUnit, str]] = ..., location_start: _Optional[int] = ..., location_end: _Optional[int] = ...) -> None: ...
 
 class ResponseFormat(_message.Message):
     __slots__ = ("type", "json_schema", "schema_name", "strict")
@@ -260,8 +331,16 @@ class ReasoningSettings(_message.Message):
     include_thoughts: bool
     def __init__(self, effort: _Optional[_Union[ReasoningEffort, str]] = ..., budget_tokens: _Optional[int] = ..., include_thoughts: _Optional[bool] = ...) -> None: ...
 
+class PromptCache(_message.Message):
+    __slots__ = ("key", "cached_content")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CACHED_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    cached_content: str
+    def __init__(self, key: _Optional[str] = ..., cached_content: _Optional[str] = ...) -> None: ...
+
 class GenerationSettings(_message.Message):
-    __slots__ = ("temperature", "top_p", "max_output_tokens", "stop", "seed", "response_format", "reasoning", "logprobs", "top_logprobs")
+    __slots__ = ("temperature", "top_p", "max_output_tokens", "stop", "seed", "response_format", "reasoning", "logprobs", "top_logprobs", "prompt_cache")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +350,7 @@ class GenerationSettings(_message.Message):
     REASONING_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_CACHE_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     top_p: float
     max_output_tokens: int
@@ -280,7 +360,8 @@ class GenerationSettings(_message.Message):
     reasoning: ReasoningSettings
     logprobs: bool
     top_logprobs: int
-    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_output_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., reasoning: _Optional[_Union[ReasoningSettings, _Mapping]] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
+    prompt_cache: PromptCache
+    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_output_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., reasoning: _Optional[_Union[ReasoningSettings, _Mapping]] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ..., prompt_cache: _Optional[_Union[PromptCache, _Mapping]] = ...) -> None: ...
 
 class TopLogprob(_message.Message):
     __slots__ = ("token", "logprob", "token_bytes")
@@ -305,16 +386,18 @@ class TokenLogprob(_message.Message):
     def __init__(self, token: _Optional[str] = ..., logprob: _Optional[float] = ..., token_bytes: _Optional[bytes] = ..., top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cache_write_input_tokens")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
     reasoning_tokens: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
+    cache_write_input_tokens: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cache_write_input_tokens: _Optional[int] = ...) -> None: ...
 
 class RateLimitHeadroom(_message.Message):
     __slots__ = ("remaining_requests", "limit_requests", "remaining_tokens", "limit_tokens", "requests_reset", "tokens_reset")
@@ -361,18 +444,20 @@ class ReasoningDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., signature: _Optional[str] = ..., redacted_data: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
 
 class ChatDelta(_message.Message):
-    __slots__ = ("text", "tool_calls", "reasoning", "refusal", "logprobs")
+    __slots__ = ("text", "tool_calls", "reasoning", "refusal", "logprobs", "citations")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     REASONING_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     text: str
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCallDelta]
     reasoning: ReasoningDelta
     refusal: str
     logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
-    def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., reasoning: _Optional[_Union[ReasoningDelta, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
+    citations: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., reasoning: _Optional[_Union[ReasoningDelta, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "provider", "aliases", "context_window", "description", "mock", "provider_instances", "available", "capabilities")

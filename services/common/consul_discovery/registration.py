@@ -40,12 +40,10 @@ from typing import Any
 import structlog
 from consul.callback import CB
 from consul.check import Check
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.consul_discovery.client import AsyncConsul, consul_client, go_duration
+from services.common.consul_discovery.registration_settings import RegistrationSettings
 from services.common.server import MeshServer
-from services.common.settings import ENV_PREFIX
 
 log = structlog.get_logger(__name__)
 
@@ -53,39 +51,6 @@ PROVIDER_TAG = "llmmesh-provider"
 TOOL_TAG = "llmmesh-tool"
 # Consul refuses Meta values longer than this many bytes (Go's len of the UTF-8 string).
 META_VALUE_LIMIT = 512
-
-
-class RegistrationSettings(BaseSettings):
-    """LLMMESH_* settings of a process that registers itself (adapters, tool services)."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
-
-    discovery: str = Field("static", pattern="^(static|consul)$", description="static (YAML file) or consul.")
-    advertise_address: str = Field(
-        "", description="Address registered in Consul; default: the bind host, or this host's IP when binding 0.0.0.0."
-    )
-    consul_check_interval_seconds: float = Field(10.0, gt=0, le=3600, description="gRPC health check interval.")
-    consul_check_timeout_seconds: float = Field(5.0, gt=0, le=600, description="gRPC health check timeout.")
-    consul_deregister_after_seconds: float = Field(
-        60.0, ge=0, le=86400, description="DeregisterCriticalServiceAfter; Consul enforces at least 60 s. 0: never."
-    )
-    consul_anti_entropy_seconds: float = Field(
-        10.0, gt=0, le=3600, description="How often an instance checks that the agent still knows it."
-    )
-    consul_timeout_seconds: float = Field(5.0, gt=0, le=600, description="Timeout of each registration call.")
-    pod_name: str = Field(
-        "", description="Stable name of this instance (Kubernetes: metadata.name); default: the host name."
-    )
-    consul_check_tls_server_name: str = Field(
-        "", description="TLSServerName of the gRPC check when serving TLS: a DNS name in this process's certificate."
-    )
-    consul_check_tls_skip_verify: bool = Field(
-        False, description="TLSSkipVerify of the gRPC check: Consul does not verify this process's certificate."
-    )
-    consul_agent_ca_file: str = Field(
-        "",
-        description="CA of the Consul agents' own certificates, accepted (for health checks) under mTLS.",
-    )
 
 
 def advertise_address(settings: RegistrationSettings, bind_host: str) -> str:

@@ -28,6 +28,15 @@ Assistant messages, `Message.extensions["anthropic"]`:
                unchanged on the same assistant message and the blocks are replayed first in
                that turn's content, as Anthropic requires for tool use with thinking.
 
+Prompt caching: `cache_control` on content parts (system prompt parts
+included: the system prompt then goes as a list of text blocks) and on tools
+becomes each block's `cache_control` ({"type": "ephemeral", "ttl": "5m" | "1h"});
+more than 4 breakpoints, or `settings.prompt_cache.cached_content` (Gemini's
+explicit caches), are refused (UNSUPPORTED_FEATURE); `settings.prompt_cache.key`
+has no Anthropic field and is a no-op. Usage: `cache_creation_input_tokens` is
+`Usage.cache_write_input_tokens`, `cache_read_input_tokens` is
+`cached_input_tokens`, both included in `input_tokens`.
+
 `assistant_prefix` (set by the router to continue a stream mid-answer) becomes a
 final assistant turn (prefill) without its trailing whitespace, which Anthropic
 rejects; the stream then carries only the continuation, its leading whitespace

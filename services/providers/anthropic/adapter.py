@@ -1,10 +1,17 @@
-"""AnthropicAdapter: ProviderService calls on one shared `anthropic.AsyncAnthropic` client."""
+"""AnthropicAdapter: ProviderService calls on one shared `anthropic.AsyncAnthropic` client.
+
+Messages calls go through the SDK's low-level `post` with the body as plain
+JSON, and answers and stream events are read as decoded JSON
+(services/providers/anthropic/wire.py): the SDK's headers, auth, timeout and
+status errors, without its typed transform or a pydantic model per event.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import grpc
@@ -15,6 +22,7 @@ from llmmesh.v1 import provider_service_pb2 as pb
 from services.common import model_capabilities
 from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
 from services.common.redaction import Redactor
+from services.providers.anthropic import wire
 from services.providers.anthropic.mapping import (
     PROVIDER,
     answers_with_json_tool,
@@ -85,8 +93,8 @@ class AnthropicAdapter(ProviderAdapter):
         _check_time_left(timeout)
         try:
             async with asyncio.timeout(timeout):
-                raw = await self._client.messages.with_raw_response.create(**kwargs, timeout=timeout)
-                message = await raw.parse()
+                raw = await self._post(kwargs, timeout=timeout, stream=False)
+                message = wire.message(raw)
         except _UPSTREAM_ERRORS as error:
             raise map_error(error) from None
         with reading_body(PROVIDER):
@@ -126,14 +134,14 @@ class AnthropicAdapter(ProviderAdapter):
         seam = PrefixSeam(request.assistant_prefix)
         try:
             async with asyncio.timeout_at(deadline):
-                stream = await self._client.messages.create(**kwargs, stream=True, timeout=timeout)
+                response = await self._post(kwargs, timeout=timeout, stream=True)
         except _UPSTREAM_ERRORS as error:
             raise map_error(error) from None
-        # `async with` closes the HTTP response on every exit, cancellation included:
+        # `aclosing` closes the HTTP response on every exit, cancellation included:
         # a cancelled gRPC call aborts the upstream request.
-        async with stream:
-            check_event_stream(PROVIDER, stream.response.headers)
-            events = stream.__aiter__()
+        async with contextlib.aclosing(response):
+            check_event_stream(PROVIDER, response.headers)
+            events = wire.events(self._client, response)
             while True:
                 try:
                     # The deadline guards each step, not the yields: a timeout must
@@ -157,7 +165,7 @@ class AnthropicAdapter(ProviderAdapter):
                     usage=assembler.usage(),
                     response_model=assembler.model,
                     response_id=assembler.message_id,
-                    headroom=headroom(stream.response.headers),
+                    headroom=headroom(response.headers),
                 )
         with reading_body(PROVIDER):
             extension: dict[str, Any] = response_extension(
@@ -171,6 +179,22 @@ class AnthropicAdapter(ProviderAdapter):
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    async def _post(self, kwargs: dict[str, Any], *, timeout: float, stream: bool) -> httpx2.Response:
+        """`POST /v1/messages` through the SDK; the raw answer, its body unread when `stream`."""
+        content, options = wire.body_bytes(kwargs, stream=stream), wire.options(timeout)
+        if stream:
+            # stream_cls is never used: cast_to httpx2.Response hands back the response itself.
+            streamed = await self._client.post(
+                wire.MESSAGES_PATH,
+                content=content,
+                cast_to=httpx2.Response,
+                options=options,
+                stream=True,
+                stream_cls=anthropic.AsyncStream[Any],
+            )
+            return cast(httpx2.Response, streamed)
+        return await self._client.post(wire.MESSAGES_PATH, content=content, cast_to=httpx2.Response, options=options)
 
 
 def _takes_sampling() -> bool:

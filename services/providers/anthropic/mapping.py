@@ -20,6 +20,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import invalid_argument, unsupported_feature
 from services.common.extensions import ANTHROPIC_OTHER_OPTIONS, ANTHROPIC_TOP_LEVEL_OPTIONS
+from services.common.prompt_cache import wire_cache_control
 from services.common.reasoning import effort_name, own_reasoning, reasoning_of
 
 PROVIDER = "anthropic"
@@ -48,6 +49,9 @@ _JSON_OBJECT_TOOL_PARAM = {
     "description": "Give your whole answer as a JSON object: the input of this tool is the answer.",
     "input_schema": {"type": "object"},
 }
+
+# The Messages API takes at most this many cache_control breakpoints per request.
+MAX_CACHE_BREAKPOINTS = 4
 
 # GenerationSettings the SDK 2.10 signature has no parameter for. temperature and
 # top_p go in `extra_body` to models the routing file marks `sampling: true` (the
@@ -125,6 +129,12 @@ def build_create_kwargs(
     settings = request.settings
     if settings.logprobs:
         raise unsupported_feature("settings.logprobs", "Anthropic returns no log probabilities")
+    if settings.prompt_cache.cached_content:
+        raise unsupported_feature(
+            "settings.prompt_cache.cached_content", "Anthropic has no explicit caches (Gemini's cachedContents)"
+        )
+    _check_breakpoints(request, "cache_control" in options)
+    # settings.prompt_cache.key (OpenAI's routing key) has no Anthropic field: a hint, served as a no-op.
     kwargs: dict[str, Any] = {
         "model": request.model,
         "max_tokens": settings.max_output_tokens if settings.HasField("max_output_tokens") else default_max_tokens,
@@ -214,14 +224,46 @@ def _fit_budget(request: Request, kwargs: dict[str, Any], budget: int) -> None:
     kwargs["max_tokens"] = budget + kwargs["max_tokens"]
 
 
-def _map_messages(messages: Any) -> tuple[str, list[dict[str, Any]]]:
-    """System text hoisted out; the rest as alternating user/assistant turns."""
+def _check_breakpoints(request: Request, top_level: bool) -> None:
+    """More breakpoints than Anthropic takes is one this candidate cannot serve (another caches on its own)."""
+    paths = [
+        f"tools[{index}].cache_control" for index, tool in enumerate(request.tools) if tool.HasField("cache_control")
+    ]
+    paths += [
+        f"messages[{index}].content[{part_index}].cache_control"
+        for index, message in enumerate(request.messages)
+        for part_index, part in enumerate(message.content)
+        if part.HasField("cache_control")
+    ]
+    paths += [
+        f"messages[{index}].tool_result.parts[{part_index}].cache_control"
+        for index, message in enumerate(request.messages)
+        for part_index, part in enumerate(message.tool_result.parts)
+        if part.HasField("cache_control")
+    ]
+    limit = MAX_CACHE_BREAKPOINTS - (1 if top_level else 0)
+    if len(paths) > limit:
+        raise unsupported_feature(
+            paths[limit],
+            f"is breakpoint {limit + 1}; Anthropic takes at most {MAX_CACHE_BREAKPOINTS} cache_control "
+            "breakpoints per request (extensions.anthropic.cache_control counts as one)",
+        )
+
+
+def _map_messages(messages: Any) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
+    """System text hoisted out; the rest as alternating user/assistant turns.
+
+    A system prompt with a cache breakpoint goes as a list of text blocks,
+    the only form that carries cache_control; otherwise as one string.
+    """
     system_parts: list[str] = []
+    system_blocks: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
         path = f"messages[{index}]"
         if message.role == chat_pb2.ROLE_SYSTEM:
             system_parts.append(_system_text(path, message))
+            system_blocks.extend(_content_blocks(path, message, allow_images=False))
             continue
         if message.role == chat_pb2.ROLE_TOOL:
             role, blocks = "user", [_tool_result(path, message.tool_result)]
@@ -239,6 +281,8 @@ def _map_messages(messages: Any) -> tuple[str, list[dict[str, Any]]]:
             turns.append({"role": role, "content": blocks})
     if not turns:
         raise invalid_argument("messages", "has no user or assistant message; Anthropic needs at least one")
+    if any("cache_control" in block for block in system_blocks):
+        return system_blocks, turns
     return "\n\n".join(part for part in system_parts if part), turns
 
 
@@ -278,20 +322,27 @@ def _content_blocks(path: str, message: chat_pb2.Message, *, allow_images: bool)
     blocks: list[dict[str, Any]] = []
     for part_index, part in enumerate(message.content):
         part_path = f"{path}.content[{part_index}]"
-        if part.WhichOneof("kind") == "reasoning":
+        kind = part.WhichOneof("kind")
+        if kind == "reasoning":
             continue  # replayed first, as thinking blocks (`_assistant_blocks`)
-        if part.WhichOneof("kind") == "text":
+        if kind == "text":
             if part.text:  # Anthropic rejects empty text blocks
                 blocks.append({"type": "text", "text": part.text})
-            continue
-        if part.WhichOneof("kind") == "audio":
+            elif part.HasField("cache_control") and blocks:
+                blocks[-1]["cache_control"] = wire_cache_control(part.cache_control)  # the prefix ends here too
+                continue
+            else:
+                continue
+        elif kind == "audio":
             raise unsupported_feature(f"{part_path}.audio", "Anthropic takes no audio input")
-        if part.WhichOneof("kind") == "document":
+        elif kind == "document":
             blocks.append(_document_block(f"{part_path}.document", part.document))
-            continue
-        if not allow_images:
+        elif not allow_images:
             raise unsupported_feature(f"{part_path}.image", "Anthropic takes images in user messages only")
-        blocks.append(_image_block(f"{part_path}.image", part.image))
+        else:
+            blocks.append(_image_block(f"{part_path}.image", part.image))
+        if part.HasField("cache_control"):
+            blocks[-1]["cache_control"] = wire_cache_control(part.cache_control)
     return blocks
 
 
@@ -401,6 +452,11 @@ def _tool_result(path: str, result: chat_pb2.ToolResult) -> dict[str, Any]:
                 blocks.append(_image_block(f"{path}.tool_result.parts[{index}].image", part.image))
             elif part.text:  # Anthropic rejects empty text blocks
                 blocks.append({"type": "text", "text": part.text})
+            elif not blocks:
+                continue
+            if part.HasField("cache_control"):
+                # The inner block's cache_control (an empty text part's goes on the block before it).
+                blocks[-1]["cache_control"] = wire_cache_control(part.cache_control)
         content = blocks
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id, "content": content}
     if result.is_error:
@@ -416,6 +472,8 @@ def _tool(tool: chat_pb2.ToolDefinition) -> dict[str, Any]:
         mapped["description"] = tool.description
     if tool.HasField("strict"):
         mapped["strict"] = tool.strict
+    if tool.HasField("cache_control"):
+        mapped["cache_control"] = wire_cache_control(tool.cache_control)
     return mapped
 
 

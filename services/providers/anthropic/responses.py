@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2
 
 from llmmesh.v1 import chat_pb2
 from services.common.errors import REASON_STREAM_TRUNCATED, MeshError
+from services.providers.anthropic.citations import block_citations
 from services.providers.anthropic.mapping import JSON_OBJECT_TOOL, PROVIDER
 
 _FINISH_REASONS = {
@@ -50,12 +51,13 @@ def usage_of(
     cache_creation: int | None,
     thinking_tokens: int | None,
 ) -> chat_pb2.Usage:
-    """Anthropic counts cached prompt tokens apart; the unified input count includes them."""
+    """Anthropic counts cached prompt tokens (read and written) apart; the unified input count includes them."""
     return chat_pb2.Usage(
         input_tokens=(input_tokens or 0) + (cache_read or 0) + (cache_creation or 0),
         output_tokens=output_tokens or 0,
         cached_input_tokens=cache_read or 0,
         reasoning_tokens=thinking_tokens or 0,
+        cache_write_input_tokens=cache_creation or 0,
     )
 
 
@@ -87,18 +89,23 @@ def refusal_text(stop_reason: str | None, stop_details: Any) -> str:
 
 
 def assistant_message(message: Message, *, json_tool: bool = False) -> chat_pb2.Message:
-    """Reasoning parts (thinking blocks, with their signatures, for the round trip), text parts and tool calls.
+    """Reasoning parts (thinking blocks, with their signatures, for the round trip), text parts, tool calls
+    and the text blocks' citations, each spanning its block in the joined text.
 
     With `json_tool` (JSON-object mode), the forced tool's input is the answer's text.
     """
     result = chat_pb2.Message(
         role=chat_pb2.ROLE_ASSISTANT, refusal=refusal_text(message.stop_reason, message.stop_details)
     )
+    chars = 0
     for block in message.content:
         if block.type == "text":
             result.content.add(text=block.text)
+            result.citations.extend(block_citations(block, start=chars, end=chars + len(block.text)))
+            chars += len(block.text)
         elif block.type == "tool_use" and json_tool and block.name == JSON_OBJECT_TOOL:
             result.content.add(text=json.dumps(block.input))
+            chars += len(result.content[-1].text)
         elif block.type == "tool_use":
             result.tool_calls.add(id=block.id, name=block.name, arguments_json=json.dumps(block.input))
         elif block.type == "thinking":

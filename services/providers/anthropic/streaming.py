@@ -7,6 +7,7 @@ from typing import Any
 from anthropic.types import RawMessageStreamEvent
 
 from llmmesh.v1 import chat_pb2
+from services.providers.anthropic.citations import citation
 from services.providers.anthropic.mapping import JSON_OBJECT_TOOL, PROVIDER
 from services.providers.anthropic.responses import refusal_text, usage_of
 
@@ -15,6 +16,8 @@ class StreamAssembler:
     """Feeds on raw events; remembers stop reason, usage and ids; thinking blocks become reasoning deltas.
 
     With `json_tool` (JSON-object mode), the forced tool's streamed input is the answer's text.
+    A text block's citations (its start and `citations_delta` events) go out in one delta when
+    the block stops, spanning the block's text.
     """
 
     def __init__(self, *, json_tool: bool = False) -> None:
@@ -34,6 +37,10 @@ class StreamAssembler:
         self._tool_has_arguments: dict[int, bool] = {}
         # Anthropic content-block index → our reasoning-part index.
         self._reasoning_index: dict[int, int] = {}
+        #: Characters of answer text sent so far (citation spans count them).
+        self._chars = 0
+        # Text content-block index → where its text starts, and its citations (decoded JSON read by attribute) so far.
+        self._text_blocks: dict[int, tuple[int, list[Any]]] = {}
 
     def feed(self, event: RawMessageStreamEvent) -> list[chat_pb2.ChatDelta]:
         """The deltas this event produces (often none)."""
@@ -80,7 +87,8 @@ class StreamAssembler:
 
     def _block_start(self, index: int, block: Any) -> list[chat_pb2.ChatDelta]:
         if block.type == "text":
-            return [chat_pb2.ChatDelta(text=block.text)] if block.text else []
+            self._text_blocks[index] = (self._chars, list(getattr(block, "citations", None) or []))
+            return self._text(block.text)
         if block.type == "tool_use" and self._json_tool and block.name == JSON_OBJECT_TOOL:
             self._json_blocks[index] = False
             return []
@@ -104,12 +112,15 @@ class StreamAssembler:
 
     def _block_delta(self, index: int, delta: Any) -> list[chat_pb2.ChatDelta]:
         if delta.type == "text_delta":
-            return [chat_pb2.ChatDelta(text=delta.text)] if delta.text else []
+            return self._text(delta.text)
+        if delta.type == "citations_delta" and index in self._text_blocks:
+            self._text_blocks[index][1].append(delta.citation)
+            return []
         if delta.type == "input_json_delta" and index in self._json_blocks:
             if not delta.partial_json:
                 return []
             self._json_blocks[index] = True
-            return [chat_pb2.ChatDelta(text=delta.partial_json)]
+            return self._text(delta.partial_json)
         if delta.type == "input_json_delta" and index in self._tool_index:
             if not delta.partial_json:
                 return []
@@ -127,10 +138,19 @@ class StreamAssembler:
             return [chat_pb2.ChatDelta(reasoning=self._reasoning(index, signature=delta.signature))]
         return []
 
+    def _text(self, text: str) -> list[chat_pb2.ChatDelta]:
+        self._chars += len(text)
+        return [chat_pb2.ChatDelta(text=text)] if text else []
+
     def _block_stop(self, index: int) -> list[chat_pb2.ChatDelta]:
+        if index in self._text_blocks:
+            start, found = self._text_blocks.pop(index)
+            mapped = [citation(item, start=start, end=self._chars) for item in found]
+            cited = [item for item in mapped if item is not None]
+            return [chat_pb2.ChatDelta(citations=cited)] if cited else []
         if self._json_blocks.get(index) is False:
             self._json_blocks[index] = True
-            return [chat_pb2.ChatDelta(text="{}")]
+            return self._text("{}")
         if index in self._tool_index and not self._tool_has_arguments[index]:
             # A tool with no input streams no JSON at all; callers still need an object.
             self._tool_has_arguments[index] = True

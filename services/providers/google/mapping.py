@@ -43,6 +43,13 @@ is INVALID_ARGUMENT): `top_k`, `presence_penalty`, `frequency_penalty`,
 `thinking_config` (thinking_budget, thinking_level, include_thoughts),
 `safety_settings` (list of {category, threshold}), `cached_content`,
 `response_schema` (Gemini's OpenAPI-subset schema, instead of a JSON Schema).
+
+Prompt caching: `settings.prompt_cache.cached_content` (a `cachedContents/...`
+name from Gemini's caches API) goes to `cached_content`; breakpoints
+(`cache_control` on parts and tools) and `settings.prompt_cache.key` have no
+Gemini field, as Gemini caches prompt prefixes on its own: served as no-ops.
+`cached_content_token_count` comes back as `Usage.cached_input_tokens`;
+Gemini reports no cache writes.
 """
 
 from __future__ import annotations
@@ -60,10 +67,12 @@ from google.protobuf import json_format, struct_pb2
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
+from services.common.citations import Seen as CitationsSeen
 from services.common.errors import invalid_argument, unsupported_feature
 from services.common.extensions import GOOGLE_REQUEST_OPTIONS
 from services.common.reasoning import effort_name
 from services.common.validation import audio_mime_type
+from services.providers.google import citations as google_citations
 
 PROVIDER = "google"
 Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
@@ -429,6 +438,16 @@ def _config(request: Request, system_parts: list[types.Part]) -> types.GenerateC
         # Gemini has no end-user field; labels attribute billing (extensions.google.labels wins).
         kwargs["labels"] = dict(sorted(request.caller.labels.items()))
     options = _request_options(request.extensions)
+    cached_content = request.settings.prompt_cache.cached_content
+    if cached_content:
+        # An explicit cache made with the caches API. settings.prompt_cache.key and the breakpoints
+        # (cache_control) have no Gemini field: Gemini caches prefixes on its own, so they are no-ops.
+        if options.get("cached_content", cached_content) != cached_content:
+            raise invalid_argument(
+                "extensions.google.cached_content",
+                "contradicts settings.prompt_cache.cached_content; set only the shared field",
+            )
+        kwargs["cached_content"] = cached_content
     kwargs.update(options)
     try:
         return types.GenerateContentConfig(**kwargs)
@@ -541,8 +560,13 @@ class ResponseReader:
     block_message: str = ""
     saw_candidate: bool = False
     logprobs: list[chat_pb2.TokenLogprob] = field(default_factory=list)
+    citations: list[chat_pb2.Citation] = field(default_factory=list)
     #: True while consecutive thought parts join the last reasoning part.
     _in_thought: bool = False
+    #: Characters of answer text so far (citation spans count them).
+    _chars: int = 0
+    #: Citations already sent: stream chunks may repeat the metadata.
+    _cited: CitationsSeen = field(default_factory=CitationsSeen)
 
     def feed(self, response: types.GenerateContentResponse) -> list[chat_pb2.ChatDelta]:
         if response.usage_metadata is not None:
@@ -561,9 +585,24 @@ class ResponseReader:
             self.finish_reason = candidate.finish_reason
             self.finish_message = candidate.finish_message or ""
         parts = candidate.content.parts if candidate.content is not None else None
-        deltas = [delta for part in parts or [] for delta in self._part(part)]
+        deltas: list[chat_pb2.ChatDelta] = []
+        # Segments index their part in a whole answer (or a stream's first chunk); a later chunk's
+        # grounding spans the text streamed so far, so its parts are not offered.
+        later_chunk = self._chars > 0
+        part_starts: dict[int, tuple[int, str]] = {}
+        for index, part in enumerate(parts or []):
+            if part.text and not part.thought and part.function_call is None and not later_chunk:
+                part_starts[index] = (self._chars, part.text)
+            deltas += self._part(part)
         deltas = [delta for delta in deltas if delta.text or delta.tool_calls or delta.HasField("reasoning")]
-        return self._with_logprobs(deltas, logprobs_of(candidate.logprobs_result))
+        deltas = self._with_logprobs(deltas, logprobs_of(candidate.logprobs_result))
+        found = google_citations.of_candidate(candidate, whole_text="".join(self.text), part_starts=part_starts)
+        cited = self._cited.new(found)
+        if cited:
+            # After the text they span: one delta of their own.
+            self.citations.extend(cited)
+            deltas.append(chat_pb2.ChatDelta(citations=cited))
+        return deltas
 
     def _with_logprobs(
         self, deltas: list[chat_pb2.ChatDelta], found: list[chat_pb2.TokenLogprob]
@@ -588,6 +627,7 @@ class ResponseReader:
             deltas.append(self._call(part.function_call, part.thought_signature))
         elif part.text:
             self.text.append(part.text)
+            self._chars += len(part.text)
             deltas.append(chat_pb2.ChatDelta(text=part.text))
         if part.thought_signature:
             # A signature on answer text or a call: a signature-only reasoning part of its own.
@@ -648,6 +688,7 @@ class ResponseReader:
             message.content.add(text="".join(self.text))
         message.tool_calls.extend(state.call for state in self.calls)
         message.logprobs.extend(self.logprobs)
+        message.citations.extend(self.citations)
         return message
 
     def unified_finish_reason(self) -> chat_pb2.FinishReason.ValueType:

@@ -10,6 +10,9 @@ MockConfig per model, and per request from `extensions["mock"]`:
     response_extensions (an object returned as the answer's extensions["mock"],
     unary and stream alike), refusal (decline with this text: Message.refusal,
     streamed as ChatDelta.refusal words, FINISH_REASON_REFUSAL; no text unless `text` says),
+    citations (true: one made-up URL citation spanning the whole answer, from a hash of its text;
+    or a list of Citation objects in proto JSON, returned as given; streams send them in a delta
+    of their own after the text),
     by_model: {model name: {any of the above}} (applies to that model only,
     so one request can script every candidate of a fallback chain)
 
@@ -21,6 +24,17 @@ A scripted turn keeps only the tool calls `tool_choice.allowed_tools` allows
 
 `settings.logprobs` gets made-up, deterministic log probabilities, one
 "token" per word (and `top_logprobs` alternatives named `<word>~<rank>`).
+
+Prompt caching, deterministic and stateless: the messages up to and
+including the last one with a `cache_control` part (the system prompt, say)
+are the cached prefix, counted like the rest of the input. A conversation's
+first turn (no assistant message yet) writes it
+(`Usage.cache_write_input_tokens`); later turns read it
+(`cached_input_tokens`). `settings.prompt_cache.key` alone caches every
+message but the last, the way OpenAI caches on its own. A breakpoint on a
+tool alone caches nothing the mock counts (it counts no tool tokens).
+`settings.prompt_cache.cached_content` is served as a no-op. The start event
+records the breakpoints (field path → TTL) and the prompt-cache settings.
 
 An `assistant_prefix` the answer starts with is left out of it: the mock
 continues a prefix, as the routing file may say with `continues_prefix`.
@@ -107,6 +121,7 @@ class MockAdapter(ProviderAdapter):
             if turn.text:
                 message.content.add(text=turn.text)
                 message.logprobs.extend(_logprobs(request, _split_keeping_spaces(turn.text)))
+            message.citations.extend(_citations(overrides, turn.text))
             for index, call in enumerate(turn.tool_calls):
                 message.tool_calls.add(
                     id=_call_id(request, index), name=call.name, arguments_json=json.dumps(call.arguments)
@@ -136,8 +151,10 @@ class MockAdapter(ProviderAdapter):
             cut_after = overrides.get("stream_cut_after")
             thought_deltas = reasoning.deltas(thought) if thought is not None else []
             refusal_deltas = [chat_pb2.ChatDelta(refusal=word) for word in _split_keeping_spaces(_refusal(overrides))]
+            cited = _citations(overrides, turn.text)
+            citation_deltas = [chat_pb2.ChatDelta(citations=cited)] if cited else []
             for sent, delta in enumerate(
-                thought_deltas + _with_logprobs(request, _deltas(turn, request)) + refusal_deltas
+                thought_deltas + _with_logprobs(request, _deltas(turn, request)) + citation_deltas + refusal_deltas
             ):
                 if cut_after is not None and sent >= int(cut_after):
                     self._record("cut", call_id, model.name)
@@ -211,6 +228,7 @@ class MockAdapter(ProviderAdapter):
             last_text=_text_of(last) if last is not None else "",
             assistant_prefix=request.assistant_prefix,
             **_tool_choice_seen(request),
+            **_cache_seen(request),
             **_parts_seen(request),
         )
         return model, overrides, call_id
@@ -339,6 +357,38 @@ def _tool_choice_seen(request: Request) -> dict[str, Any]:
     return seen
 
 
+def _cache_seen(request: Request) -> dict[str, Any]:
+    """What the start event records of prompt caching: each breakpoint's field path and TTL, the settings."""
+    seen: dict[str, Any] = {}
+    marks = {
+        f"tools[{index}]": chat_pb2.CacheTtl.Name(tool.cache_control.ttl)
+        for index, tool in enumerate(request.tools)
+        if tool.HasField("cache_control")
+    }
+    marks.update(
+        {
+            f"messages[{index}].content[{part_index}]": chat_pb2.CacheTtl.Name(part.cache_control.ttl)
+            for index, message in enumerate(request.messages)
+            for part_index, part in enumerate(message.content)
+            if part.HasField("cache_control")
+        }
+    )
+    marks.update(
+        {
+            f"messages[{index}].tool_result.parts[{part_index}]": chat_pb2.CacheTtl.Name(part.cache_control.ttl)
+            for index, message in enumerate(request.messages)
+            for part_index, part in enumerate(message.tool_result.parts)
+            if part.HasField("cache_control")
+        }
+    )
+    if marks:
+        seen["cache_breakpoints"] = marks
+    cache = request.settings.prompt_cache
+    if cache.key or cache.cached_content:
+        seen["prompt_cache"] = {"key": cache.key, "cached_content": cache.cached_content}
+    return seen
+
+
 def _parts_seen(request: Request) -> dict[str, Any]:
     """What the start event records of the request's images, documents, audio and tool result parts
     (kind, message, size and type, never the bytes), so tests see what reached the provider."""
@@ -375,6 +425,34 @@ def _within_tool_choice(turn: ScriptTurn, choice: chat_pb2.ToolChoice) -> Script
     if len(calls) == len(turn.tool_calls):
         return turn
     return ScriptTurn.model_construct(text=turn.text, tool_calls=calls)
+
+
+def _citations(overrides: dict[str, Any], text: str) -> list[chat_pb2.Citation]:
+    """`extensions.mock.citations`: true for a made-up one over the whole text, or Citation objects (proto JSON)."""
+    value = overrides.get("citations")
+    if value is None or value is False:
+        return []
+    if value is True:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        return [
+            chat_pb2.Citation(
+                kind=chat_pb2.CITATION_KIND_URL,
+                url=f"https://mock.invalid/sources/{digest}",
+                title=f"Mock source {digest}",
+                cited_text=text,
+                start_index=0,
+                end_index=len(text),
+            )
+        ]
+    if not isinstance(value, list):
+        raise invalid_argument("extensions.mock.citations", "must be true or a list of Citation objects")
+    out = []
+    for index, item in enumerate(value):
+        try:
+            out.append(json_format.ParseDict(item, chat_pb2.Citation()))
+        except (json_format.ParseError, TypeError, AttributeError) as error:
+            raise invalid_argument(f"extensions.mock.citations[{index}]", f"is not a Citation: {error}") from None
+    return out
 
 
 def _refusal(overrides: dict[str, Any]) -> str:
@@ -440,23 +518,49 @@ def _last_user_text(request: Request) -> str:
     return ""
 
 
-def _count_input_tokens(request: Request) -> int:
+def _message_tokens(message: chat_pb2.Message) -> int:
     """A deterministic stand-in for a tokenizer: words plus 4 per message."""
-    total = 0
-    for message in request.messages:
-        total += 4 + len(_text_of(message).split())
-        total += len(message.tool_result.content.split())
-        total += sum(len(part.text.split()) for part in message.tool_result.parts)
-        total += sum(len(call.arguments_json.split()) for call in message.tool_calls)
-    return total
+    return (
+        4
+        + len(_text_of(message).split())
+        + len(message.tool_result.content.split())
+        + sum(len(part.text.split()) for part in message.tool_result.parts)
+        + sum(len(call.arguments_json.split()) for call in message.tool_calls)
+    )
+
+
+def _count_input_tokens(request: Request) -> int:
+    return sum(_message_tokens(message) for message in request.messages)
+
+
+def _cached_prefix_tokens(request: Request) -> int:
+    """The tokens of the messages up to the last breakpoint (or all but the last, with a cache key alone)."""
+    marked = [
+        index
+        for index, message in enumerate(request.messages)
+        if any(part.HasField("cache_control") for part in [*message.content, *message.tool_result.parts])
+    ]
+    if marked:
+        end = marked[-1] + 1
+    elif request.settings.prompt_cache.key:
+        end = len(request.messages) - 1
+    else:
+        return 0
+    return sum(_message_tokens(message) for message in request.messages[:end])
 
 
 def _usage(request: Request, turn: ScriptTurn, thought: chat_pb2.ReasoningPart | None = None) -> chat_pb2.Usage:
     output = len(turn.text.split()) + sum(4 + len(call.arguments) for call in turn.tool_calls)
     thinking = reasoning.tokens(thought)
-    return chat_pb2.Usage(
+    usage = chat_pb2.Usage(
         input_tokens=_count_input_tokens(request), output_tokens=max(output, 1) + thinking, reasoning_tokens=thinking
     )
+    cached = _cached_prefix_tokens(request)
+    if _assistant_turns(request):
+        usage.cached_input_tokens = cached
+    else:
+        usage.cache_write_input_tokens = cached
+    return usage
 
 
 def _assistant_turns(request: Request) -> int:

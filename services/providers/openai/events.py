@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -73,7 +73,9 @@ async def _drain(response: httpx2.Response) -> None:
         return
     try:
         with anyio.move_on_after(_DRAIN_SECONDS):
-            async for _ in response.aiter_raw():
+            # The transport stream itself, as the SDK drains it: `aiter_raw()` would raise StreamConsumed
+            # (aiter_bytes already started it), leaving the body unread and the connection unusable.
+            async for _ in cast(AsyncIterator[bytes], response.stream):
                 await anyio.lowlevel.checkpoint()
     except _DRAIN_ERRORS:
         pass  # the answer is complete: a failure while discarding the rest is not a failed request

@@ -19,7 +19,8 @@ Extensions (all under the key "openai"):
   `top_k`; it may not override a field this module maps).
 * `Message.extensions["openai"]` on an assistant message — round-tripped
   fields: `audio` ({"id": ...}); returned on answers together with
-  `annotations` (URL citations, response-only). `refusal` there is still read
+  `annotations` of types other than `url_citation` (response-only; URL
+  citations are mapped to `Message.citations`, streams: `ChatDelta.citations`). `refusal` there is still read
   on input (older callers echo it), but answers carry a refusal in the shared
   `Message.refusal` (streams: `ChatDelta.refusal`) with
   FINISH_REASON_REFUSAL, and it goes back upstream as `refusal`.
@@ -102,6 +103,7 @@ def request_body(
     if request.HasField("settings"):
         body.update(_settings(request.settings, max_tokens_field, strict=options.pop("json_schema_strict", None)))
     body.update(_reasoning(request))
+    body.update(_prompt_cache(request.settings.prompt_cache, options))
     extra_body = options.pop("extra_body", None)
     body.update(_caller(request.caller, options))
     body.update(options)
@@ -118,6 +120,25 @@ def request_body(
             )
         body.update(extra_body)
     return body
+
+
+def _prompt_cache(prompt_cache: chat_pb2.PromptCache, options: dict[str, Any]) -> dict[str, Any]:
+    """settings.prompt_cache.key → `prompt_cache_key`; an explicit cache (Gemini's) is one OpenAI lacks.
+
+    Breakpoints (`cache_control` on parts and tools) have no OpenAI field:
+    OpenAI caches prompt prefixes on its own, so they are served as a no-op.
+    """
+    if prompt_cache.cached_content:
+        raise unsupported_feature(
+            "settings.prompt_cache.cached_content", "OpenAI has no explicit caches (Gemini's cachedContents)"
+        )
+    if not prompt_cache.key:
+        return {}
+    if options.get("prompt_cache_key", prompt_cache.key) != prompt_cache.key:
+        raise invalid_argument(
+            "extensions.openai.prompt_cache_key", "contradicts settings.prompt_cache.key; set only the shared field"
+        )
+    return {"prompt_cache_key": prompt_cache.key}
 
 
 def _caller(caller: chat_pb2.CallerContext, options: dict[str, Any]) -> dict[str, Any]:
@@ -419,6 +440,7 @@ def usage_from(usage: Mapping[str, Any] | None) -> chat_pb2.Usage:
         output_tokens=usage.get("completion_tokens") or 0,
         cached_input_tokens=(prompt_details.get("cached_tokens") or 0) if prompt_details else 0,
         reasoning_tokens=(completion_details.get("reasoning_tokens") or 0) if completion_details else 0,
+        cache_write_input_tokens=(prompt_details.get("cache_write_tokens") or 0) if prompt_details else 0,
     )
 
 
@@ -459,9 +481,10 @@ def response_from_completion(completion: Mapping[str, Any]) -> pb.ProviderServic
     audio = answer.get("audio")
     if audio is not None:
         extras["audio"] = {"id": audio.get("id")}
-    annotations = answer.get("annotations")
-    if annotations:
-        extras["annotations"] = list(annotations)
+    cited, others = citations_from(answer.get("annotations"))
+    message.citations.extend(cited)
+    if others:
+        extras["annotations"] = others
     if extras:
         message.extensions.CopyFrom(_struct(extras))
     finish_reason = choice.get("finish_reason")
@@ -486,6 +509,29 @@ def _logprobs(choice: Any) -> list[chat_pb2.TokenLogprob]:
     """The content tokens' log probabilities of a choice or a chunk's choice (refusal tokens' are left out)."""
     found = choice.get("logprobs")
     return logprobs.from_openai(found.get("content") or []) if found is not None else []
+
+
+def citations_from(annotations: Any) -> tuple[list[chat_pb2.Citation], list[Any]]:
+    """A message's (or a delta's) `annotations`: `url_citation` ones as Citations, and the others as they came.
+
+    OpenAI's start_index / end_index count characters of the message's content, as the shared contract does.
+    """
+    cited: list[chat_pb2.Citation] = []
+    others: list[Any] = []
+    for annotation in annotations or []:
+        if annotation.get("type") != "url_citation":
+            others.append(annotation)
+            continue
+        found = annotation.get("url_citation") or {}
+        citation = chat_pb2.Citation(
+            kind=chat_pb2.CITATION_KIND_URL, url=found.get("url") or "", title=found.get("title") or ""
+        )
+        if found.get("start_index") is not None:
+            citation.start_index = found["start_index"]
+        if found.get("end_index") is not None:
+            citation.end_index = found["end_index"]
+        cited.append(citation)
+    return cited, others
 
 
 def _reasoning_content(body: Mapping[str, Any]) -> str:
@@ -544,7 +590,9 @@ class StreamState:
             delta.refusal = refusal
         for call in sent.get("tool_calls") or []:
             self._tool_call(call, delta)
-        return bool(text or refusal or delta.tool_calls or delta.logprobs or reasoning_text)
+        # Search models send `annotations` on a delta (the SDK's ChoiceDelta keeps them as an extra field).
+        delta.citations.extend(citations_from(sent.get("annotations"))[0])
+        return bool(text or refusal or delta.tool_calls or delta.logprobs or reasoning_text or delta.citations)
 
     def _tool_call(self, call: Any, delta: chat_pb2.ChatDelta) -> None:
         index = call.get("index")

@@ -39,6 +39,11 @@ TOOLS = [
     for name in ("current_time", "calculator")
 ]
 RESULTS = {"current_time": "12:00", "calculator": "14808"}
+# A system prompt with a cache breakpoint, as LiteLLM documents prompt caching (4 + 5 of the mock's tokens).
+CACHED = [
+    {"role": "system", "content": [{"type": "text", "text": "a b c d e", "cache_control": {"type": "ephemeral"}}]},
+    *USER,
+]
 
 
 def _calls(message: Any) -> list[dict[str, Any]]:
@@ -133,6 +138,13 @@ class Door:
         answer = litellm.embedding(model="openai/vec-a", input="hello", dimensions=4, **self.kwargs)
         return {"vectors": [item["embedding"] for item in answer.data]}
 
+    def prompt_cache(self) -> dict[str, Any]:
+        """A breakpoint on the system prompt; the usage as LiteLLM parsed it, on a first turn and a later one."""
+        later = [*CACHED, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]
+        first = litellm.completion(model="openai/mock-small", messages=CACHED, **self.kwargs)
+        second = litellm.completion(model="openai/mock-small", messages=later, **self.kwargs)
+        return {"first": _cache_usage(first.usage), "later": _cache_usage(second.usage)}
+
     def context_window(self) -> dict[str, Any]:
         """No fallback given: the error as LiteLLM classifies it (the case records the exception)."""
         return _chat(litellm.completion(model="openai/mock-small", messages=LONG, **self.kwargs))
@@ -195,6 +207,17 @@ def _response(answer: Any) -> dict[str, Any]:
     return {"status": answer.status, "model": answer.model, "output": items}
 
 
+def _cache_usage(usage: Any) -> dict[str, Any]:
+    details = usage.prompt_tokens_details
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_tokens": getattr(details, "cached_tokens", None),
+        "cache_write_tokens": getattr(details, "cache_write_tokens", None),
+        "cache_creation_input_tokens": getattr(usage, "cache_creation_input_tokens", None),
+        "cache_read_input_tokens": getattr(usage, "cache_read_input_tokens", None),
+    }
+
+
 def _error(error: BaseException) -> dict[str, Any]:
     return {
         "error": type(error).__name__,
@@ -213,6 +236,7 @@ SYNC = (
     "responses_tools",
     "embedding",
     "embedding_dimensions_unallowed",
+    "prompt_cache",
     "context_window",
     "context_window_fallback_dict",
     "router_fallback",

@@ -18,6 +18,7 @@ from services.common.processes import ServiceProcess, run_to_exit
 from services.common.reasoning import ReasoningAssembler
 from services.testing.fake_anthropic import (
     FakeAnthropic,
+    citation_examples,
     dropped_connection,
     error_reply,
     in_stream_error,
@@ -137,10 +138,13 @@ class TestChat:
         assert_golden("system_and_settings", fake.requests[0].body)
 
     def test_cached_tokens_normalised(self, stub: Any, fake: FakeAnthropic) -> None:
-        """input_tokens includes cache reads and writes; cached_input_tokens is the cache reads."""
+        """input_tokens includes cache reads and writes; cached_input_tokens is the cache reads,
+        cache_write_input_tokens the writes."""
         fake.script(json_reply(message(text="ok", usage_=usage(10, 5, cache_read=100, cache_creation=20))))
         response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")]))
-        assert response.usage == chat_pb2.Usage(input_tokens=130, output_tokens=5, cached_input_tokens=100)
+        assert response.usage == chat_pb2.Usage(
+            input_tokens=130, output_tokens=5, cached_input_tokens=100, cache_write_input_tokens=20
+        )
 
     @pytest.mark.parametrize(
         ("stop_reason", "expected"),
@@ -233,6 +237,71 @@ class TestChat:
         assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "settings.response_format.type")
         assert error.reason == "UNSUPPORTED_FEATURE"
         assert fake.requests == []
+
+
+def _citation_rows(citations: Any) -> list[tuple[Any, ...]]:
+    return [
+        (
+            c.kind,
+            c.start_index,
+            c.end_index,
+            c.cited_text,
+            c.url,
+            c.title,
+            c.document_index if c.HasField("document_index") else None,
+            c.document_title,
+            c.source_id,
+            c.location_unit,
+            c.location_start if c.HasField("location_start") else None,
+            c.location_end if c.HasField("location_end") else None,
+        )
+        for c in citations
+    ]
+
+
+# What citation_examples() map to, on a text block spanning 6..18 of the answer.
+_EXPECTED_CITATIONS = [
+    (chat_pb2.CITATION_KIND_DOCUMENT, 6, 18, "The grass is green.", "", "", 0, "Notes", "",
+     chat_pb2.CITATION_LOCATION_UNIT_CHARACTER, 0, 19),
+    (chat_pb2.CITATION_KIND_DOCUMENT, 6, 18, "Page two says so.", "", "", 1, "Report.pdf", "file_011abc",
+     chat_pb2.CITATION_LOCATION_UNIT_PAGE, 2, 3),
+    (chat_pb2.CITATION_KIND_DOCUMENT, 6, 18, "A block.", "", "", 2, "", "",
+     chat_pb2.CITATION_LOCATION_UNIT_CONTENT_BLOCK, 0, 1),
+    (chat_pb2.CITATION_KIND_URL, 6, 18, "From the web.", "https://example.org/page", "A page", None, "", "EnC0dEd",
+     chat_pb2.CITATION_LOCATION_UNIT_UNSPECIFIED, None, None),
+    (chat_pb2.CITATION_KIND_SEARCH_RESULT, 6, 18, "From a result.", "", "KB doc 7", 0, "", "https://kb.example/doc-7",
+     chat_pb2.CITATION_LOCATION_UNIT_CONTENT_BLOCK, 1, 2),
+]  # fmt: skip
+
+
+class TestCitations:
+    def test_every_citation_type_mapped(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Each TextCitation type maps to a Citation spanning its text block in the joined text."""
+        body = message(text=["Sure. ", "Grass: green", "."], citations={1: citation_examples()})
+        fake.script(json_reply(body))
+        response = _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Colour?")]))
+        assert "".join(part.text for part in response.message.content) == "Sure. Grass: green."
+        assert _citation_rows(response.message.citations) == _EXPECTED_CITATIONS
+
+    def test_streamed_citations_delta(self, stub: Any, fake: FakeAnthropic) -> None:
+        """citations_delta events come back as one delta when their block stops, with the block's span."""
+        body = message(text=["Sure. ", "Grass: green", "."], citations={1: citation_examples()})
+        fake.script(sse_reply(stream_events(body)))
+        events = _stream(stub, pb.ProviderServiceStreamChatRequest(model=MODEL, messages=[user("Colour?")]))
+        carriers = [event.delta for event in events[:-1] if event.delta.citations]
+        assert len(carriers) == 1
+        assert not carriers[0].text
+        assert _citation_rows(carriers[0].citations) == _EXPECTED_CITATIONS
+        assert "".join(event.delta.text for event in events[:-1]) == "Sure. Grass: green."
+
+    def test_citations_in_history_are_not_sent_upstream(self, stub: Any, fake: FakeAnthropic) -> None:
+        """An assistant turn with citations is accepted; its text goes back without them."""
+        fake.script(json_reply(message(text="ok")))
+        earlier = text_message(chat_pb2.ROLE_ASSISTANT, "Green.")
+        earlier.citations.add(kind=chat_pb2.CITATION_KIND_DOCUMENT, document_index=0, cited_text="green")
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Colour?"), earlier, user("Sure?")]))
+        [sent] = fake.requests
+        assert sent.body["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "Green."}]}
 
 
 class TestTools:
@@ -836,3 +905,100 @@ class TestContinuation:
             "assistant_prefix",
         )
         assert fake.requests == []
+
+
+def _cached(text: str, ttl: chat_pb2.CacheTtl.ValueType = chat_pb2.CACHE_TTL_UNSPECIFIED) -> chat_pb2.ContentPart:
+    return chat_pb2.ContentPart(text=text, cache_control=chat_pb2.CacheControl(ttl=ttl))
+
+
+class TestPromptCache:
+    def _cached_request(self, cls: Any = pb.ProviderServiceChatRequest) -> Any:
+        tool = chat_pb2.ToolDefinition(
+            name="lookup",
+            description="Looks a term up.",
+            parameters=json_format.ParseDict({"type": "object"}, chat_pb2.ToolDefinition().parameters),
+            cache_control=chat_pb2.CacheControl(ttl=chat_pb2.CACHE_TTL_1H),
+        )
+        system = chat_pb2.Message(
+            role=chat_pb2.ROLE_SYSTEM,
+            content=[chat_pb2.ContentPart(text="You answer from the handbook."), _cached("<handbook text>")],
+        )
+        question = chat_pb2.Message(
+            role=chat_pb2.ROLE_USER,
+            content=[_cached("Earlier context.", chat_pb2.CACHE_TTL_5M), chat_pb2.ContentPart(text="What is X?")],
+        )
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(key="ignored-by-anthropic"))
+        return cls(model=MODEL, messages=[system, question], tools=[tool], settings=settings)
+
+    def test_breakpoints_become_cache_control_blocks(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Parts and tools carry cache_control; a cached system prompt goes as text blocks; the key is a no-op."""
+        body_back = message(text="X is Y.", usage_=usage(20, 4, cache_read=1800, cache_creation=300))
+        fake.script(json_reply(body_back))
+        response = _chat(stub, self._cached_request())
+        body = fake.requests[0].body
+        assert body["system"] == [
+            {"type": "text", "text": "You answer from the handbook."},
+            {"type": "text", "text": "<handbook text>", "cache_control": {"type": "ephemeral"}},
+        ]
+        assert body["tools"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+        assert body["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+        assert "cache_control" not in body["messages"][0]["content"][1]
+        assert "prompt_cache_key" not in json.dumps(body)
+        assert_golden("prompt_cache", body)
+        usage_back = response.usage
+        assert (usage_back.input_tokens, usage_back.cached_input_tokens, usage_back.cache_write_input_tokens) == (
+            2120,
+            1800,
+            300,
+        )
+
+    def test_streamed_usage_carries_cache_counts(self, stub: Any, fake: FakeAnthropic) -> None:
+        """message_start's cache_creation / cache_read counts reach the stream final."""
+        body_back = message(text="X is Y.", usage_=usage(20, 4, cache_read=0, cache_creation=2100))
+        fake.script(sse_reply(stream_events(body_back)))
+        final = _stream(stub, self._cached_request(pb.ProviderServiceStreamChatRequest))[-1].final
+        assert (final.usage.input_tokens, final.usage.cache_write_input_tokens) == (2120, 2100)
+
+    def test_plain_system_prompt_stays_a_string(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Without a breakpoint on it, the system prompt is sent as before: one string."""
+        fake.script(json_reply(message(text="Hi.")))
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL, messages=[text_message(chat_pb2.ROLE_SYSTEM, "Be brief."), user("Hi")]
+        )
+        _chat(stub, request)
+        assert fake.requests[0].body["system"] == "Be brief."
+
+    def test_a_fifth_breakpoint_is_unsupported(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Anthropic takes four breakpoints: the fifth is UNSUPPORTED_FEATURE naming it, nothing sent."""
+        parts = [_cached(f"chunk {index}") for index in range(5)]
+        request = pb.ProviderServiceChatRequest(
+            model=MODEL, messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, content=parts)]
+        )
+        error = _error(lambda: _chat(stub, request))
+        assert (error.reason, error.field) == ("UNSUPPORTED_FEATURE", "messages[0].content[4].cache_control")
+        assert fake.requests == []
+
+    def test_explicit_cache_is_unsupported(self, stub: Any, fake: FakeAnthropic) -> None:
+        """Gemini's cached_content: UNSUPPORTED_FEATURE naming it, so the router moves on."""
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(cached_content="cachedContents/a1"))
+        request = pb.ProviderServiceChatRequest(model=MODEL, messages=[user("Hi")], settings=settings)
+        error = _error(lambda: _chat(stub, request))
+        assert (error.reason, error.field) == ("UNSUPPORTED_FEATURE", "settings.prompt_cache.cached_content")
+        assert fake.requests == []
+
+    def test_tool_result_part_breakpoint_marks_its_block(self, stub: Any, fake: FakeAnthropic) -> None:
+        """A breakpoint on a tool result's part becomes that block's cache_control inside the tool_result."""
+        fake.script(json_reply(message(text="It is 4.")))
+        result = chat_pb2.ToolResult(tool_call_id="toolu_1", name="calc", parts=[_cached("4", chat_pb2.CACHE_TTL_1H)])
+        messages = [
+            user("What is 2+2?"),
+            chat_pb2.Message(
+                role=chat_pb2.ROLE_ASSISTANT,
+                tool_calls=[chat_pb2.ToolCall(id="toolu_1", name="calc", arguments_json="{}")],
+            ),
+            chat_pb2.Message(role=chat_pb2.ROLE_TOOL, tool_result=result),
+        ]
+        _chat(stub, pb.ProviderServiceChatRequest(model=MODEL, messages=messages))
+        block = fake.requests[0].body["messages"][2]["content"][0]
+        assert block["type"] == "tool_result"
+        assert block["content"] == [{"type": "text", "text": "4", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]

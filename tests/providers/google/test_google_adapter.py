@@ -578,6 +578,71 @@ class TestLogprobs:
         assert pairs == [("Hi", ["Hi"]), ("!", ["!"])]
 
 
+def _cited(citations: Any) -> list[tuple[Any, ...]]:
+    return [
+        (
+            c.kind,
+            c.url,
+            c.title,
+            c.start_index if c.HasField("start_index") else None,
+            c.end_index if c.HasField("end_index") else None,
+            c.cited_text,
+            c.source_id,
+        )
+        for c in citations
+    ]
+
+
+class TestCitations:
+    def test_grounding_and_citation_sources_mapped(self, stub: Any, fake: FakeGemini) -> None:
+        """Grounding supports (UTF-8 byte offsets in their part) become Citations spanning characters of the
+        joined text; unnamed chunks come back unplaced; citationSources are URL citations too."""
+        grounding = fg.web_grounding(
+            [("https://a.example", "A"), ("https://b.example", "B"), ("https://c.example", "C")],
+            [(0, 5, [0], 0), (0, 7, [1, 3], 1)],
+            documents=(("gs://kb/z.txt", "Z doc", "Zurich facts", "corpora/kb/documents/z"),),
+        )
+        sources = [fg.types.Citation(uri="https://q.example", title="Q", start_index=0, end_index=5)]
+        parts = [fg.text_part("Café au lait. "), fg.text_part("Zürich is big.")]
+        fake.script(Reply(body=fg.response(parts, grounding=grounding, citation_sources=sources)))
+        response = stub.Chat(chat_request(user("Tell me.")), timeout=10)
+        url, document = chat_pb2.CITATION_KIND_URL, chat_pb2.CITATION_KIND_DOCUMENT
+        assert _cited(response.message.citations) == [
+            (url, "https://a.example", "A", 0, 4, "", ""),
+            (url, "https://b.example", "B", 14, 20, "", ""),
+            (document, "gs://kb/z.txt", "Z doc", 14, 20, "Zurich facts", "corpora/kb/documents/z"),
+            (url, "https://c.example", "C", None, None, "", ""),
+            (url, "https://q.example", "Q", 0, 4, "", ""),
+        ]
+        text_value = "".join(part.text for part in response.message.content)
+        assert text_value[14:20] == "Zürich"
+
+    def test_streamed_grounding_sent_once(self, stub: Any, fake: FakeGemini) -> None:
+        """Grounding on a stream's chunk comes as a delta of its own after its text; repeated metadata is not
+        sent again; segments past the chunk's own part count bytes of the whole answer."""
+        grounding = fg.web_grounding([("https://a.example", "A")], [(0, 14, [0], None)])
+        events = [
+            fg.response([fg.text_part("Café ")], finish_reason=None),
+            fg.response([fg.text_part("Zürich.")], finish_reason=None, grounding=grounding),
+            fg.response([], usage_metadata=fg.usage(3, 2), grounding=grounding),
+        ]
+        fake.script(Reply(events=events))
+        received = list(stub.StreamChat(stream_request(user("Hi")), timeout=10))
+        carriers = [event.delta for event in received[:-1] if event.delta.citations]
+        assert len(carriers) == 1
+        assert not carriers[0].text
+        assert _cited(carriers[0].citations) == [(chat_pb2.CITATION_KIND_URL, "https://a.example", "A", 0, 12, "", "")]
+        assert [event.delta.text for event in received[:-1]] == ["Café ", "Zürich.", ""]
+
+    def test_citations_in_history_are_not_sent_upstream(self, stub: Any, fake: FakeGemini) -> None:
+        """An assistant turn with citations is accepted; Gemini's model turn gets its text only."""
+        fake.script(Reply(body=fg.response([fg.text_part("ok")])))
+        earlier = message(chat_pb2.ROLE_ASSISTANT, "Zürich.")
+        earlier.citations.add(kind=chat_pb2.CITATION_KIND_URL, url="https://a.example", start_index=0, end_index=6)
+        stub.Chat(chat_request(user("Hi"), earlier, user("More?")), timeout=10)
+        assert fake.requests[0].body["contents"][1] == {"role": "model", "parts": [{"text": "Zürich."}]}
+
+
 class TestStreaming:
     def test_streaming_text(self, stub: Any, fake: FakeGemini) -> None:
         """SSE chunks become text deltas, then exactly one final with finish reason and usage."""
@@ -824,3 +889,39 @@ class TestProcess:
         assert API_KEY not in log
         assert "unhandled error" not in log
         assert all(API_KEY not in json.dumps(r.headers) for r in fake.requests)
+
+
+class TestPromptCache:
+    def test_cached_content_sent_breakpoints_and_key_are_no_ops(self, stub: Any, fake: FakeGemini) -> None:
+        """settings.prompt_cache.cached_content → cachedContent; cache_control and the key leave no trace;
+        cachedContentTokenCount comes back as cached_input_tokens, unary and streamed."""
+        fake.script(Reply(body=fg.response([fg.text_part("Hi")], usage_metadata=fg.usage(3000, 2, cached=2048))))
+        marked = chat_pb2.Message(
+            role=chat_pb2.ROLE_USER,
+            content=[
+                chat_pb2.ContentPart(text="Long context.", cache_control=chat_pb2.CacheControl()),
+                chat_pb2.ContentPart(text="Question?"),
+            ],
+        )
+        cache = chat_pb2.PromptCache(key="tenant-7", cached_content="cachedContents/handbook-1")
+        settings = chat_pb2.GenerationSettings(prompt_cache=cache)
+        response = stub.Chat(chat_request(marked, settings=settings), timeout=10)
+        body = fake.requests[0].body
+        assert body["cachedContent"] == "cachedContents/handbook-1"
+        assert "cache_control" not in json.dumps(body)
+        assert "tenant-7" not in json.dumps(body)
+        assert_golden("prompt_cache", body)
+        assert (response.usage.input_tokens, response.usage.cached_input_tokens) == (3000, 2048)
+        assert response.usage.cache_write_input_tokens == 0
+        fake.script(Reply(events=[fg.response([fg.text_part("Hi")], usage_metadata=fg.usage(3000, 2, cached=2048))]))
+        _, final = collect(stub, pb.ProviderServiceStreamChatRequest(model="gemini-2.5-flash", messages=[marked]))
+        assert final.usage.cached_input_tokens == 2048
+
+    def test_cached_content_contradicting_the_extension_is_refused(self, stub: Any, fake: FakeGemini) -> None:
+        """extensions.google.cached_content and the shared field may not disagree."""
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(cached_content="cachedContents/a"))
+        extensions = struct_pb2.Struct()
+        extensions.update({"google": {"cached_content": "cachedContents/b"}})
+        error = failure(stub.Chat, chat_request(user("Hi"), settings=settings, extensions=extensions), timeout=10)
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "extensions.google.cached_content")
+        assert fake.requests == []

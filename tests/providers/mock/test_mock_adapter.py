@@ -274,3 +274,63 @@ class TestMockLogprobs:
         assert list(unary.message.logprobs) == streamed
         assert "".join(item.token for item in streamed) == "".join(event.delta.text for event in events[:-1])
         assert [len(item.top_logprobs) for item in streamed] == [2] * len(streamed)
+
+
+class TestMockCitations:
+    def test_made_up_citation_spans_the_answer_unary_and_stream(self, stub) -> None:
+        """citations: true gives one deterministic URL citation over the whole text, the same on both paths."""
+        request = _request("tail", _user("a b"), citations=True)
+        unary = stub.Chat(request, timeout=5)
+        [citation] = unary.message.citations
+        text = "".join(part.text for part in unary.message.content)
+        assert (citation.kind, citation.start_index, citation.end_index) == (chat_pb2.CITATION_KIND_URL, 0, len(text))
+        assert citation.url.startswith("https://mock.invalid/sources/")
+        assert stub.Chat(request, timeout=5).message.citations[0] == citation
+        events = list(stub.StreamChat(ppb.ProviderServiceStreamChatRequest(**_fields(request)), timeout=5))
+        carriers = [event.delta for event in events[:-1] if event.delta.citations]
+        assert [list(delta.citations) for delta in carriers] == [[citation]]
+        assert not carriers[0].text
+        assert events.index(next(e for e in events if e.delta.citations)) == len(events) - 2
+
+    def test_given_citations_and_a_bad_one(self, stub) -> None:
+        """A list of Citation objects comes back as given; one that is not a Citation is INVALID_ARGUMENT."""
+        given = {"kind": "CITATION_KIND_DOCUMENT", "documentIndex": 0, "citedText": "x", "startIndex": 1, "endIndex": 2}
+        response = stub.Chat(_request("tail", _user("a"), citations=[given]), timeout=5)
+        assert response.message.citations[0] == chat_pb2.Citation(
+            kind=chat_pb2.CITATION_KIND_DOCUMENT, document_index=0, cited_text="x", start_index=1, end_index=2
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(_request("tail", _user("a"), citations=[{"nope": 1}]), timeout=5)
+        error = MeshError.from_rpc_error(caught.value)
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "extensions.mock.citations[0]")
+
+
+class TestMockPromptCache:
+    def _system(self) -> chat_pb2.Message:
+        part = chat_pb2.ContentPart(text="one two three four five six", cache_control=chat_pb2.CacheControl())
+        return chat_pb2.Message(role=chat_pb2.ROLE_SYSTEM, content=[part])
+
+    def test_first_turn_writes_the_prefix_and_later_turns_read_it(self, stub) -> None:
+        """The messages up to the breakpoint (4 + 6 words = 10 tokens): written on turn one, read after, both paths."""
+        first = _request("tail", self._system(), _user("a b"))
+        unary = stub.Chat(first, timeout=5)
+        assert (unary.usage.input_tokens, unary.usage.cache_write_input_tokens, unary.usage.cached_input_tokens) == (
+            16,
+            10,
+            0,
+        )
+        answer = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, content=[chat_pb2.ContentPart(text="ok")])
+        later = _request("tail", self._system(), _user("a b"), answer, _user("c"))
+        events = list(stub.StreamChat(ppb.ProviderServiceStreamChatRequest(**_fields(later)), timeout=5))
+        usage = events[-1].final.usage
+        assert (usage.cache_write_input_tokens, usage.cached_input_tokens) == (0, 10)
+
+    def test_a_key_alone_caches_all_but_the_last_message(self, stub) -> None:
+        """settings.prompt_cache.key without breakpoints: the prefix is every message but the last."""
+        request = _request("tail", _user("a b c"), _user("d"))
+        request.settings.prompt_cache.key = "k"
+        assert stub.Chat(request, timeout=5).usage.cache_write_input_tokens == 7
+
+    def test_no_breakpoint_no_cache_counts(self, stub) -> None:
+        usage = stub.Chat(_request("tail", _user("a b")), timeout=5).usage
+        assert (usage.cache_write_input_tokens, usage.cached_input_tokens) == (0, 0)

@@ -24,6 +24,7 @@ from services.testing.fake_openai import (
     token_logprob,
     tool_call,
     tool_call_delta,
+    url_citation,
     usage,
 )
 from tests.providers.openai.helpers import (
@@ -485,6 +486,47 @@ class TestLogprobs:
         assert [pair for pair in pairs if pair[1]] == [("Hi", [("Hi", -0.2)]), ("!", [("!", -0.3)])]
 
 
+class TestCitations:
+    def test_url_citations_mapped_to_citations(self, stub, fake):
+        """The message's url_citation annotations come back as Message.citations, spans kept; none left in extensions."""
+        text_value = "Paris is the capital of France."
+        annotations = [url_citation("https://example.org/paris", "Paris", 0, 5)]
+        fake.script(Reply.json(completion(text_value, annotations=annotations)))
+        response = stub.Chat(chat_request(user("Capital of France?")), timeout=10)
+        [citation] = response.message.citations
+        assert citation.kind == chat_pb2.CITATION_KIND_URL
+        assert (citation.url, citation.title, citation.start_index, citation.end_index) == (
+            "https://example.org/paris",
+            "Paris",
+            0,
+            5,
+        )
+        assert "openai" not in response.message.extensions.fields
+
+    def test_streamed_url_citations_ride_their_delta(self, stub, fake):
+        """A delta's annotations come back as that delta's citations."""
+        events = [
+            chunk(role="assistant", content=""),
+            chunk(content="Paris."),
+            chunk(annotations=[url_citation("https://example.org/p", "P", 0, 5)]),
+            chunk(finish_reason="stop"),
+            chunk(no_choices=True, usage_body=usage(5, 2)),
+        ]
+        fake.script(Reply.stream(events))
+        received = _stream(stub, stream_request(user("Hi")))
+        cited = [citation for event in received[:-1] for citation in event.delta.citations]
+        assert [(c.url, c.start_index, c.end_index) for c in cited] == [("https://example.org/p", 0, 5)]
+
+    def test_citations_in_history_are_not_sent_upstream(self, stub, fake):
+        """An assistant turn carrying citations is accepted; Chat Completions has no place for them."""
+        fake.script(Reply.json(completion("ok")))
+        earlier = text(chat_pb2.ROLE_ASSISTANT, "Paris.")
+        earlier.citations.add(kind=chat_pb2.CITATION_KIND_URL, url="https://example.org/p", start_index=0, end_index=5)
+        stub.Chat(chat_request(user("Capital?"), earlier, user("Sure?")), timeout=10)
+        sent = fake.chat_requests[0].body["messages"][1]
+        assert sent == {"role": "assistant", "content": "Paris."}
+
+
 class TestStreaming:
     def test_text_stream(self, stub, fake):
         """Text deltas in order, then exactly one final with finish reason, usage, model and headroom."""
@@ -500,6 +542,16 @@ class TestStreaming:
         assert final.response_id == "chatcmpl-fake2"
         assert final.headroom.remaining_tokens == 799000
         assert_golden("stream_text", fake.chat_requests[0].body)
+
+    def test_finished_stream_leaves_its_connection_for_the_next(self, stub, fake):
+        """After [DONE] the rest of the body is read, so the next call goes over the same kept-alive connection."""
+        fake.script(Reply.stream(text_stream(["one"])), Reply.stream(text_stream(["two"])))
+        first = _stream(stub, stream_request(user("first")))
+        second = _stream(stub, stream_request(user("second")))
+        assert [first[0].delta.text, second[0].delta.text] == ["one", "two"]
+        ports = [request.client_port for request in fake.chat_requests]
+        assert len(ports) == 2
+        assert ports[0] == ports[1] != 0
 
     def test_reasoning_content_stream(self, stub, fake):
         """A compatible server's delta.reasoning_content streams as reasoning deltas before the text."""
@@ -860,3 +912,61 @@ class TestProcess:
         log = adapter.log()
         assert "serving" in log
         assert KEY not in log
+
+
+def _breakpoint() -> chat_pb2.CacheControl:
+    return chat_pb2.CacheControl(ttl=chat_pb2.CACHE_TTL_1H)
+
+
+class TestPromptCache:
+    def test_key_is_sent_and_breakpoints_are_served_as_no_ops(self, stub, fake):
+        """settings.prompt_cache.key → prompt_cache_key; cache_control on parts and tools leaves no trace in the body."""
+        fake.script(Reply.json(completion("Hi", usage_body=usage(1200, 3, cached=1024, cache_write=150))))
+        system = chat_pb2.Message(
+            role=chat_pb2.ROLE_SYSTEM,
+            content=[chat_pb2.ContentPart(text="You are terse.", cache_control=_breakpoint())],
+        )
+        tool = weather_tool()
+        tool.cache_control.CopyFrom(_breakpoint())
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(key="tenant-7/faq"))
+        response = stub.Chat(chat_request(system, user("Hi"), settings=settings, tools=[tool]), timeout=10)
+        body = fake.chat_requests[0].body
+        assert body["prompt_cache_key"] == "tenant-7/faq"
+        assert "cache_control" not in json.dumps(body)
+        assert_golden("prompt_cache", body)
+        usage_back = response.usage
+        assert (usage_back.input_tokens, usage_back.cached_input_tokens, usage_back.cache_write_input_tokens) == (
+            1200,
+            1024,
+            150,
+        )
+
+    def test_streamed_usage_carries_cache_counts(self, stub, fake):
+        """The stream's usage chunk: cached_tokens and cache_write_tokens reach the final's usage."""
+        events = [
+            chunk(role="assistant", content="Hi"),
+            chunk(finish_reason="stop"),
+            chunk(no_choices=True, usage_body=usage(900, 2, cached=512, cache_write=64)),
+        ]
+        fake.script(Reply.stream(events))
+        received = _stream(stub, stream_request(user("Hi")))
+        final = received[-1].final.usage
+        assert (final.cached_input_tokens, final.cache_write_input_tokens) == (512, 64)
+
+    def test_explicit_cache_is_refused_by_name(self, stub, fake):
+        """Gemini's cached_content is one OpenAI cannot serve: UNSUPPORTED_FEATURE, no upstream call."""
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(cached_content="cachedContents/a1"))
+        error = _chat_error(stub, chat_request(user("Hi"), settings=settings))
+        assert (error.code, error.reason, error.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNSUPPORTED_FEATURE",
+            "settings.prompt_cache.cached_content",
+        )
+        assert fake.chat_requests == []
+
+    def test_key_contradicting_the_extension_is_refused(self, stub, fake):
+        """extensions.openai.prompt_cache_key and the shared key may not disagree."""
+        settings = chat_pb2.GenerationSettings(prompt_cache=chat_pb2.PromptCache(key="a"))
+        request = chat_request(user("Hi"), settings=settings, extensions=struct({"openai": {"prompt_cache_key": "b"}}))
+        error = _chat_error(stub, request)
+        assert (error.code, error.field) == (grpc.StatusCode.INVALID_ARGUMENT, "extensions.openai.prompt_cache_key")
