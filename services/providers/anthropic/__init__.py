@@ -54,7 +54,7 @@ Responses, `ProviderServiceChatResponse.extensions["anthropic"]` and
     ignored_settings settings set on the request that did not reach the model: "seed"
                      always; "temperature" and "top_p" unless the router said the model
                      takes them (routing file `capabilities.sampling: true`, sent as
-                     llmmesh-model-capabilities); then one of them goes in extra_body,
+                     llmmesh-model-capabilities); then one of them goes in the body,
                      temperature when both are set (Anthropic: alter one, not both),
                      and a temperature above 1 is refused (UNSUPPORTED_FEATURE)
     thinking         (stream final only) the thinking blocks of the streamed turn, to send back

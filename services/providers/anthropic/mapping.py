@@ -54,7 +54,7 @@ _JSON_OBJECT_TOOL_PARAM = {
 MAX_CACHE_BREAKPOINTS = 4
 
 # GenerationSettings the SDK 2.10 signature has no parameter for. temperature and
-# top_p go in `extra_body` to models the routing file marks `sampling: true` (the
+# top_p go in the body to models the routing file marks `sampling: true` (the
 # router says so in llmmesh-model-capabilities); the rest are dropped and
 # reported in the response's extensions.anthropic.ignored_settings.
 _UNMAPPED_SETTINGS = ("temperature", "top_p", "seed")
@@ -78,7 +78,7 @@ def extension_of(holder: Any) -> dict[str, Any]:
 
 
 def sampling_sent(request: Request, *, sampling: bool) -> dict[str, float]:
-    """The sampling settings that go to the model in `extra_body`.
+    """The sampling settings that go to the model (top-level body fields, as `extra_body` would put them).
 
     Only to models that take them (`sampling`), and one of the two:
     Anthropic's docs say to alter temperature or top_p, not both, and its
@@ -168,10 +168,9 @@ def build_create_kwargs(
     for key in _TOP_LEVEL_OPTIONS:
         if key in options:
             kwargs[key] = options[key]
-    sent = sampling_sent(request, sampling=sampling)
-    if sent:
-        # SDK 2.10's create() has no temperature / top_p parameters; the wire still takes them.
-        kwargs["extra_body"] = sent
+    # SDK 2.10's create() has no temperature / top_p parameters; the wire takes them, and the adapter
+    # posts this body as JSON itself (wire.body_bytes), as create(extra_body=...) would merge them.
+    kwargs.update(sampling_sent(request, sampling=sampling))
     metadata = kwargs.get("metadata", {})
     if request.caller.user and isinstance(metadata, dict) and "user_id" not in metadata:
         # The end user, for Anthropic's abuse detection; extensions.anthropic.metadata.user_id wins.
