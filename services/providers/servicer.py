@@ -19,6 +19,7 @@ from opentelemetry.metrics import Meter, Observation
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
+from services.common import model_capabilities
 from services.common import telemetry_genai as genai
 from services.common import telemetry_names as names
 from services.common.errors import (
@@ -95,6 +96,7 @@ class ProviderServicer:
         self.in_flight += 1
         self._calls.add(1, self._call_key("unary"))
         upstream = _UpstreamCall(self._adapter.provider, request)
+        model_capabilities.current.set(model_capabilities.decode(context.invocation_metadata()))
         try:
             response = await self._adapter.chat(request, timeout=self._timeout(context))
             upstream.answered(response.usage, response.finish_reason, response.response_model, response.response_id)
@@ -118,6 +120,7 @@ class ProviderServicer:
         self.in_flight += 1
         self._calls.add(1, self._call_key("stream"))
         upstream = _UpstreamCall(self._adapter.provider, request, stream=True)
+        model_capabilities.current.set(model_capabilities.decode(context.invocation_metadata()))
         text: list[str] = []
         try:
             finished = False

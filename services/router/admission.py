@@ -21,7 +21,7 @@ from services.common.auth import current_tenant
 from services.common.errors import REASON_MODEL_NOT_FOUND, MeshError, invalid_argument
 from services.common.tenants import Tenant
 from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request, validate_embed_request
-from services.router import access, auto
+from services.router import access, auto, extensions
 from services.router.config import Candidate, ModelRoute, RoutingTable
 from services.router.quotas import QuotaGate
 
@@ -60,6 +60,8 @@ class Admission:
             served.attribute(request.caller.labels)
         if request.HasField("routing"):
             validate_routing(request.routing)
+        if request.HasField("extensions"):
+            extensions.validate(request.extensions, self.table.routing)
         if not auto.is_auto(request.model):
             candidate = self.table.lookup(request.model)
             if candidate is None:

@@ -6,8 +6,10 @@ The policy, in order (documented in the README):
 3. Drop models whose context window cannot hold the prompt (estimated at 4
    characters a token) plus the requested max output tokens (or
    `auto.reserve_output_tokens`).
-4. When the request carries tools, drop models marked `supports_tools: false`;
-   when it asks for reasoning, drop models marked `reasoning: false`.
+4. Drop models whose routing-file capabilities lack what the request needs:
+   tools (`capabilities.tools`, or `supports_tools: false`), reasoning
+   (`reasoning: false`), image, document and audio parts (`vision`,
+   `documents`, `audio` false), a JSON schema (`json_schema: false`).
 5. Move models without a discovered instance, with an open circuit breaker,
    or whose provider reported low rate-limit headroom, behind the others.
 6. The first model answers; the rest are its fallbacks, in that order.
@@ -85,6 +87,10 @@ def choose(
     needed = estimate_prompt_tokens(request) + output
     has_tools = bool(request.tools)
     wants_reasoning = asks_for_reasoning(request)
+    kinds = {part.WhichOneof("kind") for message in request.messages for part in message.content}
+    kinds |= {part.WhichOneof("kind") for message in request.messages for part in message.tool_result.parts}
+    has_images, has_documents, has_audio = "image" in kinds, "document" in kinds, "audio" in kinds
+    wants_schema = settings.response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
     chosen: list[Candidate] = []
     for name in tier.models:
         candidate = table.lookup(name)
@@ -95,13 +101,25 @@ def choose(
             continue
         if wants_reasoning and not candidate.reasoning:
             continue
+        caps = candidate.capabilities
+        if (
+            (has_images and not caps.vision)
+            or (has_documents and not caps.documents)
+            or (has_audio and not caps.audio)
+            or (wants_schema and not caps.json_schema)
+        ):
+            continue
         chosen.append(candidate)
     if not chosen:
         raise MeshError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"messages: about {needed} tokens (prompt + output) fit no model of tier {tier_name!r}"
             + ("" if not has_tools else " that supports tools")
-            + ("" if not wants_reasoning else " that reasons"),
+            + ("" if not wants_reasoning else " that reasons")
+            + ("" if not has_images else " that reads images")
+            + ("" if not has_documents else " that reads documents")
+            + ("" if not has_audio else " that hears audio")
+            + ("" if not wants_schema else " that follows JSON schemas"),
             reason=REASON_CONTEXT_WINDOW_EXCEEDED,
             field="messages",
         )

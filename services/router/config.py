@@ -62,6 +62,49 @@ class AttemptSettings(_Strict):
     max_retries: int | None = Field(None, ge=0, le=10)
 
 
+class Capabilities(_Strict):
+    """What a model can do (routing file `capabilities:`); unset: see `resolved`.
+
+    The router skips a candidate whose capability a request needs (tools,
+    images, a JSON schema, reasoning, more output tokens) with
+    UNSUPPORTED_FEATURE before any attempt; ListModels and GET /v1/models show
+    the resolved values.
+    """
+
+    #: Image parts in user messages. Default true (the adapter refuses what it cannot read).
+    vision: bool | None = None
+    #: Document parts (DocumentPart: PDF, plain text) in user messages. Default true.
+    documents: bool | None = None
+    #: Audio parts (AudioPart) in user messages. Default true.
+    audio: bool | None = None
+    #: Tool calls; the older `supports_tools` says the same. Default true.
+    tools: bool | None = None
+    #: A JSON schema for the answer (response_format json_schema). Default true.
+    json_schema: bool | None = None
+    #: Reasoning; the older `reasoning` flag says the same. Default true.
+    reasoning: bool | None = None
+    #: Takes temperature and top_p. Default: true, except on anthropic providers, whose adapter
+    #: sends them only to models marked `sampling: true` (the newest Claude models refuse them).
+    sampling: bool | None = None
+    #: Most output tokens per answer; 0: unknown. A request asking for more moves on.
+    max_output_tokens: int = Field(0, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCapabilities:
+    """Capabilities with every default applied (what the router and ListModels use)."""
+
+    vision: bool = True
+    documents: bool = True
+    audio: bool = True
+    tools: bool = True
+    json_schema: bool = True
+    reasoning: bool = True
+    sampling: bool = True
+    context_window: int = 0
+    max_output_tokens: int = 0
+
+
 class ModelRoute(AttemptSettings):
     """One model callers may ask for."""
 
@@ -81,6 +124,50 @@ class ModelRoute(AttemptSettings):
     #: Vector length of an embedding model (0: a chat model). Embedding models serve Embed
     #: only, are priced by `price.input_per_mtok`, and fall back only to the same length.
     dimensions: int = Field(0, ge=0, le=65536)
+    #: What the model can do; `supports_tools` and `reasoning` above are older spellings of
+    #: `capabilities.tools` and `capabilities.reasoning` (set one or the other, or both alike).
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+
+    def check_legacy_flags(self, name: str) -> None:
+        """`supports_tools` / `reasoning` and their `capabilities` spellings must not disagree."""
+        for legacy, new in (("supports_tools", "tools"), ("reasoning", "reasoning")):
+            stated = getattr(self.capabilities, new)
+            if legacy in self.model_fields_set and stated is not None and stated != getattr(self, legacy):
+                raise ConfigProblem(
+                    ("models", name, "capabilities", new),
+                    f"says {str(stated).lower()} but `{legacy}` says {str(getattr(self, legacy)).lower()}; "
+                    "keep one of them",
+                )
+
+    def resolved(self, kind: str) -> ResolvedCapabilities:
+        """The capabilities with defaults: the older flags, then true (sampling: false on anthropic)."""
+        caps = self.capabilities
+        if self.dimensions:
+            # An embedding model serves Embed only: none of the chat capabilities apply.
+            return ResolvedCapabilities(
+                vision=False,
+                documents=False,
+                audio=False,
+                tools=False,
+                json_schema=False,
+                reasoning=False,
+                sampling=False,
+            )
+
+        def pick(value: bool | None, default: bool) -> bool:
+            return default if value is None else value
+
+        return ResolvedCapabilities(
+            vision=pick(caps.vision, True),
+            documents=pick(caps.documents, True),
+            audio=pick(caps.audio, True),
+            tools=pick(caps.tools, self.supports_tools),
+            json_schema=pick(caps.json_schema, True),
+            reasoning=pick(caps.reasoning, self.reasoning),
+            sampling=pick(caps.sampling, kind != "anthropic"),
+            context_window=self.context_window,
+            max_output_tokens=caps.max_output_tokens,
+        )
 
 
 class Budget(_Strict):
@@ -185,6 +272,7 @@ class RoutingFile(_Strict):
                     raise ConfigProblem(("models", name, "fallbacks", index), "a model cannot fall back to itself")
                 _check_same_dimensions(name, model, index, fallback, self.models[fallback])
             self._check_embeddings_provider(name, model)
+            model.check_legacy_flags(name)
             for index, alias in enumerate(model.aliases):
                 if alias in seen:
                     raise ConfigProblem(
@@ -252,6 +340,8 @@ class Candidate:
     dimensions: int = 0
     #: May take over a stream mid-answer (its provider is marked `continues_prefix`).
     continues_prefix: bool = False
+    #: What the model can do (routing file `capabilities`, defaults applied).
+    capabilities: ResolvedCapabilities = ResolvedCapabilities()
 
     def cost(
         self, input_tokens: int, output_tokens: int, cached_input_tokens: int, cache_write_input_tokens: int = 0
@@ -287,10 +377,12 @@ class RoutingTable:
     def _build(self, name: str, route: ModelRoute) -> Candidate:
         provider = self.routing.providers[route.provider]
         defaults = self.routing.defaults
+        kind = provider.kind or route.provider
+        capabilities = route.resolved(kind)
         return Candidate(
             name=name,
             provider=route.provider,
-            kind=provider.kind or route.provider,
+            kind=kind,
             service=provider.service or f"llmmesh-provider-{route.provider}",
             upstream_model=route.upstream_model or name,
             context_window=route.context_window,
@@ -299,10 +391,11 @@ class RoutingTable:
             strategy=route.strategy or defaults.strategy,
             hedge_delay_ms=route.hedge_delay_ms if route.hedge_delay_ms is not None else defaults.hedge_delay_ms,
             max_retries=route.max_retries if route.max_retries is not None else defaults.max_retries,
-            supports_tools=route.supports_tools,
-            reasoning=route.reasoning,
+            supports_tools=capabilities.tools,
+            reasoning=capabilities.reasoning,
             dimensions=route.dimensions,
             continues_prefix=provider.continues_prefix,
+            capabilities=capabilities,
         )
 
     def lookup(self, name: str) -> Candidate | None:

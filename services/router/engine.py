@@ -15,7 +15,8 @@ every response (or error) lists what each attempt did.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import functools
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -23,19 +24,21 @@ import grpc
 import structlog
 from opentelemetry import trace
 
+from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as ppb
 from llmmesh.v1 import router_service_pb2 as rpb
+from services.common import model_capabilities
 from services.common import telemetry_names as names
 from services.common.auth import current_tenant
 from services.common.errors import REASON_MODEL_NOT_FOUND, MeshError, invalid_argument, unsupported_feature
 from services.common.reasoning import asks_for_reasoning
-from services.router import access, auto
+from services.router import access, auto, extensions
 from services.router.answers import answer_fields
 from services.router.attempts import judge_answer
 from services.router.balancer import Balancer
 from services.router.breakers import BreakerRegistry, CircuitBreaker
 from services.router.budgets import SlidingBudget
-from services.router.config import Candidate, RoutingTable, Strategy
+from services.router.config import Candidate, ResolvedCapabilities, RoutingTable, Strategy
 from services.router.deadlines import DeadlineMargin
 from services.router.executor import Executor
 from services.router.observations import HeadroomTracker, LatencyTracker
@@ -43,7 +46,14 @@ from services.router.race import REASON_CIRCUIT_OPEN, Flight, Race
 from services.router.race_errors import REASON_MESH_MISCONFIGURED
 from services.router.streaming import StreamRun
 
-__all__ = ["REASON_CIRCUIT_OPEN", "REASON_MESH_MISCONFIGURED", "Plan", "RouterEngine", "provider_request"]
+__all__ = [
+    "REASON_CIRCUIT_OPEN",
+    "REASON_MESH_MISCONFIGURED",
+    "Plan",
+    "RouterEngine",
+    "capability_metadata",
+    "provider_request",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -200,7 +210,9 @@ class RouterEngine:
 
         async def call(flight: Flight) -> ppb.ProviderServiceChatResponse:
             answer: ppb.ProviderServiceChatResponse = await flight.instance.stub.Chat(
-                provider_request(request, flight.candidate, ppb.ProviderServiceChatRequest), timeout=flight.budget
+                provider_request(request, flight.candidate, ppb.ProviderServiceChatRequest),
+                timeout=flight.budget,
+                metadata=capability_metadata(flight.candidate),
             )
             self.headroom.record(flight.candidate.provider, answer.headroom)
             refusal = judge_answer(answer.finish_reason, fallback_on_content_filter=plan.fallback_on_content_filter)
@@ -278,12 +290,7 @@ def provider_request(
     *,
     assistant_prefix: str = "",
 ) -> Any:
-    if not candidate.reasoning and asks_for_reasoning(request):
-        # As an adapter refuses what its model cannot do: the attempt fails UNSUPPORTED_FEATURE and the
-        # router moves on, before any upstream call (the caller asked for reasoning, not for its absence).
-        raise unsupported_feature(
-            "settings.reasoning", f"model {candidate.name!r} does not reason (reasoning: false in the routing file)"
-        )
+    _check_capabilities(request, candidate)
     built = cls(
         model=candidate.upstream_model,
         messages=request.messages,
@@ -293,8 +300,81 @@ def provider_request(
         assistant_prefix=assistant_prefix,
         caller=request.caller,
     )
-    # Provider-only options reach adapters of that provider only.
-    own = request.extensions.fields.get(candidate.kind)
+    # Provider-only options reach adapters of that kind, or of that one instance, only.
+    own = extensions.for_candidate(request.extensions, candidate)
     if own is not None:
         built.extensions.fields[candidate.kind].CopyFrom(own)
     return built
+
+
+def capability_metadata(candidate: Candidate) -> tuple[tuple[str, str], ...]:
+    """`llmmesh-model-capabilities` for an attempt on `candidate`: its true capabilities."""
+    return _capability_metadata(candidate.capabilities)
+
+
+@functools.cache
+def _capability_metadata(caps: ResolvedCapabilities) -> tuple[tuple[str, str], ...]:
+    # Built once per distinct capability set (a handful per routing file), not per attempt.
+    flags = ("vision", "documents", "audio", "tools", "json_schema", "reasoning", "sampling")
+    return model_capabilities.encode(flag for flag in flags if getattr(caps, flag))
+
+
+def _check_capabilities(request: RouterRequest, candidate: Candidate) -> None:
+    """What the routing file says the model cannot do, refused as an adapter would.
+
+    The attempt fails UNSUPPORTED_FEATURE naming the field and the router
+    moves on, before any upstream call: the caller asked for the feature, not
+    for a model without it.
+    """
+    caps = candidate.capabilities
+    where = "in the routing file"
+    if not caps.reasoning and asks_for_reasoning(request):
+        raise unsupported_feature(
+            "settings.reasoning", f"model {candidate.name!r} does not reason (reasoning: false {where})"
+        )
+    if not caps.tools and request.tools:
+        raise unsupported_feature(
+            "tools", f"model {candidate.name!r} cannot call tools (capabilities.tools: false {where})"
+        )
+    if not caps.json_schema and request.settings.response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        raise unsupported_feature(
+            "settings.response_format.json_schema",
+            f"model {candidate.name!r} does not follow JSON schemas (capabilities.json_schema: false {where})",
+        )
+    lacking = {
+        kind: (flag, words)
+        for kind, flag, words in (
+            ("image", "vision", "reads no images"),
+            ("document", "documents", "reads no documents"),
+            ("audio", "audio", "hears no audio"),
+        )
+        if not getattr(caps, flag)
+    }
+    if lacking:
+        for path, part in _media_parts(request):
+            kind = part.WhichOneof("kind")
+            if kind in lacking:
+                flag, words = lacking[kind]
+                raise unsupported_feature(
+                    f"{path}.{kind}", f"model {candidate.name!r} {words} (capabilities.{flag}: false {where})"
+                )
+    settings = request.settings
+    if (
+        caps.max_output_tokens
+        and settings.HasField("max_output_tokens")
+        and (settings.max_output_tokens > caps.max_output_tokens)
+    ):
+        raise unsupported_feature(
+            "settings.max_output_tokens",
+            f"model {candidate.name!r} writes at most {caps.max_output_tokens} tokens "
+            f"(capabilities.max_output_tokens {where}); ask for fewer",
+        )
+
+
+def _media_parts(request: RouterRequest) -> Iterator[tuple[str, chat_pb2.ContentPart]]:
+    """(field path, part) for every content part and tool-result part of the request."""
+    for index, message in enumerate(request.messages):
+        for part_index, part in enumerate(message.content):
+            yield f"messages[{index}].content[{part_index}]", part
+        for part_index, part in enumerate(message.tool_result.parts):
+            yield f"messages[{index}].tool_result.parts[{part_index}]", part

@@ -1,4 +1,4 @@
-"""ListModels pages (AIP-158): a page is the models after the one the token names, in the table's order.
+"""ListModels pages (AIP-158) and the capabilities each model shows: a page is the models after the one the token names, in the table's order.
 
 The token is opaque to callers: URL-safe base64 of the last name served. A
 routing-table reload that drops that model makes the token stale, which the
@@ -13,7 +13,9 @@ import binascii
 from collections.abc import Sequence
 from typing import TypeVar
 
+from llmmesh.v1 import chat_pb2
 from services.common.errors import invalid_argument
+from services.router.config import ResolvedCapabilities
 
 MAX_PAGE_SIZE = 1000
 _TOKEN_PREFIX = "after:"
@@ -33,6 +35,21 @@ def page_of(entries: Sequence[Entry], names: Sequence[str], page_size: int, page
     end = len(entries) if page_size == 0 else min(len(entries), start + page_size)
     token = _token_for(names[end - 1]) if end < len(entries) else ""
     return list(entries[start:end]), token
+
+
+def capabilities_message(caps: ResolvedCapabilities) -> chat_pb2.ModelCapabilities:
+    """ModelInfo.capabilities from the routing file's resolved capabilities."""
+    return chat_pb2.ModelCapabilities(
+        vision=caps.vision,
+        documents=caps.documents,
+        audio=caps.audio,
+        tools=caps.tools,
+        json_schema=caps.json_schema,
+        reasoning=caps.reasoning,
+        sampling=caps.sampling,
+        context_window=caps.context_window,
+        max_output_tokens=caps.max_output_tokens,
+    )
 
 
 def _token_for(name: str) -> str:

@@ -293,13 +293,44 @@ def _legacy_delta(delta: chat_pb2.ChatDelta) -> dict[str, Any] | None:
 
 
 def model_entry(name: str, route: ModelRoute, candidate: Candidate, balancer: Balancer) -> dict[str, Any]:
-    """One `model` object of GET /v1/models."""
+    """One `model` object of GET /v1/models.
+
+    Besides OpenAI's four fields, what the model can do in OpenRouter's names
+    (`context_length`, `architecture.input_modalities`,
+    `top_provider.max_completion_tokens`, `supported_parameters`) and the
+    mesh's own under `llmmesh.capabilities` (ModelCapabilities' fields).
+    """
+    caps = candidate.capabilities
+    modalities = ["text"] + ["image"] * caps.vision + ["file"] * caps.documents + ["audio"] * caps.audio
+    parameters = ["max_tokens", "stop", "seed", "response_format"]
+    parameters += ["temperature", "top_p"] * caps.sampling
+    parameters += ["tools", "tool_choice", "parallel_tool_calls"] * caps.tools
+    parameters += ["structured_outputs"] * caps.json_schema
+    parameters += ["reasoning", "include_reasoning"] * caps.reasoning
     return {
         "id": name,
         "object": "model",
         "created": 0,
         "owned_by": candidate.kind,
+        "context_length": route.context_window or None,
+        "architecture": {"input_modalities": modalities, "output_modalities": ["text"]},
+        "top_provider": {
+            "context_length": route.context_window or None,
+            "max_completion_tokens": caps.max_output_tokens or None,
+        },
+        "supported_parameters": sorted(parameters),
         "llmmesh": {
+            "capabilities": {
+                "vision": caps.vision,
+                "documents": caps.documents,
+                "audio": caps.audio,
+                "tools": caps.tools,
+                "json_schema": caps.json_schema,
+                "reasoning": caps.reasoning,
+                "sampling": caps.sampling,
+                "context_window": caps.context_window,
+                "max_output_tokens": caps.max_output_tokens,
+            },
             "provider": candidate.provider,
             "aliases": list(route.aliases),
             "context_window": route.context_window,

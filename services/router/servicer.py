@@ -18,7 +18,7 @@ from services.router.admission import Admission
 from services.router.balancer import Balancer
 from services.router.embeddings import EmbeddingRouter
 from services.router.engine import RouterEngine
-from services.router.model_pages import page_of
+from services.router.model_pages import capabilities_message, page_of
 from services.router.served import current_served
 
 
@@ -108,6 +108,7 @@ class RouterServicer:
                     mock=candidate.kind == "mock",
                     provider_instances=[candidate.provider],
                     available=available[candidate.service],
+                    capabilities=capabilities_message(candidate.capabilities),
                 )
             )
         return response

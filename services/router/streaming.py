@@ -185,7 +185,7 @@ class StreamRun:
             raise refusal
 
     def _open(self, flight: Flight) -> Any:
-        from services.router.engine import provider_request
+        from services.router.engine import capability_metadata, provider_request
 
         # The attempt's span is current while the call starts: the adapter's span becomes its child.
         with trace.use_span(flight.span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
@@ -197,6 +197,7 @@ class StreamRun:
                     assistant_prefix=self._prefix,
                 ),
                 timeout=flight.budget,
+                metadata=capability_metadata(flight.candidate),
             )
 
     async def _read(self, call: Any, flight: Flight) -> ppb.ProviderServiceStreamChatResponse:

@@ -38,6 +38,13 @@ class TestRoutingFile:
             (GOOD_ROUTING + "    context_window: lots\n", 6, "valid integer"),
             (GOOD_ROUTING + "    colour: blue\n", 6, "Extra inputs are not permitted"),
             (
+                GOOD_ROUTING + "    supports_tools: false\n    capabilities: {tools: true}\n",
+                7,
+                "models.mock-small.capabilities.tools: says true but `supports_tools` says false; keep one of them",
+            ),
+            (GOOD_ROUTING + "    capabilities: {vision: maybe}\n", 6, "valid boolean"),
+            (GOOD_ROUTING + "    capabilities: {max_output_tokens: -1}\n", 6, "greater than or equal to 0"),
+            (
                 GOOD_ROUTING + "  mock-large:\n    provider: mock\n    aliases: [mock-small]\n",
                 8,
                 "alias 'mock-small' is already used",
@@ -73,6 +80,9 @@ class TestRoutingFile:
             "unknown-fallback",
             "wrong-type",
             "unknown-key",
+            "capability-disagrees-with-legacy-flag",
+            "capability-not-boolean",
+            "capability-negative-tokens",
             "alias-clash",
             "yaml-syntax",
             "duplicate-key",

@@ -460,7 +460,7 @@ class ChatDelta(_message.Message):
     def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., reasoning: _Optional[_Union[ReasoningDelta, _Mapping]] = ..., refusal: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "provider", "aliases", "context_window", "description", "mock", "provider_instances", "available")
+    __slots__ = ("name", "provider", "aliases", "context_window", "description", "mock", "provider_instances", "available", "capabilities")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
@@ -469,6 +469,7 @@ class ModelInfo(_message.Message):
     MOCK_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     provider: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
@@ -477,4 +478,27 @@ class ModelInfo(_message.Message):
     mock: bool
     provider_instances: _containers.RepeatedScalarFieldContainer[str]
     available: bool
-    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., context_window: _Optional[int] = ..., description: _Optional[str] = ..., mock: _Optional[bool] = ..., provider_instances: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ...) -> None: ...
+    capabilities: ModelCapabilities
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., context_window: _Optional[int] = ..., description: _Optional[str] = ..., mock: _Optional[bool] = ..., provider_instances: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ..., capabilities: _Optional[_Union[ModelCapabilities, _Mapping]] = ...) -> None: ...
+
+class ModelCapabilities(_message.Message):
+    __slots__ = ("vision", "documents", "audio", "tools", "json_schema", "reasoning", "sampling", "context_window", "max_output_tokens")
+    VISION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    vision: bool
+    documents: bool
+    audio: bool
+    tools: bool
+    json_schema: bool
+    reasoning: bool
+    sampling: bool
+    context_window: int
+    max_output_tokens: int
+    def __init__(self, vision: _Optional[bool] = ..., documents: _Optional[bool] = ..., audio: _Optional[bool] = ..., tools: _Optional[bool] = ..., json_schema: _Optional[bool] = ..., reasoning: _Optional[bool] = ..., sampling: _Optional[bool] = ..., context_window: _Optional[int] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...

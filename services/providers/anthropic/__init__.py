@@ -51,8 +51,12 @@ Responses, `ProviderServiceChatResponse.extensions["anthropic"]` and
     stop_details     refusal details ({"type": "refusal", "category": ..., "explanation": ...});
                      a stop_reason "refusal" also sets Message.refusal (streams: one
                      ChatDelta.refusal) and FINISH_REASON_REFUSAL
-    ignored_settings settings the Messages API has no field for and the adapter dropped
-                     ("temperature", "top_p", "seed")
+    ignored_settings settings set on the request that did not reach the model: "seed"
+                     always; "temperature" and "top_p" unless the router said the model
+                     takes them (routing file `capabilities.sampling: true`, sent as
+                     llmmesh-model-capabilities); then one of them goes in the body,
+                     temperature when both are set (Anthropic: alter one, not both),
+                     and a temperature above 1 is refused (UNSUPPORTED_FEATURE)
     thinking         (stream final only) the thinking blocks of the streamed turn, to send back
                      as the assistant message's extensions; unary responses carry them on
                      `message.extensions` instead

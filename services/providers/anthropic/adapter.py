@@ -19,6 +19,7 @@ import httpx2
 
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
+from services.common import model_capabilities
 from services.common.errors import REASON_STREAM_TRUNCATED, REASON_UPSTREAM_TIMEOUT, MeshError
 from services.common.redaction import Redactor
 from services.providers.anthropic import wire
@@ -84,7 +85,10 @@ class AnthropicAdapter(ProviderAdapter):
 
     async def chat(self, request: pb.ProviderServiceChatRequest, *, timeout: float) -> pb.ProviderServiceChatResponse:
         kwargs = build_create_kwargs(
-            request, default_max_tokens=self._default_max_tokens, adaptive_models=self._adaptive
+            request,
+            default_max_tokens=self._default_max_tokens,
+            adaptive_models=self._adaptive,
+            sampling=_takes_sampling(),
         )
         _check_time_left(timeout)
         try:
@@ -109,7 +113,7 @@ class AnthropicAdapter(ProviderAdapter):
                     stop_reason=message.stop_reason,
                     stop_sequence=message.stop_sequence,
                     stop_details=message.stop_details,
-                    ignored=ignored_settings(request),
+                    ignored=ignored_settings(request, sampling=_takes_sampling()),
                 ),
             )
         return response
@@ -118,7 +122,10 @@ class AnthropicAdapter(ProviderAdapter):
         self, request: pb.ProviderServiceStreamChatRequest, *, timeout: float
     ) -> AsyncIterator[pb.ProviderServiceStreamChatResponse]:
         kwargs = build_create_kwargs(
-            request, default_max_tokens=self._default_max_tokens, adaptive_models=self._adaptive
+            request,
+            default_max_tokens=self._default_max_tokens,
+            adaptive_models=self._adaptive,
+            sampling=_takes_sampling(),
         )
         _check_time_left(timeout)
         deadline = asyncio.get_running_loop().time() + timeout
@@ -165,7 +172,7 @@ class AnthropicAdapter(ProviderAdapter):
                 stop_reason=assembler.stop_reason,
                 stop_sequence=assembler.stop_sequence,
                 stop_details=assembler.stop_details,
-                ignored=ignored_settings(request),
+                ignored=ignored_settings(request, sampling=_takes_sampling()),
             )
             set_extension(final.extensions, extension)
         yield pb.ProviderServiceStreamChatResponse(final=final)
@@ -188,6 +195,12 @@ class AnthropicAdapter(ProviderAdapter):
             )
             return cast(httpx2.Response, streamed)
         return await self._client.post(wire.MESSAGES_PATH, content=content, cast_to=httpx2.Response, options=options)
+
+
+def _takes_sampling() -> bool:
+    """The router said this call's model takes temperature / top_p (routing file `sampling: true`)."""
+    told = model_capabilities.current.get()
+    return told is not None and "sampling" in told
 
 
 def _check_usage(assembler: StreamAssembler) -> None:

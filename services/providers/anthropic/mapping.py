@@ -19,6 +19,7 @@ from google.protobuf import json_format, struct_pb2
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.errors import invalid_argument, unsupported_feature
+from services.common.extensions import ANTHROPIC_OTHER_OPTIONS, ANTHROPIC_TOP_LEVEL_OPTIONS
 from services.common.prompt_cache import wire_cache_control
 from services.common.reasoning import effort_name, own_reasoning, reasoning_of
 
@@ -30,8 +31,8 @@ Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamCha
 IMAGE_MIME_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 # Request options a caller may pass in extensions["anthropic"], and where they go.
-_TOP_LEVEL_OPTIONS = ("thinking", "metadata", "service_tier", "inference_geo", "cache_control")
-_OTHER_OPTIONS = ("effort", "disable_parallel_tool_use")
+_TOP_LEVEL_OPTIONS = ANTHROPIC_TOP_LEVEL_OPTIONS
+_OTHER_OPTIONS = ANTHROPIC_OTHER_OPTIONS
 ALLOWED_OPTIONS = (*_TOP_LEVEL_OPTIONS, *_OTHER_OPTIONS)
 
 # Anthropic's smallest thinking budget (ThinkingConfigEnabledParam: "Must be ≥1024").
@@ -52,9 +53,13 @@ _JSON_OBJECT_TOOL_PARAM = {
 # The Messages API takes at most this many cache_control breakpoints per request.
 MAX_CACHE_BREAKPOINTS = 4
 
-# GenerationSettings the Messages API (SDK 2.10) has no field for: dropped and
+# GenerationSettings the SDK 2.10 signature has no parameter for. temperature and
+# top_p go in the body to models the routing file marks `sampling: true` (the
+# router says so in llmmesh-model-capabilities); the rest are dropped and
 # reported in the response's extensions.anthropic.ignored_settings.
-_IGNORED_SETTINGS = ("temperature", "top_p", "seed")
+_UNMAPPED_SETTINGS = ("temperature", "top_p", "seed")
+# Anthropic's temperature range ("Ranges from 0.0 to 1.0"); the mesh's goes to 2.
+MAX_TEMPERATURE = 1.0
 
 
 def struct_to_plain(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -72,17 +77,48 @@ def extension_of(holder: Any) -> dict[str, Any]:
     return struct_to_plain(field.struct_value)
 
 
-def ignored_settings(request: Request) -> list[str]:
-    """Names of the settings this request set that Anthropic cannot honour."""
+def sampling_sent(request: Request, *, sampling: bool) -> dict[str, float]:
+    """The sampling settings that go to the model (top-level body fields, as `extra_body` would put them).
+
+    Only to models that take them (`sampling`), and one of the two:
+    Anthropic's docs say to alter temperature or top_p, not both, and its
+    newest models refuse both together, so with both set temperature goes
+    and top_p is reported as ignored.
+    """
+    if not sampling or not request.HasField("settings"):
+        return {}
+    settings = request.settings
+    if settings.HasField("temperature"):
+        if settings.temperature > MAX_TEMPERATURE:
+            raise unsupported_feature(
+                "settings.temperature",
+                f"Anthropic takes a temperature from 0 to {MAX_TEMPERATURE:g}; {settings.temperature:g} is above it",
+            )
+        return {"temperature": settings.temperature}
+    if settings.HasField("top_p"):
+        return {"top_p": settings.top_p}
+    return {}
+
+
+def ignored_settings(request: Request, *, sampling: bool = False) -> list[str]:
+    """Names of the settings this request set that did not reach the model."""
     if not request.HasField("settings"):
         return []
-    return [name for name in _IGNORED_SETTINGS if request.settings.HasField(name)]
+    sent = sampling_sent(request, sampling=sampling)
+    return [name for name in _UNMAPPED_SETTINGS if request.settings.HasField(name) and name not in sent]
 
 
 def build_create_kwargs(
-    request: Request, *, default_max_tokens: int, adaptive_models: frozenset[str] = frozenset()
+    request: Request,
+    *,
+    default_max_tokens: int,
+    adaptive_models: frozenset[str] = frozenset(),
+    sampling: bool = False,
 ) -> dict[str, Any]:
-    """The `messages.create` arguments for `request` (without stream and timeout)."""
+    """The `messages.create` arguments for `request` (without stream and timeout).
+
+    `sampling`: the model takes temperature / top_p (see `sampling_sent`).
+    """
     options = extension_of(request)
     for key in options:
         if key not in ALLOWED_OPTIONS:
@@ -132,6 +168,9 @@ def build_create_kwargs(
     for key in _TOP_LEVEL_OPTIONS:
         if key in options:
             kwargs[key] = options[key]
+    # SDK 2.10's create() has no temperature / top_p parameters; the wire takes them, and the adapter
+    # posts this body as JSON itself (wire.body_bytes), as create(extra_body=...) would merge them.
+    kwargs.update(sampling_sent(request, sampling=sampling))
     metadata = kwargs.get("metadata", {})
     if request.caller.user and isinstance(metadata, dict) and "user_id" not in metadata:
         # The end user, for Anthropic's abuse detection; extensions.anthropic.metadata.user_id wins.

@@ -69,6 +69,7 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common.citations import Seen as CitationsSeen
 from services.common.errors import invalid_argument, unsupported_feature
+from services.common.extensions import GOOGLE_REQUEST_OPTIONS
 from services.common.reasoning import effort_name
 from services.common.validation import audio_mime_type
 from services.providers.google import citations as google_citations
@@ -77,15 +78,7 @@ PROVIDER = "google"
 Request: TypeAlias = pb.ProviderServiceChatRequest | pb.ProviderServiceStreamChatRequest
 
 #: request.extensions["google"] keys passed through to GenerateContentConfig.
-ALLOWED_REQUEST_OPTIONS = (
-    "cached_content",
-    "frequency_penalty",
-    "presence_penalty",
-    "response_schema",
-    "safety_settings",
-    "thinking_config",
-    "top_k",
-)
+ALLOWED_REQUEST_OPTIONS = GOOGLE_REQUEST_OPTIONS
 
 _INT32_MAX = 2**31 - 1
 #: Google's documented stand-in for a missing signature (bytes whose URL-safe base64 is the literal).

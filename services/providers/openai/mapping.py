@@ -41,36 +41,15 @@ from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import provider_service_pb2 as pb
 from services.common import logprobs
 from services.common.errors import invalid_argument, unsupported_feature
+from services.common.extensions import OPENAI_ADAPTER_OPTIONS, OPENAI_REQUEST_OPTIONS
 from services.common.reasoning import effort_name, reasoning_of
 from services.common.validation import audio_format
 
 PROVIDER = "openai"
 
-#: Request options a caller may set in `extensions["openai"]`, passed as-is.
-#: `n`, `stream`, `stream_options`, `functions`/`function_call`, `audio` and
-#: `modalities` stay out: they would change the answer's shape.
-REQUEST_OPTIONS = frozenset(
-    {
-        "frequency_penalty",
-        "presence_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "user",
-        "safety_identifier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "reasoning_effort",
-        "service_tier",
-        "parallel_tool_calls",
-        "metadata",
-        "store",
-        "verbosity",
-        "prediction",
-        "web_search_options",
-    }
-)
-_ADAPTER_OPTIONS = frozenset({"json_schema_strict", "extra_body"})
+#: Request options a caller may set in `extensions["openai"]`, passed as-is (one list with the router's check).
+REQUEST_OPTIONS = OPENAI_REQUEST_OPTIONS
+_ADAPTER_OPTIONS = OPENAI_ADAPTER_OPTIONS
 _MESSAGE_ROUND_TRIP = ("refusal", "audio")
 
 MaxTokensField = Literal["max_completion_tokens", "max_tokens"]
