@@ -1,4 +1,4 @@
-"""Unary answers and stream finals have one shape, so the two paths cannot drift."""
+"""Requests and answers keep one shape across unary, stream, router and provider messages, so they cannot drift."""
 
 from __future__ import annotations
 
@@ -29,3 +29,35 @@ class TestResponseShapes:
         unary = _fields(ppb.ProviderServiceChatResponse.DESCRIPTOR, leave_out={"message"})
         final = _fields(ppb.ProviderStreamFinal.DESCRIPTOR, leave_out=set())
         assert final == unary
+
+
+def _numbered(descriptor: Descriptor, *, leave_out: set[str]) -> dict[str, tuple[int, int, str, bool]]:
+    """Name → (number, type, message type name, repeated): requests are copied field by field."""
+    return {
+        name: (descriptor.fields_by_name[name].number, *shape)
+        for name, shape in _fields(descriptor, leave_out=leave_out).items()
+    }
+
+
+class TestRequestShapes:
+    """Four request messages, one shape: the unary and stream requests of each service, and what the router forwards.
+
+    They stay four messages because each RPC's request type is part of the contract (changing it breaks
+    `buf breaking` and every generated client); this keeps them from drifting instead.
+    """
+
+    def test_router_stream_request_is_the_chat_request(self) -> None:
+        assert _numbered(rpb.StreamChatRequest.DESCRIPTOR, leave_out=set()) == _numbered(
+            rpb.ChatRequest.DESCRIPTOR, leave_out=set()
+        )
+
+    def test_provider_stream_request_is_the_provider_chat_request(self) -> None:
+        assert _numbered(ppb.ProviderServiceStreamChatRequest.DESCRIPTOR, leave_out=set()) == _numbered(
+            ppb.ProviderServiceChatRequest.DESCRIPTOR, leave_out=set()
+        )
+
+    def test_provider_request_carries_every_field_the_router_forwards(self) -> None:
+        """All but the router's own `routing`, and the adapter-only `assistant_prefix`, at the same numbers."""
+        router = _numbered(rpb.ChatRequest.DESCRIPTOR, leave_out={"routing"})
+        provider = _numbered(ppb.ProviderServiceChatRequest.DESCRIPTOR, leave_out={"assistant_prefix"})
+        assert provider == router
