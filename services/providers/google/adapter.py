@@ -1,8 +1,8 @@
 """The Google Gemini adapter on google-genai.
 
 Requests are built with the SDK's own transform and sent through its API
-client (`async_request` / `async_request_streamed`: auth, headers, timeout,
-APIError raising); the answers are read as decoded JSON through
+client (`async_request`, and for streams `wire.chunks` on the client's own
+request and SSE decoding: auth, headers, timeout, APIError raising); the answers are read as decoded JSON through
 `wire.Fields` instead of the SDK's per-chunk pydantic models (wire.py).
 
 One `genai.Client` per process, created at start and kept for the process
@@ -163,7 +163,7 @@ class GoogleAdapter(ProviderAdapter):
         reader = ResponseReader(turn=assistant_turn(request))
         async for chunk in self._chunks(mapped, config, request):
             with reading_body(self.provider):
-                deltas = reader.feed(wire.answer(chunk.body))
+                deltas = reader.feed(chunk)
             for delta in deltas:
                 yield pb.ProviderServiceStreamChatResponse(delta=delta)
         self._check_answered(reader)
@@ -195,7 +195,7 @@ class GoogleAdapter(ProviderAdapter):
     async def _chunks(
         self, mapped: GeminiRequest, config: types.GenerateContentConfig, request: Request
     ) -> AsyncIterator[Any]:
-        """The SDK's stream of raw chunks (`SdkHttpResponse`, the JSON in `body`), read by a pump task that dies with the gRPC handler task.
+        """The stream's decoded chunks (`wire.chunks`), read by a pump task that dies with the gRPC handler task.
 
         grpc.aio cancels the handler task while this generator may sit at a
         `yield`; the SDK's nested generators would then close only when the
@@ -234,7 +234,7 @@ class GoogleAdapter(ProviderAdapter):
             path, body, http_options = wire.request(
                 self._api, model=mapped.model, contents=mapped.contents, config=config, stream=True
             )
-            stream = await self._api.async_request_streamed("post", path, body, http_options)
+            stream = wire.chunks(self._api, path, body, http_options)
             async for chunk in stream:
                 await queue.put(chunk)
             await queue.put(_END)

@@ -33,10 +33,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-from google.genai import _common, models, types
+from google.genai import _common, errors, models, types
 
 #: Names whose wire key is not the plain camelCase of the attribute.
 _KEYS = {"citations": "citationSources"}
@@ -175,3 +176,20 @@ def request(
     http_options = parameters.config.http_options if parameters.config is not None else None
     body = _common.encode_unserializable_types(_common.convert_to_dict(body))
     return path, body, http_options
+
+
+async def chunks(
+    api_client: Any, path: str, body: dict[str, Any], http_options: types.HttpOptions | None
+) -> AsyncIterator[Any]:
+    """The stream's chunks as `Response` views, with `async_request_streamed`'s rules.
+
+    That method hands each decoded SSE chunk on re-encoded as a JSON string (for the models to decode
+    again); here the decoded chunk is read as it is. Its one check stays: a chunk whose first key is
+    "error" (what its `json.dumps(chunk).startswith('{"error":')` tests) raises the SDK's APIError.
+    """
+    request = api_client._build_request("post", path, body, http_options)
+    response = await api_client._async_request(http_request=request, http_options=http_options, stream=True)
+    async for chunk in response.async_segments():
+        if type(chunk) is dict and next(iter(chunk), None) == "error":
+            await errors.APIError.raise_error_async(chunk.get("error", {}).get("code"), chunk, response)
+        yield Response(chunk) if type(chunk) is dict else chunk
