@@ -116,6 +116,8 @@ class ContentPart(_Lenient):
     refusal: str | None = None
     # A prompt-cache breakpoint, as LiteLLM and OpenRouter spell it (door_cache.py).
     cache_control: Any = None
+    # {"enabled": true} on a file part: cite it (Anthropic's document `citations`, which LiteLLM passes on).
+    citations: Any = None
 
 
 class FunctionCall(_Lenient):
@@ -526,6 +528,10 @@ def _message(index: int, message: Message, tool_names: dict[str, str]) -> chat_p
 
 def _part(path: str, part: ContentPart) -> chat_pb2.ContentPart:
     mapped = _part_kind(path, part)
+    if part.citations is not None:
+        if not mapped.HasField("document"):
+            raise invalid_argument(f"{path}.citations", "is taken on file parts only; leave it out here")
+        mapped.document.enable_citations = citations_enabled(f"{path}.citations", part.citations)
     if part.cache_control is not None:
         mapped.cache_control.CopyFrom(door_cache.cache_control(f"{path}.cache_control", part.cache_control))
     return mapped
@@ -579,6 +585,13 @@ def decode_base64(path: str, text: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise invalid_argument(path, "is not valid base64") from None
+
+
+def citations_enabled(path: str, value: Any) -> bool:
+    """`{"enabled": true|false}`: whether the model should cite the document."""
+    if not isinstance(value, dict) or set(value) != {"enabled"} or not isinstance(value["enabled"], bool):
+        raise invalid_argument(path, 'must be {"enabled": true} or {"enabled": false}')
+    return value["enabled"]
 
 
 def document(path: str, file_data: str | None, file_id: str | None, filename: str | None) -> chat_pb2.DocumentPart:

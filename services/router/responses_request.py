@@ -46,6 +46,7 @@ from services.router.openai_request import (
     ParsedChat,
     apply_caller,
     apply_routing,
+    citations_enabled,
     decode_base64,
     document,
     image_detail,
@@ -356,8 +357,12 @@ def _input_file(path: str, part: dict[str, Any]) -> chat_pb2.DocumentPart:
     if file_url is not None:
         if file_data is not None or file_id is not None:
             raise invalid_argument(f"{path}.file_url", "is set with file_data or file_id; send one of them")
-        return chat_pb2.DocumentPart(url=file_url, filename=filename or "")
-    return document(path, file_data, file_id, filename)
+        out = chat_pb2.DocumentPart(url=file_url, filename=filename or "")
+    else:
+        out = document(path, file_data, file_id, filename)
+    if part.get("citations") is not None:
+        out.enable_citations = citations_enabled(f"{path}.citations", part["citations"])
+    return out
 
 
 def _optional_string(item: dict[str, Any], key: str, path: str) -> str | None:

@@ -91,6 +91,18 @@ class TestChatCompletions:
         assert (seen[2]["format"], seen[2]["bytes"]) == ("wav", len(WAV))
         assert seen[3]["detail"] == "IMAGE_DETAIL_LOW"
 
+    async def test_file_citations_switch(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
+        """`citations: {"enabled": true}` on a file part (as LiteLLM passes Anthropic's) asks to cite that file."""
+        door.clear_events()
+        cited = {"type": "file", "file": {"file_data": PDF_URL, "filename": "a.pdf"}, "citations": {"enabled": True}}
+        plain = {"type": "file", "file": {"file_id": "file-abc"}}
+        await client.chat.completions.create(
+            model="mock-small",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "cite"}, cited, plain]}],  # type: ignore[list-item]
+        )
+        seen = await _parts_seen(door)
+        assert [part["enable_citations"] for part in seen] == [True, False]
+
     async def test_tool_message_with_an_image(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
         """A tool message's text and image_url parts become the tool result's parts, in order."""
         door.clear_events()
@@ -134,6 +146,14 @@ class TestChatCompletions:
                 {"type": "image_url", "image_url": {"url": PNG_URL, "detail": "ultra"}},
                 "messages[0].content[1].image_url.detail",
             ),
+            (
+                {"type": "file", "file": {"file_id": "file-abc"}, "citations": {"enabled": "yes"}},
+                "messages[0].content[1].citations",
+            ),
+            (
+                {"type": "image_url", "image_url": {"url": PNG_URL}, "citations": {"enabled": True}},
+                "messages[0].content[1].citations",
+            ),
         ],
     )
     async def test_bad_parts_are_400s_naming_the_field(self, client: openai.AsyncOpenAI, part, param: str) -> None:
@@ -147,7 +167,8 @@ class TestChatCompletions:
 
 class TestResponses:
     async def test_input_file_image_and_audio(self, client: openai.AsyncOpenAI, door: MockMesh) -> None:
-        """input_file (file_data, file_url, file_id), input_image with detail and input_audio reach the provider."""
+        """input_file (file_data, file_url with citations asked for, file_id), input_image with detail and
+        input_audio reach the provider."""
         door.clear_events()
         response = await client.responses.create(
             model="mock-small",
@@ -157,7 +178,11 @@ class TestResponses:
                     "content": [  # type: ignore[list-item]
                         {"type": "input_text", "text": "summarise"},
                         {"type": "input_file", "file_data": PDF_URL, "filename": "report.pdf"},
-                        {"type": "input_file", "file_url": "https://example.com/paper.pdf"},
+                        {
+                            "type": "input_file",
+                            "file_url": "https://example.com/paper.pdf",
+                            "citations": {"enabled": True},
+                        },
                         {"type": "input_file", "file_id": "file-abc"},
                         {"type": "input_image", "image_url": PNG_URL, "detail": "high"},
                         {"type": "input_audio", "input_audio": {"data": WAV_B64, "format": "mp3"}},
@@ -175,6 +200,7 @@ class TestResponses:
             ("audio", None),
         ]
         assert seen[1]["url"] == "https://example.com/paper.pdf"
+        assert [part.get("enable_citations") for part in seen[:3]] == [False, True, False]
         assert seen[3]["detail"] == "IMAGE_DETAIL_HIGH"
         assert seen[4]["format"] == "mp3"
 
@@ -206,6 +232,7 @@ class TestResponses:
             ({"type": "input_file"}, "input[0].content[1]"),
             ({"type": "input_image", "image_url": PNG_URL, "detail": "ultra"}, "input[0].content[1].detail"),
             ({"type": "input_file", "file_id": "file-abc", "detail": "low"}, "input[0].content[1].detail"),
+            ({"type": "input_file", "file_id": "file-abc", "citations": True}, "input[0].content[1].citations"),
         ],
     )
     async def test_bad_parts_are_400s_naming_the_field(self, client: openai.AsyncOpenAI, part, param: str) -> None:

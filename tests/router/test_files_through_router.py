@@ -41,6 +41,7 @@ ROUTING = {
         "claude-then-gemini": {"provider": "anthropic", "upstream_model": CLAUDE, "fallbacks": [GEMINI]},
         "gpt-then-claude": {"provider": "openai", "upstream_model": GPT, "fallbacks": [CLAUDE]},
         "gpt-then-gemini": {"provider": "openai", "upstream_model": GPT, "fallbacks": [GEMINI]},
+        "gemini-then-claude": {"provider": "google", "upstream_model": GEMINI, "fallbacks": [CLAUDE]},
     },
 }
 #: The router's per-part limit in this module (the adapters keep the 8 MiB default).
@@ -302,6 +303,34 @@ class TestMovesOn:
         response = await stub.Chat(request, timeout=20)
         assert response.attempts[0].moved_on_because == "openai cannot serve messages[0].content[1].document.url"
         assert fakes.openai.requests == []
+
+
+class TestDocumentCitations:
+    async def test_claude_is_asked_to_cite_and_its_citations_come_back(self, stub, fakes) -> None:
+        """enable_citations → the document block's citations.enabled; the answer's char_location comes back."""
+        cited = fa.citation_examples()[0]
+        fakes.anthropic.script(fa.json_reply(fa.message(text="The grass is green.", citations={0: [cited]})))
+        notes = chat_pb2.DocumentPart(data=b"The grass is green.", mime_type="text/plain", enable_citations=True)
+        messages = [_user(_text("What colour is the grass?"), chat_pb2.ContentPart(document=notes), _pdf())]
+        response = await stub.Chat(rpb.ChatRequest(model=CLAUDE, messages=messages), timeout=20)
+        blocks = fakes.anthropic.requests[-1].body["messages"][0]["content"]
+        assert blocks[1]["citations"] == {"enabled": True}
+        assert "citations" not in blocks[2], "only the document asked for is cited"
+        [citation] = response.message.citations
+        assert (citation.kind, citation.cited_text) == (chat_pb2.CITATION_KIND_DOCUMENT, "The grass is green.")
+
+    @pytest.mark.parametrize(("route", "first"), [("gpt-then-claude", "openai"), ("gemini-then-claude", "google")])
+    async def test_others_refuse_it_by_name(self, stub, fakes, route: str, first: str) -> None:
+        """OpenAI Chat and Gemini cannot cite a document: refused by name before any call, Claude answers."""
+        fakes.openai.script()
+        fakes.google.script()
+        fakes.script_text(CLAUDE)
+        request = rpb.ChatRequest(model=route, messages=[_user(_text("Cite it."), _pdf(enable_citations=True))])
+        response = await stub.Chat(request, timeout=20)
+        assert response.model == CLAUDE
+        field = "messages[0].content[1].document.enable_citations"
+        assert response.attempts[0].moved_on_because == f"{first} cannot serve {field}"
+        assert getattr(fakes, first).requests == []
 
 
 class TestValidation:

@@ -133,20 +133,22 @@ class ImagePart(_message.Message):
     def __init__(self, url: _Optional[str] = ..., data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., detail: _Optional[_Union[ImageDetail, str]] = ...) -> None: ...
 
 class DocumentPart(_message.Message):
-    __slots__ = ("data", "url", "file_id", "mime_type", "filename", "title")
+    __slots__ = ("data", "url", "file_id", "mime_type", "filename", "title", "enable_citations")
     DATA_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_CITATIONS_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     url: str
     file_id: str
     mime_type: str
     filename: str
     title: str
-    def __init__(self, data: _Optional[bytes] = ..., url: _Optional[str] = ..., file_id: _Optional[str] = ..., mime_type: _Optional[str] = ..., filename: _Optional[str] = ..., title: _Optional[str] = ...) -> None: ...
+    enable_citations: bool
+    def __init__(self, data: _Optional[bytes] = ..., url: _Optional[str] = ..., file_id: _Optional[str] = ..., mime_type: _Optional[str] = ..., filename: _Optional[str] = ..., title: _Optional[str] = ..., enable_citations: _Optional[bool] = ...) -> None: ...
 
 class AudioPart(_message.Message):
     __slots__ = ("data", "format", "mime_type")

@@ -361,6 +361,8 @@ def _document_block(path: str, document: chat_pb2.DocumentPart) -> dict[str, Any
     if document.title or document.filename:
         # Anthropic has no filename field: the title names the document to the model.
         block["title"] = document.title or document.filename
+    if document.enable_citations:
+        block["citations"] = {"enabled": True}
     return block
 
 

@@ -226,6 +226,8 @@ def _document_part(path: str, document: chat_pb2.DocumentPart) -> types.Part:
     """Bytes as inline_data; a URL or an uploaded file's URI as file_data (the Gemini API takes no
     display name on either, so `filename` and `title` are not sent)."""
     source = document.WhichOneof("source")
+    if document.enable_citations:
+        raise unsupported_feature(f"{path}.enable_citations", "Gemini does not cite passages of a document")
     if source == "data":
         return types.Part(inline_data=types.Blob(data=document.data, mime_type=document.mime_type))
     uri = document.url if source == "url" else document.file_id

@@ -411,6 +411,7 @@ def _parts_seen(request: Request) -> dict[str, Any]:
                 entry.update(source=document.WhichOneof("source"), mime_type=document.mime_type)
                 entry.update(bytes=len(document.data), filename=document.filename, title=document.title)
                 entry.update(url=document.url, file_id=document.file_id)
+                entry.update(enable_citations=document.enable_citations)
             elif kind == "audio":
                 entry.update(format=part.audio.format, mime_type=part.audio.mime_type, bytes=len(part.audio.data))
             seen.append(entry)

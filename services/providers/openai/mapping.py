@@ -252,6 +252,8 @@ def _image(image: chat_pb2.ImagePart) -> dict[str, Any]:
 def _file(path: str, document: chat_pb2.DocumentPart) -> dict[str, Any]:
     """A document as a `file` part: its bytes as a data URL, or the id of a file uploaded to OpenAI."""
     source = document.WhichOneof("source")
+    if document.enable_citations:
+        raise unsupported_feature(f"{path}.enable_citations", "OpenAI Chat Completions does not cite documents")
     if source == "url":
         raise unsupported_feature(
             f"{path}.url", "OpenAI Chat Completions takes documents as bytes or a file id, not a URL"
