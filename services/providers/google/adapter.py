@@ -1,4 +1,9 @@
-"""The Google Gemini adapter on google-genai (`client.aio.models.generate_content[_stream]`).
+"""The Google Gemini adapter on google-genai.
+
+Requests are built with the SDK's own transform and sent through its API
+client (`async_request`, and for streams `wire.chunks` on the client's own
+request and SSE decoding: auth, headers, timeout, APIError raising); the answers are read as decoded JSON through
+`wire.Fields` instead of the SDK's per-chunk pydantic models (wire.py).
 
 One `genai.Client` per process, created at start and kept for the process
 life (a Client closes its HTTP client when garbage-collected). The adapter
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 import httpx2
@@ -44,6 +50,7 @@ from services.common.errors import (
 )
 from services.common.redaction import Redactor
 from services.providers.base import ProviderAdapter
+from services.providers.google import wire
 from services.providers.google.error_mapping import (
     UPSTREAM_ERRORS,
     escaped_sdk_error,
@@ -101,6 +108,8 @@ class GoogleAdapter(ProviderAdapter):
                 base_url=base_url or None, api_version=api_version, httpx_async_client=self._http
             ),
         )
+        #: The SDK's API client: auth headers, timeout and APIError raising for wire.request's bodies.
+        self._api = self._client._api_client
 
     def list_models(self) -> list[chat_pb2.ModelInfo]:
         return [
@@ -120,9 +129,10 @@ class GoogleAdapter(ProviderAdapter):
         config = _with_timeout(mapped, timeout)
         try:
             async with asyncio.timeout(timeout):
-                response = await self._client.aio.models.generate_content(
-                    model=mapped.model, contents=mapped.contents, config=config
+                path, body, http_options = wire.request(
+                    self._api, model=mapped.model, contents=mapped.contents, config=config, stream=False
                 )
+                raw = await self._api.async_request("post", path, body, http_options)
         except TimeoutError:
             raise _deadline_spent() from None
         except UPSTREAM_ERRORS as error:
@@ -134,7 +144,7 @@ class GoogleAdapter(ProviderAdapter):
             raise mapped_error from None
         reader = ResponseReader(turn=assistant_turn(request))
         with reading_body(self.provider):
-            reader.feed(response)
+            reader.feed(wire.answer(raw.body))
             self._check_answered(reader)
             return pb.ProviderServiceChatResponse(
                 message=reader.message(),
@@ -184,8 +194,8 @@ class GoogleAdapter(ProviderAdapter):
 
     async def _chunks(
         self, mapped: GeminiRequest, config: types.GenerateContentConfig, request: Request
-    ) -> AsyncIterator[types.GenerateContentResponse]:
-        """The SDK's stream, read by a pump task that dies with the gRPC handler task.
+    ) -> AsyncIterator[Any]:
+        """The stream's decoded chunks (`wire.chunks`), read by a pump task that dies with the gRPC handler task.
 
         grpc.aio cancels the handler task while this generator may sit at a
         `yield`; the SDK's nested generators would then close only when the
@@ -219,11 +229,12 @@ class GoogleAdapter(ProviderAdapter):
     async def _pump(
         self, mapped: GeminiRequest, config: types.GenerateContentConfig, model: str, queue: asyncio.Queue[object]
     ) -> None:
-        stream: AsyncIterator[types.GenerateContentResponse] | None = None
+        stream: AsyncIterator[Any] | None = None
         try:
-            stream = await self._client.aio.models.generate_content_stream(
-                model=mapped.model, contents=mapped.contents, config=config
+            path, body, http_options = wire.request(
+                self._api, model=mapped.model, contents=mapped.contents, config=config, stream=True
             )
+            stream = wire.chunks(self._api, path, body, http_options)
             async for chunk in stream:
                 await queue.put(chunk)
             await queue.put(_END)
