@@ -17,6 +17,13 @@ from services.deploy.k8s_check import REPO, check_tree
 
 K8S = REPO / "deploy" / "k8s"
 WORKLOADS = ("router", "agent", "provider:mock", "provider:openai", "provider:anthropic", "provider:google")
+# The builds a mutation test checks: those its edit reaches and its assertions name, in or out (`check_tree`'s
+# `only`). Each kustomize render costs a second of CPU, so checking all of them in every test was most of this file.
+BASE = ("base",)
+PROD = ("overlays/prod",)
+DEV_PROD = ("overlays/dev", "overlays/prod")
+BASE_DEV = ("base", "overlays/dev")
+MONITORING = ("overlays/prod", "monitoring")
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +46,11 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def problems_of(tree: Path, code: Mapping[str, CodeEnv]) -> str:
-    report = check_tree(tree, REPO, code)
+def problems_of(tree: Path, code: Mapping[str, CodeEnv], only: tuple[str, ...] | None = None) -> str:
+    """The problems `check_tree` finds in the broken copy: in every build, or in `only` those."""
+    report = check_tree(tree, REPO, code, only)
     assert not report.ok, "the broken copy passed the check"
+    assert report.builds == [b for b in (only or report.builds) if b != "monitoring"]
     return "\n".join(report.problems)
 
 
@@ -84,7 +93,9 @@ class TestProbesAndPods:
             "          readinessProbe:\n            grpc: {port: 50051}",
             "          readinessProbe:\n            tcpSocket: {port: 50051}",
         )
-        assert "llmmesh-router container llmmesh: readinessProbe must be a native grpc probe" in problems_of(tree, code)
+        assert "llmmesh-router container llmmesh: readinessProbe must be a native grpc probe" in problems_of(
+            tree, code, BASE
+        )
 
     def test_probe_port_must_be_the_grpc_port(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A grpc probe on another port than the container's grpc port is named."""
@@ -93,14 +104,14 @@ class TestProbesAndPods:
             "          livenessProbe:\n            grpc: {port: 50051}",
             "          livenessProbe:\n            grpc: {port: 50052}",
         )
-        assert "livenessProbe.grpc.port 50052 is not the grpc container port [50051]" in problems_of(tree, code)
+        assert "livenessProbe.grpc.port 50052 is not the grpc container port [50051]" in problems_of(tree, code, BASE)
 
     def test_security_context(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A writable root filesystem and a kept capability set are refused."""
         path = tree / "base/router/deployment.yaml"
         edit(path, "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
         edit(path, 'capabilities: {drop: ["ALL"]}', 'capabilities: {drop: ["NET_RAW"]}')
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         assert "llmmesh-router container llmmesh: securityContext.readOnlyRootFilesystem must be true" in found
         assert "llmmesh-router container llmmesh: securityContext.capabilities.drop must include ALL" in found
 
@@ -108,7 +119,7 @@ class TestProbesAndPods:
         """A container without a memory limit is named."""
         edit(tree / "base/router/deployment.yaml", 'limits: {cpu: "1", memory: 512Mi}', 'limits: {cpu: "1"}')
         assert "[base] Deployment/llmmesh-router container llmmesh: resources.limits.memory is missing" in problems_of(
-            tree, code
+            tree, code, BASE
         )
 
     def test_grace_period_shorter_than_the_drain(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
@@ -120,7 +131,7 @@ class TestProbesAndPods:
         )
         assert (
             "terminationGracePeriodSeconds 30 < preStop 5 + LLMMESH_DRAIN_SECONDS 5 + LLMMESH_GRACE_SECONDS 120"
-            " + cleanup 5 = 135" in problems_of(tree, code)
+            " + cleanup 5 = 135" in problems_of(tree, code, BASE)
         )
 
     def test_agent_grace_shorter_than_its_deadline(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
@@ -132,7 +143,7 @@ class TestProbesAndPods:
         )
         assert (
             "[base] Deployment/llmmesh-agent container llmmesh: LLMMESH_GRACE_SECONDS 60 < the agent's"
-            " LLMMESH_AGENT_DEFAULT_DEADLINE_SECONDS 300" in problems_of(tree, code)
+            " LLMMESH_AGENT_DEFAULT_DEADLINE_SECONDS 300" in problems_of(tree, code, BASE)
         )
 
     def test_adapter_grace_follows_the_router_deadline(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
@@ -142,7 +153,7 @@ class TestProbesAndPods:
             'LLMMESH_DEFAULT_DEADLINE_SECONDS, value: "120"',
             'LLMMESH_DEFAULT_DEADLINE_SECONDS, value: "600"',
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, PROD)
         assert (
             "[overlays/prod] Deployment/llmmesh-provider-openai container llmmesh: LLMMESH_GRACE_SECONDS 120"
             " < the router's LLMMESH_DEFAULT_DEADLINE_SECONDS 600" in found
@@ -152,7 +163,7 @@ class TestProbesAndPods:
     def test_unknown_field_fails_the_schema(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A misspelt field is caught by the offline Kubernetes schema, strictly."""
         edit(tree / "base/router/deployment.yaml", "  revisionHistoryLimit: 5", "  revisionHistoryLimits: 5")
-        assert "Deployment/llmmesh-router: schema (Kubernetes 1.30.0) at spec:" in problems_of(tree, code)
+        assert "Deployment/llmmesh-router: schema (Kubernetes 1.30.0) at spec:" in problems_of(tree, code, BASE)
 
 
 class TestSelectorsAndPorts:
@@ -163,7 +174,7 @@ class TestSelectorsAndPorts:
             "  selector:\n    matchLabels:\n      app.kubernetes.io/name: llmmesh-router",
             "  selector:\n    matchLabels:\n      app.kubernetes.io/name: llmmesh-routr",
         )
-        assert "Deployment/llmmesh-router: spec.selector" in problems_of(tree, code)
+        assert "Deployment/llmmesh-router: spec.selector" in problems_of(tree, code, BASE)
 
     def test_service_selector_must_match_a_deployment(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A Service whose selector matches no pods is named."""
@@ -174,13 +185,15 @@ class TestSelectorsAndPorts:
         )
         assert (
             "Service/llmmesh-agent: selector {'app.kubernetes.io/name': 'agent'} matches no Deployment"
-            in problems_of(tree, code)
+            in problems_of(tree, code, BASE)
         )
 
     def test_target_port_must_exist(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A Service targetPort that no container port has is named."""
         edit(tree / "base/router/service.yaml", "targetPort: grpc", "targetPort: grpc-api")
-        assert "Service/llmmesh-router: port grpc targetPort 'grpc-api' is no container port" in problems_of(tree, code)
+        assert "Service/llmmesh-router: port grpc targetPort 'grpc-api' is no container port" in problems_of(
+            tree, code, BASE
+        )
 
     def test_one_hpa_per_adapter(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """An HPA aimed at a missing Deployment is named, and the adapter left without one too."""
@@ -193,7 +206,7 @@ class TestSelectorsAndPorts:
             "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: llmmesh-provider}\n"
             "spec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llmmesh-provider-gemini}\n"
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         assert (
             "HorizontalPodAutoscaler/llmmesh-provider-google: scaleTargetRef Deployment/llmmesh-provider-gemini names no Deployment"
             in found
@@ -210,7 +223,7 @@ class TestReplicasAndHpas:
             "metadata: {name: llmmesh-agent}\nspec: {minReplicas: 2",
             "metadata: {name: llmmesh-agentX}\nspec: {minReplicas: 2",
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         assert "[base] Deployment/llmmesh-agent: needs exactly one HorizontalPodAutoscaler, has []" in found
 
     def test_replicas_beside_an_hpa_in_prod(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
@@ -220,7 +233,7 @@ class TestReplicasAndHpas:
             "metadata: {name: llmmesh-router}\nspec:\n",
             "metadata: {name: llmmesh-router}\nspec:\n  replicas: 3\n",
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, DEV_PROD)
         assert "[overlays/prod] Deployment/llmmesh-router: spec.replicas 3 beside its HorizontalPodAutoscaler" in found
         assert "[overlays/dev] Deployment/llmmesh-router: spec.replicas" not in found
 
@@ -230,7 +243,7 @@ class TestScraping:
         """A PodMonitor scraping a port its pods do not declare is named, per Deployment."""
         text = (tree / "monitoring/podmonitors.yaml").read_text()
         (tree / "monitoring/podmonitors.yaml").write_text(text.replace("{port: metrics,", "{port: metric,"))
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, MONITORING)
         assert (
             "[monitoring] PodMonitor/llmmesh-agent → Deployment/llmmesh-agent: port 'metric' is no container port"
             in found
@@ -240,7 +253,7 @@ class TestScraping:
     def test_podmonitor_job_must_match_the_alerts(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """Without jobLabel the Operator names the job namespace/monitor, which the alerts do not select."""
         edit(tree / "monitoring/podmonitors.yaml", "  jobLabel: app.kubernetes.io/name\n", "")
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, MONITORING)
         assert (
             "[monitoring] PodMonitor/llmmesh-router → Deployment/llmmesh-router: job would be 'llmmesh/llmmesh-router'"
             in found
@@ -253,7 +266,7 @@ class TestScraping:
             "app.kubernetes.io/component: provider,",
             "app.kubernetes.io/component: adapter,",
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, MONITORING)
         assert "[monitoring] PodMonitor/llmmesh-provider: selector" in found
         assert (
             "[monitoring] Deployment/llmmesh-provider-openai: no PodMonitor in deploy/k8s/monitoring scrapes it"
@@ -267,7 +280,7 @@ class TestScraping:
             "{name: metrics, containerPort: 9464",
             "{name: prom, containerPort: 9464",
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         assert "[base] Deployment/llmmesh-agent: no container port named 'metrics'" in found
 
     def test_network_policy_admits_the_scraper_only(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
@@ -277,12 +290,12 @@ class TestScraping:
         label = '        - namespaceSelector:\n            matchLabels: {llmmesh.dev/monitoring: "true"}\n'
         assert text.count(label) == 3
         policies.write_text(text.replace(label, "        - namespaceSelector: {}\n", 1))
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         assert "[base] Deployment/llmmesh-router: NetworkPolicies let any namespace reach the metrics port" in found
         policies.write_text(
             text.replace("        - {port: metrics, protocol: TCP}\n", "        - {port: grpc, protocol: TCP}\n", 1)
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         assert "[base] Deployment/llmmesh-router: NetworkPolicies block Prometheus (namespace labelled" in found
         assert (
             "[base] Deployment/llmmesh-router: NetworkPolicies let the monitoring namespace reach the grpc port"
@@ -312,7 +325,7 @@ class TestScalingOnLoad:
     def test_metric_without_an_adapter_rule(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """An HPA metric prometheus-adapter does not serve (or llmmesh does not export) is named."""
         edit(tree / "base/agent/hpa.yaml", "name: llmmesh_agent_in_flight", "name: llmmesh_agent_runs_active")
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         assert (
             "[base] HorizontalPodAutoscaler/llmmesh-agent: Pods metric 'llmmesh_agent_runs_active' has no rule in"
             " prometheus-adapter-values.yaml" in found
@@ -325,7 +338,7 @@ class TestScalingOnLoad:
         text = hpa.read_text()
         start, end = text.index("    - type: Pods\n"), text.index("    - type: Resource\n")
         hpa.write_text(text[:start] + text[end:])
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, PROD)
         assert "[overlays/prod] HorizontalPodAutoscaler/llmmesh-provider-anthropic: no Pods metric" in found
 
 
@@ -337,7 +350,7 @@ class TestImageDigests:
             "    digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n",
             '    newTag: "0.1.0"\n',
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, DEV_PROD)
         assert (
             "[overlays/prod] Deployment/llmmesh-router container llmmesh: image 'registry.example.com/llmmesh:0.1.0'"
             " is not pinned by digest" in found
@@ -356,7 +369,7 @@ class TestNetworkPolicies:
         )
         assert (
             "Deployment/llmmesh-provider-mock: NetworkPolicies let Deployment/llmmesh-agent reach it; only ['router'] may"
-            in problems_of(tree, code)
+            in problems_of(tree, code, BASE)
         )
 
     def test_callers_must_reach_the_router(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
@@ -367,7 +380,7 @@ class TestNetworkPolicies:
             'matchLabels: {llmmesh.dev/caller: "yes"}',
         )
         assert "Deployment/llmmesh-router: NetworkPolicies block a caller pod (llmmesh.dev/caller=true)" in problems_of(
-            tree, code
+            tree, code, BASE
         )
 
     def test_without_default_deny_strangers_get_in(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
@@ -382,7 +395,7 @@ class TestNetworkPolicies:
         edit(path, "  podSelector: {}\n", "  podSelector:\n    matchLabels: {app.kubernetes.io/component: provider}\n")
         assert (
             "Deployment/llmmesh-agent: NetworkPolicies let an unlabelled pod in another namespace reach it"
-            in problems_of(tree, code)
+            in problems_of(tree, code, BASE)
         )
 
 
@@ -394,7 +407,7 @@ class TestEnvironment:
             '            - {name: LLMMESH_MAX_IN_FLIGHT, value: "256"}\n',
             "",
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         for name in ("mock", "openai", "anthropic", "google"):
             assert (
                 f"[base] Deployment/llmmesh-provider-{name} container llmmesh: the code reads these, add them to env:"
@@ -404,7 +417,7 @@ class TestEnvironment:
     def test_misspelt_variable_is_named_both_ways(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A typo shows up as the variable missing and as one no code reads."""
         edit(tree / "base/router/deployment.yaml", "name: LLMMESH_GRACE_SECONDS,", "name: LLMMESH_GRACE_SECOND,")
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE)
         assert "llmmesh-router container llmmesh: the code reads these, add them to env: LLMMESH_GRACE_SECONDS" in found
         assert (
             "llmmesh-router container llmmesh: no code of router reads these, remove or fix them: LLMMESH_GRACE_SECOND"
@@ -417,7 +430,7 @@ class TestEnvironment:
         grown = dataclasses.replace(
             router, variables=(*router.variables, Variable(("LLMMESH_HEDGE_BUDGET",), "RouterSettings.hedge_budget"))
         )
-        report = check_tree(K8S, REPO, {**code, "router": grown})
+        report = check_tree(K8S, REPO, {**code, "router": grown}, BASE)
         assert any(
             "Deployment/llmmesh-router container llmmesh: the code reads these, add them to env:"
             " LLMMESH_HEDGE_BUDGET (RouterSettings.hedge_budget)" in p
@@ -431,7 +444,7 @@ class TestEnvironment:
             "{name: LLMMESH_LOG_LEVEL, value: info}",
             "{name: LLMMESH_LOG_LEVEL, value: verbose}",
         )
-        assert "LLMMESH_LOG_LEVEL='verbose' is rejected by" in problems_of(tree, code)
+        assert "LLMMESH_LOG_LEVEL='verbose' is rejected by" in problems_of(tree, code, BASE)
 
     def test_service_name_must_match_the_deployment(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """OTEL_SERVICE_NAME differing from the Deployment name breaks the one-name rule, and is named."""
@@ -442,14 +455,14 @@ class TestEnvironment:
         )
         assert (
             "OTEL_SERVICE_NAME must equal the Deployment name 'llmmesh-provider-anthropic' (got 'anthropic')"
-            in problems_of(tree, code)
+            in problems_of(tree, code, BASE)
         )
 
     def test_routing_copy_must_equal_the_default(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """The ConfigMap's routing file drifting from the embedded default is named with the fix."""
         with (tree / "base/config/routing.yaml").open("a") as handle:
             handle.write("# drift\n")
-        assert "must equal services/router/defaults/routing.yaml" in problems_of(tree, code)
+        assert "must equal services/router/defaults/routing.yaml" in problems_of(tree, code, BASE)
 
     def test_committed_secret_values(self, tree: Path, code: Mapping[str, CodeEnv]) -> None:
         """A Secret with values in the manifests is refused."""
@@ -457,7 +470,7 @@ class TestEnvironment:
             "apiVersion: v1\nkind: Secret\nmetadata: {name: llmmesh-provider-openai}\nstringData: {api-key: sk-test}\n"
         )
         edit(tree / "base/kustomization.yaml", "  - namespace.yaml\n", "  - namespace.yaml\n  - keys.yaml\n")
-        assert "Secret/llmmesh-provider-openai: Secret values must not be committed" in problems_of(tree, code)
+        assert "Secret/llmmesh-provider-openai: Secret values must not be committed" in problems_of(tree, code, BASE)
 
 
 class TestCodeEnv:
@@ -513,7 +526,7 @@ class TestSecretsListed:
             "                secretKeyRef: {name: llmmesh-redis-url, key: url, optional: false}\n",
         )
         edit(tree / "base/router/deployment.yaml", '            - {name: LLMMESH_QUOTA_REDIS_URL, value: ""}\n', "")
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, BASE_DEV)
         for build in ("base", "overlays/dev"):
             assert (
                 f"[{build}] Deployment/llmmesh-router: references Secret 'llmmesh-redis-url', which README.md's"
@@ -593,7 +606,7 @@ class TestConsulNodeLocal:
         edit(path, host_ip, "")
         with path.open("a") as handle:
             handle.write(host_ip)  # now after CONSUL_HTTP_ADDR, which uses it
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, DEV_PROD)
         for name in ("llmmesh-router", "llmmesh-agent", "llmmesh-provider-mock"):
             assert (
                 f"[overlays/dev] Deployment/{name} container llmmesh: CONSUL_HTTP_ADDR="
@@ -620,7 +633,7 @@ class TestProductionPromises:
             "{name: LLMMESH_TLS_CERT_FILE, value: /etc/llmmesh-tls/tls.crt}",
             "{name: LLMMESH_TLS_CERT_FILE, value: /tmp/tls.crt}",
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, PROD)
         router, adapter = (
             "[overlays/prod] Deployment/llmmesh-router",
             "[overlays/prod] Deployment/llmmesh-provider-openai",
@@ -640,7 +653,7 @@ class TestProductionPromises:
             "cheap: {models: [gpt-4o-mini, gemini-2.5-flash, claude-haiku-4-5]}",
             "cheap: {models: [gpt-4o-mini, gemini-2.5-flash, claude-haiku-4-5, mock-small]}",
         )
-        found = problems_of(tree, code)
+        found = problems_of(tree, code, DEV_PROD)
         assert "[overlays/prod] Deployment/llmmesh-provider-mock: production deploys no mock" in found
         assert "routing.yaml line" in found
         assert (
@@ -655,7 +668,7 @@ class TestConfigMapReferences:
     ) -> None:
         """The prod agent's profiles ConfigMap outside the namespace: its volume keeps a name nothing makes."""
         edit(tree / "overlays/prod/kustomization.yaml", "    namespace: llmmesh\n", "")
-        problems = problems_of(tree, code)
+        problems = problems_of(tree, code, PROD)
         assert (
             "[overlays/prod] Deployment/llmmesh-agent: volume profiles mounts ConfigMap 'llmmesh-agent-profiles', "
             "which this build does not make in namespace 'llmmesh'" in problems
