@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,6 +13,11 @@ from xdist.scheduler import LoadGroupScheduling
 
 from llmmesh.v1 import router_service_pb2_grpc
 from services.testing.mesh import MockMesh
+
+# The suite starts ~250 interpreters: with PYTHONDONTWRITEBYTECODE=1 (set in some environments) each compiled
+# its imports from source, about 4 CPU-s for a router against 1.3 s from .pyc. The Makefile unsets it too.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 # The production-shaped suite's files share one mesh (~30 s to start): one work unit for all of them.
 PRODUCTION_DIR = "tests/production/"
