@@ -32,6 +32,7 @@ from services.common.errors import (
 from services.common.telemetry import Tally, register_tally, telemetry
 from services.common.validation import DEFAULT_LIMITS, InputLimits, validate_chat_request, validate_embed_request
 from services.providers.base import ProviderAdapter
+from services.providers.coalesce import coalesced
 
 # Used when a caller sets no deadline; the router always sets one.
 DEFAULT_TIMEOUT_SECONDS = 600.0
@@ -124,13 +125,13 @@ class ProviderServicer:
         text: list[str] = []
         try:
             finished = False
-            # aclosing: a cancelled call closes the adapter's generator (and with it the
-            # SDK stream and its HTTP request) now, not whenever the GC gets to it.
             stream = cast(
                 AsyncGenerator[pb.ProviderServiceStreamChatResponse, None],
                 self._adapter.stream_chat(request, timeout=self._timeout(context)),
             )
-            async with contextlib.aclosing(stream) as events:
+            # aclosing: a cancelled call closes the adapter's generator (and with it the
+            # SDK stream and its HTTP request) now, not whenever the GC gets to it.
+            async with contextlib.aclosing(coalesced(stream)) as events:
                 async for event in events:
                     if finished:
                         raise MeshError(grpc.StatusCode.INTERNAL, "adapter sent data after the final message")

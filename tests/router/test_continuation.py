@@ -15,6 +15,7 @@ from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError
 from services.testing.mesh import MockMesh
+from services.testing.streams import kind_runs, text_before
 
 ROUTING = {
     "providers": {
@@ -69,12 +70,13 @@ def _request(model: str, *, cut: str, text: str = "tell me") -> rpb.StreamChatRe
     )
 
 
-async def _stream_error(stub, request: rpb.StreamChatRequest) -> tuple[list[str], MeshError]:
-    kinds: list[str] = []
+async def _stream_error(stub, request: rpb.StreamChatRequest) -> tuple[list[str], str, MeshError]:
+    """The kinds of events sent before the error (each run once), their text, and the error."""
+    events: list[rpb.StreamChatResponse] = []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for event in stub.StreamChat(request, timeout=10):
-            kinds.append(event.WhichOneof("event"))
-    return kinds, MeshError.from_rpc_error(caught.value)
+            events.append(event)
+    return kind_runs(events), "".join(event.delta.text for event in events), MeshError.from_rpc_error(caught.value)
 
 
 class TestContinuation:
@@ -82,9 +84,10 @@ class TestContinuation:
         """A cut stream continues on the first candidate marked continues_prefix, named before it streams, from the prefix."""
         mesh.clear_events()
         events = [event async for event in stub.StreamChat(_request("flaky", cut="flaky"), timeout=10)]
-        kinds = [event.WhichOneof("event") for event in events]
-        assert kinds == ["delta", "delta", "continuation", "delta", "delta", "final"]
-        assert (events[2].continuation.model, events[2].continuation.provider) == ("steady", "able")
+        assert kind_runs(events) == ["delta", "continuation", "delta", "final"]
+        assert text_before(events, "continuation") == "one two "
+        [continued] = [event.continuation for event in events if event.HasField("continuation")]
+        assert (continued.model, continued.provider) == ("steady", "able")
         assert "".join(event.delta.text for event in events) == ANSWER
         final = events[-1].final
         assert (final.model, final.continued) == ("steady", True)
@@ -116,7 +119,7 @@ class TestContinuation:
     async def test_tool_call_deltas_are_never_spliced(self, stub, mesh) -> None:
         """A stream that already sent tool-call deltas fails instead of continuing."""
         mesh.clear_events()
-        kinds, error = await _stream_error(stub, _request("tooly", cut="tooly", text="weather in Oslo"))
+        kinds, _, error = await _stream_error(stub, _request("tooly", cut="tooly", text="weather in Oslo"))
         assert kinds == ["delta"]
         assert error.code == grpc.StatusCode.UNAVAILABLE
         assert "tool-call deltas were sent" in error.message
@@ -125,8 +128,8 @@ class TestContinuation:
     async def test_no_marked_candidate_fails_the_stream(self, stub, mesh) -> None:
         """Without a candidate that can continue a prefix the stream fails clearly; the others are not called."""
         mesh.clear_events()
-        kinds, error = await _stream_error(stub, _request("lonely", cut="lonely"))
-        assert kinds == ["delta", "delta"]
+        kinds, sent, error = await _stream_error(stub, _request("lonely", cut="lonely"))
+        assert (kinds, sent) == (["delta"], "one two ")
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "STREAM_TRUNCATED")
         assert "no candidate able to continue it is left" in error.message
         assert [event["model"] for event in mesh.events("start")] == ["lonely"]

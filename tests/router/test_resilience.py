@@ -16,6 +16,7 @@ from llmmesh.v1 import chat_pb2, router_service_pb2_grpc
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError
 from services.testing.mesh import MockMesh
+from services.testing.streams import kind_runs, text_before
 
 MOCK_CONFIG = {
     "models": [
@@ -229,9 +230,10 @@ class TestStreams:
                 timeout=5,
             )
         ]
-        kinds = [e.WhichOneof("event") for e in events]
-        assert kinds[:3] == ["delta", "delta", "continuation"]
-        assert events[2].continuation.model == "stream-b"
+        assert kind_runs(events)[:2] == ["delta", "continuation"]
+        assert text_before(events, "continuation") == "[mock stream-a] "
+        [continued] = [e.continuation for e in events if e.HasField("continuation")]
+        assert continued.model == "stream-b"
         assert events[-1].final.continued
         assert events[-1].final.model == "stream-b"
         second_call = next(e for e in mesh.events("start") if e["model"] == "stream-b")

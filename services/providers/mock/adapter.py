@@ -7,6 +7,7 @@ MockConfig per model, and per request from `extensions["mock"]`:
     delay_ms, fail_code, fail_message, fail_reason, fail_field (BadRequest
     field), retry_after_s, text (answer to give; "" for none), finish_reason ("stop", "length", ...),
     stream_cut_after (end the stream after N deltas without a final message),
+    stream_chunk_delay_ms (this request's pause between streamed deltas, instead of the model's),
     response_extensions (an object returned as the answer's extensions["mock"],
     unary and stream alike), refusal (decline with this text: Message.refusal,
     streamed as ChatDelta.refusal words, FINISH_REASON_REFUSAL; no text unless `text` says),
@@ -149,6 +150,7 @@ class MockAdapter(ProviderAdapter):
             turn = self._answer(model, request, overrides)
             thought = reasoning.thought(request, _last_user_text(request), supported=model.reasoning)
             cut_after = overrides.get("stream_cut_after")
+            pause_s = max(0.0, float(overrides.get("stream_chunk_delay_ms", model.stream_chunk_delay_ms))) / 1000.0
             thought_deltas = reasoning.deltas(thought) if thought is not None else []
             refusal_deltas = [chat_pb2.ChatDelta(refusal=word) for word in _split_keeping_spaces(_refusal(overrides))]
             cited = _citations(overrides, turn.text)
@@ -159,8 +161,8 @@ class MockAdapter(ProviderAdapter):
                 if cut_after is not None and sent >= int(cut_after):
                     self._record("cut", call_id, model.name)
                     return  # ends without a final message: a truncated stream
-                if model.stream_chunk_delay_ms and sent:
-                    await asyncio.sleep(model.stream_chunk_delay_ms / 1000.0)
+                if pause_s and sent:
+                    await asyncio.sleep(pause_s)
                 yield pb.ProviderServiceStreamChatResponse(delta=delta)
             yield pb.ProviderServiceStreamChatResponse(
                 final=pb.ProviderStreamFinal(

@@ -29,6 +29,8 @@ const RESPONSE_TOOLS = ["current_time", "calculator"].map((name) => ({
 const RESULTS = { current_time: "12:00", calculator: "14808" };
 // Scripts the mock for one request (the door passes `llmmesh` through) and turns off router retries.
 const mock = (options) => ({ llmmesh: { max_retries: 0, extensions: { mock: options } } });
+// The adapter sends the chunks already waiting as one message; a paced mock keeps one chunk per SSE event.
+const PACED = mock({ stream_chunk_delay_ms: 20 });
 
 // The SDK's own error class (by instanceof, not by name) and the fields it parsed from the body.
 function classify(error) {
@@ -77,6 +79,7 @@ const cases = {
       messages: [{ role: "user", content: "one two three four" }],
       stream: true,
       stream_options: { include_usage: true },
+      ...PACED,
     });
     const deltas = [];
     let finish = null;
@@ -148,7 +151,7 @@ const cases = {
   },
 
   async responses_stream() {
-    const stream = await client.responses.create({ model: "mock-small", input: "one two three", stream: true });
+    const stream = await client.responses.create({ model: "mock-small", input: "one two three", stream: true, ...PACED });
     const events = [];
     for await (const event of stream) events.push(event);
     const completed = events.at(-1)?.response;

@@ -648,7 +648,7 @@ class TestStreaming:
         """SSE chunks become text deltas, then exactly one final with finish reason and usage."""
         fake.script(Reply(events=fg.text_stream(["Hel", "lo ", "world"], usage_metadata=fg.usage(4, 3))))
         deltas, final = collect(stub, stream_request(user("Say hello world.")))
-        assert [d.text for d in deltas] == ["Hel", "lo ", "world"]
+        assert "".join(d.text for d in deltas) == "Hello world"
         assert final.finish_reason == chat_pb2.FINISH_REASON_STOP
         assert final.usage == chat_pb2.Usage(input_tokens=4, output_tokens=3)
         assert final.response_model == "gemini-2.5-flash-001"

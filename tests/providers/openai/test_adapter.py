@@ -471,7 +471,7 @@ class TestLogprobs:
         assert [item.token for item in response.message.logprobs] == ["Hi", "!"]
 
     def test_streamed_logprobs_ride_their_deltas(self, stub, fake):
-        """Each chunk's logprobs come with its text delta."""
+        """Each chunk's logprobs come with its text, in order."""
         events = [
             chunk(role="assistant", content=""),
             chunk(content="Hi", logprobs=[token_logprob("Hi", -0.2)]),
@@ -482,8 +482,10 @@ class TestLogprobs:
         fake.script(Reply.stream(events))
         settings = chat_pb2.GenerationSettings(logprobs=True)
         received = _stream(stub, stream_request(user("Hi"), settings=settings))
-        pairs = [(e.delta.text, [(t.token, t.logprob) for t in e.delta.logprobs]) for e in received[:-1]]
-        assert [pair for pair in pairs if pair[1]] == [("Hi", [("Hi", -0.2)]), ("!", [("!", -0.3)])]
+        with_logprobs = [event.delta for event in received[:-1] if event.delta.logprobs]
+        assert [(t.token, t.logprob) for d in with_logprobs for t in d.logprobs] == [("Hi", -0.2), ("!", -0.3)]
+        # A delta's logprobs are its own text's, merged deltas or not.
+        assert all(d.text == "".join(t.token for t in d.logprobs) for d in with_logprobs)
 
 
 class TestCitations:
@@ -578,13 +580,11 @@ class TestStreaming:
         fake.script(Reply.stream(events))
         received = _stream(stub, stream_request(user("Weather?"), tools=[weather_tool()]))
         deltas = [delta for event in received[:-1] for delta in event.delta.tool_calls]
-        assert [(d.index, d.id, d.name) for d in deltas] == [
-            (0, "call_a", "get_weather"),
-            (0, "", ""),
-            (0, "", ""),
-            (1, "call_b", "get_weather"),
-            (1, "", ""),
-        ]
+        # However the fragments were merged: each call starts with its id and name, once, in index order.
+        starts = [(d.index, d.id, d.name) for d in deltas if d.id or d.name]
+        assert starts == [(0, "call_a", "get_weather"), (1, "call_b", "get_weather")]
+        assert [d.index for d in deltas] == sorted(d.index for d in deltas)
+        assert all(deltas[i].id for i in range(len(deltas)) if i == 0 or deltas[i].index != deltas[i - 1].index)
         by_index: dict[int, str] = {}
         for delta in deltas:
             by_index[delta.index] = by_index.get(delta.index, "") + delta.arguments_json_delta
