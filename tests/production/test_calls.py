@@ -292,6 +292,47 @@ class TestResilience:
         assert mesh.openai.wait_disconnected(15), "the upstream stream ran on after the caller left"
 
 
+class TestStreamCoalescing:
+    """The adapter sends the deltas already waiting as one message; a paced stream still goes chunk by chunk."""
+
+    def test_a_burst_arrives_in_fewer_messages_through_both_doors(self, mesh: ProductionMesh) -> None:
+        prompt = " ".join(f"w{i}" for i in range(200))
+        expected = f"[mock mock-small] {prompt}"
+        with mesh.channel() as channel:
+            events = list(
+                router_service_pb2_grpc.RouterServiceStub(channel).StreamChat(
+                    stream_chat("mock-small", prompt), timeout=30, metadata=mesh.caller("team-b")
+                )
+            )
+        deltas = [event.delta.text for event in events if event.HasField("delta")]
+        assert events[-1].HasField("final")
+        assert "".join(deltas) == expected
+        assert len(deltas) < 200
+        request = {"model": "mock-small", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+        with httpx.stream(
+            "POST", f"{mesh.http_url(0)}/v1/chat/completions", json=request, headers=_bearer(mesh, "team-b"), timeout=30
+        ) as response:
+            assert response.status_code == 200, response.read()
+            lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+        chunks = [json.loads(line) for line in lines[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        assert (text, lines[-1]) == (expected, "[DONE]")
+
+    def test_a_paced_stream_is_not_held_back(self, mesh: ProductionMesh) -> None:
+        with mesh.channel() as channel:
+            events = list(
+                router_service_pb2_grpc.RouterServiceStub(channel).StreamChat(
+                    stream_chat("mock-slow", "one two"), timeout=30, metadata=mesh.caller("team-b")
+                )
+            )
+        assert [event.delta.text for event in events if event.HasField("delta")] == [
+            "[mock ",
+            "mock-slow] ",
+            "one ",
+            "two",
+        ]
+
+
 class TestRequestMetrics:
     def test_both_doors_are_counted(self, mesh: ProductionMesh) -> None:
         """A gRPC chat, an HTTP chat and an HTTP refusal each raise the routers' request counter by one, per door."""

@@ -11,8 +11,8 @@ from google.protobuf import struct_pb2
 from llmmesh.v1 import chat_pb2
 from llmmesh.v1 import router_service_pb2 as rpb
 from services.common.errors import MeshError
-from services.testing.streams import kind_runs
 from services.testing.mesh import MockMesh
+from services.testing.streams import kind_runs
 
 
 def _user(text: str) -> chat_pb2.Message:
