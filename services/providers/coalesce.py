@@ -116,15 +116,17 @@ class _Pump:
 def merge(batch: list[Event]) -> list[Event]:
     """The batch with each run of mergeable deltas as one delta, in order; the adapter's messages are not changed."""
     merged: list[Event] = []
+    last_kind: str | None = None  # of merged[-1], when it is a delta that may take more
     owned = False  # merged[-1] is our copy, not the adapter's message
     for event in batch:
-        if merged and event.HasField("delta") and merged[-1].HasField("delta"):
-            into = merged[-1] if owned else _copy(merged[-1])
-            if _absorb(into.delta, event.delta):
-                merged[-1], owned = into, True
-                continue
+        kind = _kind(event.delta) if event.HasField("delta") else None
+        if kind is not None and kind == last_kind and _fits(merged[-1].delta, event.delta, kind):
+            if not owned:
+                merged[-1], owned = _copy(merged[-1]), True
+            _append(merged[-1].delta, event.delta, kind)
+            continue
         merged.append(event)
-        owned = False
+        last_kind, owned = kind, False
     return merged
 
 
@@ -134,21 +136,26 @@ def _copy(event: Event) -> Event:
     return copy
 
 
-def _absorb(into: chat_pb2.ChatDelta, delta: chat_pb2.ChatDelta) -> bool:
-    """Adds `delta` to the end of `into` when both are one kind; False (and `into` untouched) otherwise."""
-    kind = _kind(delta)
-    if kind is None or kind != _kind(into):
-        return False
+def _fits(into: chat_pb2.ChatDelta, delta: chat_pb2.ChatDelta, kind: str) -> bool:
+    """Whether `delta` may join `into`, both of `kind`: reasoning only within one part, before its signature."""
+    if kind != "reasoning":
+        return True
+    last, piece = into.reasoning, delta.reasoning
+    same_part = last.index == piece.index and last.provider == piece.provider
+    return same_part and not (last.signature or last.redacted_data or piece.redacted_data)
+
+
+def _append(into: chat_pb2.ChatDelta, delta: chat_pb2.ChatDelta, kind: str) -> None:
     if kind == "text":
         into.text += delta.text
         into.logprobs.extend(delta.logprobs)
     elif kind == "refusal":
         into.refusal += delta.refusal
     elif kind == "reasoning":
-        return _absorb_reasoning(into.reasoning, delta.reasoning)
+        into.reasoning.text += delta.reasoning.text
+        into.reasoning.signature = delta.reasoning.signature
     else:
-        _absorb_tool_calls(into.tool_calls, delta.tool_calls)
-    return True
+        _append_tool_calls(into.tool_calls, delta.tool_calls)
 
 
 def _kind(delta: chat_pb2.ChatDelta) -> str | None:
@@ -164,16 +171,7 @@ def _kind(delta: chat_pb2.ChatDelta) -> str | None:
     return None
 
 
-def _absorb_reasoning(into: chat_pb2.ReasoningDelta, piece: chat_pb2.ReasoningDelta) -> bool:
-    same_part = into.index == piece.index and into.provider == piece.provider
-    if not same_part or into.signature or into.redacted_data or piece.redacted_data:
-        return False
-    into.text += piece.text
-    into.signature = piece.signature
-    return True
-
-
-def _absorb_tool_calls(
+def _append_tool_calls(
     into: RepeatedCompositeFieldContainer[chat_pb2.ToolCallDelta],
     pieces: RepeatedCompositeFieldContainer[chat_pb2.ToolCallDelta],
 ) -> None:

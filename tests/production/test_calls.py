@@ -208,16 +208,9 @@ class TestHttpDoor:
     def test_stream(self, mesh: ProductionMesh) -> None:
         """A streamed HTTP answer arrives as SSE chunks ending in [DONE]."""
         script_text(mesh, "openai", "door stream answer", stream=True)
-        chunks: list[dict[str, object]] = []
         request = {"model": MODELS["openai"], "stream": True, "messages": [{"role": "user", "content": "hi door"}]}
-        with httpx.stream(
-            "POST", f"{mesh.http_url(0)}/v1/chat/completions", json=request, headers=_bearer(mesh, "team-b"), timeout=30
-        ) as response:
-            assert response.status_code == 200, response.read()
-            lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
-        assert lines[-1] == "[DONE]"
-        chunks = [json.loads(line) for line in lines[:-1]]
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        text, last = _door_stream(mesh, request, "team-b")
+        assert last == "[DONE]"
         assert text.strip() == "door stream answer"
 
     def test_without_a_key_is_refused(self, mesh: ProductionMesh) -> None:
@@ -242,6 +235,18 @@ def _wait_for_metrics(mesh: ProductionMesh, services: set[str]) -> None:
         mesh.receiver.wait_for(all_exported, timeout=30)
     except AssertionError:
         pytest.fail(f"no metrics over OTLP from {sorted(services - exported)}")
+
+
+def _door_stream(mesh: ProductionMesh, request: dict[str, object], tenant: str) -> tuple[str, str]:
+    """A chat-completions stream through the HTTP door: the content its chunks carry, and its last data line."""
+    with httpx.stream(
+        "POST", f"{mesh.http_url(0)}/v1/chat/completions", json=request, headers=_bearer(mesh, tenant), timeout=30
+    ) as response:
+        assert response.status_code == 200, response.read()
+        lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(line) for line in lines[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    return text, lines[-1]
 
 
 def _bearer(mesh: ProductionMesh, tenant: str) -> dict[str, str]:
@@ -309,14 +314,7 @@ class TestStreamCoalescing:
         assert "".join(deltas) == expected
         assert len(deltas) < 200
         request = {"model": "mock-small", "stream": True, "messages": [{"role": "user", "content": prompt}]}
-        with httpx.stream(
-            "POST", f"{mesh.http_url(0)}/v1/chat/completions", json=request, headers=_bearer(mesh, "team-b"), timeout=30
-        ) as response:
-            assert response.status_code == 200, response.read()
-            lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
-        chunks = [json.loads(line) for line in lines[:-1]]
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
-        assert (text, lines[-1]) == (expected, "[DONE]")
+        assert _door_stream(mesh, request, "team-b") == (expected, "[DONE]")
 
     def test_a_paced_stream_is_not_held_back(self, mesh: ProductionMesh) -> None:
         with mesh.channel() as channel:
